@@ -1,0 +1,35 @@
+# Front door. Both targets start with scripts/setup.sh (installs missing Debian packages).
+#   make run    build, create a demo store on first use, and serve VGG16 on :50051
+#   make test   build and run every test
+BUILD ?= build
+STORE ?= model_store
+JOBS ?= $(shell nproc)
+PYTHON ?= /usr/bin/python3
+ARGS ?=
+
+.PHONY: setup build run test bench clean format
+
+setup:
+	bash scripts/setup.sh
+
+build: setup
+	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
+	cmake --build $(BUILD) -j$(JOBS)
+
+$(STORE)/vgg16:
+	$(PYTHON) scripts/make_demo_store.py $(STORE)
+
+run: build $(STORE)/vgg16
+	$(BUILD)/server/model-server --store $(STORE) --model vgg16=vgg16 $(ARGS)
+
+test: build
+	cd $(BUILD) && ctest -j$(JOBS) --output-on-failure --timeout 1200
+
+bench: build
+	bash bench/run_bench.sh
+
+format:
+	clang-format -i $$(git ls-files '*.cc' '*.h')
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,56 @@
+#ifndef MODELSERVER_CLIENT_MODEL_CLIENT_H_
+#define MODELSERVER_CLIENT_MODEL_CLIENT_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "proto/modelserving/v1/model_service.grpc.pb.h"
+#include "server/util/host_tensor.h"
+
+namespace modelserver {
+
+// A thin client for ModelService: one channel, typed calls with a deadline.
+// Thread-safe (gRPC stubs are).
+//
+//   auto client = ModelClient::Create({.target = "localhost:50051"});
+//   modelserving::v1::PredictResponse resp;
+//   grpc::Status s = client->Predict(MakePredictRequest("vgg16", input, 5), &resp);
+class ModelClient {
+ public:
+  struct Options {
+    std::string target = "localhost:50051";
+    int64_t max_message_bytes = 64 << 20;
+    std::chrono::milliseconds timeout{60000};
+  };
+  static std::unique_ptr<ModelClient> Create(const Options& options);
+
+  grpc::Status Predict(const modelserving::v1::PredictRequest& request,
+                       modelserving::v1::PredictResponse* response) const;
+  grpc::Status ListModels(modelserving::v1::ListModelsResponse* response) const;
+  grpc::Status GetModelStatus(const std::string& model_name,
+                              modelserving::v1::ModelStatus* response) const;
+
+  modelserving::v1::ModelService::Stub* stub() const { return stub_.get(); }
+  const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }
+
+ private:
+  void Prepare(grpc::ClientContext* context) const;
+
+  Options options_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<modelserving::v1::ModelService::Stub> stub_;
+};
+
+// A PredictRequest for `input` (data copied).
+modelserving::v1::PredictRequest MakePredictRequest(const std::string& model_name,
+                                                    const HostTensor& input, int top_k,
+                                                    int64_t version = 0);
+// The response's output as a HostTensor.
+HostTensor OutputTensor(const modelserving::v1::PredictResponse& response);
+
+}  // namespace modelserver
+
+#endif  // MODELSERVER_CLIENT_MODEL_CLIENT_H_

@@ -1,0 +1,21 @@
+#ifndef MODELSERVER_CLIENT_NPY_H_
+#define MODELSERVER_CLIENT_NPY_H_
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "server/util/host_tensor.h"
+
+namespace modelserver {
+
+// Reads a NumPy .npy file (format 1.0-3.0, C order, little-endian dtypes f4, f8,
+// f2, u1, i1, i4, i8, b1). INVALID_ARGUMENT for anything else.
+absl::StatusOr<HostTensor> ReadNpy(const std::string& path);
+// Parses .npy bytes.
+absl::StatusOr<HostTensor> ParseNpy(const std::string& bytes);
+// Writes `t` as a .npy file (format 1.0).
+absl::Status WriteNpy(const std::string& path, const HostTensor& t);
+
+}  // namespace modelserver
+
+#endif  // MODELSERVER_CLIENT_NPY_H_

@@ -1,0 +1,182 @@
+// model-server: flags, wiring, signals. The only composition root.
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <signal.h>
+
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "server/model/device.h"
+#include "server/service/model_service_impl.h"
+#include "server/serving/model_registry.h"
+#include "server/store/checkpoint_store.h"
+#include "server/util/logging.h"
+
+ABSL_FLAG(std::string, listen, "0.0.0.0:50051",
+          "gRPC listen address (host:port; port 0 picks one)");
+ABSL_FLAG(std::string, store, "./model_store", "checkpoint store directory (created if missing)");
+ABSL_FLAG(std::vector<std::string>, model, {},
+          "NAME[=ARCH] to load at startup (newest version); repeatable. ARCH (vgg16, vgg11_bn, "
+          "vgg:cfg=...) is used when the version's manifest names none");
+ABSL_FLAG(std::string, device, "auto", "auto|cpu|cuda|cuda:N");
+ABSL_FLAG(int, intra_op_threads, 0, "LibTorch intra-op threads; 0 = one per core");
+ABSL_FLAG(int64_t, max_message_bytes, 64 << 20, "largest gRPC message received or sent, in bytes");
+ABSL_FLAG(int, shutdown_grace_seconds, 10,
+          "on SIGTERM/SIGINT, how long in-flight requests may take before the server stops");
+ABSL_FLAG(std::string, port_file, "",
+          "if set, the bound gRPC port is written to this file once the server listens");
+ABSL_FLAG(std::string, log_level, "info", "debug|info|warning|error");
+
+namespace modelserver {
+namespace {
+
+constexpr char kServiceName[] = "modelserving.v1.ModelService";
+
+// --model may be given several times; absl keeps only the last, so collect them
+// all first and leave the rest of argv to absl.
+std::vector<std::string> TakeModelFlags(int* argc, char** argv) {
+  std::vector<std::string> models;
+  int out = 1;
+  for (int i = 1; i < *argc; ++i) {
+    const std::string arg = argv[i];
+    if ((arg == "--model" || arg == "-model") && i + 1 < *argc) {
+      models.push_back(argv[++i]);
+    } else if (absl::StartsWith(arg, "--model=") || absl::StartsWith(arg, "-model=")) {
+      models.push_back(arg.substr(arg.find('=') + 1));
+    } else {
+      argv[out++] = argv[i];
+    }
+  }
+  *argc = out;
+  return models;
+}
+
+int Run(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "Serves PyTorch models over gRPC.\n"
+      "  model-server --store DIR --model vgg16=vgg16 [--listen 0.0.0.0:50051]");
+  std::vector<std::string> model_args = TakeModelFlags(&argc, argv);
+  absl::ParseCommandLine(argc, argv);
+  for (const std::string& m : absl::GetFlag(FLAGS_model)) model_args.push_back(m);
+
+  LogLevel level;
+  if (!ParseLogLevel(absl::GetFlag(FLAGS_log_level), &level)) {
+    std::fprintf(stderr, "--log_level must be debug, info, warning or error\n");
+    return 2;
+  }
+  SetLogLevel(level);
+
+  struct StartupModel {
+    std::string name, arch;
+  };
+  std::vector<StartupModel> startup;
+  for (const std::string& m : model_args) {
+    const size_t eq = m.find('=');
+    StartupModel s{m.substr(0, eq), eq == std::string::npos ? "" : m.substr(eq + 1)};
+    if (auto st = CheckpointStore::ValidateModelName(s.name); !st.ok()) {
+      std::fprintf(stderr, "--model %s: %s\n", m.c_str(), std::string(st.message()).c_str());
+      return 2;
+    }
+    startup.push_back(std::move(s));
+  }
+
+  // Block the shutdown signals in every thread; one thread waits for them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  SetIntraOpThreads(absl::GetFlag(FLAGS_intra_op_threads));
+  auto device = ResolveDevice(absl::GetFlag(FLAGS_device));
+  if (!device.ok()) {
+    LOG_ERROR(device.status().message());
+    return 2;
+  }
+  auto store = CheckpointStore::Create({absl::GetFlag(FLAGS_store), /*create_root=*/true});
+  if (!store.ok()) {
+    LOG_ERROR(store.status().message());
+    return 2;
+  }
+
+  ModelRegistry registry({store->get(), *device});
+  ModelServiceImpl service(&registry);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(absl::GetFlag(FLAGS_listen), grpc::InsecureServerCredentials(), &port);
+  const int64_t max_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(std::min<int64_t>(max_bytes, INT32_MAX)));
+  builder.SetMaxSendMessageSize(static_cast<int>(std::min<int64_t>(max_bytes, INT32_MAX)));
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    LOG_ERROR("cannot listen on ", absl::GetFlag(FLAGS_listen));
+    return 1;
+  }
+  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  health->SetServingStatus("", true);
+  health->SetServingStatus(kServiceName, startup.empty());
+
+  absl::Mutex health_mu;
+  std::set<std::string> startup_pending;
+  for (const StartupModel& s : startup) startup_pending.insert(s.name);
+  registry.set_ready_listener([&](const std::string& name, bool ready) {
+    absl::MutexLock lock(&health_mu);
+    health->SetServingStatus(name, ready);
+    if (ready) startup_pending.erase(name);
+    health->SetServingStatus(kServiceName, startup_pending.empty());
+  });
+
+  LOG_INFO("model-server listening on port ", port, " (", absl::GetFlag(FLAGS_listen), "), store ",
+           (*store)->root(), ", device ", *device, "; ", TorchBuildSummary());
+  if (const std::string pf = absl::GetFlag(FLAGS_port_file); !pf.empty()) {
+    const std::string tmp = pf + ".tmp";
+    std::ofstream(tmp) << port << "\n";
+    std::rename(tmp.c_str(), pf.c_str());
+  }
+
+  // Startup models load in the background of a listening server, so liveness
+  // answers while readiness waits for them.
+  std::thread loader([&] {
+    for (const StartupModel& s : startup) {
+      (void)registry.Load(s.name, s.arch, /*version=*/0);
+    }
+  });
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  LOG_INFO("received ", sig == SIGTERM ? "SIGTERM" : "SIGINT", "; shutting down");
+  {
+    absl::MutexLock lock(&health_mu);
+    health->Shutdown();  // every service NOT_SERVING
+  }
+  service.StartShutdown();
+  server->Shutdown(std::chrono::system_clock::now() +
+                   std::chrono::seconds(absl::GetFlag(FLAGS_shutdown_grace_seconds)));
+  loader.join();
+  LOG_INFO("model-server stopped");
+  return 0;
+}
+
+}  // namespace
+}  // namespace modelserver
+
+int main(int argc, char** argv) { return modelserver::Run(argc, argv); }

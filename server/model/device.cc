@@ -1,0 +1,56 @@
+#include "server/model/device.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <dlfcn.h>
+#include <torch/cuda.h>
+#include <torch/version.h>
+
+#include <algorithm>
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+
+namespace modelserver {
+
+absl::StatusOr<std::string> ResolveDevice(absl::string_view spec) {
+  const int64_t gpus = torch::cuda::is_available() ? torch::cuda::device_count() : 0;
+  if (spec == "auto") return gpus > 0 ? std::string("cuda:0") : std::string("cpu");
+  if (spec == "cpu") return std::string("cpu");
+  int index = 0;
+  if (spec == "cuda" ||
+      (absl::StartsWith(spec, "cuda:") && absl::SimpleAtoi(spec.substr(5), &index) && index >= 0)) {
+    if (index >= gpus) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--device ", spec, ": ", gpus == 0 ? "LibTorch sees no CUDA device" : "no such GPU", " (",
+          gpus, " visible); use --device cpu or auto"));
+    }
+    return absl::StrCat("cuda:", index);
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("--device '", spec, "' is not one of auto, cpu, cuda, cuda:N"));
+}
+
+void SetIntraOpThreads(int n) {
+  // LibTorch's own default can be 1 (Debian's build); 0 means one per core.
+  if (n <= 0) n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  at::set_num_threads(n);
+  // OpenBLAS (the classifier's matrix products) keeps the thread count it read
+  // when it was loaded; tell it too when it is the BLAS in use.
+  using SetThreads = void (*)(int);
+  if (auto* set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) {
+    set(n);
+  }
+}
+
+int IntraOpThreads() { return at::get_num_threads(); }
+
+std::string TorchBuildSummary() {
+  return absl::StrCat("LibTorch ", TORCH_VERSION, ", CUDA ",
+                      torch::cuda::is_available() ? "available" : "not available",
+                      ", intra-op threads ", at::get_num_threads());
+}
+
+}  // namespace modelserver

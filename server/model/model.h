@@ -1,0 +1,51 @@
+#ifndef MODELSERVER_SERVER_MODEL_MODEL_H_
+#define MODELSERVER_SERVER_MODEL_MODEL_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "server/util/host_tensor.h"
+
+namespace modelserver {
+
+// How a checkpoint file stores a model (the API's CheckpointFormat).
+enum class ModelFormat { kUnspecified = 0, kStateDict = 1, kTorchScript = 2, kPickledModule = 3 };
+const char* ModelFormatName(ModelFormat format);  // "STATE_DICT", ...
+
+// What describes a loaded model. Constant after load.
+struct ModelInfo {
+  std::string architecture;  // canonical ("vgg16", "vgg:cfg=8-M:classes=10", ...)
+  ModelFormat format = ModelFormat::kUnspecified;
+  std::string device;  // "cpu", "cuda:0"
+  int64_t parameter_bytes = 0;
+};
+
+// One loaded, eval-mode model version on its device. Its header is torch-free so
+// that serving, batching and service code never include torch.
+//
+// Thread-safe: Forward may run on several threads at once; the model is immutable
+// after load. Shared as std::shared_ptr<const Model>: a batch holds its model for
+// the whole forward pass.
+class Model {
+ public:
+  virtual ~Model() = default;
+
+  virtual const ModelInfo& info() const = 0;
+
+  // Checks one request's input before it is queued: dtype and shape [N,C,H,W] or
+  // [C,H,W]. INVALID_ARGUMENT naming what was wrong and what was expected.
+  virtual absl::Status ValidateInput(DType dtype, const std::vector<int64_t>& shape) const = 0;
+
+  // Runs the model on a batch that passed ValidateInput, in eval mode without
+  // autograd; blocks for the forward pass. The output has the batch's leading
+  // dimension. RESOURCE_EXHAUSTED when the device is out of memory,
+  // INVALID_ARGUMENT when the network rejects the input, INTERNAL otherwise.
+  virtual absl::StatusOr<HostTensor> Forward(const HostTensor& batch) const = 0;
+};
+
+}  // namespace modelserver
+
+#endif  // MODELSERVER_SERVER_MODEL_MODEL_H_

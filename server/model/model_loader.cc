@@ -1,0 +1,45 @@
+#include "server/model/model_loader.h"
+
+#include "absl/strings/str_cat.h"
+#include "server/model/checkpoint_reader.h"
+#include "server/model/tensor_convert.h"
+#include "server/model/vgg.h"
+#include "server/model/vgg_config.h"
+#include "server/model/vgg_model.h"
+#include "server/util/status_macros.h"
+
+namespace modelserver {
+
+absl::StatusOr<std::shared_ptr<const Model>> LoadModelFromFile(const ModelLoadOptions& options) {
+  switch (options.format) {
+    case ModelFormat::kStateDict: {
+      if (options.architecture.empty()) {
+        return absl::FailedPreconditionError(
+            absl::StrCat(options.path,
+                         " is a state dict, which needs an architecture (e.g. vgg16): give it "
+                         "in manifest.json or as --model NAME=ARCH"));
+      }
+      ASSIGN_OR_RETURN(VggConfig config, ParseVggArchitecture(options.architecture));
+      CheckpointReadOptions read;
+      read.verify_crc = options.verify_crc;
+      try {
+        ASSIGN_OR_RETURN(StateDict state, ReadStateDict(options.path, read));
+        ASSIGN_OR_RETURN(std::shared_ptr<VggImpl> vgg, VggImpl::Create(config, std::move(state)));
+        ASSIGN_OR_RETURN(std::shared_ptr<VggModel> model,
+                         VggModel::Create(std::move(vgg), options.format, options.device));
+        return std::shared_ptr<const Model>(std::move(model));
+      } catch (const std::exception& e) {
+        return TorchError(e, absl::StrCat("loading ", options.path));
+      }
+    }
+    case ModelFormat::kTorchScript:
+    case ModelFormat::kPickledModule:
+      return absl::UnimplementedError(absl::StrCat("format ", ModelFormatName(options.format),
+                                                   " is not served yet; save a state dict"));
+    case ModelFormat::kUnspecified:
+      break;
+  }
+  return absl::InvalidArgumentError("checkpoint format is unspecified");
+}
+
+}  // namespace modelserver

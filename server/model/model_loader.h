@@ -1,0 +1,30 @@
+#ifndef MODELSERVER_SERVER_MODEL_MODEL_LOADER_H_
+#define MODELSERVER_SERVER_MODEL_MODEL_LOADER_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "server/model/model.h"
+
+namespace modelserver {
+
+struct ModelLoadOptions {
+  std::string path;  // the checkpoint file
+  ModelFormat format = ModelFormat::kStateDict;
+  std::string architecture;    // required for kStateDict ("vgg16", ...)
+  std::string device = "cpu";  // a ResolveDevice() result
+  // Check zip CRCs; the store turns this off once it verified the file's sha256.
+  bool verify_crc = true;
+};
+
+// Reads a checkpoint and builds an eval-mode model on the device. Blocks for the
+// whole load. Errors: those of ReadStateDict, INVALID_ARGUMENT for an unknown
+// architecture, FAILED_PRECONDITION when the checkpoint does not fit it,
+// RESOURCE_EXHAUSTED when the device is out of memory, UNIMPLEMENTED for formats
+// not served yet. Thread-safe.
+absl::StatusOr<std::shared_ptr<const Model>> LoadModelFromFile(const ModelLoadOptions& options);
+
+}  // namespace modelserver
+
+#endif  // MODELSERVER_SERVER_MODEL_MODEL_LOADER_H_

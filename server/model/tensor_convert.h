@@ -1,0 +1,31 @@
+#ifndef MODELSERVER_SERVER_MODEL_TENSOR_CONVERT_H_
+#define MODELSERVER_SERVER_MODEL_TENSOR_CONVERT_H_
+
+#include <ATen/ATen.h>
+
+#include <exception>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "server/util/host_tensor.h"
+
+namespace modelserver {
+
+absl::StatusOr<at::ScalarType> ToScalarType(DType dtype);
+absl::StatusOr<DType> ToDType(at::ScalarType type);
+
+// A CPU tensor viewing `t.data` (no copy; `t` must outlive it).
+absl::StatusOr<at::Tensor> ViewHostTensor(const HostTensor& t);
+
+// Copies a tensor (any device) into a HostTensor.
+absl::StatusOr<HostTensor> ToHostTensor(const at::Tensor& t);
+
+// Turns an exception thrown by torch into a Status: out-of-memory is
+// RESOURCE_EXHAUSTED, anything else gets `code`. `what` says what was being done.
+absl::Status TorchError(const std::exception& e, absl::string_view what,
+                        absl::StatusCode code = absl::StatusCode::kInternal);
+
+}  // namespace modelserver
+
+#endif  // MODELSERVER_SERVER_MODEL_TENSOR_CONVERT_H_

@@ -1,0 +1,91 @@
+#include "server/model/vgg_model.h"
+
+#include <c10/core/InferenceMode.h>
+
+#include "absl/strings/str_cat.h"
+#include "server/model/tensor_convert.h"
+#include "server/util/status_macros.h"
+
+namespace modelserver {
+namespace {
+constexpr int64_t kMaxSide = 8192;
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<VggModel>> VggModel::Create(std::shared_ptr<VggImpl> vgg,
+                                                           ModelFormat format,
+                                                           const std::string& device) {
+  ModelInfo info;
+  info.architecture = vgg->config().Name();
+  info.format = format;
+  info.device = device;
+  at::Device dev(at::kCPU);
+  try {
+    dev = at::Device(device);
+    if (!dev.is_cpu()) vgg->to(dev);
+    for (const auto& p : vgg->parameters()) info.parameter_bytes += p.nbytes();
+    for (const auto& b : vgg->buffers()) info.parameter_bytes += b.nbytes();
+  } catch (const std::exception& e) {
+    return TorchError(e, absl::StrCat("moving the model to ", device));
+  }
+  return std::shared_ptr<VggModel>(new VggModel(std::move(vgg), dev, std::move(info)));
+}
+
+absl::Status VggModel::ValidateInput(DType dtype, const std::vector<int64_t>& shape) const {
+  const VggConfig& c = vgg_->config();
+  const std::string expected =
+      absl::StrCat("[N,", c.in_channels, ",H,W] or [", c.in_channels, ",H,W]");
+  if (dtype != DType::kFloat32) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("input dtype ", DTypeName(dtype), " is not supported, expected float32"));
+  }
+  if (shape.size() != 3 && shape.size() != 4) {
+    return absl::InvalidArgumentError(absl::StrCat("input shape ", ShapeString(shape), " has rank ",
+                                                   shape.size(), ", expected ", expected));
+  }
+  const size_t o = shape.size() - 3;
+  if (o == 1 && shape[0] < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("input shape ", ShapeString(shape),
+                                                   " is empty (batch size ", shape[0],
+                                                   "), expected at least one sample"));
+  }
+  if (shape[o] != c.in_channels) {
+    return absl::InvalidArgumentError(absl::StrCat("input shape ", ShapeString(shape),
+                                                   o == 0 ? " (read as [C,H,W])" : "", " has ",
+                                                   shape[o], " channels, expected ", expected));
+  }
+  const int64_t min = c.MinInputSize();
+  for (size_t d = o + 1; d < shape.size(); ++d) {
+    if (shape[d] < min) {
+      return absl::InvalidArgumentError(absl::StrCat("input shape ", ShapeString(shape),
+                                                     " is too small for ", info_.architecture,
+                                                     ": height and width must be at least ", min));
+    }
+    if (shape[d] > kMaxSide) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "input shape ", ShapeString(shape), ": height and width must be at most ", kMaxSide));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<HostTensor> VggModel::Forward(const HostTensor& batch) const {
+  RETURN_IF_ERROR(ValidateInput(batch.dtype, batch.shape));
+  ASSIGN_OR_RETURN(at::Tensor host, ViewHostTensor(batch));
+  const bool unbatched = batch.shape.size() == 3;
+  try {
+    c10::InferenceMode guard;
+    at::Tensor x = unbatched ? host.unsqueeze(0) : host;
+    if (!device_.is_cpu()) {
+      at::Tensor pinned = at::empty(x.sizes(), x.options().pinned_memory(true));
+      pinned.copy_(x);
+      x = pinned.to(device_, /*non_blocking=*/true);
+    }
+    at::Tensor y = vgg_->forward(x);
+    if (unbatched) y = y.squeeze(0);
+    return ToHostTensor(y);
+  } catch (const std::exception& e) {
+    return TorchError(e, absl::StrCat(info_.architecture, " forward pass"));
+  }
+}
+
+}  // namespace modelserver

@@ -1,0 +1,98 @@
+#ifndef MODELSERVER_SERVER_SERVING_MODEL_REGISTRY_H_
+#define MODELSERVER_SERVER_SERVING_MODEL_REGISTRY_H_
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "server/model/model.h"
+#include "server/store/checkpoint_store.h"
+
+namespace modelserver {
+
+enum class ModelState { kUnloaded = 1, kLoading = 2, kReady = 3, kFailed = 4 };
+
+// A model's status as the API reports it.
+struct ModelStatusInfo {
+  std::string model_name;
+  ModelState state = ModelState::kUnloaded;
+  int64_t serving_version = 0;
+  std::vector<int64_t> store_versions;
+  ModelFormat format = ModelFormat::kUnspecified;
+  std::string architecture;
+  std::string device;
+  std::string last_error;
+};
+
+// The models in memory: loads versions from the store, hands out the serving
+// version, reports status. Owns no threads; loads run on the caller's thread.
+//
+// Thread-safe. Models are handed out as shared_ptr<const Model>, so a swap or an
+// unload frees a version only once the last request using it is done.
+//
+//   ModelRegistry registry({.store = store.get(), .device = "cpu"});
+//   RETURN_IF_ERROR(registry.Load("vgg16", "vgg16", /*version=*/0));
+//   ASSIGN_OR_RETURN(ModelRegistry::Handle h, registry.Get("vgg16", 0));
+class ModelRegistry {
+ public:
+  struct Options {
+    const CheckpointStore* store = nullptr;  // not owned; outlives the registry
+    std::string device = "cpu";              // a ResolveDevice() result
+  };
+  // Called after every state change with the model name and whether it is READY.
+  using ReadyListener = std::function<void(const std::string& model_name, bool ready)>;
+
+  explicit ModelRegistry(Options options) : options_(std::move(options)) {}
+
+  // Called without the registry's lock held; set before the first Load.
+  void set_ready_listener(ReadyListener listener) { listener_ = std::move(listener); }
+
+  // Loads `version` of `name` (0 = newest) from the store, verifying it, and makes
+  // it the serving version (the file's sha256 is checked while it loads). `architecture` overrides
+  // an empty manifest architecture (--model NAME=ARCH). Blocks for the whole load. On failure the
+  // previously serving version (if any) keeps serving, and the error is recorded
+  // in last_error. Errors: those of CheckpointStore::Resolve/Verify and
+  // LoadModelFromFile.
+  absl::Status Load(const std::string& name, const std::string& architecture, int64_t version);
+
+  struct Handle {
+    std::shared_ptr<const Model> model;
+    int64_t version = 0;
+  };
+  // The serving model of `name`; `version` 0 or equal to the serving version.
+  // NOT_FOUND for an unknown model or a version that is not the serving one;
+  // FAILED_PRECONDITION when the model is known but not READY.
+  absl::StatusOr<Handle> Get(const std::string& name, int64_t version) const;
+
+  // One model's status, also for models only in the store. NOT_FOUND when neither
+  // memory nor store knows it.
+  absl::StatusOr<ModelStatusInfo> Status(const std::string& name) const;
+  // Every model in memory or in the store, sorted by name.
+  absl::StatusOr<std::vector<ModelStatusInfo>> List() const;
+
+ private:
+  struct Entry {
+    ModelStatusInfo status;  // store_versions is filled on read
+    std::shared_ptr<const Model> model;
+  };
+  ModelStatusInfo Snapshot(const std::string& name, const Entry* entry) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+
+  const Options options_;
+  ReadyListener listener_;
+  mutable absl::Mutex mu_;
+  std::map<std::string, Entry> models_ ABSL_GUARDED_BY(mu_);
+};
+
+const char* ModelStateName(ModelState state);
+
+}  // namespace modelserver
+
+#endif  // MODELSERVER_SERVER_SERVING_MODEL_REGISTRY_H_

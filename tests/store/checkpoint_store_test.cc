@@ -1,0 +1,135 @@
+#include "server/store/checkpoint_store.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "server/util/sha256.h"
+
+namespace modelserver {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+
+class CheckpointStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = ::testing::TempDir() + "/store_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    fs::remove_all(root_);
+    auto s = CheckpointStore::Create({root_, true});
+    ASSERT_TRUE(s.ok()) << s.status();
+    store_ = *std::move(s);
+  }
+  std::string Put(const std::string& model, const std::string& version, const std::string& file,
+                  const std::string& content) {
+    const fs::path dir = fs::path(root_) / model / version;
+    fs::create_directories(dir);
+    std::ofstream(dir / file) << content;
+    return (dir / file).string();
+  }
+  void Manifest(const std::string& model, const std::string& version, const std::string& json) {
+    std::ofstream(fs::path(root_) / model / version / "manifest.json") << json;
+  }
+
+  std::string root_;
+  std::unique_ptr<CheckpointStore> store_;
+};
+
+TEST_F(CheckpointStoreTest, ModelNames) {
+  for (const char* ok : {"vgg16", "a", "A.b_c-9", "0model"}) {
+    EXPECT_TRUE(CheckpointStore::ValidateModelName(ok).ok()) << ok;
+  }
+  for (const std::string& bad : {std::string(""), std::string("../x"), std::string("a/b"),
+                                 std::string(".hidden"), std::string("-x"), std::string(129, 'a'),
+                                 std::string("sp ace"), std::string("nul\0x", 5)}) {
+    absl::Status s = CheckpointStore::ValidateModelName(bad);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(std::string(s.message()), HasSubstr("[A-Za-z0-9._-]"));
+  }
+}
+
+TEST_F(CheckpointStoreTest, VersionsAndNewest) {
+  Put("m", "1", "model_weights.pth", "one");
+  Put("m", "10", "model_weights.pth", "ten");
+  Put("m", "2", "model_weights.pth", "two");
+  fs::create_directories(fs::path(root_) / "m" / ".staging-abc");
+  fs::create_directories(fs::path(root_) / "m" / "007");
+  fs::create_directories(fs::path(root_) / "m" / "x1");
+  auto versions = store_->ListVersions("m");
+  ASSERT_TRUE(versions.ok());
+  EXPECT_EQ(*versions, (std::vector<int64_t>{1, 2, 10}));
+  auto newest = store_->Resolve("m", 0);
+  ASSERT_TRUE(newest.ok()) << newest.status();
+  EXPECT_EQ(newest->version, 10);
+  EXPECT_EQ(newest->manifest.format, ModelFormat::kStateDict);
+  EXPECT_FALSE(newest->manifest.present);
+  EXPECT_EQ(store_->Resolve("m", 3).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->Resolve("other", 0).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->Resolve("../etc", 0).status().code(), absl::StatusCode::kInvalidArgument);
+  auto models = store_->ListModels();
+  ASSERT_TRUE(models.ok());
+  EXPECT_EQ(*models, (std::vector<std::string>{"m"}));
+}
+
+TEST_F(CheckpointStoreTest, FormatFromFileName) {
+  Put("ts", "1", "model.pt", "x");
+  Put("pk", "1", "model.pth", "x");
+  EXPECT_EQ(store_->Resolve("ts", 0)->manifest.format, ModelFormat::kTorchScript);
+  EXPECT_EQ(store_->Resolve("pk", 0)->manifest.format, ModelFormat::kPickledModule);
+  Put("two", "1", "model.pt", "x");
+  Put("two", "1", "model.pth", "x");
+  EXPECT_EQ(store_->Resolve("two", 0).status().code(), absl::StatusCode::kFailedPrecondition);
+  fs::create_directories(fs::path(root_) / "none" / "1");
+  EXPECT_EQ(store_->Resolve("none", 0).status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(CheckpointStoreTest, ManifestAndVerify) {
+  const std::string path = Put("m", "1", "model_weights.pth", "weights");
+  const std::string sha = *Sha256File(path);
+  Manifest("m", "1",
+           R"({"format": "STATE_DICT", "architecture": "vgg16", "file": "model_weights.pth",
+      "sha256": ")" +
+               sha + R"(", "size_bytes": 7, "created_at": "2026-01-01T00:00:00Z", "source": "t"})");
+  auto v = store_->Resolve("m", 1);
+  ASSERT_TRUE(v.ok()) << v.status();
+  EXPECT_TRUE(v->manifest.present);
+  EXPECT_EQ(v->manifest.architecture, "vgg16");
+  EXPECT_EQ(v->manifest.size_bytes, 7);
+  auto verified = store_->Verify(*v);
+  ASSERT_TRUE(verified.ok()) << verified.status();
+  EXPECT_TRUE(*verified);
+  // A flipped byte (same size) fails the sha256.
+  std::ofstream(path) << "weighTs";
+  auto bad = store_->Verify(*v);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("sha256"));
+  // A truncated file fails the size.
+  std::ofstream(path) << "w";
+  EXPECT_THAT(std::string(store_->Verify(*v).status().message()), HasSubstr("truncated"));
+}
+
+TEST_F(CheckpointStoreTest, BadManifests) {
+  Put("m", "1", "model_weights.pth", "w");
+  for (const char* json : {"{", "[]", R"({"format": "ONNX"})",
+                           R"({"format": "STATE_DICT", "file": "../../etc/passwd"})"}) {
+    Manifest("m", "1", json);
+    EXPECT_EQ(store_->Resolve("m", 1).status().code(), absl::StatusCode::kDataLoss) << json;
+  }
+}
+
+TEST_F(CheckpointStoreTest, SymlinkOutOfTheStoreIsRefused) {
+  const std::string outside = ::testing::TempDir() + "/outside_weights.pth";
+  std::ofstream(outside) << "secret";
+  fs::create_directories(fs::path(root_) / "m" / "1");
+  fs::create_symlink(outside, fs::path(root_) / "m" / "1" / "model_weights.pth");
+  auto v = store_->Resolve("m", 1);
+  EXPECT_EQ(v.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(std::string(v.status().message()), HasSubstr("outside the store"));
+}
+
+}  // namespace
+}  // namespace modelserver

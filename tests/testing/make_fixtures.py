@@ -1,0 +1,176 @@
+#!/usr/bin/python3
+"""Writes the test fixtures: real PyTorch files saved by Debian's python3-torch, and
+the outputs Python computes for them, so the C++ tests compare against Python.
+
+usage: make_fixtures.py OUT_DIR [--no-full]
+
+OUT_DIR/<name>/model_weights.pth   torch.save(model.state_dict(), ...)
+OUT_DIR/<name>/input.npy           a random input
+OUT_DIR/<name>/output.npy          model.eval()(input) in Python
+OUT_DIR/<name>/arch.txt            the architecture string the server takes
+Bad checkpoints (bad_*) and reader fixtures (reader/*) sit beside them.
+"""
+import io
+import os
+import pickle
+import sys
+import zipfile
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torchvision.models import vgg as tvgg
+
+out_dir = sys.argv[1]
+full = "--no-full" not in sys.argv
+MARKER = os.path.join(os.path.abspath(out_dir), "pwned_marker")
+
+
+def tiny_vgg(cfg, bn, classes, hidden, pool):
+    m = tvgg.VGG(tvgg.make_layers(cfg, batch_norm=bn), num_classes=classes, init_weights=True)
+    last = [c for c in cfg if c != "M"][-1]
+    m.avgpool = nn.AdaptiveAvgPool2d((pool, pool))
+    m.classifier = nn.Sequential(
+        nn.Linear(last * pool * pool, hidden), nn.ReLU(True), nn.Dropout(),
+        nn.Linear(hidden, hidden), nn.ReLU(True), nn.Dropout(),
+        nn.Linear(hidden, classes))
+    return m
+
+
+def randomize_bn(m):
+    # torchvision initialises running stats to 0/1, which would make eval-mode BN trivial.
+    g = torch.Generator().manual_seed(7)
+    for mod in m.modules():
+        if isinstance(mod, nn.BatchNorm2d):
+            mod.running_mean.copy_(torch.randn(mod.running_mean.shape, generator=g) * 0.1)
+            mod.running_var.copy_(torch.rand(mod.running_var.shape, generator=g) + 0.5)
+            mod.weight.data.copy_(torch.rand(mod.weight.shape, generator=g) + 0.5)
+            mod.bias.data.copy_(torch.randn(mod.bias.shape, generator=g) * 0.1)
+            mod.num_batches_tracked.fill_(123)
+
+
+def write_model(name, model, arch, input_shape):
+    d = os.path.join(out_dir, name)
+    os.makedirs(d, exist_ok=True)
+    model.eval()
+    torch.save(model.state_dict(), os.path.join(d, "model_weights.pth"))
+    x = torch.randn(*input_shape, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        y = model(x)
+    np.save(os.path.join(d, "input.npy"), x.numpy())
+    np.save(os.path.join(d, "output.npy"), y.numpy())
+    with open(os.path.join(d, "arch.txt"), "w") as f:
+        f.write(arch)
+    return d
+
+
+def write_bad(name, state_or_bytes, arch):
+    d = os.path.join(out_dir, name)
+    os.makedirs(d, exist_ok=True)
+    path = os.path.join(d, "model_weights.pth")
+    if isinstance(state_or_bytes, (bytes, bytearray)):
+        with open(path, "wb") as f:
+            f.write(state_or_bytes)
+    else:
+        torch.save(state_or_bytes, path)
+    with open(os.path.join(d, "arch.txt"), "w") as f:
+        f.write(arch)
+
+
+class Evil:
+    """Unpickling this with Python's pickle would run a shell command."""
+
+    def __reduce__(self):
+        return (os.system, ("touch " + MARKER,))
+
+
+def main():
+    os.makedirs(out_dir, exist_ok=True)
+    torch.manual_seed(0)
+
+    tiny_arch = "vgg:cfg=8-M-16-M:classes=10:hidden=32:pool=2"
+    tiny = tiny_vgg([8, "M", 16, "M"], False, 10, 32, 2)
+    write_model("tiny", tiny, tiny_arch, (4, 3, 32, 32))
+
+    tiny_bn_arch = "vgg:cfg=8-M-16-M:bn:classes=10:hidden=32:pool=2"
+    tiny_bn = tiny_vgg([8, "M", 16, "M"], True, 10, 32, 2)
+    randomize_bn(tiny_bn)
+    write_model("tiny_bn", tiny_bn, tiny_bn_arch, (2, 3, 24, 20))
+
+    # Same architecture, protocol 4 pickle (FRAME, MEMOIZE, STACK_GLOBAL, SHORT_BINUNICODE).
+    d = write_model("tiny_proto4", tiny, tiny_arch, (4, 3, 32, 32))
+    torch.save(tiny.state_dict(), os.path.join(d, "model_weights.pth"), pickle_protocol=4)
+
+    if full:
+        vgg16 = tvgg.vgg16()
+        write_model("vgg16", vgg16, "vgg16", (1, 3, 224, 224))
+        vgg11_bn = tvgg.vgg11_bn()
+        randomize_bn(vgg11_bn)
+        write_model("vgg11_bn", vgg11_bn, "vgg11_bn", (2, 3, 64, 64))
+
+    sd = tiny.state_dict()
+    missing = dict(sd)
+    del missing["classifier.6.bias"]
+    write_bad("bad_missing_key", missing, tiny_arch)
+    wrong = dict(sd)
+    wrong["features.0.weight"] = torch.zeros(8, 3, 5, 5)
+    write_bad("bad_wrong_shape", wrong, tiny_arch)
+    extra = dict(sd)
+    extra["features.99.weight"] = torch.zeros(3)
+    write_bad("bad_extra_key", extra, tiny_arch)
+    buf = io.BytesIO()
+    torch.save(sd, buf)
+    raw = buf.getvalue()
+    write_bad("bad_truncated", raw[: len(raw) // 2], tiny_arch)
+    write_bad("bad_not_zip", b"this is not a checkpoint\n" * 10, tiny_arch)
+    # A zip whose data.pkl calls os.system through REDUCE, as torch.save writes it.
+    write_bad("bad_os_system", {"features.0.weight": Evil()}, tiny_arch)
+    # A training checkpoint dict instead of a state dict.
+    write_bad("bad_not_state_dict", {"epoch": 3, "model": sd}, tiny_arch)
+
+    # Reader fixtures: every storage dtype, views, shared storages.
+    r = os.path.join(out_dir, "reader")
+    os.makedirs(r, exist_ok=True)
+    base = torch.arange(24)
+    tensors = {
+        "f32": base.float().reshape(2, 3, 4),
+        "f64": base.double().reshape(4, 6),
+        "f16": base.half(),
+        "bf16": base.bfloat16(),
+        "i64": base.long() - 12,
+        "i32": base.int() - 12,
+        "i16": base.short() - 12,
+        "i8": base.to(torch.int8) - 12,
+        "u8": base.to(torch.uint8),
+        "bool": (base % 3 == 0),
+        "c64": torch.complex(base.float(), -base.float()),
+        "scalar": torch.tensor(7),
+        "empty": torch.zeros(0, 3),
+    }
+    shared = base.float().reshape(4, 6)
+    tensors["transposed"] = shared.t()                  # non-contiguous view
+    tensors["slice"] = shared[1:3, 2:5]                 # offset + strides, same storage
+    tensors["shared_full"] = shared
+    torch.save(tensors, os.path.join(r, "dtypes.pth"))
+    # Raw pickle payloads for the unpickler tests.
+    with open(os.path.join(r, "plain_p2.pkl"), "wb") as f:
+        pickle.dump({"a": [1, -2, 3.5, True, None], "b": ("x", b"y\xe9z", 2 ** 40, -(2 ** 40))}, f,
+                    protocol=2)
+    with open(os.path.join(r, "plain_p4.pkl"), "wb") as f:
+        pickle.dump({"a": [1, -2, 3.5, True, None], "b": ("x", b"y\xe9z", 2 ** 40, -(2 ** 40))}, f,
+                    protocol=4)
+    with open(os.path.join(r, "os_system.pkl"), "wb") as f:
+        pickle.dump(Evil(), f, protocol=2)
+    # Zip variants for the zip reader.
+    with zipfile.ZipFile(os.path.join(r, "zip64.zip"), "w", zipfile.ZIP_STORED) as z:
+        with z.open("a/data.pkl", "w", force_zip64=True) as f:
+            f.write(b"hello zip64")
+        z.writestr("a/data/0", b"\x01\x02\x03\x04")
+    with zipfile.ZipFile(os.path.join(r, "deflated.zip"), "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("a/data.pkl", b"x" * 1000)
+    with open(os.path.join(out_dir, "DONE"), "w") as f:
+        f.write("ok\n")
+
+
+if __name__ == "__main__":
+    main()

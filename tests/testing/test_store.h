@@ -1,0 +1,25 @@
+#ifndef MODELSERVER_TESTS_TESTING_TEST_STORE_H_
+#define MODELSERVER_TESTS_TESTING_TEST_STORE_H_
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include "client/model_client.h"
+#include "server/util/host_tensor.h"
+
+namespace modelserver::testing {
+
+// A manifest.json for a state-dict fixture file (sha256 and size computed).
+std::string StateDictManifest(const std::string& file, const std::string& architecture);
+
+// Polls GetModelStatus until every model is READY or FAILED; false on timeout.
+bool WaitForModels(const ModelClient& client, const std::vector<std::string>& names,
+                   std::chrono::seconds timeout);
+
+// Largest |a - b| over two float32 tensors of equal shape; +inf when the shapes differ.
+float MaxAbsDiff(const HostTensor& a, const HostTensor& b);
+
+}  // namespace modelserver::testing
+
+#endif  // MODELSERVER_TESTS_TESTING_TEST_STORE_H_
