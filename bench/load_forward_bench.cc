@@ -1,8 +1,9 @@
 // Measures what a VGG state-dict checkpoint costs in C++: file to ready (reader,
 // strict VGG build) and the eval-mode forward pass, for bench/run_bench.sh.
 //
-//   load_forward_bench STORE MODEL ARCH THREADS ITERS BATCH
-// (the file is STORE/MODEL/1/model_weights.pth) prints one JSON object per line.
+//   load_forward_bench STORE MODEL ARCH THREADS ITERS BATCHES [forward_only]
+// (the file is STORE/MODEL/1/model_weights.pth; BATCHES like 1,2,4) prints one JSON
+// object per line.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -30,17 +31,24 @@ double Ms(std::chrono::steady_clock::time_point a) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 7) {
-    std::fprintf(stderr, "usage: %s STORE MODEL ARCH THREADS ITERS BATCH\n", argv[0]);
+  if (argc != 7 && argc != 8) {
+    std::fprintf(stderr, "usage: %s STORE MODEL ARCH THREADS ITERS BATCHES [forward_only]\n",
+                 argv[0]);
     return 2;
   }
+  const bool forward_only = argc == 8;
   const std::string root = argv[1];
   const std::string name = argv[2];
   const std::string file = root + "/" + name + "/1/model_weights.pth";
   const std::string arch = argv[3];
   const int threads = std::atoi(argv[4]);
   const int iters = std::atoi(argv[5]);
-  const int batch = std::atoi(argv[6]);
+  std::vector<int> batches;
+  for (const char* p = argv[6]; *p != '\0';) {
+    batches.push_back(std::atoi(p));
+    while (*p != '\0' && *p != ',') ++p;
+    if (*p == ',') ++p;
+  }
   modelserver::SetIntraOpThreads(threads);
 
   modelserver::ModelLoadOptions o;
@@ -48,6 +56,7 @@ int main(int argc, char** argv) {
   o.architecture = arch;
   std::shared_ptr<const modelserver::Model> model;
   for (bool crc : {true, false}) {
+    if (forward_only && crc) continue;
     std::vector<double> t;
     for (int i = 0; i < iters; ++i) {
       o.verify_crc = crc;
@@ -63,7 +72,7 @@ int main(int argc, char** argv) {
     }
     std::printf("{\"what\": \"cpp_load%s\", \"ms\": %.1f}\n", crc ? "_crc" : "_nocrc", Median(t));
   }
-  {
+  if (!forward_only) {
     std::vector<double> t;
     for (int i = 0; i < iters; ++i) {
       const auto start = std::chrono::steady_clock::now();
@@ -72,11 +81,13 @@ int main(int argc, char** argv) {
     }
     std::printf("{\"what\": \"cpp_sha256\", \"ms\": %.1f}\n", Median(t));
   }
-  {
+  if (!forward_only) {
     // What the server does: resolve, sha256 beside the load, strict build, swap in.
     auto store = modelserver::CheckpointStore::Create({root, false});
     if (!store.ok()) return 1;
-    modelserver::ModelRegistry registry({store->get(), "cpu"});
+    modelserver::ModelRegistry::Options ro;
+    ro.store = store->get();
+    modelserver::ModelRegistry registry(ro);
     std::vector<double> t;
     for (int i = 0; i < iters; ++i) {
       const auto start = std::chrono::steady_clock::now();
@@ -89,21 +100,26 @@ int main(int argc, char** argv) {
     }
     std::printf("{\"what\": \"cpp_store_load\", \"ms\": %.1f}\n", Median(t));
   }
-  modelserver::HostTensor x;
-  x.dtype = modelserver::DType::kFloat32;
-  x.shape = {batch, 3, 224, 224};
-  std::vector<float> values(static_cast<size_t>(x.NumElements()));
-  for (size_t i = 0; i < values.size(); ++i)
-    values[i] = static_cast<float>((i * 7919) % 1000) / 1000.f;
-  x.data.assign(reinterpret_cast<const char*>(values.data()), values.size() * 4);
-  (void)model->Forward(x);  // warm-up
-  std::vector<double> t;
-  for (int i = 0; i < iters; ++i) {
-    const auto start = std::chrono::steady_clock::now();
-    auto y = model->Forward(x);
-    t.push_back(Ms(start));
-    if (!y.ok()) return 1;
+  for (int batch : batches) {
+    modelserver::HostTensor x;
+    x.dtype = modelserver::DType::kFloat32;
+    x.shape = {batch, 3, 224, 224};
+    std::vector<float> values(static_cast<size_t>(x.NumElements()));
+    for (size_t i = 0; i < values.size(); ++i) {
+      values[i] = static_cast<float>((i * 7919) % 1000) / 1000.f;
+    }
+    x.data.assign(reinterpret_cast<const char*>(values.data()), values.size() * 4);
+    (void)model->Forward(x);  // warm-up: allocations, page faults, oneDNN primitives
+    (void)model->Forward(x);
+    std::vector<double> t;
+    for (int i = 0; i < iters; ++i) {
+      const auto start = std::chrono::steady_clock::now();
+      auto y = model->Forward(x);
+      t.push_back(Ms(start));
+      if (!y.ok()) return 1;
+    }
+    std::printf("{\"what\": \"cpp_forward_b%d\", \"ms\": %.1f}\n", batch, Median(t));
+    std::fflush(stdout);
   }
-  std::printf("{\"what\": \"cpp_forward_b%d\", \"ms\": %.1f}\n", batch, Median(t));
   return 0;
 }

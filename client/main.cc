@@ -1,6 +1,7 @@
 // model-client: predict, list, status against a model-server.
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <random>
 #include <string>
 #include <vector>
@@ -12,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "client/load_generator.h"
 #include "client/model_client.h"
 #include "client/npy.h"
 
@@ -27,6 +29,18 @@ ABSL_FLAG(int, top_k, 5, "predict: classes to print per sample (0 = none)");
 ABSL_FLAG(std::string, output, "", "predict: write the output tensor to this .npy file");
 ABSL_FLAG(int, timeout_ms, 60000, "deadline of each call");
 ABSL_FLAG(int64_t, max_message_bytes, 64 << 20, "largest message sent or received");
+ABSL_FLAG(std::vector<std::string>, concurrency, std::vector<std::string>({"1", "4", "16"}),
+          "bench: closed-loop concurrency levels, swept in order");
+ABSL_FLAG(absl::Duration, duration, absl::Seconds(10), "bench: measured time per level");
+ABSL_FLAG(absl::Duration, warmup, absl::Seconds(2), "bench: unmeasured time before each level");
+ABSL_FLAG(int64_t, batch, 1, "bench: samples per request");
+ABSL_FLAG(std::string, format, "STATE_DICT",
+          "save/upload: STATE_DICT | TORCHSCRIPT | PICKLED_MODULE");
+ABSL_FLAG(std::string, target_model, "", "save: store the version under this name");
+ABSL_FLAG(std::string, architecture, "", "upload: architecture for a state dict (vgg16, ...)");
+ABSL_FLAG(std::string, file, "", "upload: the checkpoint file; download: where to write it");
+ABSL_FLAG(std::string, json, "", "bench: also write the results as JSON to this file");
+ABSL_FLAG(std::string, csv, "", "bench: also write the results as CSV to this file");
 
 namespace modelserver {
 namespace {
@@ -104,6 +118,62 @@ int Predict(const ModelClient& client) {
   return 0;
 }
 
+// --shape for bench is the per-sample shape; a leading batch size is allowed and ignored
+// when it is the only difference ("1,3,224,224" and "3,224,224" both work).
+int Bench(const ModelClient& client) {
+  LoadOptions o;
+  o.model = absl::GetFlag(FLAGS_model);
+  o.concurrency.clear();
+  for (const std::string& c : absl::GetFlag(FLAGS_concurrency)) {
+    int v = 0;
+    if (!absl::SimpleAtoi(c, &v) || v < 1) {
+      std::fprintf(stderr, "--concurrency must list positive integers, got '%s'\n", c.c_str());
+      return 2;
+    }
+    o.concurrency.push_back(v);
+  }
+  o.duration = absl::GetFlag(FLAGS_duration);
+  o.warmup = absl::GetFlag(FLAGS_warmup);
+  o.batch = absl::GetFlag(FLAGS_batch);
+  o.top_k = absl::GetFlag(FLAGS_top_k);
+  o.seed = static_cast<uint32_t>(absl::GetFlag(FLAGS_seed));
+  o.sample_shape.clear();
+  for (absl::string_view d : absl::StrSplit(absl::GetFlag(FLAGS_shape), ',')) {
+    int64_t v = 0;
+    if (!absl::SimpleAtoi(d, &v) || v < 1) {
+      std::fprintf(stderr, "--shape %s is not a list of sizes\n",
+                   absl::GetFlag(FLAGS_shape).c_str());
+      return 2;
+    }
+    o.sample_shape.push_back(v);
+  }
+  if (o.sample_shape.size() == 4 && o.sample_shape[0] == 1)
+    o.sample_shape.erase(o.sample_shape.begin());
+  if (o.batch < 1 || o.duration <= absl::ZeroDuration()) {
+    std::fprintf(stderr, "--batch must be >= 1 and --duration > 0\n");
+    return 2;
+  }
+  std::printf("bench: model %s, %lld x [%s] per request, warmup %s, duration %s per level\n",
+              o.model.c_str(), static_cast<long long>(o.batch),
+              absl::StrJoin(o.sample_shape, ",").c_str(), absl::FormatDuration(o.warmup).c_str(),
+              absl::FormatDuration(o.duration).c_str());
+  std::vector<LevelResult> results = RunLoad(client, o);
+  std::printf("%s", FormatTable(results).c_str());
+  if (!absl::GetFlag(FLAGS_json).empty())
+    std::ofstream(absl::GetFlag(FLAGS_json)) << FormatJson(results);
+  if (!absl::GetFlag(FLAGS_csv).empty())
+    std::ofstream(absl::GetFlag(FLAGS_csv)) << FormatCsv(results);
+  int64_t errors = 0;
+  for (const LevelResult& r : results) {
+    for (const auto& [k, v] : r.errors) errors += v;
+  }
+  if (errors > 0) {
+    std::fprintf(stderr, "bench: %lld requests failed\n", static_cast<long long>(errors));
+    return 1;
+  }
+  return 0;
+}
+
 int Run(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Talks to a model-server.\n"
@@ -111,7 +181,16 @@ int Run(int argc, char** argv) {
       "1,3,224,224]"
       " [--top_k 5] [--output y.npy]\n"
       "  model-client [--target host:port] list\n"
-      "  model-client [--target host:port] status NAME");
+      "  model-client [--target host:port] status NAME\n"
+      "  model-client [--target host:port] bench --model NAME [--concurrency 1,4,16] [--duration "
+      "10s]"
+      " [--warmup 2s] [--batch 1] [--shape 3,224,224] [--json F] [--csv F]\n"
+      "  model-client save NAME [--format STATE_DICT] [--target_model OTHER]\n"
+      "  model-client load NAME [--version N]\n"
+      "  model-client unload NAME\n"
+      "  model-client upload NAME --file model_weights.pth [--format STATE_DICT]"
+      " [--architecture vgg16]\n"
+      "  model-client download NAME [--version N] --file out.pth");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (args.size() < 2) {
     std::fprintf(stderr, "%s\n", absl::ProgramUsageMessage().data());
@@ -129,6 +208,88 @@ int Run(int argc, char** argv) {
       return 2;
     }
     return Predict(*client);
+  }
+  if (command == "bench") {
+    if (absl::GetFlag(FLAGS_model).empty()) {
+      std::fprintf(stderr, "bench needs --model NAME\n");
+      return 2;
+    }
+    return Bench(*client);
+  }
+  const std::string model = args.size() > 2 ? std::string(args[2]) : absl::GetFlag(FLAGS_model);
+  auto need_model = [&]() {
+    if (model.empty()) std::fprintf(stderr, "%s needs a model name\n", command.c_str());
+    return !model.empty();
+  };
+  v1::CheckpointFormat format = v1::CHECKPOINT_FORMAT_UNSPECIFIED;
+  if (!v1::CheckpointFormat_Parse(absl::GetFlag(FLAGS_format), &format)) {
+    std::fprintf(stderr, "--format %s is not STATE_DICT, TORCHSCRIPT or PICKLED_MODULE\n",
+                 absl::GetFlag(FLAGS_format).c_str());
+    return 2;
+  }
+  if (command == "save") {
+    if (!need_model()) return 2;
+    v1::SaveModelRequest req;
+    req.set_model_name(model);
+    req.set_format(format);
+    req.set_target_model_name(absl::GetFlag(FLAGS_target_model));
+    v1::SaveModelResponse resp;
+    grpc::Status s = client->SaveModel(req, &resp);
+    if (!s.ok()) return Fail("save", s);
+    std::printf("saved %s version %lld (%s, %lld bytes, sha256 %s)\n", resp.model_name().c_str(),
+                static_cast<long long>(resp.version()),
+                v1::CheckpointFormat_Name(resp.format()).c_str(),
+                static_cast<long long>(resp.size_bytes()), resp.sha256().c_str());
+    return 0;
+  }
+  if (command == "load" || command == "unload") {
+    if (!need_model()) return 2;
+    v1::ModelStatus status;
+    grpc::Status s;
+    if (command == "load") {
+      v1::LoadModelResponse resp;
+      s = client->LoadModel(model, absl::GetFlag(FLAGS_version), &resp);
+      status = resp.status();
+    } else {
+      v1::UnloadModelResponse resp;
+      s = client->UnloadModel(model, &resp);
+      status = resp.status();
+    }
+    if (status.model_name().size() > 0) PrintStatus(status);
+    if (!s.ok()) return Fail(command, s);
+    return 0;
+  }
+  if (command == "upload") {
+    if (!need_model() || absl::GetFlag(FLAGS_file).empty()) {
+      std::fprintf(stderr, "upload needs a model name and --file\n");
+      return 2;
+    }
+    v1::UploadHeader header;
+    header.set_model_name(model);
+    header.set_format(format);
+    header.set_architecture(absl::GetFlag(FLAGS_architecture));
+    v1::UploadCheckpointResponse resp;
+    grpc::Status s = client->Upload(absl::GetFlag(FLAGS_file), header, &resp);
+    if (!s.ok()) return Fail("upload", s);
+    std::printf("uploaded %s version %lld (%lld bytes, sha256 %s)\n", resp.model_name().c_str(),
+                static_cast<long long>(resp.version()), static_cast<long long>(resp.size_bytes()),
+                resp.sha256().c_str());
+    return 0;
+  }
+  if (command == "download") {
+    if (!need_model() || absl::GetFlag(FLAGS_file).empty()) {
+      std::fprintf(stderr, "download needs a model name and --file\n");
+      return 2;
+    }
+    v1::DownloadHeader header;
+    grpc::Status s =
+        client->Download(model, absl::GetFlag(FLAGS_version), absl::GetFlag(FLAGS_file), &header);
+    if (!s.ok()) return Fail("download", s);
+    std::printf("downloaded %s version %lld (%s, %s, %lld bytes) to %s\n",
+                header.model_name().c_str(), static_cast<long long>(header.version()),
+                v1::CheckpointFormat_Name(header.format()).c_str(), header.architecture().c_str(),
+                static_cast<long long>(header.size_bytes()), absl::GetFlag(FLAGS_file).c_str());
+    return 0;
   }
   if (command == "list") {
     v1::ListModelsResponse response;

@@ -1,5 +1,11 @@
 #include "client/model_client.h"
 
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "server/util/sha256.h"
+
 namespace modelserver {
 
 namespace v1 = modelserving::v1;
@@ -40,6 +46,101 @@ grpc::Status ModelClient::GetModelStatus(const std::string& model_name,
   v1::GetModelStatusRequest request;
   request.set_model_name(model_name);
   return stub_->GetModelStatus(&context, request, response);
+}
+
+grpc::Status ModelClient::SaveModel(const v1::SaveModelRequest& request,
+                                    v1::SaveModelResponse* response) const {
+  grpc::ClientContext context;
+  Prepare(&context);
+  return stub_->SaveModel(&context, request, response);
+}
+
+grpc::Status ModelClient::LoadModel(const std::string& model_name, int64_t version,
+                                    v1::LoadModelResponse* response) const {
+  grpc::ClientContext context;
+  Prepare(&context);
+  v1::LoadModelRequest request;
+  request.set_model_name(model_name);
+  request.set_version(version);
+  return stub_->LoadModel(&context, request, response);
+}
+
+grpc::Status ModelClient::UnloadModel(const std::string& model_name,
+                                      v1::UnloadModelResponse* response) const {
+  grpc::ClientContext context;
+  Prepare(&context);
+  v1::UnloadModelRequest request;
+  request.set_model_name(model_name);
+  return stub_->UnloadModel(&context, request, response);
+}
+
+grpc::Status ModelClient::Upload(const std::string& path, v1::UploadHeader header,
+                                 v1::UploadCheckpointResponse* response, size_t chunk_bytes) const {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return grpc::Status(grpc::StatusCode::NOT_FOUND, "cannot open " + path);
+  if (header.sha256().empty()) {
+    auto sha = Sha256File(path);
+    if (!sha.ok())
+      return grpc::Status(grpc::StatusCode::NOT_FOUND, std::string(sha.status().message()));
+    header.set_sha256(*sha);
+  }
+  if (header.size_bytes() == 0) {
+    header.set_size_bytes(static_cast<int64_t>(std::filesystem::file_size(path)));
+  }
+  grpc::ClientContext context;
+  Prepare(&context);
+  auto writer = stub_->UploadCheckpoint(&context, response);
+  v1::UploadCheckpointRequest message;
+  *message.mutable_header() = header;
+  bool ok = writer->Write(message);
+  std::string buf(chunk_bytes, '\0');
+  while (ok && in) {
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    const std::streamsize n = in.gcount();
+    if (n <= 0) break;
+    message.Clear();
+    message.set_chunk(buf.data(), static_cast<size_t>(n));
+    ok = writer->Write(message);
+  }
+  if (ok) writer->WritesDone();
+  return writer->Finish();
+}
+
+grpc::Status ModelClient::Download(const std::string& model_name, int64_t version,
+                                   const std::string& out_path, v1::DownloadHeader* header) const {
+  grpc::ClientContext context;
+  Prepare(&context);
+  v1::DownloadCheckpointRequest request;
+  request.set_model_name(model_name);
+  request.set_version(version);
+  auto reader = stub_->DownloadCheckpoint(&context, request);
+  const std::string tmp = out_path + ".part";
+  std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+  Sha256 sha;
+  v1::DownloadCheckpointResponse message;
+  bool have_header = false;
+  while (reader->Read(&message)) {
+    if (message.has_header()) {
+      *header = message.header();
+      have_header = true;
+    } else {
+      out.write(message.chunk().data(), static_cast<std::streamsize>(message.chunk().size()));
+      sha.Update(message.chunk());
+    }
+  }
+  grpc::Status s = reader->Finish();
+  out.close();
+  if (s.ok() &&
+      (!have_header || (!header->sha256().empty() && sha.HexDigest() != header->sha256()))) {
+    s = grpc::Status(grpc::StatusCode::DATA_LOSS,
+                     "downloaded bytes do not match the header sha256");
+  }
+  if (!s.ok() || !out) {
+    std::remove(tmp.c_str());
+    return s.ok() ? grpc::Status(grpc::StatusCode::INTERNAL, "cannot write " + out_path) : s;
+  }
+  std::rename(tmp.c_str(), out_path.c_str());
+  return s;
 }
 
 v1::PredictRequest MakePredictRequest(const std::string& model_name, const HostTensor& input,

@@ -33,6 +33,22 @@ class ModelClient {
   grpc::Status GetModelStatus(const std::string& model_name,
                               modelserving::v1::ModelStatus* response) const;
 
+  grpc::Status SaveModel(const modelserving::v1::SaveModelRequest& request,
+                         modelserving::v1::SaveModelResponse* response) const;
+  grpc::Status LoadModel(const std::string& model_name, int64_t version,
+                         modelserving::v1::LoadModelResponse* response) const;
+  grpc::Status UnloadModel(const std::string& model_name,
+                           modelserving::v1::UnloadModelResponse* response) const;
+  // Streams the file at `path` after `header` (its sha256 and size_bytes are
+  // filled in when empty) in `chunk_bytes` chunks.
+  grpc::Status Upload(const std::string& path, modelserving::v1::UploadHeader header,
+                      modelserving::v1::UploadCheckpointResponse* response,
+                      size_t chunk_bytes = 1 << 20) const;
+  // Writes the stored file to `out_path` (replaced atomically when complete) and
+  // checks its sha256 against the header (DATA_LOSS on a mismatch).
+  grpc::Status Download(const std::string& model_name, int64_t version, const std::string& out_path,
+                        modelserving::v1::DownloadHeader* header) const;
+
   modelserving::v1::ModelService::Stub* stub() const { return stub_.get(); }
   const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }
 

@@ -34,10 +34,22 @@ ABSL_FLAG(std::vector<std::string>, model, {},
           "NAME[=ARCH] to load at startup (newest version); repeatable. ARCH (vgg16, vgg11_bn, "
           "vgg:cfg=...) is used when the version's manifest names none");
 ABSL_FLAG(std::string, device, "auto", "auto|cpu|cuda|cuda:N");
-ABSL_FLAG(int, intra_op_threads, 0, "LibTorch intra-op threads; 0 = one per core");
+ABSL_FLAG(int, intra_op_threads, 0,
+          "LibTorch intra-op threads shared by a model's forward passes; 0 = one per core");
+ABSL_FLAG(int64_t, max_batch_size, 8, "samples per forward pass; 1 turns batching off");
+ABSL_FLAG(int64_t, batch_timeout_us, 2000,
+          "longest the oldest queued request waits for others to join its batch, in microseconds");
+ABSL_FLAG(int64_t, max_queue_size, 64,
+          "samples that may wait per model; beyond it Predict answers UNAVAILABLE at once");
+ABSL_FLAG(int, batch_workers, 2,
+          "forward passes that may run at once per model; they share --intra_op_threads "
+          "(one pass alone uses all of them, two at once half each)");
 ABSL_FLAG(int64_t, max_message_bytes, 64 << 20, "largest gRPC message received or sent, in bytes");
 ABSL_FLAG(int, shutdown_grace_seconds, 10,
           "on SIGTERM/SIGINT, how long in-flight requests may take before the server stops");
+ABSL_FLAG(int, poll_store_seconds, 0,
+          "every N seconds, load any store version newer than what a model serves; 0 = off");
+ABSL_FLAG(int64_t, max_upload_bytes, int64_t{4} << 30, "largest UploadCheckpoint, in bytes");
 ABSL_FLAG(std::string, port_file, "",
           "if set, the bound gRPC port is written to this file once the server listens");
 ABSL_FLAG(std::string, log_level, "info", "debug|info|warning|error");
@@ -114,8 +126,29 @@ int Run(int argc, char** argv) {
     return 2;
   }
 
-  ModelRegistry registry({store->get(), *device});
-  ModelServiceImpl service(&registry);
+  ModelRegistry::Options registry_options;
+  registry_options.store = store->get();
+  registry_options.device = *device;
+  registry_options.batching.max_batch_size = absl::GetFlag(FLAGS_max_batch_size);
+  registry_options.batching.batch_timeout =
+      absl::Microseconds(absl::GetFlag(FLAGS_batch_timeout_us));
+  registry_options.batching.max_queue_size = absl::GetFlag(FLAGS_max_queue_size);
+  registry_options.batching.num_workers = absl::GetFlag(FLAGS_batch_workers);
+  registry_options.intra_op_threads = IntraOpThreads();
+  if (registry_options.batching.max_batch_size < 1 ||
+      registry_options.batching.max_queue_size < 1 || registry_options.batching.num_workers < 1 ||
+      absl::GetFlag(FLAGS_batch_timeout_us) < 0) {
+    LOG_ERROR(
+        "--max_batch_size, --max_queue_size and --batch_workers must be >= 1, "
+        "--batch_timeout_us >= 0");
+    return 2;
+  }
+  ModelRegistry registry(registry_options);
+  const int removed = (*store)->RemoveStaleStaging(absl::Hours(1));
+  if (removed > 0) LOG_INFO("removed ", removed, " stale staging directories from the store");
+  ModelServiceImpl::Options service_options;
+  service_options.max_upload_bytes = static_cast<uint64_t>(absl::GetFlag(FLAGS_max_upload_bytes));
+  ModelServiceImpl service(&registry, store->get(), service_options);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -146,7 +179,11 @@ int Run(int argc, char** argv) {
   });
 
   LOG_INFO("model-server listening on port ", port, " (", absl::GetFlag(FLAGS_listen), "), store ",
-           (*store)->root(), ", device ", *device, "; ", TorchBuildSummary());
+           (*store)->root(), ", device ", *device, ", batching up to ",
+           registry_options.batching.max_batch_size, " samples / ",
+           absl::GetFlag(FLAGS_batch_timeout_us), " us, queue ",
+           registry_options.batching.max_queue_size, ", ", registry_options.batching.num_workers,
+           " worker(s); ", TorchBuildSummary());
   if (const std::string pf = absl::GetFlag(FLAGS_port_file); !pf.empty()) {
     const std::string tmp = pf + ".tmp";
     std::ofstream(tmp) << port << "\n";
@@ -161,6 +198,10 @@ int Run(int argc, char** argv) {
     }
   });
 
+  if (absl::GetFlag(FLAGS_poll_store_seconds) > 0) {
+    registry.StartPolling(absl::Seconds(absl::GetFlag(FLAGS_poll_store_seconds)));
+  }
+
   int sig = 0;
   sigwait(&signals, &sig);
   LOG_INFO("received ", sig == SIGTERM ? "SIGTERM" : "SIGINT", "; shutting down");
@@ -169,8 +210,11 @@ int Run(int argc, char** argv) {
     health->Shutdown();  // every service NOT_SERVING
   }
   service.StartShutdown();
+  // Queued requests keep being computed during the grace period; whatever is
+  // still queued afterwards is answered UNAVAILABLE.
   server->Shutdown(std::chrono::system_clock::now() +
                    std::chrono::seconds(absl::GetFlag(FLAGS_shutdown_grace_seconds)));
+  registry.Shutdown();
   loader.join();
   LOG_INFO("model-server stopped");
   return 0;

@@ -47,6 +47,15 @@ void SetIntraOpThreads(int n) {
 
 int IntraOpThreads() { return at::get_num_threads(); }
 
+void SetThisThreadIntraOpThreads(int n) {
+  // ATen's OpenMP backend and oneDNN size their parallel regions from the calling
+  // thread's omp_get_max_threads(); OpenBLAS (openmp build) follows it too.
+  at::get_num_threads();  // lets ATen initialise this thread's count first
+  using SetThreads = void (*)(int);
+  static auto* omp_set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"));
+  if (omp_set != nullptr && n > 0) omp_set(n);
+}
+
 std::string TorchBuildSummary() {
   return absl::StrCat("LibTorch ", TORCH_VERSION, ", CUDA ",
                       torch::cuda::is_available() ? "available" : "not available",

@@ -17,6 +17,10 @@ absl::StatusOr<std::string> ResolveDevice(absl::string_view spec);
 // startup, before any forward pass.
 void SetIntraOpThreads(int n);
 int IntraOpThreads();
+// Sets the intra-op thread count of the calling thread's own parallel regions
+// (OpenMP), leaving other threads alone: concurrent forward passes can split the
+// cores between them.
+void SetThisThreadIntraOpThreads(int n);
 
 // "LibTorch 1.13.1, CUDA: no, BLAS/LAPACK: ..." for the startup log.
 std::string TorchBuildSummary();

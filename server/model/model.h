@@ -39,6 +39,18 @@ class Model {
   // [C,H,W]. INVALID_ARGUMENT naming what was wrong and what was expected.
   virtual absl::Status ValidateInput(DType dtype, const std::vector<int64_t>& shape) const = 0;
 
+  // True when a valid input `shape` has no batch dimension ([C,H,W]); the caller
+  // then adds one (and removes it from the output), so every queued input is
+  // [N, ...].
+  virtual bool IsUnbatched(const std::vector<int64_t>& shape) const = 0;
+
+  // An input shape for the warm-up pass before the model serves ([1,3,224,224]).
+  virtual std::vector<int64_t> WarmupShape() const = 0;
+
+  // Writes the model to `path` (which must not exist) in `format`, fsynced.
+  // UNIMPLEMENTED for formats this model cannot be written in.
+  virtual absl::Status Save(ModelFormat format, const std::string& path) const = 0;
+
   // Runs the model on a batch that passed ValidateInput, in eval mode without
   // autograd; blocks for the forward pass. The output has the batch's leading
   // dimension. RESOURCE_EXHAUSTED when the device is out of memory,

@@ -2,7 +2,10 @@
 
 #include <c10/core/InferenceMode.h>
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
+#include "server/model/checkpoint_writer.h"
 #include "server/model/tensor_convert.h"
 #include "server/util/status_macros.h"
 
@@ -66,6 +69,20 @@ absl::Status VggModel::ValidateInput(DType dtype, const std::vector<int64_t>& sh
     }
   }
   return absl::OkStatus();
+}
+
+std::vector<int64_t> VggModel::WarmupShape() const {
+  const VggConfig& c = vgg_->config();
+  const int64_t side = std::max<int64_t>(224, c.MinInputSize());
+  return {1, c.in_channels, side, side};
+}
+
+absl::Status VggModel::Save(ModelFormat format, const std::string& path) const {
+  if (format != ModelFormat::kStateDict) {
+    return absl::UnimplementedError(absl::StrCat("saving a native VGG as ", ModelFormatName(format),
+                                                 " is not supported yet; use STATE_DICT"));
+  }
+  return WriteStateDict(vgg_->state_dict(), path);
 }
 
 absl::StatusOr<HostTensor> VggModel::Forward(const HostTensor& batch) const {

@@ -25,6 +25,9 @@ class VggModel : public Model {
 
   const ModelInfo& info() const override { return info_; }
   absl::Status ValidateInput(DType dtype, const std::vector<int64_t>& shape) const override;
+  bool IsUnbatched(const std::vector<int64_t>& shape) const override { return shape.size() == 3; }
+  std::vector<int64_t> WarmupShape() const override;
+  absl::Status Save(ModelFormat format, const std::string& path) const override;
   absl::StatusOr<HostTensor> Forward(const HostTensor& batch) const override;
 
   const VggImpl& vgg() const { return *vgg_; }

@@ -1,9 +1,18 @@
 #include "server/service/model_service_impl.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "server/model/vgg_config.h"
 #include "server/service/status_mapping.h"
 #include "server/service/tensor_proto.h"
 #include "server/store/checkpoint_store.h"
+#include "server/util/sha256.h"
 #include "server/util/status_macros.h"
 
 namespace modelserver {
@@ -29,8 +38,40 @@ void ToProto(const ModelStatusInfo& info, v1::ModelStatus* proto) {
   proto->set_last_error(info.last_error);
 }
 
-absl::Status ModelServiceImpl::DoPredict(const v1::PredictRequest& request,
-                                         v1::PredictResponse* response) {
+namespace {
+
+absl::Time ToAbslTime(std::chrono::system_clock::time_point t) {
+  if (t == std::chrono::system_clock::time_point::max()) return absl::InfiniteFuture();
+  return absl::FromChrono(t);
+}
+
+// Fills the response from a batch's output rows for this request.
+absl::Status FillResponse(const std::string& model_name, int top_k, bool unbatched,
+                          BatchTask::Result result, v1::PredictResponse* response) {
+  if (top_k > 0) {
+    ASSIGN_OR_RETURN(auto top, TopK(result.output, top_k));
+    for (const auto& sample : top) {
+      v1::TopK* t = response->add_top_k();
+      for (const auto& [index, p] : sample) {
+        v1::Class* c = t->add_classes();
+        c->set_index(index);
+        c->set_probability(p);
+      }
+    }
+  }
+  if (unbatched) result.output.shape.erase(result.output.shape.begin());
+  response->set_model_name(model_name);
+  response->set_version(result.version);
+  ToProto(std::move(result.output), response->mutable_output());
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status ModelServiceImpl::StartPredict(grpc::CallbackServerContext* context,
+                                            const v1::PredictRequest& request,
+                                            v1::PredictResponse* response,
+                                            grpc::ServerUnaryReactor* reactor) {
   if (shutting_down_.load()) return absl::UnavailableError("server is shutting down");
   RETURN_IF_ERROR(CheckpointStore::ValidateModelName(request.model_name()));
   if (request.version() < 0) {
@@ -42,32 +83,34 @@ absl::Status ModelServiceImpl::DoPredict(const v1::PredictRequest& request,
         absl::StrCat("top_k ", request.top_k(), " is negative, expected 0 (none) or more"));
   }
   if (!request.has_input()) return absl::InvalidArgumentError("input tensor is missing");
-  ASSIGN_OR_RETURN(ModelRegistry::Handle handle,
-                   registry_->Get(request.model_name(), request.version()));
+  ASSIGN_OR_RETURN(ModelHandle handle, registry_->Get(request.model_name(), request.version()));
   ASSIGN_OR_RETURN(HostTensor input, FromProto(request.input()));
   RETURN_IF_ERROR(handle.model->ValidateInput(input.dtype, input.shape));
-  ASSIGN_OR_RETURN(HostTensor output, handle.model->Forward(input));
-  if (request.top_k() > 0) {
-    ASSIGN_OR_RETURN(auto top, TopK(output, request.top_k()));
-    for (const auto& sample : top) {
-      v1::TopK* t = response->add_top_k();
-      for (const auto& [index, p] : sample) {
-        v1::Class* c = t->add_classes();
-        c->set_index(index);
-        c->set_probability(p);
-      }
-    }
-  }
-  response->set_model_name(request.model_name());
-  response->set_version(handle.version);
-  ToProto(std::move(output), response->mutable_output());
-  return absl::OkStatus();
+  const bool unbatched = handle.model->IsUnbatched(input.shape);
+  if (unbatched) input.shape.insert(input.shape.begin(), 1);
+
+  BatchTask task;
+  task.input = std::move(input);
+  task.version = request.version();
+  task.deadline = ToAbslTime(context->deadline());
+  task.is_cancelled = [context] { return context->IsCancelled(); };
+  task.done = [reactor, response, unbatched, top_k = request.top_k(),
+               name = request.model_name()](absl::StatusOr<BatchTask::Result> result) {
+    absl::Status status = result.status();
+    if (result.ok()) status = FillResponse(name, top_k, unbatched, *std::move(result), response);
+    reactor->Finish(ToGrpcStatus(status));
+  };
+  return registry_->Enqueue(request.model_name(), std::move(task));
 }
 
 grpc::ServerUnaryReactor* ModelServiceImpl::Predict(grpc::CallbackServerContext* context,
                                                     const v1::PredictRequest* request,
                                                     v1::PredictResponse* response) {
-  return Finish(context, DoPredict(*request, response));
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  // On success the batch worker finishes the reactor; this thread returns at once.
+  absl::Status status = StartPredict(context, *request, response, reactor);
+  if (!status.ok()) reactor->Finish(ToGrpcStatus(status));
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* ModelServiceImpl::ListModels(grpc::CallbackServerContext* context,
@@ -86,6 +129,237 @@ grpc::ServerUnaryReactor* ModelServiceImpl::GetModelStatus(grpc::CallbackServerC
   auto status = registry_->Status(request->model_name());
   if (status.ok()) ToProto(*status, response);
   return Finish(context, status.status());
+}
+
+}  // namespace modelserver
+
+namespace modelserver {
+namespace {
+
+namespace v1 = modelserving::v1;
+
+absl::Status ValidateName(const std::string& name) {
+  return CheckpointStore::ValidateModelName(name);
+}
+
+// UploadCheckpoint: header first, then chunks streamed into a staging version;
+// published only when the stream ends complete and verified. A client that goes
+// away leaves nothing behind (the pending version removes its staging directory).
+class UploadReactor : public grpc::ServerReadReactor<v1::UploadCheckpointRequest> {
+ public:
+  UploadReactor(grpc::CallbackServerContext* context, const CheckpointStore* store,
+                uint64_t max_bytes, v1::UploadCheckpointResponse* response)
+      : context_(context), store_(store), max_bytes_(max_bytes), response_(response) {
+    StartRead(&request_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      // End of the stream: a half-close, or a client that went away.
+      if (context_->IsCancelled()) return Fail(absl::CancelledError("upload cancelled"));
+      if (pending_ == nullptr) return Fail(absl::InvalidArgumentError("upload sent no header"));
+      auto v = pending_->Commit();
+      if (!v.ok()) return Fail(v.status());
+      response_->set_model_name(v->model_name);
+      response_->set_version(v->version);
+      response_->set_sha256(v->manifest.sha256);
+      response_->set_size_bytes(v->manifest.size_bytes);
+      pending_.reset();
+      return Finish(grpc::Status::OK);
+    }
+    absl::Status s = Handle();
+    if (!s.ok()) return Fail(s);
+    StartRead(&request_);
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  absl::Status Handle() {
+    if (request_.has_header()) {
+      if (pending_ != nullptr) return absl::InvalidArgumentError("upload sent a second header");
+      const v1::UploadHeader& h = request_.header();
+      RETURN_IF_ERROR(ValidateName(h.model_name()));
+      if (h.format() == v1::CHECKPOINT_FORMAT_UNSPECIFIED ||
+          !v1::CheckpointFormat_IsValid(h.format())) {
+        return absl::InvalidArgumentError(
+            "upload header format is unspecified, expected STATE_DICT, TORCHSCRIPT or "
+            "PICKLED_MODULE");
+      }
+      if (h.size_bytes() < 0) return absl::InvalidArgumentError("size_bytes is negative");
+      if (static_cast<uint64_t>(h.size_bytes()) > max_bytes_) {
+        return absl::ResourceExhaustedError(absl::StrCat(
+            "upload of ", h.size_bytes(), " bytes is over the limit of ", max_bytes_, " bytes"));
+      }
+      if (!h.sha256().empty() && h.sha256().size() != 64) {
+        return absl::InvalidArgumentError("sha256 must be 64 lower-case hex digits");
+      }
+      if (h.format() == v1::STATE_DICT && !h.architecture().empty()) {
+        RETURN_IF_ERROR(ParseVggArchitecture(h.architecture()).status());
+      }
+      CheckpointStore::NewVersion nv;
+      nv.model_name = h.model_name();
+      nv.format = static_cast<ModelFormat>(h.format());
+      nv.architecture = h.architecture();
+      nv.source = absl::StrCat("UploadCheckpoint from ", context_->peer());
+      nv.max_bytes = max_bytes_;
+      nv.expected_sha256 = h.sha256();
+      nv.expected_size = h.size_bytes() > 0 ? h.size_bytes() : -1;
+      ASSIGN_OR_RETURN(pending_, store_->BeginVersion(nv));
+      return absl::OkStatus();
+    }
+    if (pending_ == nullptr) return absl::InvalidArgumentError("upload must start with a header");
+    return pending_->Append(request_.chunk());
+  }
+
+  void Fail(const absl::Status& s) {
+    pending_.reset();  // removes the staging directory
+    Finish(ToGrpcStatus(s));
+  }
+
+  grpc::CallbackServerContext* context_;
+  const CheckpointStore* store_;
+  const uint64_t max_bytes_;
+  v1::UploadCheckpointResponse* response_;
+  v1::UploadCheckpointRequest request_;
+  std::unique_ptr<PendingVersion> pending_;
+};
+
+// DownloadCheckpoint: the header, then the file in chunks; the sha256 is checked
+// as the bytes go out and a mismatch ends the stream with DATA_LOSS.
+class DownloadReactor : public grpc::ServerWriteReactor<v1::DownloadCheckpointResponse> {
+ public:
+  DownloadReactor(const CheckpointStore* store, const v1::DownloadCheckpointRequest& request,
+                  size_t chunk_bytes)
+      : chunk_bytes_(chunk_bytes) {
+    absl::Status s = Start(store, request);
+    if (!s.ok()) {
+      Finish(ToGrpcStatus(s));
+      return;
+    }
+    StartWrite(&message_);
+  }
+  ~DownloadReactor() override {
+    if (fd_ >= 0) close(fd_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    if (!ok) return Finish(grpc::Status(grpc::StatusCode::CANCELLED, "client went away"));
+    if (sent_ == size_) {
+      if (sha_.HexDigest() != expected_sha256_ && !expected_sha256_.empty()) {
+        return Finish(grpc::Status(grpc::StatusCode::DATA_LOSS,
+                                   "stored file does not match its manifest sha256"));
+      }
+      return Finish(grpc::Status::OK);
+    }
+    message_.Clear();
+    std::string* chunk = message_.mutable_chunk();
+    chunk->resize(std::min<uint64_t>(chunk_bytes_, size_ - sent_));
+    const ssize_t n = pread(fd_, chunk->data(), chunk->size(), static_cast<off_t>(sent_));
+    if (n <= 0) {
+      return Finish(
+          grpc::Status(grpc::StatusCode::DATA_LOSS, "stored file is shorter than it was"));
+    }
+    chunk->resize(static_cast<size_t>(n));
+    sha_.Update(*chunk);
+    sent_ += static_cast<uint64_t>(n);
+    StartWrite(&message_);
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  absl::Status Start(const CheckpointStore* store, const v1::DownloadCheckpointRequest& request) {
+    if (request.version() < 0) return absl::InvalidArgumentError("version is negative");
+    ASSIGN_OR_RETURN(StoreVersion v, store->Resolve(request.model_name(), request.version()));
+    fd_ = open(v.path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd_ < 0) return absl::DataLossError(absl::StrCat("cannot open ", v.path));
+    struct stat st;
+    if (fstat(fd_, &st) != 0) return absl::DataLossError(absl::StrCat("cannot stat ", v.path));
+    size_ = static_cast<uint64_t>(st.st_size);
+    expected_sha256_ = v.manifest.sha256;
+    v1::DownloadHeader* h = message_.mutable_header();
+    h->set_model_name(v.model_name);
+    h->set_version(v.version);
+    h->set_format(static_cast<v1::CheckpointFormat>(v.manifest.format));
+    h->set_architecture(v.manifest.architecture);
+    h->set_sha256(v.manifest.sha256);
+    h->set_size_bytes(static_cast<int64_t>(size_));
+    return absl::OkStatus();
+  }
+
+  const size_t chunk_bytes_;
+  int fd_ = -1;
+  uint64_t size_ = 0;
+  uint64_t sent_ = 0;
+  std::string expected_sha256_;
+  Sha256 sha_;
+  v1::DownloadCheckpointResponse message_;
+};
+
+}  // namespace
+
+grpc::ServerUnaryReactor* ModelServiceImpl::SaveModel(grpc::CallbackServerContext* context,
+                                                      const v1::SaveModelRequest* request,
+                                                      v1::SaveModelResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  const bool posted = admin_.Post([this, reactor, request, response] {
+    auto v = registry_->Save(request->model_name(), static_cast<ModelFormat>(request->format()),
+                             request->target_model_name());
+    if (v.ok()) {
+      response->set_model_name(v->model_name);
+      response->set_version(v->version);
+      response->set_format(request->format());
+      response->set_sha256(v->manifest.sha256);
+      response->set_size_bytes(v->manifest.size_bytes);
+    }
+    reactor->Finish(ToGrpcStatus(v.status()));
+  });
+  if (!posted) reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "shutting down"));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ModelServiceImpl::LoadModel(grpc::CallbackServerContext* context,
+                                                      const v1::LoadModelRequest* request,
+                                                      v1::LoadModelResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (request->version() < 0) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                 absl::StrCat("version ", request->version(), " is negative")));
+    return reactor;
+  }
+  const std::string name = request->model_name();
+  // Returns once the version serves, or with why it failed (the status in the
+  // reply says what serves now either way).
+  registry_->LoadAsync(name, request->version(), [this, reactor, response, name](absl::Status s) {
+    if (auto status = registry_->Status(name); status.ok()) {
+      ToProto(*status, response->mutable_status());
+    }
+    reactor->Finish(ToGrpcStatus(s));
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ModelServiceImpl::UnloadModel(grpc::CallbackServerContext* context,
+                                                        const v1::UnloadModelRequest* request,
+                                                        v1::UnloadModelResponse* response) {
+  absl::Status s = registry_->Unload(request->model_name());
+  if (s.ok()) {
+    if (auto status = registry_->Status(request->model_name()); status.ok()) {
+      ToProto(*status, response->mutable_status());
+    }
+  }
+  return Finish(context, s);
+}
+
+grpc::ServerReadReactor<v1::UploadCheckpointRequest>* ModelServiceImpl::UploadCheckpoint(
+    grpc::CallbackServerContext* context, v1::UploadCheckpointResponse* response) {
+  return new UploadReactor(context, store_, options_.max_upload_bytes, response);
+}
+
+grpc::ServerWriteReactor<v1::DownloadCheckpointResponse>* ModelServiceImpl::DownloadCheckpoint(
+    grpc::CallbackServerContext* /*context*/, const v1::DownloadCheckpointRequest* request) {
+  return new DownloadReactor(store_, *request, options_.chunk_bytes);
 }
 
 }  // namespace modelserver

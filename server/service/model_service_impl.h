@@ -5,18 +5,28 @@
 
 #include "proto/modelserving/v1/model_service.grpc.pb.h"
 #include "server/serving/model_registry.h"
+#include "server/store/checkpoint_store.h"
+#include "server/util/task_runner.h"
 
 namespace modelserver {
 
 // The gRPC ModelService (callback API). Stateless apart from the shutdown flag:
 // validates requests, looks models up in the registry, maps errors to codes.
+// Predict queues the request on the model's batching queue and returns; no thread
+// waits for it (the batch worker finishes the reactor).
 // RPCs not implemented yet answer UNIMPLEMENTED (the generated default).
 //
 // Thread-safe.
 class ModelServiceImpl final : public modelserving::v1::ModelService::CallbackService {
  public:
-  // `registry` is not owned and outlives the service.
-  explicit ModelServiceImpl(ModelRegistry* registry) : registry_(registry) {}
+  struct Options {
+    uint64_t max_upload_bytes = 4ull << 30;  // UploadCheckpoint limit
+    size_t chunk_bytes = 1 << 20;            // DownloadCheckpoint chunk size
+  };
+  // `registry` and `store` are not owned and outlive the service.
+  ModelServiceImpl(ModelRegistry* registry, const CheckpointStore* store, Options options)
+      : registry_(registry), store_(store), options_(options) {}
+  ~ModelServiceImpl() override { admin_.Shutdown(); }
 
   // After this, Predict answers UNAVAILABLE.
   void StartShutdown() { shutting_down_.store(true); }
@@ -30,13 +40,34 @@ class ModelServiceImpl final : public modelserving::v1::ModelService::CallbackSe
   grpc::ServerUnaryReactor* GetModelStatus(grpc::CallbackServerContext* context,
                                            const modelserving::v1::GetModelStatusRequest* request,
                                            modelserving::v1::ModelStatus* response) override;
+  grpc::ServerUnaryReactor* SaveModel(grpc::CallbackServerContext* context,
+                                      const modelserving::v1::SaveModelRequest* request,
+                                      modelserving::v1::SaveModelResponse* response) override;
+  grpc::ServerUnaryReactor* LoadModel(grpc::CallbackServerContext* context,
+                                      const modelserving::v1::LoadModelRequest* request,
+                                      modelserving::v1::LoadModelResponse* response) override;
+  grpc::ServerUnaryReactor* UnloadModel(grpc::CallbackServerContext* context,
+                                        const modelserving::v1::UnloadModelRequest* request,
+                                        modelserving::v1::UnloadModelResponse* response) override;
+  grpc::ServerReadReactor<modelserving::v1::UploadCheckpointRequest>* UploadCheckpoint(
+      grpc::CallbackServerContext* context,
+      modelserving::v1::UploadCheckpointResponse* response) override;
+  grpc::ServerWriteReactor<modelserving::v1::DownloadCheckpointResponse>* DownloadCheckpoint(
+      grpc::CallbackServerContext* context,
+      const modelserving::v1::DownloadCheckpointRequest* request) override;
 
  private:
-  absl::Status DoPredict(const modelserving::v1::PredictRequest& request,
-                         modelserving::v1::PredictResponse* response);
+  // Validates the request and queues it; on OK the batch worker owns `reactor`.
+  absl::Status StartPredict(grpc::CallbackServerContext* context,
+                            const modelserving::v1::PredictRequest& request,
+                            modelserving::v1::PredictResponse* response,
+                            grpc::ServerUnaryReactor* reactor);
 
   ModelRegistry* const registry_;
+  const CheckpointStore* const store_;
+  const Options options_;
   std::atomic<bool> shutting_down_{false};
+  TaskRunner admin_;  // SaveModel runs here, off gRPC's threads
 };
 
 // Fills the API message from a registry status.

@@ -1,9 +1,11 @@
 #include "server/serving/model_registry.h"
 
+#include <algorithm>
 #include <chrono>
 #include <future>
 
 #include "absl/strings/str_cat.h"
+#include "server/model/device.h"
 #include "server/model/model_loader.h"
 #include "server/util/logging.h"
 #include "server/util/status_macros.h"
@@ -27,15 +29,34 @@ const char* ModelStateName(ModelState state) {
 absl::Status ModelRegistry::Load(const std::string& name, const std::string& architecture,
                                  int64_t version) {
   RETURN_IF_ERROR(CheckpointStore::ValidateModelName(name));
+  {
+    absl::MutexLock lock(&mu_);
+    if (shutdown_) return absl::UnavailableError("server is shutting down");
+    Entry& e = models_[name];
+    if (e.loading) {
+      return absl::AbortedError(absl::StrCat("another load of model '", name, "' is in progress"));
+    }
+    e.loading = true;
+  }
+  return DoLoad(name, architecture, version);
+}
+
+absl::Status ModelRegistry::DoLoad(const std::string& name, const std::string& architecture,
+                                   int64_t version) {
   const auto start = std::chrono::steady_clock::now();
+  std::string arch;
   {
     absl::MutexLock lock(&mu_);
     Entry& e = models_[name];
     e.status.model_name = name;
+    if (!architecture.empty()) e.arch_hint = architecture;
+    arch = e.arch_hint;
     if (e.model == nullptr) e.status.state = ModelState::kLoading;
   }
+  int64_t resolved = 0;
   auto load = [&]() -> absl::StatusOr<std::pair<StoreVersion, std::shared_ptr<const Model>>> {
     ASSIGN_OR_RETURN(StoreVersion v, options_.store->Resolve(name, version));
+    resolved = v.version;
     // The sha256 check runs beside the load (both read the file; parsing an
     // unverified file is safe, serving it is not): with a manifest sha256 the
     // zip CRCs are redundant and skipped. A verification failure outranks
@@ -45,12 +66,21 @@ absl::Status ModelRegistry::Load(const std::string& name, const std::string& arc
     ModelLoadOptions lo;
     lo.path = v.path;
     lo.format = v.manifest.format;
-    lo.architecture = v.manifest.architecture.empty() ? architecture : v.manifest.architecture;
+    lo.architecture = v.manifest.architecture.empty() ? arch : v.manifest.architecture;
     lo.device = options_.device;
     lo.verify_crc = v.manifest.sha256.empty();
     absl::StatusOr<std::shared_ptr<const Model>> model = LoadModelFromFile(lo);
     RETURN_IF_ERROR(verified.get().status());
     RETURN_IF_ERROR(model.status());
+    // Warm up with one forward pass at the model's input shape before it serves.
+    HostTensor warm;
+    warm.dtype = DType::kFloat32;
+    warm.shape = (*model)->WarmupShape();
+    warm.data.assign(static_cast<size_t>(warm.NumElements()) * 4, '\0');
+    if (auto out = (*model)->Forward(warm); !out.ok()) {
+      return absl::Status(out.status().code(),
+                          absl::StrCat("warm-up forward pass failed: ", out.status().message()));
+    }
     return std::make_pair(std::move(v), *std::move(model));
   };
   auto result = load();
@@ -61,6 +91,7 @@ absl::Status ModelRegistry::Load(const std::string& name, const std::string& arc
   {
     absl::MutexLock lock(&mu_);
     Entry& e = models_[name];
+    e.loading = false;
     if (result.ok()) {
       old = std::move(e.model);
       e.model = result->second;
@@ -71,13 +102,31 @@ absl::Status ModelRegistry::Load(const std::string& name, const std::string& arc
       e.status.architecture = info.architecture;
       e.status.device = info.device;
       e.status.last_error.clear();
+      e.last_failed_version = 0;
+      if (queues_.count(name) == 0 && !shutdown_) {
+        BatchQueue::Options q = options_.batching;
+        q.name = name;
+        if (!q.before_batch && options_.intra_op_threads > 0) {
+          // One batch alone uses every intra-op thread; concurrent ones split them.
+          q.before_batch = [threads = options_.intra_op_threads](int running) {
+            SetThisThreadIntraOpThreads(std::max(1, threads / std::max(1, running)));
+          };
+        }
+        queues_[name] = std::make_shared<BatchQueue>(
+            q, [this, name]() -> absl::StatusOr<ModelHandle> { return Get(name, 0); });
+      }
     } else {
       e.status.last_error = result.status().ToString();  // "DATA_LOSS: ..."
+      e.last_failed_version = resolved;
       if (e.model == nullptr) e.status.state = ModelState::kFailed;
     }
     ready = e.status.state == ModelState::kReady;
+    if (!result.ok() && result.status().code() == absl::StatusCode::kNotFound &&
+        e.model == nullptr && queues_.count(name) == 0) {
+      models_.erase(name);  // a model the store does not have leaves no trace
+    }
   }
-  old.reset();  // the previous version goes when its last request finishes
+  old.reset();  // the previous version goes when its last batch finishes
   if (listener_) listener_(name, ready);
   if (!result.ok()) {
     LOG_WARNING("model ", name, ": load of version ",
@@ -92,8 +141,121 @@ absl::Status ModelRegistry::Load(const std::string& name, const std::string& arc
   return absl::OkStatus();
 }
 
-absl::StatusOr<ModelRegistry::Handle> ModelRegistry::Get(const std::string& name,
-                                                         int64_t version) const {
+void ModelRegistry::LoadAsync(const std::string& name, int64_t version,
+                              std::function<void(absl::Status)> done) {
+  if (absl::Status s = CheckpointStore::ValidateModelName(name); !s.ok()) return done(s);
+  {
+    absl::MutexLock lock(&mu_);
+    if (shutdown_) return done(absl::UnavailableError("server is shutting down"));
+    Entry& e = models_[name];
+    if (e.loading) {
+      return done(
+          absl::AbortedError(absl::StrCat("another load of model '", name, "' is in progress")));
+    }
+    e.loading = true;
+    loads_.push_back({name, version, std::move(done)});
+    loader_cv_.Signal();
+    if (!loader_started_) {
+      loader_started_ = true;
+      loader_ = std::thread([this] { LoaderLoop(); });
+    }
+  }
+}
+
+void ModelRegistry::LoaderLoop() {
+  while (true) {
+    PendingLoad job;
+    {
+      absl::MutexLock lock(&mu_);
+      while (loads_.empty() && !shutdown_) loader_cv_.Wait(&mu_);
+      if (loads_.empty()) return;
+      job = std::move(loads_.front());
+      loads_.pop_front();
+    }
+    absl::Status s = DoLoad(job.name, "", job.version);
+    if (job.done) job.done(s);
+  }
+}
+
+absl::Status ModelRegistry::Unload(const std::string& name) {
+  RETURN_IF_ERROR(CheckpointStore::ValidateModelName(name));
+  std::shared_ptr<const Model> old;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = models_.find(name);
+    if (it == models_.end() || it->second.model == nullptr) {
+      return absl::NotFoundError(absl::StrCat("model '", name, "' is not loaded"));
+    }
+    if (it->second.loading) {
+      return absl::AbortedError(absl::StrCat("a load of model '", name, "' is in progress"));
+    }
+    Entry& e = it->second;
+    old = std::move(e.model);
+    e.status.state = ModelState::kUnloaded;
+    e.status.serving_version = 0;
+    e.status.device.clear();
+  }
+  old.reset();  // freed when its last batch finishes
+  if (listener_) listener_(name, false);
+  LOG_INFO("model ", name, ": unloaded");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<StoreVersion> ModelRegistry::Save(const std::string& name, ModelFormat format,
+                                                 const std::string& target_name) {
+  RETURN_IF_ERROR(CheckpointStore::ValidateModelName(name));
+  const std::string target = target_name.empty() ? name : target_name;
+  RETURN_IF_ERROR(CheckpointStore::ValidateModelName(target));
+  if (format == ModelFormat::kUnspecified) {
+    return absl::InvalidArgumentError(
+        "format is unspecified, expected STATE_DICT, TORCHSCRIPT or PICKLED_MODULE");
+  }
+  ASSIGN_OR_RETURN(ModelHandle handle, Get(name, 0));
+  CheckpointStore::NewVersion nv;
+  nv.model_name = target;
+  nv.format = format;
+  nv.architecture = handle.model->info().architecture;
+  nv.source = absl::StrCat("SaveModel of ", name, " version ", handle.version);
+  ASSIGN_OR_RETURN(std::unique_ptr<PendingVersion> pending, options_.store->BeginVersion(nv));
+  RETURN_IF_ERROR(handle.model->Save(format, pending->file_path()));
+  ASSIGN_OR_RETURN(StoreVersion v, pending->Commit());
+  LOG_INFO("model ", name, ": version ", handle.version, " saved as ", target, " version ",
+           v.version, " (", ModelFormatName(format), ", ", v.manifest.size_bytes, " bytes)");
+  return v;
+}
+
+void ModelRegistry::StartPolling(absl::Duration interval) {
+  absl::MutexLock lock(&mu_);
+  if (poller_started_ || interval <= absl::ZeroDuration()) return;
+  poller_started_ = true;
+  poller_ = std::thread([this, interval] {
+    while (true) {
+      std::vector<std::pair<std::string, int64_t>> todo;
+      {
+        absl::MutexLock lock(&mu_);
+        mu_.AwaitWithTimeout(absl::Condition(&shutdown_), interval);
+        if (shutdown_) return;
+        for (const auto& [name, e] : models_) {
+          // Models that serve (or failed to): a newer store version is loaded,
+          // except one that already failed. Unloaded models stay unloaded.
+          if (e.loading || e.status.state == ModelState::kUnloaded ||
+              e.status.state == ModelState::kLoading) {
+            continue;
+          }
+          todo.push_back({name, std::max(e.status.serving_version, e.last_failed_version)});
+        }
+      }
+      for (const auto& [name, known] : todo) {
+        auto versions = options_.store->ListVersions(name);
+        if (!versions.ok() || versions->empty() || versions->back() <= known) continue;
+        LOG_INFO("model ", name, ": store has version ", versions->back(), ", reloading");
+        LoadAsync(name, versions->back(), nullptr);
+      }
+    }
+  });
+}
+
+absl::StatusOr<ModelHandle> ModelRegistry::Get(const std::string& name, int64_t version) const {
   absl::ReaderMutexLock lock(&mu_);
   auto it = models_.find(name);
   if (it == models_.end()) {
@@ -110,7 +272,40 @@ absl::StatusOr<ModelRegistry::Handle> ModelRegistry::Get(const std::string& name
                                             " is not loaded; the serving version is ",
                                             e.status.serving_version));
   }
-  return Handle{e.model, e.status.serving_version};
+  return ModelHandle{e.model, e.status.serving_version};
+}
+
+absl::Status ModelRegistry::Enqueue(const std::string& name, BatchTask task) {
+  std::shared_ptr<BatchQueue> queue;
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    if (shutdown_) return absl::UnavailableError("server is shutting down");
+    auto it = queues_.find(name);
+    if (it == queues_.end()) {
+      return absl::NotFoundError(absl::StrCat("model '", name, "' is not loaded"));
+    }
+    queue = it->second;
+  }
+  return queue->Enqueue(std::move(task));
+}
+
+void ModelRegistry::Shutdown() {
+  std::map<std::string, std::shared_ptr<BatchQueue>> queues;
+  std::deque<PendingLoad> loads;
+  {
+    absl::MutexLock lock(&mu_);
+    shutdown_ = true;
+    queues = queues_;
+    loads.swap(loads_);
+    for (const PendingLoad& l : loads) models_[l.name].loading = false;
+    loader_cv_.SignalAll();
+  }
+  for (PendingLoad& l : loads) {
+    if (l.done) l.done(absl::UnavailableError("server is shutting down"));
+  }
+  if (loader_.joinable()) loader_.join();
+  if (poller_.joinable()) poller_.join();
+  for (auto& [name, q] : queues) q->Shutdown();
 }
 
 ModelStatusInfo ModelRegistry::Snapshot(const std::string& name, const Entry* entry) const {

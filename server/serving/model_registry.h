@@ -2,16 +2,19 @@
 #define MODELSERVER_SERVER_SERVING_MODEL_REGISTRY_H_
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "server/batching/batch_queue.h"
 #include "server/model/model.h"
 #include "server/store/checkpoint_store.h"
 
@@ -39,17 +42,22 @@ struct ModelStatusInfo {
 //
 //   ModelRegistry registry({.store = store.get(), .device = "cpu"});
 //   RETURN_IF_ERROR(registry.Load("vgg16", "vgg16", /*version=*/0));
-//   ASSIGN_OR_RETURN(ModelRegistry::Handle h, registry.Get("vgg16", 0));
+//   ASSIGN_OR_RETURN(ModelHandle h, registry.Get("vgg16", 0));
 class ModelRegistry {
  public:
   struct Options {
     const CheckpointStore* store = nullptr;  // not owned; outlives the registry
     std::string device = "cpu";              // a ResolveDevice() result
+    // Template for each model's batching queue (name is filled in per model).
+    BatchQueue::Options batching;
+    // CPU threads the forward passes share (0: leave LibTorch's setting alone).
+    int intra_op_threads = 0;
   };
   // Called after every state change with the model name and whether it is READY.
   using ReadyListener = std::function<void(const std::string& model_name, bool ready)>;
 
   explicit ModelRegistry(Options options) : options_(std::move(options)) {}
+  ~ModelRegistry() { Shutdown(); }
 
   // Called without the registry's lock held; set before the first Load.
   void set_ready_listener(ReadyListener listener) { listener_ = std::move(listener); }
@@ -60,16 +68,43 @@ class ModelRegistry {
   // previously serving version (if any) keeps serving, and the error is recorded
   // in last_error. Errors: those of CheckpointStore::Resolve/Verify and
   // LoadModelFromFile.
+  // ABORTED when a load of the same model is already in progress.
   absl::Status Load(const std::string& name, const std::string& architecture, int64_t version);
 
-  struct Handle {
-    std::shared_ptr<const Model> model;
-    int64_t version = 0;
-  };
+  // Load() on the registry's loader thread (the LoadModel RPC and store polling):
+  // returns at once; `done` (may be null) gets the result once the version serves
+  // or failed. ABORTED at once while a load of the model is in progress.
+  void LoadAsync(const std::string& name, int64_t version, std::function<void(absl::Status)> done);
+
+  // Stops serving `name` and drops the registry's reference to it (freed when its
+  // last batch finishes); Predict then answers FAILED_PRECONDITION. NOT_FOUND when
+  // it is not loaded; ABORTED during a load.
+  absl::Status Unload(const std::string& name);
+
+  // Writes the serving version of `name` into the store as a new version of
+  // `target_name` (default: `name`) in `format`, atomically. Errors: those of Get,
+  // INVALID_ARGUMENT for a bad name or format, UNIMPLEMENTED for a format the
+  // model cannot write, INTERNAL for I/O. Blocks while writing.
+  absl::StatusOr<StoreVersion> Save(const std::string& name, ModelFormat format,
+                                    const std::string& target_name);
+
+  // Every `interval`, loads any store version newer than what each model serves
+  // (or last failed to load). Idempotent; stopped by Shutdown.
+  void StartPolling(absl::Duration interval);
+
   // The serving model of `name`; `version` 0 or equal to the serving version.
   // NOT_FOUND for an unknown model or a version that is not the serving one;
   // FAILED_PRECONDITION when the model is known but not READY.
-  absl::StatusOr<Handle> Get(const std::string& name, int64_t version) const;
+  absl::StatusOr<ModelHandle> Get(const std::string& name, int64_t version) const;
+
+  // Queues `task` on the model's batching queue (created with its first
+  // successful load). NOT_FOUND when the model never loaded; else as
+  // BatchQueue::Enqueue (UNAVAILABLE when full). Never blocks.
+  absl::Status Enqueue(const std::string& name, BatchTask task);
+
+  // Shuts every batching queue down: queued requests are answered UNAVAILABLE,
+  // running batches finish. Later Enqueues are UNAVAILABLE.
+  void Shutdown();
 
   // One model's status, also for models only in the store. NOT_FOUND when neither
   // memory nor store knows it.
@@ -81,7 +116,18 @@ class ModelRegistry {
   struct Entry {
     ModelStatusInfo status;  // store_versions is filled on read
     std::shared_ptr<const Model> model;
+    std::string arch_hint;  // --model NAME=ARCH, for versions without a manifest
+    bool loading = false;
+    int64_t last_failed_version = 0;  // polling does not retry it
   };
+  struct PendingLoad {
+    std::string name;
+    int64_t version = 0;
+    std::function<void(absl::Status)> done;
+  };
+  // Load() after the `loading` flag was set.
+  absl::Status DoLoad(const std::string& name, const std::string& architecture, int64_t version);
+  void LoaderLoop();
   ModelStatusInfo Snapshot(const std::string& name, const Entry* entry) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
 
@@ -89,6 +135,14 @@ class ModelRegistry {
   ReadyListener listener_;
   mutable absl::Mutex mu_;
   std::map<std::string, Entry> models_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::shared_ptr<BatchQueue>> queues_ ABSL_GUARDED_BY(mu_);
+  bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
+  std::deque<PendingLoad> loads_ ABSL_GUARDED_BY(mu_);
+  absl::CondVar loader_cv_;
+  bool loader_started_ ABSL_GUARDED_BY(mu_) = false;
+  bool poller_started_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread loader_;
+  std::thread poller_;
 };
 
 const char* ModelStateName(ModelState state);

@@ -1,6 +1,13 @@
 #include "server/store/checkpoint_store.h"
 
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -10,6 +17,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "server/model/checkpoint_check.h"
 #include "server/util/sha256.h"
 #include "server/util/status_macros.h"
 
@@ -225,6 +234,205 @@ absl::StatusOr<bool> CheckpointStore::Verify(const StoreVersion& v) const {
                                             v.manifest.sha256, "; the file is corrupt"));
   }
   return true;
+}
+
+}  // namespace modelserver
+
+namespace modelserver {
+namespace {
+
+absl::Status FsyncPath(const std::string& path, bool directory) {
+  const int fd = open(path.c_str(), (directory ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
+  if (fd < 0) return absl::InternalError(absl::StrCat("open ", path, ": ", std::strerror(errno)));
+  const int rc = fsync(fd);
+  const int err = errno;
+  close(fd);
+  if (rc != 0) return absl::InternalError(absl::StrCat("fsync ", path, ": ", std::strerror(err)));
+  return absl::OkStatus();
+}
+
+std::string NowRfc3339() {
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::Now(), absl::UTCTimeZone());
+}
+
+}  // namespace
+
+std::string CheckpointStore::ManifestJson(const Manifest& m) {
+  nlohmann::json j;
+  j["format"] = ModelFormatName(m.format);
+  j["architecture"] = m.architecture;
+  j["file"] = m.file;
+  j["sha256"] = m.sha256;
+  j["size_bytes"] = m.size_bytes;
+  j["created_at"] = m.created_at;
+  j["source"] = m.source;
+  return j.dump(2) + "\n";
+}
+
+absl::StatusOr<std::unique_ptr<PendingVersion>> CheckpointStore::BeginVersion(
+    const NewVersion& v) const {
+  RETURN_IF_ERROR(ValidateModelName(v.model_name));
+  if (v.format == ModelFormat::kUnspecified) {
+    return absl::InvalidArgumentError(
+        "checkpoint format is unspecified, expected STATE_DICT, TORCHSCRIPT or PICKLED_MODULE");
+  }
+  const fs::path model_dir = fs::path(root_) / v.model_name;
+  std::error_code ec;
+  fs::create_directories(model_dir, ec);
+  std::string templ = (model_dir / ".staging-XXXXXX").string();
+  if (ec || mkdtemp(templ.data()) == nullptr) {
+    return absl::InternalError(absl::StrCat("cannot create a staging directory in ",
+                                            model_dir.string(), ": ",
+                                            ec ? ec.message() : std::strerror(errno)));
+  }
+  chmod(templ.c_str(), 0755);
+  std::unique_ptr<PendingVersion> p(new PendingVersion());
+  p->store_ = this;
+  p->model_name_ = v.model_name;
+  p->staging_dir_ = templ;
+  p->file_path_ = (fs::path(templ) / FileNameFor(v.format)).string();
+  p->manifest_.present = true;
+  p->manifest_.format = v.format;
+  p->manifest_.architecture = v.architecture;
+  p->manifest_.file = FileNameFor(v.format);
+  p->manifest_.source = v.source;
+  p->max_bytes_ = v.max_bytes;
+  p->expected_sha256_ = v.expected_sha256;
+  p->expected_size_ = v.expected_size;
+  return p;
+}
+
+PendingVersion::~PendingVersion() {
+  if (fd_ >= 0) close(fd_);
+  if (!committed_ && !staging_dir_.empty()) {
+    std::error_code ec;
+    fs::remove_all(staging_dir_, ec);
+  }
+}
+
+absl::Status PendingVersion::Append(absl::string_view chunk) {
+  if (max_bytes_ > 0 && bytes_ + chunk.size() > max_bytes_) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("checkpoint is larger than the upload limit of ", max_bytes_, " bytes"));
+  }
+  if (expected_size_ >= 0 && bytes_ + chunk.size() > static_cast<uint64_t>(expected_size_)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("upload is larger than its announced size_bytes ", expected_size_));
+  }
+  if (fd_ < 0) {
+    fd_ = open(file_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd_ < 0) {
+      return absl::InternalError(
+          absl::StrCat("cannot create ", file_path_, ": ", std::strerror(errno)));
+    }
+    sha_ = std::make_unique<Sha256>();
+  }
+  const char* p = chunk.data();
+  size_t left = chunk.size();
+  while (left > 0) {
+    const ssize_t n = write(fd_, p, left);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return absl::InternalError(absl::StrCat("write ", file_path_, ": ", std::strerror(errno)));
+    }
+    p += n;
+    left -= static_cast<size_t>(n);
+  }
+  sha_->Update(chunk);
+  bytes_ += chunk.size();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<StoreVersion> PendingVersion::Commit() {
+  if (committed_) return absl::FailedPreconditionError("version already committed");
+  std::string sha;
+  if (fd_ >= 0) {
+    if (fsync(fd_) != 0) {
+      return absl::InternalError(absl::StrCat("fsync ", file_path_, ": ", std::strerror(errno)));
+    }
+    close(fd_);
+    fd_ = -1;
+    sha = sha_->HexDigest();
+  } else {
+    // Written through file_path() by the caller (SaveModel), or an empty upload.
+    std::error_code ec;
+    if (!fs::exists(file_path_, ec)) {
+      return absl::InvalidArgumentError("the checkpoint is empty: no bytes were sent");
+    }
+    ASSIGN_OR_RETURN(sha, Sha256File(file_path_));
+    RETURN_IF_ERROR(FsyncPath(file_path_, false));
+    std::error_code ec2;
+    bytes_ = fs::file_size(file_path_, ec2);
+  }
+  if (expected_size_ >= 0 && bytes_ != static_cast<uint64_t>(expected_size_)) {
+    return absl::DataLossError(
+        absl::StrCat("received ", bytes_, " bytes, the header announced ", expected_size_));
+  }
+  if (!expected_sha256_.empty() && sha != expected_sha256_) {
+    return absl::DataLossError(absl::StrCat("received data has sha256 ", sha,
+                                            ", the header announced ", expected_sha256_));
+  }
+  RETURN_IF_ERROR(CheckCheckpointFile(file_path_, manifest_.format));
+  manifest_.sha256 = sha;
+  manifest_.size_bytes = static_cast<int64_t>(bytes_);
+  manifest_.created_at = NowRfc3339();
+  const std::string manifest_path = (fs::path(staging_dir_) / "manifest.json").string();
+  {
+    std::ofstream out(manifest_path, std::ios::trunc);
+    out << CheckpointStore::ManifestJson(manifest_);
+    if (!out) return absl::InternalError(absl::StrCat("cannot write ", manifest_path));
+  }
+  RETURN_IF_ERROR(FsyncPath(manifest_path, false));
+  RETURN_IF_ERROR(FsyncPath(staging_dir_, true));
+  ASSIGN_OR_RETURN(int64_t version, store_->PublishStaging(model_name_, staging_dir_));
+  committed_ = true;
+  StoreVersion v;
+  v.model_name = model_name_;
+  v.version = version;
+  v.dir = (fs::path(store_->root()) / model_name_ / std::to_string(version)).string();
+  v.path = (fs::path(v.dir) / manifest_.file).string();
+  v.manifest = manifest_;
+  return v;
+}
+
+absl::StatusOr<int64_t> CheckpointStore::PublishStaging(const std::string& model,
+                                                        const std::string& staging) const {
+  absl::MutexLock lock(&publish_mu_);
+  ASSIGN_OR_RETURN(std::vector<int64_t> versions, ListVersions(model));
+  int64_t next = versions.empty() ? 1 : versions.back() + 1;
+  const std::string model_dir = (fs::path(root_) / model).string();
+  // Another process may publish at the same time: never replace, take the next.
+  for (int attempt = 0; attempt < 1000; ++attempt, ++next) {
+    const std::string target = (fs::path(model_dir) / std::to_string(next)).string();
+    if (renameat2(AT_FDCWD, staging.c_str(), AT_FDCWD, target.c_str(), RENAME_NOREPLACE) == 0) {
+      RETURN_IF_ERROR(FsyncPath(model_dir, true));
+      return next;
+    }
+    if (errno != EEXIST && errno != ENOTEMPTY) {
+      return absl::InternalError(
+          absl::StrCat("rename ", staging, " to ", target, ": ", std::strerror(errno)));
+    }
+  }
+  return absl::InternalError("could not allocate a version number");
+}
+
+int CheckpointStore::RemoveStaleStaging(absl::Duration age) const {
+  int removed = 0;
+  std::error_code ec;
+  const auto cutoff = fs::file_time_type::clock::now() - absl::ToChronoNanoseconds(age);
+  for (const auto& model : fs::directory_iterator(root_, ec)) {
+    if (!model.is_directory()) continue;
+    std::error_code ec2;
+    for (const auto& entry : fs::directory_iterator(model.path(), ec2)) {
+      if (!absl::StartsWith(entry.path().filename().string(), ".staging-")) continue;
+      std::error_code ec3;
+      if (fs::last_write_time(entry.path(), ec3) < cutoff && !ec3) {
+        fs::remove_all(entry.path(), ec3);
+        ++removed;
+      }
+    }
+  }
+  return removed;
 }
 
 }  // namespace modelserver

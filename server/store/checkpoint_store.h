@@ -9,7 +9,10 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "server/model/model.h"
+#include "server/util/sha256.h"
 
 namespace modelserver {
 
@@ -33,6 +36,49 @@ struct StoreVersion {
   std::string dir;   // <store>/<model>/<version>
   std::string path;  // the checkpoint file inside it
   Manifest manifest;
+};
+
+class CheckpointStore;
+
+// A version being written: a staging directory inside the model's directory
+// (same file system, invisible to readers). Commit() checks it, writes
+// manifest.json, fsyncs file and directories and renames it to the next free
+// version number. Destroyed without a successful Commit, it removes the staging
+// directory: nothing half-written is ever published.
+// Thread-compatible (one writer).
+class PendingVersion {
+ public:
+  ~PendingVersion();
+  PendingVersion(const PendingVersion&) = delete;
+  PendingVersion& operator=(const PendingVersion&) = delete;
+
+  // Where the checkpoint file goes, for writers that write it themselves.
+  const std::string& file_path() const { return file_path_; }
+  // Streams bytes into the file (hashing as it goes). RESOURCE_EXHAUSTED past the
+  // size limit (the version is then dead: destroy it).
+  absl::Status Append(absl::string_view chunk);
+  // Publishes. DATA_LOSS when the sha256 or size differs from what the uploader
+  // announced; the structural check's error when the file is no valid checkpoint.
+  absl::StatusOr<StoreVersion> Commit();
+
+  uint64_t bytes() const { return bytes_; }
+
+ private:
+  friend class CheckpointStore;
+  PendingVersion() = default;
+
+  const CheckpointStore* store_ = nullptr;
+  std::string model_name_;
+  std::string staging_dir_;
+  std::string file_path_;
+  Manifest manifest_;
+  uint64_t max_bytes_ = 0;
+  std::string expected_sha256_;
+  int64_t expected_size_ = -1;
+  int fd_ = -1;  // open while streaming
+  std::unique_ptr<Sha256> sha_;
+  uint64_t bytes_ = 0;
+  bool committed_ = false;
 };
 
 // The checkpoint store on disk:
@@ -73,11 +119,34 @@ class CheckpointStore {
 
   // Parses manifest.json text.
   static absl::StatusOr<Manifest> ParseManifest(absl::string_view json);
+  static std::string ManifestJson(const Manifest& m);
+
+  struct NewVersion {
+    std::string model_name;
+    ModelFormat format = ModelFormat::kStateDict;
+    std::string architecture;
+    std::string source;           // manifest "source": who wrote it
+    uint64_t max_bytes = 0;       // Append limit; 0 = none
+    std::string expected_sha256;  // optional, checked at Commit
+    int64_t expected_size = -1;   // optional, checked at Commit
+  };
+  // Starts a new version of `model_name`. INVALID_ARGUMENT for a bad name or an
+  // unspecified format; INTERNAL when the staging directory cannot be made.
+  absl::StatusOr<std::unique_ptr<PendingVersion>> BeginVersion(const NewVersion& v) const;
+
+  // Removes staging directories older than `age` (left by a crash). Returns how
+  // many were removed.
+  int RemoveStaleStaging(absl::Duration age) const;
 
  private:
+  friend class PendingVersion;
   explicit CheckpointStore(std::string root) : root_(std::move(root)) {}
+  // Renames `staging` to the next free version of `model` (never replacing one).
+  absl::StatusOr<int64_t> PublishStaging(const std::string& model,
+                                         const std::string& staging) const;
 
-  std::string root_;  // canonical absolute path; constant after construction
+  std::string root_;                // canonical absolute path; constant after construction
+  mutable absl::Mutex publish_mu_;  // serialises version numbering in this process
 };
 
 }  // namespace modelserver

@@ -240,14 +240,6 @@ TEST_F(PredictTest, ListAndStatus) {
   EXPECT_EQ(client_->GetModelStatus("a/b", &s).error_code(), grpc::INVALID_ARGUMENT);
 }
 
-TEST_F(PredictTest, RpcsOfLaterIssuesAreUnimplemented) {
-  grpc::ClientContext ctx;
-  v1::SaveModelRequest req;
-  req.set_model_name("tiny");
-  v1::SaveModelResponse resp;
-  EXPECT_EQ(client_->stub()->SaveModel(&ctx, req, &resp).error_code(), grpc::UNIMPLEMENTED);
-}
-
 TEST_F(PredictTest, ClientCli) {
   const std::string out = *store_ + "/cli_out.npy";
   std::string text;

@@ -3,8 +3,11 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
+#include <thread>
 
 #include "server/util/sha256.h"
 
@@ -33,6 +36,13 @@ class CheckpointStoreTest : public ::testing::Test {
   }
   void Manifest(const std::string& model, const std::string& version, const std::string& json) {
     std::ofstream(fs::path(root_) / model / version / "manifest.json") << json;
+  }
+
+  static std::string ReadAll(const fs::path& p) {
+    std::ifstream in(p);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
   }
 
   std::string root_;
@@ -129,6 +139,134 @@ TEST_F(CheckpointStoreTest, SymlinkOutOfTheStoreIsRefused) {
   auto v = store_->Resolve("m", 1);
   EXPECT_EQ(v.status().code(), absl::StatusCode::kPermissionDenied);
   EXPECT_THAT(std::string(v.status().message()), HasSubstr("outside the store"));
+}
+
+}  // namespace
+}  // namespace modelserver
+
+namespace modelserver {
+namespace {
+
+class PublishTest : public CheckpointStoreTest {
+ protected:
+  CheckpointStore::NewVersion NV(const std::string& name = "m") {
+    CheckpointStore::NewVersion v;
+    v.model_name = name;
+    v.format = ModelFormat::kTorchScript;  // structural check: any readable zip
+    v.architecture = "";
+    v.source = "test";
+    return v;
+  }
+  // A minimal valid zip (end-of-central-directory only).
+  static std::string EmptyZip() {
+    std::string z = "PK\x05\x06";
+    z.append(18, '\0');
+    return z;
+  }
+  std::vector<std::string> Staging(const std::string& model) {
+    std::vector<std::string> out;
+    if (!fs::exists(fs::path(root_) / model)) return out;
+    for (const auto& e : fs::directory_iterator(fs::path(root_) / model)) {
+      if (e.path().filename().string().rfind(".staging-", 0) == 0) out.push_back(e.path());
+    }
+    return out;
+  }
+};
+
+TEST_F(PublishTest, CommitPublishesTheNextVersionWithAManifest) {
+  Put("m", "4", "model.pt", "old");
+  auto p = store_->BeginVersion(NV());
+  ASSERT_TRUE(p.ok()) << p.status();
+  ASSERT_TRUE((*p)->Append(EmptyZip().substr(0, 10)).ok());
+  ASSERT_TRUE((*p)->Append(EmptyZip().substr(10)).ok());
+  EXPECT_EQ(*store_->ListVersions("m"), (std::vector<int64_t>{4}));  // invisible until commit
+  auto v = (*p)->Commit();
+  ASSERT_TRUE(v.ok()) << v.status();
+  EXPECT_EQ(v->version, 5);
+  EXPECT_EQ(*store_->ListVersions("m"), (std::vector<int64_t>{4, 5}));
+  auto r = store_->Resolve("m", 5);
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(r->manifest.present);
+  EXPECT_EQ(r->manifest.format, ModelFormat::kTorchScript);
+  EXPECT_EQ(r->manifest.size_bytes, 22);
+  EXPECT_EQ(r->manifest.sha256, *Sha256File(r->path));
+  EXPECT_EQ(r->manifest.source, "test");
+  EXPECT_TRUE(*store_->Verify(*r));
+  p->reset();
+  EXPECT_TRUE(Staging("m").empty());
+}
+
+TEST_F(PublishTest, AbandonedOrFailedVersionsLeaveNothing) {
+  {
+    auto p = store_->BeginVersion(NV());
+    ASSERT_TRUE(p.ok());
+    ASSERT_TRUE((*p)->Append("partial").ok());
+    EXPECT_EQ(Staging("m").size(), 1u);
+  }  // client went away
+  EXPECT_TRUE(Staging("m").empty());
+  EXPECT_TRUE(store_->ListVersions("m")->empty());
+  // Announced sha256 / size that do not match.
+  CheckpointStore::NewVersion nv = NV();
+  nv.expected_sha256 = std::string(64, '0');
+  auto p = store_->BeginVersion(nv);
+  ASSERT_TRUE((*p)->Append(EmptyZip()).ok());
+  EXPECT_EQ((*p)->Commit().status().code(), absl::StatusCode::kDataLoss);
+  nv = NV();
+  nv.expected_size = 100;
+  p = store_->BeginVersion(nv);
+  ASSERT_TRUE((*p)->Append(EmptyZip()).ok());
+  EXPECT_THAT(std::string((*p)->Commit().status().message()), HasSubstr("announced 100"));
+  // Over the limit.
+  nv = NV();
+  nv.max_bytes = 10;
+  p = store_->BeginVersion(nv);
+  EXPECT_EQ((*p)->Append(EmptyZip()).code(), absl::StatusCode::kResourceExhausted);
+  // Not a checkpoint at all.
+  p = store_->BeginVersion(NV());
+  ASSERT_TRUE((*p)->Append(std::string(100, 'x')).ok());
+  EXPECT_EQ((*p)->Commit().status().code(), absl::StatusCode::kDataLoss);
+  p->reset();
+  EXPECT_TRUE(Staging("m").empty());
+  EXPECT_TRUE(store_->ListVersions("m")->empty());
+  EXPECT_EQ(store_->BeginVersion(NV("../x")).status().code(), absl::StatusCode::kInvalidArgument);
+  nv = NV();
+  nv.format = ModelFormat::kUnspecified;
+  EXPECT_EQ(store_->BeginVersion(nv).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(PublishTest, ConcurrentPublishersGetDistinctVersions) {
+  constexpr int kThreads = 8;
+  std::vector<int64_t> got(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      auto p = store_->BeginVersion(NV());
+      ASSERT_TRUE(p.ok());
+      ASSERT_TRUE((*p)->Append(EmptyZip()).ok());
+      auto v = (*p)->Commit();
+      ASSERT_TRUE(v.ok()) << v.status();
+      got[t] = v->version;
+    });
+  }
+  for (auto& t : threads) t.join();
+  std::sort(got.begin(), got.end());
+  EXPECT_EQ(got, (std::vector<int64_t>{1, 2, 3, 4, 5, 6, 7, 8}));
+  // A version published by another process meanwhile is never overwritten.
+  Put("m", "9", "model.pt", "other");
+  auto p = store_->BeginVersion(NV());
+  ASSERT_TRUE((*p)->Append(EmptyZip()).ok());
+  EXPECT_EQ((*p)->Commit()->version, 10);
+  EXPECT_EQ(ReadAll(fs::path(root_) / "m" / "9" / "model.pt"), "other");
+}
+
+TEST_F(PublishTest, StaleStagingIsRemoved) {
+  auto p = store_->BeginVersion(NV());
+  ASSERT_TRUE(p.ok());
+  const std::string dir = Staging("m").at(0);
+  EXPECT_EQ(store_->RemoveStaleStaging(absl::Hours(1)), 0);  // fresh: kept
+  fs::last_write_time(dir, fs::file_time_type::clock::now() - std::chrono::hours(2));
+  EXPECT_EQ(store_->RemoveStaleStaging(absl::Hours(1)), 1);
+  EXPECT_FALSE(fs::exists(dir));
 }
 
 }  // namespace

@@ -92,6 +92,9 @@ def main():
     tiny = tiny_vgg([8, "M", 16, "M"], False, 10, 32, 2)
     write_model("tiny", tiny, tiny_arch, (4, 3, 32, 32))
 
+    # A second version of tiny: other weights, same architecture and input.
+    write_model("tiny_v2", tiny_vgg([8, "M", 16, "M"], False, 10, 32, 2), tiny_arch, (4, 3, 32, 32))
+
     tiny_bn_arch = "vgg:cfg=8-M-16-M:bn:classes=10:hidden=32:pool=2"
     tiny_bn = tiny_vgg([8, "M", 16, "M"], True, 10, 32, 2)
     randomize_bn(tiny_bn)

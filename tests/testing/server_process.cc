@@ -29,6 +29,7 @@ std::string Env(const char* name, const char* fallback) {
 std::string ServerBinary() { return Env("MODELSERVER_SERVER_BIN", "model-server"); }
 std::string ClientBinary() { return Env("MODELSERVER_CLIENT_BIN", "model-client"); }
 std::string FixturesDir() { return Env("MODELSERVER_FIXTURES", "fixtures"); }
+std::string SourceDir() { return Env("MODELSERVER_SOURCE_DIR", "."); }
 
 std::string NewTempDir(const std::string& name) {
   const fs::path base = fs::path(Env("MODELSERVER_TEST_TMP", "/tmp"));

@@ -45,6 +45,8 @@ class ServerProcess {
 std::string ServerBinary();
 std::string ClientBinary();
 std::string FixturesDir();
+// The source tree (for the Python helper scripts).
+std::string SourceDir();
 // A fresh empty directory under the build tree (same file system as the fixtures,
 // so files can be hard-linked).
 std::string NewTempDir(const std::string& name);

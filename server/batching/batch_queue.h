@@ -1,0 +1,145 @@
+#ifndef MODELSERVER_SERVER_BATCHING_BATCH_QUEUE_H_
+#define MODELSERVER_SERVER_BATCHING_BATCH_QUEUE_H_
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "server/batching/clock.h"
+#include "server/model/model.h"
+#include "server/util/host_tensor.h"
+
+namespace modelserver {
+
+// One request waiting to be batched. `input` is [n, ...] with n >= 1 samples.
+// `done` is called exactly once, from a worker thread (or from Enqueue/Shutdown),
+// never with the queue's lock held.
+struct BatchTask {
+  HostTensor input;
+  absl::Time deadline = absl::InfiniteFuture();
+  // Polled before the task is computed; true drops it with CANCELLED.
+  std::function<bool()> is_cancelled;
+  // The model version the request asked for (0 = whatever serves).
+  int64_t version = 0;
+  struct Result {
+    HostTensor output;  // [n, ...]
+    int64_t version = 0;
+  };
+  std::function<void(absl::StatusOr<Result>)> done;
+};
+
+// The model a batch runs on, resolved when the batch is formed and held (by
+// shared_ptr) for its whole forward pass: a hot swap between batches is safe.
+struct ModelHandle {
+  std::shared_ptr<const Model> model;
+  int64_t version = 0;
+};
+using ModelSource = std::function<absl::StatusOr<ModelHandle>()>;
+
+// Dynamic batching for one model (Triton's dynamic batcher, TF Serving's
+// BasicBatchScheduler): requests wait until `max_batch_size` samples of the same
+// per-sample shape and dtype are queued, or until the oldest of them has waited
+// `batch_timeout`; then one forward pass runs on the concatenated batch and the
+// output rows go back to their requests in order.
+//
+// - A full queue (more than `max_queue_size` samples waiting) refuses at once with
+//   UNAVAILABLE; nothing blocks.
+// - A request larger than `max_batch_size` runs alone, unsplit.
+// - A request whose deadline passed or whose client cancelled is answered
+//   DEADLINE_EXCEEDED / CANCELLED when the batch is formed and is never computed.
+// - Shutdown answers every queued request UNAVAILABLE (batches already running
+//   finish) and joins the workers.
+//
+// Thread-safe. With `num_workers == 0` no thread is started and the owner drives
+// the queue with RunReadyBatches() (tests, with a FakeClock: no sleeps).
+//
+//   BatchQueue::Options o;
+//   o.max_batch_size = 8;
+//   o.batch_timeout = absl::Microseconds(2000);
+//   auto q = std::make_unique<BatchQueue>(o, [&] { return registry.Get("vgg16"); });
+//   absl::Status s = q->Enqueue(std::move(task));  // UNAVAILABLE when full
+class BatchQueue {
+ public:
+  struct Options {
+    std::string name;                                      // for logs
+    int64_t max_batch_size = 8;                            // samples per forward pass (>= 1)
+    absl::Duration batch_timeout = absl::Milliseconds(2);  // oldest request's wait
+    int64_t max_queue_size = 256;                          // samples waiting
+    int num_workers = 1;           // forward passes run at once; 0 = caller drives
+    Clock* clock = Clock::Real();  // not owned
+    // Called on the worker thread before each forward pass with the number of
+    // batches running at that moment, this one included (to split CPU threads
+    // between concurrent passes).
+    std::function<void(int running)> before_batch;
+    // Called with the batch size (samples), its queue wait of the oldest request
+    // and its forward time, after each batch.
+    std::function<void(int64_t samples, absl::Duration queue_wait, absl::Duration compute)>
+        on_batch;
+  };
+
+  BatchQueue(Options options, ModelSource source);
+  ~BatchQueue();  // Shutdown()
+  BatchQueue(const BatchQueue&) = delete;
+  BatchQueue& operator=(const BatchQueue&) = delete;
+
+  // Queues `task`. UNAVAILABLE (task.done is not called) when the queue is full or
+  // shut down; INVALID_ARGUMENT for an input without samples. Never blocks.
+  absl::Status Enqueue(BatchTask task);
+
+  // Runs, on the calling thread, every batch that is ready at clock->Now(); returns
+  // how many batches ran. For num_workers == 0.
+  int RunReadyBatches();
+
+  // Answers every queued request UNAVAILABLE, refuses new ones, waits for running
+  // batches and joins the workers. Idempotent.
+  void Shutdown();
+
+  // Samples waiting.
+  int64_t queued_samples() const;
+
+ private:
+  struct Pending {
+    BatchTask task;
+    absl::Time arrival;
+    int64_t samples;
+    std::string signature;  // dtype + per-sample shape
+  };
+  struct Batch {
+    std::vector<Pending> items;
+    absl::Time oldest_arrival;
+  };
+
+  // Removes expired/cancelled tasks into `dropped`, then, when a batch is due at
+  // `now`, moves it out of the queue. Otherwise sets *next_due to when the oldest
+  // request times out (InfiniteFuture when empty).
+  std::optional<Batch> TakeReadyLocked(absl::Time now, std::vector<Pending>* dropped,
+                                       absl::Time* next_due) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RunBatch(Batch batch);
+  void WorkerLoop();
+
+  const Options options_;
+  const ModelSource source_;
+  mutable absl::Mutex mu_;
+  absl::CondVar cv_;  // signalled on Enqueue and Shutdown
+  std::deque<Pending> queue_ ABSL_GUARDED_BY(mu_);
+  int64_t queued_samples_ ABSL_GUARDED_BY(mu_) = 0;
+  bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
+  std::atomic<int> running_{0};  // batches in their forward pass
+  std::vector<std::thread> workers_;
+};
+
+}  // namespace modelserver
+
+#endif  // MODELSERVER_SERVER_BATCHING_BATCH_QUEUE_H_

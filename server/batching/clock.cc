@@ -1,0 +1,16 @@
+#include "server/batching/clock.h"
+
+namespace modelserver {
+namespace {
+class RealClock : public Clock {
+ public:
+  absl::Time Now() const override { return absl::Now(); }
+};
+}  // namespace
+
+Clock* Clock::Real() {
+  static RealClock* clock = new RealClock();
+  return clock;
+}
+
+}  // namespace modelserver
