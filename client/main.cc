@@ -1,8 +1,10 @@
 // model-client: predict, list, status against a model-server.
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -13,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "client/load_generator.h"
 #include "client/model_client.h"
 #include "client/npy.h"
@@ -28,6 +31,11 @@ ABSL_FLAG(int, seed, 0, "predict: seed of the random input");
 ABSL_FLAG(int, top_k, 5, "predict: classes to print per sample (0 = none)");
 ABSL_FLAG(std::string, output, "", "predict: write the output tensor to this .npy file");
 ABSL_FLAG(int, timeout_ms, 60000, "deadline of each call");
+ABSL_FLAG(std::string, tls_ca, "", "PEM CA that signed the server certificate (turns TLS on)");
+ABSL_FLAG(std::string, tls_cert, "", "PEM client certificate, for mutual TLS");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, token, "", "admin token (else --token_file, else $MODEL_SERVER_TOKEN)");
+ABSL_FLAG(std::string, token_file, "", "file holding the admin token");
 ABSL_FLAG(int64_t, max_message_bytes, 64 << 20, "largest message sent or received");
 ABSL_FLAG(std::vector<std::string>, concurrency, std::vector<std::string>({"1", "4", "16"}),
           "bench: closed-loop concurrency levels, swept in order");
@@ -200,6 +208,24 @@ int Run(int argc, char** argv) {
   options.target = absl::GetFlag(FLAGS_target);
   options.timeout = std::chrono::milliseconds(absl::GetFlag(FLAGS_timeout_ms));
   options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  options.tls_ca = absl::GetFlag(FLAGS_tls_ca);
+  options.tls_cert = absl::GetFlag(FLAGS_tls_cert);
+  options.tls_key = absl::GetFlag(FLAGS_tls_key);
+  options.token = absl::GetFlag(FLAGS_token);
+  if (options.token.empty() && !absl::GetFlag(FLAGS_token_file).empty()) {
+    std::ifstream in(absl::GetFlag(FLAGS_token_file));
+    if (!in) {
+      std::fprintf(stderr, "cannot read --token_file %s\n",
+                   absl::GetFlag(FLAGS_token_file).c_str());
+      return 2;
+    }
+    std::stringstream ss;
+    ss << in.rdbuf();
+    options.token = std::string(absl::StripAsciiWhitespace(ss.str()));
+  }
+  if (options.token.empty()) {
+    if (const char* env = std::getenv("MODEL_SERVER_TOKEN"); env != nullptr) options.token = env;
+  }
   auto client = ModelClient::Create(options);
   const std::string command = args[1];
   if (command == "predict") {

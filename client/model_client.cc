@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "server/util/sha256.h"
 
@@ -16,14 +17,30 @@ std::unique_ptr<ModelClient> ModelClient::Create(const Options& options) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(static_cast<int>(options.max_message_bytes));
   args.SetMaxSendMessageSize(static_cast<int>(options.max_message_bytes));
-  client->channel_ =
-      grpc::CreateCustomChannel(options.target, grpc::InsecureChannelCredentials(), args);
+  std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
+  if (!options.tls_ca.empty()) {
+    auto read = [](const std::string& path) {
+      std::ifstream in(path);
+      std::stringstream ss;
+      ss << in.rdbuf();
+      return ss.str();
+    };
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = read(options.tls_ca);
+    if (!options.tls_cert.empty()) {
+      ssl.pem_cert_chain = read(options.tls_cert);
+      ssl.pem_private_key = read(options.tls_key);
+    }
+    creds = grpc::SslCredentials(ssl);
+  }
+  client->channel_ = grpc::CreateCustomChannel(options.target, creds, args);
   client->stub_ = v1::ModelService::NewStub(client->channel_);
   return client;
 }
 
 void ModelClient::Prepare(grpc::ClientContext* context) const {
   context->set_deadline(std::chrono::system_clock::now() + options_.timeout);
+  if (!options_.token.empty()) context->AddMetadata("authorization", "Bearer " + options_.token);
 }
 
 grpc::Status ModelClient::Predict(const v1::PredictRequest& request,

@@ -24,8 +24,20 @@ class ModelClient {
     std::string target = "localhost:50051";
     int64_t max_message_bytes = 64 << 20;
     std::chrono::milliseconds timeout{60000};
+    // TLS: PEM file paths. `tls_ca` set turns TLS on (server verified against it);
+    // `tls_cert` + `tls_key` add a client certificate (mutual TLS).
+    std::string tls_ca, tls_cert, tls_key;
+    // Admin token, sent as `authorization: Bearer <token>` on every call.
+    std::string token;
   };
+  // Fails only when a TLS file cannot be read.
   static std::unique_ptr<ModelClient> Create(const Options& options);
+  // Plaintext, default options.
+  static std::unique_ptr<ModelClient> Create(const std::string& target) {
+    Options o;
+    o.target = target;
+    return Create(o);
+  }
 
   grpc::Status Predict(const modelserving::v1::PredictRequest& request,
                        modelserving::v1::PredictResponse* response) const;

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <memory>
 #include <set>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -21,14 +22,26 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "server/metrics/server_metrics.h"
 #include "server/model/device.h"
+#include "server/service/admin_auth.h"
 #include "server/service/model_service_impl.h"
 #include "server/serving/model_registry.h"
 #include "server/store/checkpoint_store.h"
 #include "server/util/logging.h"
+#include "server/util/status_macros.h"
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:50051",
           "gRPC listen address (host:port; port 0 picks one)");
+ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:9090",
+          "Prometheus /metrics HTTP address (host:port; port 0 picks one; empty = off)");
+ABSL_FLAG(std::string, admin_token_file, "",
+          "file holding the token admin RPCs must present as 'authorization: Bearer <token>'");
+ABSL_FLAG(bool, read_only, false, "refuse every admin RPC (PERMISSION_DENIED)");
+ABSL_FLAG(std::string, tls_cert, "", "PEM server certificate chain; with --tls_key turns TLS on");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA bundle; when set, clients must present a certificate it signed (mutual TLS)");
 ABSL_FLAG(std::string, store, "./model_store", "checkpoint store directory (created if missing)");
 ABSL_FLAG(std::vector<std::string>, model, {},
           "NAME[=ARCH] to load at startup (newest version); repeatable. ARCH (vgg16, vgg11_bn, "
@@ -50,6 +63,8 @@ ABSL_FLAG(int, shutdown_grace_seconds, 10,
 ABSL_FLAG(int, poll_store_seconds, 0,
           "every N seconds, load any store version newer than what a model serves; 0 = off");
 ABSL_FLAG(int64_t, max_upload_bytes, int64_t{4} << 30, "largest UploadCheckpoint, in bytes");
+ABSL_FLAG(std::string, metrics_port_file, "",
+          "if set, the bound metrics port is written to this file");
 ABSL_FLAG(std::string, port_file, "",
           "if set, the bound gRPC port is written to this file once the server listens");
 ABSL_FLAG(std::string, log_level, "info", "debug|info|warning|error");
@@ -76,6 +91,45 @@ std::vector<std::string> TakeModelFlags(int* argc, char** argv) {
   }
   *argc = out;
   return models;
+}
+
+void WritePortFile(const std::string& path, int port) {
+  if (path.empty()) return;
+  const std::string tmp = path + ".tmp";
+  std::ofstream(tmp) << port << "\n";
+  std::rename(tmp.c_str(), path.c_str());
+}
+
+absl::StatusOr<std::string> ReadPem(const std::string& flag, const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("--", flag, ": cannot read ", path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Plaintext, TLS (--tls_cert/--tls_key) or mutual TLS (plus --tls_client_ca).
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials() {
+  const std::string cert = absl::GetFlag(FLAGS_tls_cert), key = absl::GetFlag(FLAGS_tls_key),
+                    ca = absl::GetFlag(FLAGS_tls_client_ca);
+  if (cert.empty() && key.empty()) {
+    if (!ca.empty())
+      return absl::InvalidArgumentError("--tls_client_ca needs --tls_cert/--tls_key");
+    return grpc::InsecureServerCredentials();
+  }
+  if (cert.empty() || key.empty()) {
+    return absl::InvalidArgumentError("--tls_cert and --tls_key go together");
+  }
+  grpc::SslServerCredentialsOptions options;
+  grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+  ASSIGN_OR_RETURN(pair.cert_chain, ReadPem("tls_cert", cert));
+  ASSIGN_OR_RETURN(pair.private_key, ReadPem("tls_key", key));
+  options.pem_key_cert_pairs.push_back(pair);
+  if (!ca.empty()) {
+    ASSIGN_OR_RETURN(options.pem_root_certs, ReadPem("tls_client_ca", ca));
+    options.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  }
+  return grpc::SslServerCredentials(options);
 }
 
 int Run(int argc, char** argv) {
@@ -143,18 +197,60 @@ int Run(int argc, char** argv) {
         "--batch_timeout_us >= 0");
     return 2;
   }
+  ServerMetrics metrics;
+  registry_options.on_load = [&metrics](const std::string& model, bool ok, double seconds) {
+    metrics.RecordLoad(model, ok, seconds);
+  };
+  registry_options.on_batch = [&metrics](const std::string& model, int64_t samples,
+                                         double seconds) {
+    metrics.RecordBatch(model, samples, seconds);
+  };
+  registry_options.on_queue_wait = [&metrics](const std::string& model, double seconds) {
+    metrics.RecordQueueWait(model, seconds);
+  };
   ModelRegistry registry(registry_options);
+  metrics.set_collect_hook([&registry](ServerMetrics* m) {
+    for (const auto& [model, depth] : registry.QueueDepths()) m->SetQueueDepth(model, depth);
+    if (auto models = registry.List(); models.ok()) {
+      for (const ModelStatusInfo& s : *models) {
+        m->SetServing(s.model_name, s.serving_version, s.state == ModelState::kReady);
+      }
+    }
+  });
+  if (const std::string addr = absl::GetFlag(FLAGS_metrics_listen); !addr.empty()) {
+    if (absl::Status s = metrics.StartHttp(addr); !s.ok()) {
+      LOG_ERROR(s.message());
+      return 2;
+    }
+    WritePortFile(absl::GetFlag(FLAGS_metrics_port_file), metrics.http_port());
+  }
   const int removed = (*store)->RemoveStaleStaging(absl::Hours(1));
   if (removed > 0) LOG_INFO("removed ", removed, " stale staging directories from the store");
   ModelServiceImpl::Options service_options;
   service_options.max_upload_bytes = static_cast<uint64_t>(absl::GetFlag(FLAGS_max_upload_bytes));
+  service_options.metrics = &metrics;
+  std::string token;
+  if (const std::string f = absl::GetFlag(FLAGS_admin_token_file); !f.empty()) {
+    auto t = AdminAuth::ReadTokenFile(f);
+    if (!t.ok()) {
+      LOG_ERROR(t.status().message());
+      return 2;
+    }
+    token = *t;
+  }
+  service_options.auth = AdminAuth(token, absl::GetFlag(FLAGS_read_only));
   ModelServiceImpl service(&registry, store->get(), service_options);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(absl::GetFlag(FLAGS_listen), grpc::InsecureServerCredentials(), &port);
+  auto credentials = ServerCredentials();
+  if (!credentials.ok()) {
+    LOG_ERROR(credentials.status().message());
+    return 2;
+  }
+  builder.AddListeningPort(absl::GetFlag(FLAGS_listen), *credentials, &port);
   const int64_t max_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   builder.SetMaxReceiveMessageSize(static_cast<int>(std::min<int64_t>(max_bytes, INT32_MAX)));
   builder.SetMaxSendMessageSize(static_cast<int>(std::min<int64_t>(max_bytes, INT32_MAX)));
@@ -184,11 +280,7 @@ int Run(int argc, char** argv) {
            absl::GetFlag(FLAGS_batch_timeout_us), " us, queue ",
            registry_options.batching.max_queue_size, ", ", registry_options.batching.num_workers,
            " worker(s); ", TorchBuildSummary());
-  if (const std::string pf = absl::GetFlag(FLAGS_port_file); !pf.empty()) {
-    const std::string tmp = pf + ".tmp";
-    std::ofstream(tmp) << port << "\n";
-    std::rename(tmp.c_str(), pf.c_str());
-  }
+  WritePortFile(absl::GetFlag(FLAGS_port_file), port);
 
   // Startup models load in the background of a listening server, so liveness
   // answers while readiness waits for them.
@@ -204,17 +296,26 @@ int Run(int argc, char** argv) {
 
   int sig = 0;
   sigwait(&signals, &sig);
-  LOG_INFO("received ", sig == SIGTERM ? "SIGTERM" : "SIGINT", "; shutting down");
+  const int grace = absl::GetFlag(FLAGS_shutdown_grace_seconds);
+  LOG_INFO("received ", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+           "; health NOT_SERVING, draining for ", grace, " s");
   {
     absl::MutexLock lock(&health_mu);
-    health->Shutdown();  // every service NOT_SERVING
+    health->Shutdown();  // every service NOT_SERVING at once
   }
+  // Keep serving for the grace period, so load balancers see NOT_SERVING and
+  // stop sending before the listener closes.
+  absl::SleepFor(absl::Seconds(grace));
+  LOG_INFO("grace period over; closing the listener, finishing accepted requests");
   service.StartShutdown();
-  // Queued requests keep being computed during the grace period; whatever is
-  // still queued afterwards is answered UNAVAILABLE.
-  server->Shutdown(std::chrono::system_clock::now() +
-                   std::chrono::seconds(absl::GetFlag(FLAGS_shutdown_grace_seconds)));
+  // Accepted requests (queued ones included) are computed and answered first;
+  // past a second grace period gRPC cancels what is left.
+  if (!service.WaitIdle(absl::Seconds(grace))) {
+    LOG_WARNING("requests still running after the drain; cancelling them");
+  }
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(grace));
   registry.Shutdown();
+  metrics.StopHttp();
   loader.join();
   LOG_INFO("model-server stopped");
   return 0;

@@ -171,7 +171,10 @@ void BatchQueue::RunBatch(Batch batch) {
   }
   if (items.empty()) return;
   int64_t total = 0;
-  for (const Pending& p : items) total += p.samples;
+  for (const Pending& p : items) {
+    total += p.samples;
+    if (options_.on_request_wait) options_.on_request_wait(start - p.arrival);
+  }
   HostTensor input;
   if (items.size() == 1) {
     input = std::move(items[0].task.input);

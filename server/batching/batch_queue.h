@@ -83,6 +83,8 @@ class BatchQueue {
     // batches running at that moment, this one included (to split CPU threads
     // between concurrent passes).
     std::function<void(int running)> before_batch;
+    // Called once per request, when its batch starts, with how long it waited.
+    std::function<void(absl::Duration wait)> on_request_wait;
     // Called with the batch size (samples), its queue wait of the oldest request
     // and its forward time, after each batch.
     std::function<void(int64_t samples, absl::Duration queue_wait, absl::Duration compute)>

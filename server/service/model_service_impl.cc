@@ -7,6 +7,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "server/model/vgg_config.h"
 #include "server/service/status_mapping.h"
@@ -19,12 +20,46 @@ namespace modelserver {
 
 namespace v1 = modelserving::v1;
 
+// `model` stays empty until the request named a model the server knows (user
+// input never becomes a label).
+struct ModelServiceImpl::Rpc {
+  // Counts the RPC in flight until Record (copies do not count again).
+  Rpc(const ModelServiceImpl* service, const char* name)
+      : metrics(service->metrics_), inflight(&service->inflight_), method(name) {
+    ++*inflight;
+  }
+
+  ServerMetrics* metrics;
+  std::atomic<int>* inflight;
+  const char* method;
+  std::string model;
+  absl::Time start = absl::Now();
+
+  void Record(const grpc::Status& s) const {
+    --*inflight;
+    if (metrics == nullptr) return;
+    metrics->RecordRequest(model, method,
+                           absl::StatusCodeToString(static_cast<absl::StatusCode>(s.error_code())),
+                           absl::ToDoubleSeconds(absl::Now() - start));
+  }
+  // Finishes a unary call.
+  void Finish(grpc::ServerUnaryReactor* reactor, const absl::Status& status) const {
+    const grpc::Status s = ToGrpcStatus(status);
+    Record(s);
+    reactor->Finish(s);
+  }
+};
+using Rpc = ModelServiceImpl::Rpc;
+
 namespace {
-grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* context, const absl::Status& status) {
+
+grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context, const Rpc& rpc,
+                                    const absl::Status& status) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(status));
+  rpc.Finish(reactor, status);
   return reactor;
 }
+
 }  // namespace
 
 void ToProto(const ModelStatusInfo& info, v1::ModelStatus* proto) {
@@ -71,19 +106,20 @@ absl::Status FillResponse(const std::string& model_name, int top_k, bool unbatch
 absl::Status ModelServiceImpl::StartPredict(grpc::CallbackServerContext* context,
                                             const v1::PredictRequest& request,
                                             v1::PredictResponse* response,
-                                            grpc::ServerUnaryReactor* reactor) {
+                                            grpc::ServerUnaryReactor* reactor, Rpc* rpc) {
   if (shutting_down_.load()) return absl::UnavailableError("server is shutting down");
   RETURN_IF_ERROR(CheckpointStore::ValidateModelName(request.model_name()));
   if (request.version() < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("version ", request.version(), " is negative, expected 0 (serving) or >= 1"));
   }
+  ASSIGN_OR_RETURN(ModelHandle handle, registry_->Get(request.model_name(), request.version()));
+  rpc->model = request.model_name();
   if (request.top_k() < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("top_k ", request.top_k(), " is negative, expected 0 (none) or more"));
   }
   if (!request.has_input()) return absl::InvalidArgumentError("input tensor is missing");
-  ASSIGN_OR_RETURN(ModelHandle handle, registry_->Get(request.model_name(), request.version()));
   ASSIGN_OR_RETURN(HostTensor input, FromProto(request.input()));
   RETURN_IF_ERROR(handle.model->ValidateInput(input.dtype, input.shape));
   const bool unbatched = handle.model->IsUnbatched(input.shape);
@@ -94,22 +130,32 @@ absl::Status ModelServiceImpl::StartPredict(grpc::CallbackServerContext* context
   task.version = request.version();
   task.deadline = ToAbslTime(context->deadline());
   task.is_cancelled = [context] { return context->IsCancelled(); };
-  task.done = [reactor, response, unbatched, top_k = request.top_k(),
-               name = request.model_name()](absl::StatusOr<BatchTask::Result> result) {
+  task.done = [reactor, response, unbatched, top_k = request.top_k(), name = request.model_name(),
+               rpc = *rpc](absl::StatusOr<BatchTask::Result> result) {
     absl::Status status = result.status();
     if (result.ok()) status = FillResponse(name, top_k, unbatched, *std::move(result), response);
-    reactor->Finish(ToGrpcStatus(status));
+    rpc.Finish(reactor, status);
   };
   return registry_->Enqueue(request.model_name(), std::move(task));
+}
+
+bool ModelServiceImpl::WaitIdle(absl::Duration timeout) const {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (inflight_.load() > 0) {
+    if (absl::Now() >= deadline) return false;
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  return true;
 }
 
 grpc::ServerUnaryReactor* ModelServiceImpl::Predict(grpc::CallbackServerContext* context,
                                                     const v1::PredictRequest* request,
                                                     v1::PredictResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  Rpc rpc{this, "Predict"};
   // On success the batch worker finishes the reactor; this thread returns at once.
-  absl::Status status = StartPredict(context, *request, response, reactor);
-  if (!status.ok()) reactor->Finish(ToGrpcStatus(status));
+  absl::Status status = StartPredict(context, *request, response, reactor, &rpc);
+  if (!status.ok()) rpc.Finish(reactor, status);
   return reactor;
 }
 
@@ -120,15 +166,19 @@ grpc::ServerUnaryReactor* ModelServiceImpl::ListModels(grpc::CallbackServerConte
   if (models.ok()) {
     for (const ModelStatusInfo& m : *models) ToProto(m, response->add_models());
   }
-  return Finish(context, models.status());
+  return FinishNow(context, Rpc{this, "ListModels"}, models.status());
 }
 
 grpc::ServerUnaryReactor* ModelServiceImpl::GetModelStatus(grpc::CallbackServerContext* context,
                                                            const v1::GetModelStatusRequest* request,
                                                            v1::ModelStatus* response) {
   auto status = registry_->Status(request->model_name());
-  if (status.ok()) ToProto(*status, response);
-  return Finish(context, status.status());
+  Rpc rpc{this, "GetModelStatus"};
+  if (status.ok()) {
+    ToProto(*status, response);
+    rpc.model = request->model_name();
+  }
+  return FinishNow(context, rpc, status.status());
 }
 
 }  // namespace modelserver
@@ -148,8 +198,17 @@ absl::Status ValidateName(const std::string& name) {
 class UploadReactor : public grpc::ServerReadReactor<v1::UploadCheckpointRequest> {
  public:
   UploadReactor(grpc::CallbackServerContext* context, const CheckpointStore* store,
-                uint64_t max_bytes, v1::UploadCheckpointResponse* response)
-      : context_(context), store_(store), max_bytes_(max_bytes), response_(response) {
+                uint64_t max_bytes, v1::UploadCheckpointResponse* response, Rpc rpc,
+                const absl::Status& auth)
+      : context_(context),
+        store_(store),
+        max_bytes_(max_bytes),
+        response_(response),
+        rpc_(std::move(rpc)) {
+    if (!auth.ok()) {
+      Fail(auth);
+      return;
+    }
     StartRead(&request_);
   }
 
@@ -165,6 +224,7 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadCheckpointRequest
       response_->set_sha256(v->manifest.sha256);
       response_->set_size_bytes(v->manifest.size_bytes);
       pending_.reset();
+      rpc_.Record(grpc::Status::OK);
       return Finish(grpc::Status::OK);
     }
     absl::Status s = Handle();
@@ -206,6 +266,7 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadCheckpointRequest
       nv.expected_sha256 = h.sha256();
       nv.expected_size = h.size_bytes() > 0 ? h.size_bytes() : -1;
       ASSIGN_OR_RETURN(pending_, store_->BeginVersion(nv));
+      rpc_.model = h.model_name();
       return absl::OkStatus();
     }
     if (pending_ == nullptr) return absl::InvalidArgumentError("upload must start with a header");
@@ -214,13 +275,16 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadCheckpointRequest
 
   void Fail(const absl::Status& s) {
     pending_.reset();  // removes the staging directory
-    Finish(ToGrpcStatus(s));
+    const grpc::Status g = ToGrpcStatus(s);
+    rpc_.Record(g);
+    Finish(g);
   }
 
   grpc::CallbackServerContext* context_;
   const CheckpointStore* store_;
   const uint64_t max_bytes_;
   v1::UploadCheckpointResponse* response_;
+  Rpc rpc_;
   v1::UploadCheckpointRequest request_;
   std::unique_ptr<PendingVersion> pending_;
 };
@@ -230,13 +294,14 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadCheckpointRequest
 class DownloadReactor : public grpc::ServerWriteReactor<v1::DownloadCheckpointResponse> {
  public:
   DownloadReactor(const CheckpointStore* store, const v1::DownloadCheckpointRequest& request,
-                  size_t chunk_bytes)
-      : chunk_bytes_(chunk_bytes) {
-    absl::Status s = Start(store, request);
+                  size_t chunk_bytes, Rpc rpc, const absl::Status& auth)
+      : chunk_bytes_(chunk_bytes), rpc_(std::move(rpc)) {
+    absl::Status s = auth.ok() ? Start(store, request) : auth;
     if (!s.ok()) {
-      Finish(ToGrpcStatus(s));
+      Done(ToGrpcStatus(s));
       return;
     }
+    rpc_.model = request.model_name();
     StartWrite(&message_);
   }
   ~DownloadReactor() override {
@@ -244,13 +309,13 @@ class DownloadReactor : public grpc::ServerWriteReactor<v1::DownloadCheckpointRe
   }
 
   void OnWriteDone(bool ok) override {
-    if (!ok) return Finish(grpc::Status(grpc::StatusCode::CANCELLED, "client went away"));
+    if (!ok) return Done(grpc::Status(grpc::StatusCode::CANCELLED, "client went away"));
     if (sent_ == size_) {
       if (sha_.HexDigest() != expected_sha256_ && !expected_sha256_.empty()) {
-        return Finish(grpc::Status(grpc::StatusCode::DATA_LOSS,
-                                   "stored file does not match its manifest sha256"));
+        return Done(grpc::Status(grpc::StatusCode::DATA_LOSS,
+                                 "stored file does not match its manifest sha256"));
       }
-      return Finish(grpc::Status::OK);
+      return Done(grpc::Status::OK);
     }
     message_.Clear();
     std::string* chunk = message_.mutable_chunk();
@@ -269,6 +334,11 @@ class DownloadReactor : public grpc::ServerWriteReactor<v1::DownloadCheckpointRe
   void OnDone() override { delete this; }
 
  private:
+  void Done(const grpc::Status& s) {
+    rpc_.Record(s);
+    Finish(s);
+  }
+
   absl::Status Start(const CheckpointStore* store, const v1::DownloadCheckpointRequest& request) {
     if (request.version() < 0) return absl::InvalidArgumentError("version is negative");
     ASSIGN_OR_RETURN(StoreVersion v, store->Resolve(request.model_name(), request.version()));
@@ -294,6 +364,7 @@ class DownloadReactor : public grpc::ServerWriteReactor<v1::DownloadCheckpointRe
   uint64_t sent_ = 0;
   std::string expected_sha256_;
   Sha256 sha_;
+  Rpc rpc_;
   v1::DownloadCheckpointResponse message_;
 };
 
@@ -302,64 +373,76 @@ class DownloadReactor : public grpc::ServerWriteReactor<v1::DownloadCheckpointRe
 grpc::ServerUnaryReactor* ModelServiceImpl::SaveModel(grpc::CallbackServerContext* context,
                                                       const v1::SaveModelRequest* request,
                                                       v1::SaveModelResponse* response) {
+  Rpc rpc{this, "SaveModel"};
+  if (absl::Status auth = auth_.Check(*context); !auth.ok()) return FinishNow(context, rpc, auth);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  const bool posted = admin_.Post([this, reactor, request, response] {
+  // Writing and hashing 500 MB takes a while: off gRPC's threads.
+  const bool posted = admin_.Post([this, reactor, request, response, rpc]() mutable {
     auto v = registry_->Save(request->model_name(), static_cast<ModelFormat>(request->format()),
                              request->target_model_name());
     if (v.ok()) {
+      rpc.model = request->model_name();
       response->set_model_name(v->model_name);
       response->set_version(v->version);
       response->set_format(request->format());
       response->set_sha256(v->manifest.sha256);
       response->set_size_bytes(v->manifest.size_bytes);
     }
-    reactor->Finish(ToGrpcStatus(v.status()));
+    rpc.Finish(reactor, v.status());
   });
-  if (!posted) reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "shutting down"));
+  if (!posted) rpc.Finish(reactor, absl::UnavailableError("server is shutting down"));
   return reactor;
 }
 
 grpc::ServerUnaryReactor* ModelServiceImpl::LoadModel(grpc::CallbackServerContext* context,
                                                       const v1::LoadModelRequest* request,
                                                       v1::LoadModelResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  Rpc rpc{this, "LoadModel"};
+  if (absl::Status auth = auth_.Check(*context); !auth.ok()) return FinishNow(context, rpc, auth);
   if (request->version() < 0) {
-    reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                                 absl::StrCat("version ", request->version(), " is negative")));
-    return reactor;
+    return FinishNow(
+        context, rpc,
+        absl::InvalidArgumentError(absl::StrCat("version ", request->version(), " is negative")));
   }
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   const std::string name = request->model_name();
-  // Returns once the version serves, or with why it failed (the status in the
-  // reply says what serves now either way).
-  registry_->LoadAsync(name, request->version(), [this, reactor, response, name](absl::Status s) {
-    if (auto status = registry_->Status(name); status.ok()) {
-      ToProto(*status, response->mutable_status());
-    }
-    reactor->Finish(ToGrpcStatus(s));
-  });
+  // Returns once the version serves, or with why it failed.
+  registry_->LoadAsync(name, request->version(),
+                       [this, reactor, response, name, rpc](absl::Status s) mutable {
+                         if (auto status = registry_->Status(name); status.ok()) {
+                           ToProto(*status, response->mutable_status());
+                           rpc.model = name;
+                         }
+                         rpc.Finish(reactor, s);
+                       });
   return reactor;
 }
 
 grpc::ServerUnaryReactor* ModelServiceImpl::UnloadModel(grpc::CallbackServerContext* context,
                                                         const v1::UnloadModelRequest* request,
                                                         v1::UnloadModelResponse* response) {
+  Rpc rpc{this, "UnloadModel"};
+  if (absl::Status auth = auth_.Check(*context); !auth.ok()) return FinishNow(context, rpc, auth);
   absl::Status s = registry_->Unload(request->model_name());
   if (s.ok()) {
+    rpc.model = request->model_name();
     if (auto status = registry_->Status(request->model_name()); status.ok()) {
       ToProto(*status, response->mutable_status());
     }
   }
-  return Finish(context, s);
+  return FinishNow(context, rpc, s);
 }
 
 grpc::ServerReadReactor<v1::UploadCheckpointRequest>* ModelServiceImpl::UploadCheckpoint(
     grpc::CallbackServerContext* context, v1::UploadCheckpointResponse* response) {
-  return new UploadReactor(context, store_, options_.max_upload_bytes, response);
+  return new UploadReactor(context, store_, options_.max_upload_bytes, response,
+                           Rpc{this, "UploadCheckpoint"}, auth_.Check(*context));
 }
 
 grpc::ServerWriteReactor<v1::DownloadCheckpointResponse>* ModelServiceImpl::DownloadCheckpoint(
-    grpc::CallbackServerContext* /*context*/, const v1::DownloadCheckpointRequest* request) {
-  return new DownloadReactor(store_, *request, options_.chunk_bytes);
+    grpc::CallbackServerContext* context, const v1::DownloadCheckpointRequest* request) {
+  return new DownloadReactor(store_, *request, options_.chunk_bytes,
+                             Rpc{this, "DownloadCheckpoint"}, auth_.Check(*context));
 }
 
 }  // namespace modelserver

@@ -3,7 +3,10 @@
 
 #include <atomic>
 
+#include "absl/time/time.h"
 #include "proto/modelserving/v1/model_service.grpc.pb.h"
+#include "server/metrics/server_metrics.h"
+#include "server/service/admin_auth.h"
 #include "server/serving/model_registry.h"
 #include "server/store/checkpoint_store.h"
 #include "server/util/task_runner.h"
@@ -22,14 +25,26 @@ class ModelServiceImpl final : public modelserving::v1::ModelService::CallbackSe
   struct Options {
     uint64_t max_upload_bytes = 4ull << 30;  // UploadCheckpoint limit
     size_t chunk_bytes = 1 << 20;            // DownloadCheckpoint chunk size
+    AdminAuth auth;                          // guards the admin RPCs
+    ServerMetrics* metrics = nullptr;        // not owned; may be null
   };
   // `registry` and `store` are not owned and outlive the service.
   ModelServiceImpl(ModelRegistry* registry, const CheckpointStore* store, Options options)
-      : registry_(registry), store_(store), options_(options) {}
+      : registry_(registry),
+        store_(store),
+        options_(options),
+        auth_(options.auth),
+        metrics_(options.metrics) {}
   ~ModelServiceImpl() override { admin_.Shutdown(); }
+
+  // Records one RPC in the metrics when it finishes (defined in the .cc).
+  struct Rpc;
 
   // After this, Predict answers UNAVAILABLE.
   void StartShutdown() { shutting_down_.store(true); }
+  // Waits until every RPC that was accepted has been answered (queued Predicts
+  // included), at most `timeout`. False on timeout.
+  bool WaitIdle(absl::Duration timeout) const;
 
   grpc::ServerUnaryReactor* Predict(grpc::CallbackServerContext* context,
                                     const modelserving::v1::PredictRequest* request,
@@ -61,13 +76,16 @@ class ModelServiceImpl final : public modelserving::v1::ModelService::CallbackSe
   absl::Status StartPredict(grpc::CallbackServerContext* context,
                             const modelserving::v1::PredictRequest& request,
                             modelserving::v1::PredictResponse* response,
-                            grpc::ServerUnaryReactor* reactor);
+                            grpc::ServerUnaryReactor* reactor, Rpc* rpc);
 
   ModelRegistry* const registry_;
   const CheckpointStore* const store_;
   const Options options_;
+  const AdminAuth auth_;
+  ServerMetrics* const metrics_;
   std::atomic<bool> shutting_down_{false};
-  TaskRunner admin_;  // SaveModel runs here, off gRPC's threads
+  mutable std::atomic<int> inflight_{0};  // RPCs accepted and not yet answered
+  TaskRunner admin_;                      // SaveModel runs here, off gRPC's threads
 };
 
 // Fills the API message from a registry status.

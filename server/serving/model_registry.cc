@@ -112,6 +112,17 @@ absl::Status ModelRegistry::DoLoad(const std::string& name, const std::string& a
             SetThisThreadIntraOpThreads(std::max(1, threads / std::max(1, running)));
           };
         }
+        if (options_.on_batch) {
+          q.on_batch = [f = options_.on_batch, name](int64_t samples, absl::Duration,
+                                                     absl::Duration compute) {
+            f(name, samples, absl::ToDoubleSeconds(compute));
+          };
+        }
+        if (options_.on_queue_wait) {
+          q.on_request_wait = [f = options_.on_queue_wait, name](absl::Duration wait) {
+            f(name, absl::ToDoubleSeconds(wait));
+          };
+        }
         queues_[name] = std::make_shared<BatchQueue>(
             q, [this, name]() -> absl::StatusOr<ModelHandle> { return Get(name, 0); });
       }
@@ -128,6 +139,7 @@ absl::Status ModelRegistry::DoLoad(const std::string& name, const std::string& a
   }
   old.reset();  // the previous version goes when its last batch finishes
   if (listener_) listener_(name, ready);
+  if (options_.on_load) options_.on_load(name, result.ok(), ms / 1000.0);
   if (!result.ok()) {
     LOG_WARNING("model ", name, ": load of version ",
                 version == 0 ? "newest" : std::to_string(version), " failed after ",
@@ -287,6 +299,13 @@ absl::Status ModelRegistry::Enqueue(const std::string& name, BatchTask task) {
     queue = it->second;
   }
   return queue->Enqueue(std::move(task));
+}
+
+std::vector<std::pair<std::string, int64_t>> ModelRegistry::QueueDepths() const {
+  absl::ReaderMutexLock lock(&mu_);
+  std::vector<std::pair<std::string, int64_t>> out;
+  for (const auto& [name, q] : queues_) out.emplace_back(name, q->queued_samples());
+  return out;
 }
 
 void ModelRegistry::Shutdown() {

@@ -52,6 +52,10 @@ class ModelRegistry {
     BatchQueue::Options batching;
     // CPU threads the forward passes share (0: leave LibTorch's setting alone).
     int intra_op_threads = 0;
+    // Observers (may be null), called without the registry's lock.
+    std::function<void(const std::string& model, bool ok, double seconds)> on_load;
+    std::function<void(const std::string& model, int64_t samples, double seconds)> on_batch;
+    std::function<void(const std::string& model, double seconds)> on_queue_wait;
   };
   // Called after every state change with the model name and whether it is READY.
   using ReadyListener = std::function<void(const std::string& model_name, bool ready)>;
@@ -111,6 +115,8 @@ class ModelRegistry {
   absl::StatusOr<ModelStatusInfo> Status(const std::string& name) const;
   // Every model in memory or in the store, sorted by name.
   absl::StatusOr<std::vector<ModelStatusInfo>> List() const;
+  // Samples waiting in each model's batching queue.
+  std::vector<std::pair<std::string, int64_t>> QueueDepths() const;
 
  private:
   struct Entry {

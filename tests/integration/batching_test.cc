@@ -47,7 +47,7 @@ class BatchingTest : public ::testing::Test {
     auto server = testing::ServerProcess::Start(args, store_ + "/server.log");
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
-    client_ = ModelClient::Create({server_->target()});
+    client_ = ModelClient::Create(server_->target());
     ASSERT_TRUE(testing::WaitForModels(*client_, {"tiny"}, std::chrono::seconds(60)));
   }
 
@@ -88,7 +88,7 @@ TEST_F(BatchingTest, ConcurrentClientsGetTheirUnbatchedOutputs) {
     std::vector<std::thread> threads;
     for (int i = 0; i < kClients; ++i) {
       threads.emplace_back([&, i] {
-        auto own = ModelClient::Create({server_->target()});  // one connection per client
+        auto own = ModelClient::Create(server_->target());  // one connection per client
         const v1::PredictRequest req = MakePredictRequest("tiny", RandomInput(i), 0);
         if (barrier->Block()) delete barrier;
         v1::PredictResponse r;

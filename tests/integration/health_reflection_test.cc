@@ -47,7 +47,7 @@ class HealthReflectionTest : public ::testing::Test {
                                                 store_ + "/server.log");
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
-    client_ = ModelClient::Create({server_->target()});
+    client_ = ModelClient::Create(server_->target());
     ASSERT_TRUE(testing::WaitForModels(*client_, {"tiny"}, std::chrono::seconds(60)));
   }
 
@@ -86,7 +86,7 @@ TEST_F(HealthReflectionTest, ReadinessWaitsForEveryStartupModel) {
       {"--store=" + store, "--model=tiny=" + arch, "--model=broken=" + arch},
       store + "/server.log");
   ASSERT_TRUE(server.ok()) << server.status();
-  auto client = ModelClient::Create({(*server)->target()});
+  auto client = ModelClient::Create((*server)->target());
   ASSERT_TRUE(testing::WaitForModels(*client, {"tiny", "broken"}, std::chrono::seconds(60)));
   HealthResponse::ServingStatus st;
   grpc::Channel* ch = client->channel().get();

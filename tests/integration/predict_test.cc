@@ -58,7 +58,7 @@ class PredictTest : public ::testing::Test {
     auto server = testing::ServerProcess::Start(args, *store_ + "/server.log");
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = server->release();
-    client_ = ModelClient::Create({server_->target()}).release();
+    client_ = ModelClient::Create(server_->target()).release();
     std::vector<std::string> all = {"tiny", "vgg16", "bad_sha256"};
     all.insert(all.end(), plain.begin(), plain.end());
     ASSERT_TRUE(testing::WaitForModels(*client_, all, std::chrono::seconds(300))) << server_->Log();

@@ -104,7 +104,7 @@ TEST_F(StoreReloadTest, HotReloadUnderLoadDropsNothing) {
   std::vector<std::thread> clients;
   for (int c = 0; c < 8; ++c) {
     clients.emplace_back([&] {
-      auto own = ModelClient::Create({server_->target()});
+      auto own = ModelClient::Create(server_->target());
       const v1::PredictRequest req = MakePredictRequest("m", Npy("tiny", "input.npy"), 0);
       while (!stop.load()) {
         v1::PredictResponse r;
@@ -400,7 +400,7 @@ TEST_F(StoreReloadTest, PollingServersConvergeOnANewVersion) {
       {"--store=" + store_, "--model=m=" + Arch("tiny"), "--poll_store_seconds=1"},
       store_ + "/server2.log");
   ASSERT_TRUE(second.ok()) << second.status();
-  auto client2 = ModelClient::Create({(*second)->target()});
+  auto client2 = ModelClient::Create((*second)->target());
   ASSERT_TRUE(testing::WaitForModels(*client2, {"m"}, std::chrono::seconds(60)));
   v1::UploadHeader h;
   h.set_model_name("m");

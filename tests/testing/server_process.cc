@@ -72,8 +72,16 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
     const std::vector<std::string>& args, const std::string& log_path) {
   const std::string port_file = log_path + ".port";
   std::remove(port_file.c_str());
-  std::vector<std::string> argv = {ServerBinary(), "--listen=127.0.0.1:0",
-                                   "--port_file=" + port_file};
+  const std::string metrics_port_file = log_path + ".metrics_port";
+  std::remove(metrics_port_file.c_str());
+  // Free ports for gRPC and metrics; a short drain so stopping is quick (tests
+  // that time the drain pass their own --shutdown_grace_seconds, which wins).
+  std::vector<std::string> argv = {ServerBinary(),
+                                   "--listen=127.0.0.1:0",
+                                   "--port_file=" + port_file,
+                                   "--metrics_listen=127.0.0.1:0",
+                                   "--metrics_port_file=" + metrics_port_file,
+                                   "--shutdown_grace_seconds=1"};
   argv.insert(argv.end(), args.begin(), args.end());
   std::unique_ptr<ServerProcess> p(new ServerProcess());
   p->log_path_ = log_path;
@@ -102,6 +110,11 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
     int port = 0;
     if (absl::SimpleAtoi(absl::StripAsciiWhitespace(text), &port) && port > 0) {
       p->port_ = port;
+      int metrics_port = 0;
+      if (absl::SimpleAtoi(absl::StripAsciiWhitespace(ReadFile(metrics_port_file)),
+                           &metrics_port)) {
+        p->metrics_port_ = metrics_port;
+      }
       return p;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));

@@ -23,6 +23,7 @@ class ServerProcess {
   ~ServerProcess();
 
   int port() const { return port_; }
+  int metrics_port() const { return metrics_port_; }
   std::string target() const { return "127.0.0.1:" + std::to_string(port_); }
   pid_t pid() const { return pid_; }
   const std::string& log_path() const { return log_path_; }
@@ -37,6 +38,7 @@ class ServerProcess {
   ServerProcess() = default;
   pid_t pid_ = -1;
   int port_ = 0;
+  int metrics_port_ = 0;
   std::string log_path_;
 };
 

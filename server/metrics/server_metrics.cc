@@ -1,0 +1,123 @@
+#include "server/metrics/server_metrics.h"
+
+#include <prometheus/text_serializer.h>
+
+#include "server/util/status_macros.h"
+
+namespace modelserver {
+namespace {
+
+// Latencies from a GPU's milliseconds to a CPU VGG16 batch's seconds.
+const prometheus::Histogram::BucketBoundaries& LatencyBuckets() {
+  static const auto* b = new prometheus::Histogram::BucketBoundaries{
+      0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
+  return *b;
+}
+const prometheus::Histogram::BucketBoundaries& BatchBuckets() {
+  static const auto* b =
+      new prometheus::Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64, 128, 256};
+  return *b;
+}
+const prometheus::Histogram::BucketBoundaries& LoadBuckets() {
+  static const auto* b = new prometheus::Histogram::BucketBoundaries{
+      0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300};
+  return *b;
+}
+
+}  // namespace
+
+ServerMetrics::ServerMetrics()
+    : registry_(std::make_shared<prometheus::Registry>()),
+      requests_(prometheus::BuildCounter()
+                    .Name("modelserver_requests_total")
+                    .Help("RPCs answered, by model, method and gRPC status code.")
+                    .Register(*registry_)),
+      request_duration_(prometheus::BuildHistogram()
+                            .Name("modelserver_request_duration_seconds")
+                            .Help("Time from receiving an RPC to answering it.")
+                            .Register(*registry_)),
+      queue_duration_(prometheus::BuildHistogram()
+                          .Name("modelserver_queue_duration_seconds")
+                          .Help("Time a Predict request waited in the batching queue.")
+                          .Register(*registry_)),
+      inference_duration_(prometheus::BuildHistogram()
+                              .Name("modelserver_inference_duration_seconds")
+                              .Help("Time of one batched forward pass.")
+                              .Register(*registry_)),
+      batch_size_(prometheus::BuildHistogram()
+                      .Name("modelserver_batch_size")
+                      .Help("Samples per executed batch.")
+                      .Register(*registry_)),
+      queue_depth_(prometheus::BuildGauge()
+                       .Name("modelserver_queue_depth")
+                       .Help("Samples waiting in the model's batching queue.")
+                       .Register(*registry_)),
+      loads_(prometheus::BuildCounter()
+                 .Name("modelserver_model_loads_total")
+                 .Help("Model version loads, by result (success, failure).")
+                 .Register(*registry_)),
+      load_duration_(prometheus::BuildHistogram()
+                         .Name("modelserver_model_load_duration_seconds")
+                         .Help("Time to load, verify and warm up a model version.")
+                         .Register(*registry_)),
+      serving_version_(prometheus::BuildGauge()
+                           .Name("modelserver_model_serving_version")
+                           .Help("The version that serves (0 when none).")
+                           .Register(*registry_)),
+      ready_(prometheus::BuildGauge()
+                 .Name("modelserver_model_ready")
+                 .Help("1 when the model is READY.")
+                 .Register(*registry_)) {}
+
+ServerMetrics::~ServerMetrics() {
+  if (http_ != nullptr) http_->Stop();
+}
+
+void ServerMetrics::RecordRequest(const std::string& model, const std::string& method,
+                                  const std::string& code, double seconds) {
+  requests_.Add({{"model", model}, {"method", method}, {"code", code}}).Increment();
+  request_duration_.Add({{"model", model}, {"method", method}}, LatencyBuckets()).Observe(seconds);
+}
+
+void ServerMetrics::RecordBatch(const std::string& model, int64_t samples, double seconds) {
+  batch_size_.Add({{"model", model}}, BatchBuckets()).Observe(static_cast<double>(samples));
+  inference_duration_.Add({{"model", model}}, LatencyBuckets()).Observe(seconds);
+}
+
+void ServerMetrics::RecordQueueWait(const std::string& model, double seconds) {
+  queue_duration_.Add({{"model", model}}, LatencyBuckets()).Observe(seconds);
+}
+
+void ServerMetrics::RecordLoad(const std::string& model, bool ok, double seconds) {
+  loads_.Add({{"model", model}, {"result", ok ? "success" : "failure"}}).Increment();
+  load_duration_.Add({{"model", model}}, LoadBuckets()).Observe(seconds);
+}
+
+void ServerMetrics::SetQueueDepth(const std::string& model, int64_t samples) {
+  queue_depth_.Add({{"model", model}}).Set(static_cast<double>(samples));
+}
+
+void ServerMetrics::SetServing(const std::string& model, int64_t version, bool ready) {
+  serving_version_.Add({{"model", model}}).Set(static_cast<double>(version));
+  ready_.Add({{"model", model}}).Set(ready ? 1 : 0);
+}
+
+void ServerMetrics::set_collect_hook(std::function<void(ServerMetrics*)> hook) {
+  absl::MutexLock lock(&hook_mu_);
+  hook_ = std::move(hook);
+}
+
+std::string ServerMetrics::Serialize() {
+  {
+    absl::MutexLock lock(&hook_mu_);
+    if (hook_) hook_(this);
+  }
+  return prometheus::TextSerializer().Serialize(registry_->Collect());
+}
+
+absl::Status ServerMetrics::StartHttp(const std::string& address) {
+  ASSIGN_OR_RETURN(http_, HttpEndpoint::Start(address, [this] { return Serialize(); }));
+  return absl::OkStatus();
+}
+
+}  // namespace modelserver

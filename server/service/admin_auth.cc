@@ -1,0 +1,63 @@
+#include "server/service/admin_auth.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "server/util/sha256.h"
+
+namespace modelserver {
+namespace {
+std::string HashOf(const std::string& s) {
+  Sha256 sha;
+  sha.Update(s);
+  return sha.HexDigest();
+}
+}  // namespace
+
+AdminAuth::AdminAuth(const std::string& token, bool read_only)
+    : read_only_(read_only), token_sha256_(token.empty() ? "" : HashOf(token)) {}
+
+absl::StatusOr<std::string> AdminAuth::ReadTokenFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read --admin_token_file ", path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::string token(absl::StripAsciiWhitespace(ss.str()));
+  if (token.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("--admin_token_file ", path, " is empty"));
+  }
+  return token;
+}
+
+absl::Status AdminAuth::CheckHeader(const std::string* authorization) const {
+  if (read_only_) {
+    return absl::PermissionDeniedError("the server is read-only (--read_only): admin RPCs are off");
+  }
+  if (token_sha256_.empty()) return absl::OkStatus();
+  if (authorization == nullptr || !absl::StartsWith(*authorization, "Bearer ")) {
+    return absl::UnauthenticatedError("admin RPC needs metadata 'authorization: Bearer <token>'");
+  }
+  const std::string given =
+      HashOf(std::string(absl::StripAsciiWhitespace(absl::string_view(*authorization).substr(7))));
+  unsigned char diff = 0;
+  for (size_t i = 0; i < given.size() && i < token_sha256_.size(); ++i) {
+    diff |= static_cast<unsigned char>(given[i] ^ token_sha256_[i]);
+  }
+  if (diff != 0 || given.size() != token_sha256_.size()) {
+    return absl::PermissionDeniedError("admin token is wrong");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status AdminAuth::Check(const grpc::CallbackServerContext& context) const {
+  const auto& md = context.client_metadata();
+  auto it = md.find("authorization");
+  if (it == md.end()) return CheckHeader(nullptr);
+  const std::string value(it->second.data(), it->second.size());
+  return CheckHeader(&value);
+}
+
+}  // namespace modelserver
