@@ -2,42 +2,65 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "server/model/unpickler.h"
-#include "server/model/zip_reader.h"
 #include "server/util/status_macros.h"
 
 namespace modelserver {
 
+absl::StatusOr<PickledStateDict> ParseStateDictPickle(const ZipReader& zip, const std::string& what,
+                                                      uint64_t max_pickle_bytes) {
+  PickledStateDict out;
+  for (const ZipReader::Entry& e : zip.entries()) {
+    if (absl::EndsWith(e.name, "/data.pkl") &&
+        e.name.find('/') == e.name.size() - sizeof("data.pkl")) {
+      out.prefix = e.name.substr(0, e.name.size() - (sizeof("data.pkl") - 1));
+    }
+  }
+  if (out.prefix.empty()) {
+    return absl::DataLossError(absl::StrCat(
+        what, ": zip archive has no <name>/data.pkl record; it was not written by torch.save"));
+  }
+  if (auto bo = zip.Find(out.prefix + "byteorder"); bo.ok()) {
+    ASSIGN_OR_RETURN(std::string order, zip.ReadToString(**bo, 16));
+    if (order != "little") {
+      return absl::FailedPreconditionError(absl::StrCat(
+          what, " was saved on a '", order, "'-endian machine; only little-endian is read"));
+    }
+  }
+  ASSIGN_OR_RETURN(const ZipReader::Entry* pkl_entry, zip.Find(out.prefix + "data.pkl"));
+  ASSIGN_OR_RETURN(std::string pkl, zip.ReadToString(*pkl_entry, max_pickle_bytes));
+  pickle::Unpickler unpickler{pickle::UnpicklerOptions{}};
+  auto pickled = unpickler.Parse(pkl);
+  if (!pickled.ok()) {
+    return absl::Status(pickled.status().code(),
+                        absl::StrCat(what, ": ", pickled.status().message()));
+  }
+  out.pickled = *std::move(pickled);
+  const pickle::Value* root = out.pickled->root();
+  if (root->kind != pickle::Kind::kDict) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(what, " holds a ", pickle::KindName(root->kind),
+                     ", not a state dict; save it with torch.save(model.state_dict(), path)"));
+  }
+  for (const auto& [k, v] : root->entries) {
+    if (k->kind != pickle::Kind::kString) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(what, ": state dict has a ", pickle::KindName(k->kind), " key"));
+    }
+    if (v->kind != pickle::Kind::kTensor) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          what, ": entry '", k->s, "' is a ", pickle::KindName(v->kind),
+          ", not a tensor; save only model.state_dict() (not a training checkpoint dict)"));
+    }
+  }
+  return out;
+}
+
 absl::Status CheckCheckpointFile(const std::string& path, ModelFormat format) {
   ASSIGN_OR_RETURN(std::unique_ptr<ZipReader> zip, ZipReader::Open(path));
   if (format != ModelFormat::kStateDict) return absl::OkStatus();
-  std::string prefix;
-  for (const ZipReader::Entry& e : zip->entries()) {
-    if (absl::EndsWith(e.name, "/data.pkl") && e.name.find('/') == e.name.size() - 9) {
-      prefix = e.name.substr(0, e.name.size() - 8);
-    }
-  }
-  if (prefix.empty()) {
-    return absl::DataLossError(
-        "zip archive has no <name>/data.pkl record; it was not written by "
-        "torch.save");
-  }
-  ASSIGN_OR_RETURN(const ZipReader::Entry* pkl_entry, zip->Find(prefix + "data.pkl"));
-  ASSIGN_OR_RETURN(std::string pkl, zip->ReadToString(*pkl_entry, 64ull << 20));
-  pickle::Unpickler unpickler{pickle::UnpicklerOptions{}};
-  ASSIGN_OR_RETURN(std::unique_ptr<pickle::Unpickled> pickled, unpickler.Parse(pkl));
-  const pickle::Value* root = pickled->root();
-  if (root->kind != pickle::Kind::kDict) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("file holds a ", pickle::KindName(root->kind), ", not a state dict"));
-  }
-  for (const auto& [k, v] : root->entries) {
-    if (k->kind != pickle::Kind::kString || v->kind != pickle::Kind::kTensor) {
-      return absl::FailedPreconditionError("state dict holds something other than named tensors");
-    }
-  }
-  for (const pickle::Value* s : pickled->storages()) {
-    auto e = zip->Find(absl::StrCat(prefix, "data/", s->storage.key));
+  ASSIGN_OR_RETURN(PickledStateDict sd, ParseStateDictPickle(*zip, path, 64ull << 20));
+  for (const pickle::Value* s : sd.pickled->storages()) {
+    auto e = zip->Find(absl::StrCat(sd.prefix, "data/", s->storage.key));
     if (!e.ok()) {
       return absl::DataLossError(absl::StrCat("storage '", s->storage.key, "' has no record"));
     }

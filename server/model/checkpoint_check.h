@@ -1,18 +1,34 @@
 #ifndef MODELSERVER_SERVER_MODEL_CHECKPOINT_CHECK_H_
 #define MODELSERVER_SERVER_MODEL_CHECKPOINT_CHECK_H_
 
+#include <memory>
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "server/model/model.h"
+#include "server/model/unpickler.h"
+#include "server/model/zip_reader.h"
 
 namespace modelserver {
 
+// The torch-free half of reading `torch.save(state_dict)` files: the archive's
+// record prefix ("archive/" for "archive/data.pkl"), the byte order, and data.pkl
+// through the restricted unpickler, checked to be a dict of named tensors.
+struct PickledStateDict {
+  std::string prefix;
+  std::unique_ptr<pickle::Unpickled> pickled;  // root: kDict of kString -> kTensor
+};
+
+// DATA_LOSS for a file that is not a torch.save archive or a corrupt pickle;
+// FAILED_PRECONDITION for a refused pickle, another byte order, or something other
+// than a dict of tensors. Messages start with `what` (usually the path).
+absl::StatusOr<PickledStateDict> ParseStateDictPickle(const ZipReader& zip, const std::string& what,
+                                                      uint64_t max_pickle_bytes);
+
 // A cheap structural check of a checkpoint file before it is published: a
-// readable zip archive and, for STATE_DICT, a data.pkl the restricted unpickler
-// accepts whose root is a dict of tensors whose storages all have records.
-// Tensor bytes are not read. DATA_LOSS / FAILED_PRECONDITION as ReadStateDict.
-// Torch-free; thread-safe.
+// readable zip archive and, for STATE_DICT, a state-dict pickle whose storages
+// all have records of the right size. Tensor bytes are not read. Thread-safe.
 absl::Status CheckCheckpointFile(const std::string& path, ModelFormat format);
 
 }  // namespace modelserver

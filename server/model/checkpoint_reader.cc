@@ -9,6 +9,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "server/model/checkpoint_check.h"
 #include "server/util/status_macros.h"
 
 namespace modelserver {
@@ -56,17 +57,6 @@ void AdviseHugePages(void* data, uint64_t bytes) {
 }
 
 }  // namespace
-
-absl::StatusOr<std::string> FindArchivePrefix(const ZipReader& zip) {
-  for (const ZipReader::Entry& e : zip.entries()) {
-    if (absl::EndsWith(e.name, "/data.pkl") &&
-        e.name.find('/') == e.name.size() - sizeof("data.pkl")) {
-      return e.name.substr(0, e.name.size() - (sizeof("data.pkl") - 1));
-    }
-  }
-  return absl::DataLossError(
-      "zip archive has no <name>/data.pkl record; it was not written by torch.save");
-}
 
 absl::Status TensorMaterializer::LoadStorages(const pickle::Unpickled& pickled) {
   // Allocate every storage and check its record first; then read the records
@@ -159,44 +149,12 @@ absl::StatusOr<at::Tensor> TensorMaterializer::Tensor(const pickle::Value& value
 absl::StatusOr<StateDict> ReadStateDict(const std::string& path,
                                         const CheckpointReadOptions& options) {
   ASSIGN_OR_RETURN(std::unique_ptr<ZipReader> zip, ZipReader::Open(path));
-  ASSIGN_OR_RETURN(std::string prefix, FindArchivePrefix(*zip));
-  if (auto bo = zip->Find(prefix + "byteorder"); bo.ok()) {
-    ASSIGN_OR_RETURN(std::string order, zip->ReadToString(**bo, 16));
-    if (order != "little") {
-      return absl::FailedPreconditionError(
-          absl::StrCat(path, " was saved on a '", order, "'-endian machine; only little is read"));
-    }
-  }
-  ASSIGN_OR_RETURN(const ZipReader::Entry* pkl_entry, zip->Find(prefix + "data.pkl"));
-  ASSIGN_OR_RETURN(std::string pkl, zip->ReadToString(*pkl_entry, options.max_pickle_bytes));
-  pickle::Unpickler unpickler{pickle::UnpicklerOptions{}};
-  auto pickled = unpickler.Parse(pkl);
-  if (!pickled.ok()) {
-    return absl::Status(pickled.status().code(),
-                        absl::StrCat(path, ": ", pickled.status().message()));
-  }
-  const pickle::Value* root = (*pickled)->root();
-  if (root->kind != pickle::Kind::kDict) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(path, " holds a ", pickle::KindName(root->kind),
-                     ", not a state dict; save it with torch.save(model.state_dict(), path)"));
-  }
-  for (const auto& [k, v] : root->entries) {
-    if (k->kind != pickle::Kind::kString) {
-      return absl::FailedPreconditionError(
-          absl::StrCat(path, ": state dict has a ", pickle::KindName(k->kind), " key"));
-    }
-    if (v->kind != pickle::Kind::kTensor) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          path, ": entry '", k->s, "' is a ", pickle::KindName(v->kind),
-          ", not a tensor; save only model.state_dict() (not a training checkpoint dict)"));
-    }
-  }
-  TensorMaterializer materializer(*zip, prefix, options.verify_crc);
-  RETURN_IF_ERROR(materializer.LoadStorages(**pickled));
+  ASSIGN_OR_RETURN(PickledStateDict sd, ParseStateDictPickle(*zip, path, options.max_pickle_bytes));
+  TensorMaterializer materializer(*zip, sd.prefix, options.verify_crc);
+  RETURN_IF_ERROR(materializer.LoadStorages(*sd.pickled));
   StateDict out;
-  out.reserve(root->entries.size());
-  for (const auto& [k, v] : root->entries) {
+  out.reserve(sd.pickled->root()->entries.size());
+  for (const auto& [k, v] : sd.pickled->root()->entries) {
     ASSIGN_OR_RETURN(at::Tensor t, materializer.Tensor(*v));
     out.emplace_back(k->s, std::move(t));
   }

@@ -36,9 +36,6 @@ struct CheckpointReadOptions {
 absl::StatusOr<StateDict> ReadStateDict(const std::string& path,
                                         const CheckpointReadOptions& options);
 
-// The zip entry prefix ("archive/" for "archive/data.pkl") and the pickle.
-absl::StatusOr<std::string> FindArchivePrefix(const ZipReader& zip);
-
 // Turns the storages and tensor references of an unpickled checkpoint into CPU
 // tensors, reading each storage from "<prefix>data/<key>".
 class TensorMaterializer {
