@@ -77,6 +77,7 @@ absl::Status TensorMaterializer::LoadStorages(const pickle::Unpickled& pickled) 
     }
     const uint64_t elem = pickle::StorageElementSize(ref.type);
     const uint64_t numel = static_cast<uint64_t>(ref.numel);
+    if ((*entry)->method != 0) return zip_.ReadInto(**entry, nullptr, false);  // refused
     if (numel > std::numeric_limits<uint64_t>::max() / elem || (*entry)->size != numel * elem) {
       return absl::DataLossError(absl::StrCat(
           "record '", record, "' has ", (*entry)->size, " bytes, expected ", numel, " x ", elem,

@@ -44,7 +44,8 @@ class Model {
   // [N, ...].
   virtual bool IsUnbatched(const std::vector<int64_t>& shape) const = 0;
 
-  // An input shape for the warm-up pass before the model serves ([1,3,224,224]).
+  // An input shape for the warm-up pass before the model serves ([1,3,224,224]);
+  // empty when the model's input shape is unknown (no warm-up).
   virtual std::vector<int64_t> WarmupShape() const = 0;
 
   // Writes the model to `path` (which must not exist) in `format`, fsynced.

@@ -3,6 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "server/model/checkpoint_reader.h"
 #include "server/model/tensor_convert.h"
+#include "server/model/torchscript_model.h"
 #include "server/model/vgg.h"
 #include "server/model/vgg_config.h"
 #include "server/model/vgg_model.h"
@@ -32,7 +33,11 @@ absl::StatusOr<std::shared_ptr<const Model>> LoadModelFromFile(const ModelLoadOp
         return TorchError(e, absl::StrCat("loading ", options.path));
       }
     }
-    case ModelFormat::kTorchScript:
+    case ModelFormat::kTorchScript: {
+      ASSIGN_OR_RETURN(std::shared_ptr<TorchScriptModel> model,
+                       TorchScriptModel::Load(options.path, options.device));
+      return std::shared_ptr<const Model>(std::move(model));
+    }
     case ModelFormat::kPickledModule:
       return absl::UnimplementedError(absl::StrCat("format ", ModelFormatName(options.format),
                                                    " is not served yet; save a state dict"));

@@ -223,12 +223,13 @@ absl::Status ZipReader::Parse() {
       }
       xp += 4u + len;
     }
-    if (method != 0 || comp_size != size) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          path_, ": zip record '", entry.name, "' is compressed (method ", method,
-          "); torch.save writes uncompressed records, re-save the file with torch.save"));
+    if (method == 0 && comp_size != size) {
+      return absl::DataLossError(
+          absl::StrCat(path_, ": stored zip record '", entry.name, "' has two different sizes"));
     }
     entry.size = size;
+    entry.stored_size = comp_size;
+    entry.method = method;
     entry.header_offset = local_offset;
     if (!names.insert(entry.name).second) {
       return absl::DataLossError(absl::StrCat(path_, ": duplicate zip record '", entry.name, "'"));
@@ -245,9 +246,9 @@ absl::Status ZipReader::Parse() {
           absl::StrCat(path_, ": zip record '", entry.name, "' has a corrupt local header"));
     }
     entry.data_offset = local_offset + 30 + Le16(lh + 26) + Le16(lh + 28);
-    if (entry.data_offset > cd_offset || entry.size > cd_offset - entry.data_offset) {
+    if (entry.data_offset > cd_offset || entry.stored_size > cd_offset - entry.data_offset) {
       return absl::DataLossError(absl::StrCat(
-          path_, ": zip record '", entry.name, "' (", entry.size, " bytes at offset ",
+          path_, ": zip record '", entry.name, "' (", entry.stored_size, " bytes at offset ",
           entry.data_offset, ") runs past the records area; the file is truncated or corrupt"));
     }
     entries_.push_back(std::move(entry));
@@ -264,6 +265,11 @@ absl::StatusOr<const ZipReader::Entry*> ZipReader::Find(absl::string_view name) 
 }
 
 absl::Status ZipReader::ReadInto(const Entry& entry, void* dst, bool verify_crc) const {
+  if (entry.method != 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        path_, ": zip record '", entry.name, "' is compressed (method ", entry.method,
+        "); torch.save writes uncompressed records, re-save the file with torch.save"));
+  }
   RETURN_IF_ERROR(ReadAt(entry.data_offset, dst, entry.size));
   if (verify_crc) {
     const uint32_t crc = Crc32(0, dst, entry.size);
@@ -276,6 +282,7 @@ absl::Status ZipReader::ReadInto(const Entry& entry, void* dst, bool verify_crc)
 }
 
 absl::StatusOr<std::string> ZipReader::ReadToString(const Entry& entry, uint64_t max_size) const {
+  if (entry.method != 0) return ReadInto(entry, nullptr, false);  // the refusal, before allocating
   if (entry.size > max_size) {
     return absl::ResourceExhaustedError(absl::StrCat(path_, ": zip record '", entry.name, "' has ",
                                                      entry.size, " bytes, over the limit of ",

@@ -12,13 +12,15 @@
 
 namespace modelserver {
 
-// Reads the uncompressed ("stored") zip archives that torch.save and torch.jit.save
-// write, from a file (pread, no mapping) or from memory. Parses the central
-// directory, ZIP64 included, and checks every record lies inside the archive.
-// Compressed records are refused: PyTorch never writes them.
+// Reads the zip archives that torch.save and torch.jit.save write, from a file
+// (pread, no mapping) or from memory. Parses the central directory, ZIP64
+// included, and checks every record lies inside the archive. Only stored
+// (uncompressed) records can be read -- torch.save writes nothing else; the
+// deflated code/ records of TorchScript archives are listed but not read.
 //
 // Errors: DATA_LOSS for a truncated, malformed or non-zip file,
-// FAILED_PRECONDITION for compressed records, NOT_FOUND for a missing record.
+// FAILED_PRECONDITION when reading a compressed record, NOT_FOUND for a missing
+// record.
 //
 // Thread-safe after Open: reads use pread and touch no shared state.
 //
@@ -29,7 +31,9 @@ class ZipReader {
  public:
   struct Entry {
     std::string name;
-    uint64_t size = 0;  // uncompressed == compressed size
+    uint64_t size = 0;         // uncompressed size
+    uint64_t stored_size = 0;  // bytes in the archive
+    uint16_t method = 0;       // 0 = stored; anything else cannot be read
     uint32_t crc32 = 0;
     uint64_t header_offset = 0;  // local file header
     uint64_t data_offset = 0;    // first byte of the record's data

@@ -77,7 +77,9 @@ absl::Status ModelRegistry::DoLoad(const std::string& name, const std::string& a
     warm.dtype = DType::kFloat32;
     warm.shape = (*model)->WarmupShape();
     warm.data.assign(static_cast<size_t>(warm.NumElements()) * 4, '\0');
-    if (auto out = (*model)->Forward(warm); !out.ok()) {
+    if (auto out = warm.shape.empty() ? absl::StatusOr<HostTensor>(HostTensor())
+                                      : (*model)->Forward(warm);
+        !out.ok()) {
       return absl::Status(out.status().code(),
                           absl::StrCat("warm-up forward pass failed: ", out.status().message()));
     }

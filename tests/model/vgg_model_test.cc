@@ -83,7 +83,11 @@ TEST(VggModelTest, LoaderErrors) {
   auto m = LoadModelFromFile(o);
   EXPECT_EQ(m.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(std::string(m.status().message()), HasSubstr("does not fit architecture vgg16"));
-  o.format = ModelFormat::kTorchScript;
+  o.format = ModelFormat::kTorchScript;  // a state dict is no TorchScript archive
+  m = LoadModelFromFile(o);
+  EXPECT_EQ(m.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(m.status().message()), HasSubstr("not a TorchScript archive"));
+  o.format = ModelFormat::kPickledModule;
   EXPECT_EQ(LoadModelFromFile(o).status().code(), absl::StatusCode::kUnimplemented);
 }
 

@@ -95,6 +95,18 @@ def main():
     # A second version of tiny: other weights, same architecture and input.
     write_model("tiny_v2", tiny_vgg([8, "M", 16, "M"], False, 10, 32, 2), tiny_arch, (4, 3, 32, 32))
 
+    # TorchScript, scripted and traced, of the same tiny model (output: tiny's).
+    for name, make in (("tiny_ts_script", lambda m, x: torch.jit.script(m)),
+                       ("tiny_ts_trace", lambda m, x: torch.jit.trace(m, x))):
+        d = os.path.join(out_dir, name)
+        os.makedirs(d, exist_ok=True)
+        x = torch.from_numpy(np.load(os.path.join(out_dir, "tiny", "input.npy")))
+        tiny.eval()
+        make(tiny, x).save(os.path.join(d, "model.pt"))
+        with torch.inference_mode():
+            np.save(os.path.join(d, "output.npy"), tiny(x).numpy())
+        np.save(os.path.join(d, "input.npy"), x.numpy())
+
     tiny_bn_arch = "vgg:cfg=8-M-16-M:bn:classes=10:hidden=32:pool=2"
     tiny_bn = tiny_vgg([8, "M", 16, "M"], True, 10, 32, 2)
     randomize_bn(tiny_bn)

@@ -1,0 +1,111 @@
+// Integration: TorchScript modules (scripted and traced by Python) served from the
+// store, reloaded, saved back and read by Python's torch.jit.load.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "client/model_client.h"
+#include "client/npy.h"
+#include "tests/testing/server_process.h"
+#include "tests/testing/test_store.h"
+
+namespace modelserver {
+namespace {
+
+namespace v1 = modelserving::v1;
+using testing::FixturesDir;
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+
+class TorchScriptTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    store_ = testing::NewTempDir("ts_store");
+    for (const char* name : {"tiny_ts_script", "tiny_ts_trace"}) {
+      testing::PutVersion(store_, name, 1, FixturesDir() + "/" + name + "/model.pt", "model.pt",
+                          "");
+    }
+    const std::string bytes = testing::ReadFile(FixturesDir() + "/tiny_ts_script/model.pt");
+    std::ofstream(store_ + "/truncated.pt", std::ios::binary) << bytes.substr(0, bytes.size() / 2);
+    testing::PutVersion(store_, "ts_truncated", 1, store_ + "/truncated.pt", "model.pt", "");
+    auto server = testing::ServerProcess::Start({"--store=" + store_, "--model=tiny_ts_script",
+                                                 "--model=tiny_ts_trace", "--model=ts_truncated"},
+                                                store_ + "/server.log");
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+    client_ = ModelClient::Create(server_->target());
+    ASSERT_TRUE(testing::WaitForModels(
+        *client_, {"tiny_ts_script", "tiny_ts_trace", "ts_truncated"}, std::chrono::seconds(60)));
+  }
+  HostTensor Npy(const std::string& name, const std::string& file) {
+    return *ReadNpy(FixturesDir() + "/" + name + "/" + file);
+  }
+
+  std::string store_;
+  std::unique_ptr<testing::ServerProcess> server_;
+  std::unique_ptr<ModelClient> client_;
+};
+
+TEST_F(TorchScriptTest, ScriptedAndTracedModulesMatchPython) {
+  for (const char* name : {"tiny_ts_script", "tiny_ts_trace"}) {
+    v1::ModelStatus st;
+    ASSERT_TRUE(client_->GetModelStatus(name, &st).ok());
+    EXPECT_EQ(st.state(), v1::READY) << st.last_error();
+    EXPECT_EQ(st.format(), v1::TORCHSCRIPT);
+    EXPECT_THAT(st.architecture(), StartsWith("__torch__."));  // needs no architecture flag
+    v1::PredictResponse r;
+    grpc::Status s = client_->Predict(MakePredictRequest(name, Npy(name, "input.npy"), 3), &r);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    EXPECT_LE(testing::MaxAbsDiff(OutputTensor(r), Npy(name, "output.npy")), 1e-4) << name;
+    EXPECT_EQ(r.top_k_size(), 4);
+    // The module's own error for an input it cannot take.
+    HostTensor tiny;
+    tiny.dtype = DType::kFloat32;
+    tiny.shape = {1, 3, 1, 1};
+    tiny.data.assign(12, '\0');
+    s = client_->Predict(MakePredictRequest(name, tiny, 0), &r);
+    EXPECT_EQ(s.error_code(), grpc::INVALID_ARGUMENT) << name;
+    EXPECT_THAT(s.error_message(), HasSubstr("TorchScript module rejected the input"));
+  }
+  v1::ModelStatus st;
+  ASSERT_TRUE(client_->GetModelStatus("ts_truncated", &st).ok());
+  EXPECT_EQ(st.state(), v1::FAILED);
+  EXPECT_THAT(st.last_error(), StartsWith("DATA_LOSS"));
+}
+
+TEST_F(TorchScriptTest, ReloadAndSaveBackForPython) {
+  v1::LoadModelResponse lr;
+  ASSERT_TRUE(client_->LoadModel("tiny_ts_trace", 1, &lr).ok());
+  v1::SaveModelRequest req;
+  req.set_model_name("tiny_ts_script");
+  req.set_format(v1::TORCHSCRIPT);
+  v1::SaveModelResponse resp;
+  grpc::Status s = client_->SaveModel(req, &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(resp.version(), 2);
+  const std::string saved = store_ + "/tiny_ts_script/2/model.pt";
+  const std::string out = store_ + "/py_ts_out.npy";
+  std::string text;
+  ASSERT_EQ(testing::RunCommand(absl::StrCat("/usr/bin/python3 ", testing::SourceDir(),
+                                             "/tests/testing/run_saved_torchscript.py ", saved, " ",
+                                             FixturesDir(), "/tiny_ts_script/input.npy ", out),
+                                &text),
+            0)
+      << text;
+  EXPECT_LE(testing::MaxAbsDiff(*ReadNpy(out), Npy("tiny_ts_script", "output.npy")), 1e-4);
+  // The saved version serves too.
+  ASSERT_TRUE(client_->LoadModel("tiny_ts_script", 2, &lr).ok());
+  v1::PredictResponse r;
+  ASSERT_TRUE(
+      client_
+          ->Predict(MakePredictRequest("tiny_ts_script", Npy("tiny_ts_script", "input.npy"), 0), &r)
+          .ok());
+  EXPECT_EQ(r.version(), 2);
+  req.set_format(v1::STATE_DICT);
+  EXPECT_EQ(client_->SaveModel(req, &resp).error_code(), grpc::UNIMPLEMENTED);
+}
+
+}  // namespace
+}  // namespace modelserver
