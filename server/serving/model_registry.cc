@@ -77,8 +77,8 @@ absl::Status ModelRegistry::DoLoad(const std::string& name, const std::string& a
     warm.dtype = DType::kFloat32;
     warm.shape = (*model)->WarmupShape();
     warm.data.assign(static_cast<size_t>(warm.NumElements()) * 4, '\0');
-    if (auto out = warm.shape.empty() ? absl::StatusOr<HostTensor>(HostTensor())
-                                      : (*model)->Forward(warm);
+    if (auto out =
+            warm.shape.empty() ? absl::StatusOr<HostTensor>(HostTensor()) : (*model)->Forward(warm);
         !out.ok()) {
       return absl::Status(out.status().code(),
                           absl::StrCat("warm-up forward pass failed: ", out.status().message()));
@@ -157,23 +157,27 @@ absl::Status ModelRegistry::DoLoad(const std::string& name, const std::string& a
 
 void ModelRegistry::LoadAsync(const std::string& name, int64_t version,
                               std::function<void(absl::Status)> done) {
-  if (absl::Status s = CheckpointStore::ValidateModelName(name); !s.ok()) return done(s);
-  {
+  absl::Status refused = CheckpointStore::ValidateModelName(name);
+  if (refused.ok()) {
     absl::MutexLock lock(&mu_);
-    if (shutdown_) return done(absl::UnavailableError("server is shutting down"));
-    Entry& e = models_[name];
-    if (e.loading) {
-      return done(
-          absl::AbortedError(absl::StrCat("another load of model '", name, "' is in progress")));
-    }
-    e.loading = true;
-    loads_.push_back({name, version, std::move(done)});
-    loader_cv_.Signal();
-    if (!loader_started_) {
-      loader_started_ = true;
-      loader_ = std::thread([this] { LoaderLoop(); });
+    if (shutdown_) {
+      refused = absl::UnavailableError("server is shutting down");
+    } else if (Entry& e = models_[name]; e.loading) {
+      refused =
+          absl::AbortedError(absl::StrCat("another load of model '", name, "' is in progress"));
+    } else {
+      e.loading = true;
+      loads_.push_back({name, version, std::move(done)});
+      loader_cv_.Signal();
+      if (!loader_started_) {
+        loader_started_ = true;
+        loader_ = std::thread([this] { LoaderLoop(); });
+      }
+      return;
     }
   }
+  // Never call back with the lock held (the callback reads the registry).
+  if (done) done(refused);
 }
 
 void ModelRegistry::LoaderLoop() {

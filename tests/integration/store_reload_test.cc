@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/barrier.h"
 #include "client/model_client.h"
 #include "client/npy.h"
 #include "server/store/checkpoint_store.h"
@@ -210,6 +211,38 @@ TEST_F(StoreReloadTest, BadRequestsGetTheirCodes) {
   auto store = CheckpointStore::Create({store_, false});
   EXPECT_EQ(*(*store)->ListVersions("m"), (std::vector<int64_t>{1, 2}));
   EXPECT_EQ(*(*store)->ListModels(), (std::vector<std::string>{"m"}));
+}
+
+TEST_F(StoreReloadTest, ASecondLoadOfTheSameModelWhileOneRunsIsAborted) {
+  // VGG16 takes long enough to load (528 MB, sha256, warm-up) for two calls to overlap.
+  testing::PutVersion(store_, "big", 1, Fx("vgg16"), "model_weights.pth",
+                      testing::StateDictManifest(Fx("vgg16"), "vgg16"));
+  StartServer();
+  std::vector<grpc::Status> results(2);
+  absl::Barrier* barrier = new absl::Barrier(2);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 2; ++i) {
+    threads.emplace_back([&, i] {
+      auto c = ModelClient::Create(server_->target());
+      if (barrier->Block()) delete barrier;
+      v1::LoadModelResponse r;
+      results[i] = c->LoadModel("big", 1, &r);
+    });
+  }
+  for (auto& t : threads) t.join();
+  const int ok = results[0].ok() + results[1].ok();
+  const int aborted =
+      (results[0].error_code() == grpc::ABORTED) + (results[1].error_code() == grpc::ABORTED);
+  EXPECT_EQ(ok, 1) << results[0].error_message() << " / " << results[1].error_message();
+  EXPECT_EQ(aborted, 1);
+  for (const grpc::Status& r : results) {
+    if (!r.ok()) {
+      EXPECT_THAT(r.error_message(), HasSubstr("in progress"));
+    }
+  }
+  v1::ModelStatus st;
+  ASSERT_TRUE(client_->GetModelStatus("big", &st).ok());
+  EXPECT_EQ(st.state(), v1::READY);
 }
 
 TEST_F(StoreReloadTest, UnloadThenLoadAgain) {
