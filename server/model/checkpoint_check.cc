@@ -6,8 +6,9 @@
 
 namespace modelserver {
 
-absl::StatusOr<PickledStateDict> ParseStateDictPickle(const ZipReader& zip, const std::string& what,
-                                                      uint64_t max_pickle_bytes) {
+absl::StatusOr<PickledStateDict> ParseArchivePickle(const ZipReader& zip, const std::string& what,
+                                                    uint64_t max_pickle_bytes,
+                                                    const pickle::UnpicklerOptions& options) {
   PickledStateDict out;
   for (const ZipReader::Entry& e : zip.entries()) {
     if (absl::EndsWith(e.name, "/data.pkl") &&
@@ -28,13 +29,20 @@ absl::StatusOr<PickledStateDict> ParseStateDictPickle(const ZipReader& zip, cons
   }
   ASSIGN_OR_RETURN(const ZipReader::Entry* pkl_entry, zip.Find(out.prefix + "data.pkl"));
   ASSIGN_OR_RETURN(std::string pkl, zip.ReadToString(*pkl_entry, max_pickle_bytes));
-  pickle::Unpickler unpickler{pickle::UnpicklerOptions{}};
+  pickle::Unpickler unpickler(options);
   auto pickled = unpickler.Parse(pkl);
   if (!pickled.ok()) {
     return absl::Status(pickled.status().code(),
                         absl::StrCat(what, ": ", pickled.status().message()));
   }
   out.pickled = *std::move(pickled);
+  return out;
+}
+
+absl::StatusOr<PickledStateDict> ParseStateDictPickle(const ZipReader& zip, const std::string& what,
+                                                      uint64_t max_pickle_bytes) {
+  ASSIGN_OR_RETURN(PickledStateDict out,
+                   ParseArchivePickle(zip, what, max_pickle_bytes, pickle::UnpicklerOptions{}));
   const pickle::Value* root = out.pickled->root();
   if (root->kind != pickle::Kind::kDict) {
     return absl::FailedPreconditionError(

@@ -20,6 +20,12 @@ struct PickledStateDict {
   std::unique_ptr<pickle::Unpickled> pickled;  // root: kDict of kString -> kTensor
 };
 
+// Finds "<name>/data.pkl", checks the byte order and unpickles data.pkl with
+// `options`. Errors as ParseStateDictPickle, without the dict-of-tensors check.
+absl::StatusOr<PickledStateDict> ParseArchivePickle(const ZipReader& zip, const std::string& what,
+                                                    uint64_t max_pickle_bytes,
+                                                    const pickle::UnpicklerOptions& options);
+
 // DATA_LOSS for a file that is not a torch.save archive or a corrupt pickle;
 // FAILED_PRECONDITION for a refused pickle, another byte order, or something other
 // than a dict of tensors. Messages start with `what` (usually the path).

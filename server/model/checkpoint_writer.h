@@ -15,6 +15,13 @@ namespace modelserver {
 // INTERNAL on I/O errors. Thread-safe.
 absl::Status WriteStateDict(const StateDict& state, const std::string& path);
 
+class VggImpl;
+// Writes `vgg` as `torch.save(model, path)` would for a torchvision VGG in eval
+// mode: Python's torch.load (with torchvision installed) gives a
+// torchvision.models.vgg.VGG computing the same outputs. Same file handling as
+// WriteStateDict.
+absl::Status WriteVggModule(const VggImpl& vgg, const std::string& path);
+
 }  // namespace modelserver
 
 #endif  // MODELSERVER_SERVER_MODEL_CHECKPOINT_WRITER_H_

@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/model/checkpoint_reader.h"
+#include "server/model/pickled_module.h"
 #include "server/model/tensor_convert.h"
 #include "server/model/torchscript_model.h"
 #include "server/model/vgg.h"
@@ -39,8 +40,11 @@ absl::StatusOr<std::shared_ptr<const Model>> LoadModelFromFile(const ModelLoadOp
       return std::shared_ptr<const Model>(std::move(model));
     }
     case ModelFormat::kPickledModule:
-      return absl::UnimplementedError(absl::StrCat("format ", ModelFormatName(options.format),
-                                                   " is not served yet; save a state dict"));
+      try {
+        return LoadPickledModule(options.path, options.device, options.verify_crc);
+      } catch (const std::exception& e) {
+        return TorchError(e, absl::StrCat("loading ", options.path));
+      }
     case ModelFormat::kUnspecified:
       break;
   }

@@ -1,5 +1,7 @@
 #include "server/model/pickle_writer.h"
 
+#include <cstring>
+
 namespace modelserver {
 namespace {
 
@@ -34,6 +36,12 @@ class Out {
     Op('t');
   }
   std::string& str() { return s_; }
+  void Float(double v) {
+    Op('G');
+    uint64_t bits;
+    std::memcpy(&bits, &v, 8);
+    for (int i = 7; i >= 0; --i) s_.push_back(static_cast<char>((bits >> (8 * i)) & 0xff));
+  }
 
  private:
   void Le(uint64_t v, int n) {
@@ -42,7 +50,163 @@ class Out {
   std::string s_;
 };
 
+void EmitTensor(Out& o, const PickledTensor& t) {
+  o.Global("torch._utils", "_rebuild_tensor_v2");
+  o.Op('(');
+  o.Op('(');
+  o.Str("storage");
+  o.Global("torch", std::string(pickle::StorageTypeName(t.type)));
+  o.Str(t.storage_key);
+  o.Str("cpu");
+  o.Int(t.numel);
+  o.Op('t');
+  o.Op('Q');
+  o.Int(0);
+  o.Tuple(t.sizes);
+  o.Tuple(t.strides);
+  o.Op('\x89');
+  o.Global("collections", "OrderedDict");
+  o.Op(')');
+  o.Op('R');
+  o.Op('t');
+  o.Op('R');
+}
+
+void Emit(Out& o, const PyValue& v) {
+  using T = PyValue::Type;
+  switch (v.type) {
+    case T::kNone:
+      o.Op('N');
+      return;
+    case T::kBool:
+      o.Op(v.b ? '\x88' : '\x89');
+      return;
+    case T::kInt:
+      o.Int(v.i);
+      return;
+    case T::kFloat:
+      o.Float(v.f);
+      return;
+    case T::kStr:
+      o.Str(v.s);
+      return;
+    case T::kTuple:
+    case T::kList:
+      o.Op(v.type == T::kTuple ? '(' : ']');
+      if (v.type == T::kList && !v.items.empty()) o.Op('(');
+      for (const PyValue& x : v.items) Emit(o, x);
+      if (v.type == T::kTuple)
+        o.Op('t');
+      else if (!v.items.empty())
+        o.Op('e');
+      return;
+    case T::kSet:
+      o.Global("__builtin__", "set");
+      o.Op(']');
+      if (!v.items.empty()) {
+        o.Op('(');
+        for (const PyValue& x : v.items) Emit(o, x);
+        o.Op('e');
+      }
+      o.Op('\x85');
+      o.Op('R');
+      return;
+    case T::kOrderedDict:
+    case T::kDict:
+      if (v.type == T::kOrderedDict) {
+        o.Global("collections", "OrderedDict");
+        o.Op(')');
+        o.Op('R');
+      } else {
+        o.Op('}');
+      }
+      if (!v.entries.empty()) {
+        o.Op('(');
+        for (const auto& [k, x] : v.entries) {
+          o.Str(k);
+          Emit(o, x);
+        }
+        o.Op('u');
+      }
+      return;
+    case T::kTensor:
+      EmitTensor(o, v.tensor);
+      return;
+    case T::kParameter:
+      o.Global("torch._utils", "_rebuild_parameter");
+      o.Op('(');
+      EmitTensor(o, v.tensor);
+      o.Op('\x88');  // requires_grad True, as in Python
+      o.Global("collections", "OrderedDict");
+      o.Op(')');
+      o.Op('R');
+      o.Op('t');
+      o.Op('R');
+      return;
+    case T::kModule:
+      o.Global(v.module, v.name);
+      o.Op(')');
+      o.Op('\x81');  // NEWOBJ
+      o.Op('}');
+      if (!v.entries.empty()) {
+        o.Op('(');
+        for (const auto& [k, x] : v.entries) {
+          o.Str(k);
+          Emit(o, x);
+        }
+        o.Op('u');
+      }
+      o.Op('b');  // BUILD: the __dict__
+      return;
+  }
+}
+
 }  // namespace
+
+PyValue PyValue::Bool(bool v) {
+  PyValue p;
+  p.type = Type::kBool;
+  p.b = v;
+  return p;
+}
+PyValue PyValue::Int(int64_t v) {
+  PyValue p;
+  p.type = Type::kInt;
+  p.i = v;
+  return p;
+}
+PyValue PyValue::Float(double v) {
+  PyValue p;
+  p.type = Type::kFloat;
+  p.f = v;
+  return p;
+}
+PyValue PyValue::Str(std::string v) {
+  PyValue p;
+  p.type = Type::kStr;
+  p.s = std::move(v);
+  return p;
+}
+PyValue PyValue::Tuple(std::vector<PyValue> v) {
+  PyValue p;
+  p.type = Type::kTuple;
+  p.items = std::move(v);
+  return p;
+}
+PyValue PyValue::IntTuple(std::vector<int64_t> v) {
+  std::vector<PyValue> items;
+  for (int64_t x : v) items.push_back(Int(x));
+  return Tuple(std::move(items));
+}
+
+std::string PickleValue(const PyValue& root) {
+  Out o;
+  o.Op('\x80');
+  o.str().push_back(2);
+  Emit(o, root);
+  o.Op('.');
+  return o.str();
+}
 
 std::string PickleStateDict(const std::vector<PickledTensor>& tensors) {
   Out o;

@@ -119,6 +119,10 @@ bool Unpickler::LookupBuiltinGlobal(absl::string_view module, absl::string_view 
     *kind = GlobalKind::kCodecsEncode;
     return true;
   }
+  if ((module == "builtins" || module == "__builtin__") && name == "set") {
+    *kind = GlobalKind::kSet;
+    return true;
+  }
   if (module == "torch._utils") {
     if (name == "_rebuild_tensor_v2")
       *kind = GlobalKind::kRebuildTensorV2;
@@ -335,10 +339,9 @@ absl::Status Parser::PushGlobal(std::string module, std::string name) {
     std::string printable;
     for (char c : full) printable.push_back((c >= 0x20 && c < 0x7f) ? c : '?');
     if (printable.size() > 200) printable = printable.substr(0, 200) + "...";
-    return Invalid(
-        absl::StrCat("global '", printable,
-                     "' is not allowed; a checkpoint may only refer to tensors, storages and "
-                     "collections.OrderedDict (nothing is ever called or imported)"));
+    return Invalid(absl::StrCat("global '", printable,
+                                "' is not allowed (nothing is ever called or ", "imported); ",
+                                options_.refusal_hint));
   }
   ASSIGN_OR_RETURN(Value * v, New(Kind::kGlobal));
   v->s = full;
@@ -484,6 +487,15 @@ absl::Status Parser::DoReduce() {
         }
       }
       return Push(bytes);
+    }
+    case GlobalKind::kSet: {
+      // set() or set(list): kept as a list of its items.
+      if (a.size() > 1 || (a.size() == 1 && a[0]->kind != Kind::kList)) {
+        return Invalid("set is only rebuilt from a list");
+      }
+      ASSIGN_OR_RETURN(Value * list, New(Kind::kList));
+      if (a.size() == 1) list->items = a[0]->items;
+      return Push(list);
     }
     case GlobalKind::kStorageType:
     case GlobalKind::kClass:

@@ -40,6 +40,7 @@ enum class GlobalKind {
   kRebuildParameter,           // torch._utils._rebuild_parameter
   kRebuildParameterWithState,  // torch._utils._rebuild_parameter_with_state
   kCodecsEncode,               // _codecs.encode(str, 'latin1'): how protocol 2 pickles bytes
+  kSet,                        // builtins.set / __builtin__.set: a list of its items
   kStorageType,                // torch.FloatStorage, ...
   kClass,                      // an allowed class, built by NEWOBJ into an Object (opt-in)
 };
@@ -125,6 +126,9 @@ struct UnpicklerOptions {
   // Extra classes NEWOBJ may build ("torch.nn.modules.conv.Conv2d", ...). Empty by
   // default: a state dict needs none.
   std::vector<std::string> allowed_classes;
+  // Appended to the refusal of a global (what to do instead).
+  std::string refusal_hint =
+      "a state dict may only refer to tensors, storages and collections.OrderedDict";
   // Resource limits against hostile input.
   size_t max_values = 50'000'000;
   size_t max_stack = 1'000'000;

@@ -78,11 +78,11 @@ std::vector<int64_t> VggModel::WarmupShape() const {
 }
 
 absl::Status VggModel::Save(ModelFormat format, const std::string& path) const {
-  if (format != ModelFormat::kStateDict) {
-    return absl::UnimplementedError(absl::StrCat("saving a native VGG as ", ModelFormatName(format),
-                                                 " is not supported yet; use STATE_DICT"));
-  }
-  return WriteStateDict(vgg_->state_dict(), path);
+  if (format == ModelFormat::kStateDict) return WriteStateDict(vgg_->state_dict(), path);
+  if (format == ModelFormat::kPickledModule) return WriteVggModule(*vgg_, path);
+  return absl::UnimplementedError(absl::StrCat("a native VGG cannot be saved as ",
+                                               ModelFormatName(format),
+                                               "; use STATE_DICT or PICKLED_MODULE"));
 }
 
 absl::StatusOr<HostTensor> VggModel::Forward(const HostTensor& batch) const {

@@ -205,7 +205,7 @@ TEST_F(StoreReloadTest, BadRequestsGetTheirCodes) {
   sr.set_target_model_name("");
   sr.set_format(v1::CHECKPOINT_FORMAT_UNSPECIFIED);
   EXPECT_EQ(client_->SaveModel(sr, &sresp).error_code(), grpc::INVALID_ARGUMENT);
-  sr.set_format(v1::PICKLED_MODULE);
+  sr.set_format(v1::TORCHSCRIPT);  // a native VGG has no TorchScript
   EXPECT_EQ(client_->SaveModel(sr, &sresp).error_code(), grpc::UNIMPLEMENTED);
   // Nothing was written.
   auto store = CheckpointStore::Create({store_, false});

@@ -316,6 +316,7 @@ TEST(UnpicklerTest, RefusesDangerousGlobalsByName) {
     EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition) << c.module;
     EXPECT_THAT(std::string(r.status().message()),
                 HasSubstr("global '" + c.module + "." + c.name + "' is not allowed"));
+    EXPECT_THAT(std::string(r.status().message()), HasSubstr("a state dict may only refer"));
     // STACK_GLOBAL form (protocol 4).
     const std::string s = P().Proto(4).Str(c.module).Str(c.name).Op(0x93).Stop().str();
     r = Parse(s);

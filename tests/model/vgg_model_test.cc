@@ -87,8 +87,10 @@ TEST(VggModelTest, LoaderErrors) {
   m = LoadModelFromFile(o);
   EXPECT_EQ(m.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(std::string(m.status().message()), HasSubstr("not a TorchScript archive"));
-  o.format = ModelFormat::kPickledModule;
-  EXPECT_EQ(LoadModelFromFile(o).status().code(), absl::StatusCode::kUnimplemented);
+  o.format = ModelFormat::kPickledModule;  // a state dict is no pickled module
+  m = LoadModelFromFile(o);
+  EXPECT_EQ(m.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(m.status().message()), HasSubstr("not a module"));
 }
 
 }  // namespace

@@ -13,6 +13,7 @@ Bad checkpoints (bad_*) and reader fixtures (reader/*) sit beside them.
 import io
 import os
 import pickle
+import subprocess
 import sys
 import zipfile
 
@@ -77,11 +78,32 @@ def write_bad(name, state_or_bytes, arch):
         f.write(arch)
 
 
+class MyNet(nn.Module):
+    """A user-defined module class: its pickle names __main__.MyNet."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
 class Evil:
     """Unpickling this with Python's pickle would run a shell command."""
 
     def __reduce__(self):
         return (os.system, ("touch " + MARKER,))
+
+
+class EvilEval:
+    def __reduce__(self):
+        return (eval, ("open(%r, 'w').close()" % MARKER,))
+
+
+class EvilPopen:
+    def __reduce__(self):
+        return (subprocess.Popen, (["touch", MARKER],))
 
 
 def main():
@@ -122,6 +144,61 @@ def main():
         vgg11_bn = tvgg.vgg11_bn()
         randomize_bn(vgg11_bn)
         write_model("vgg11_bn", vgg11_bn, "vgg11_bn", (2, 3, 64, 64))
+
+    # Whole modules saved the seed tutorial's second way: torch.save(model).
+    def write_pickled(name, model, input_shape):
+        d = os.path.join(out_dir, name)
+        os.makedirs(d, exist_ok=True)
+        model.eval()
+        torch.save(model, os.path.join(d, "model.pth"))
+        x = torch.randn(*input_shape, generator=torch.Generator().manual_seed(3))
+        with torch.inference_mode():
+            y = model(x)
+        np.save(os.path.join(d, "input.npy"), x.numpy())
+        np.save(os.path.join(d, "output.npy"), y.numpy())
+
+    write_pickled("pickled_tiny", tiny, (4, 3, 32, 32))
+    seq = nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(inplace=True),
+        nn.MaxPool2d(2, ceil_mode=True), nn.Conv2d(8, 16, 3, padding=2, dilation=2, groups=2),
+        nn.ReLU(), nn.AvgPool2d(2), nn.AdaptiveAvgPool2d((1, 1)), nn.Flatten(),
+        nn.Dropout(0.3), nn.Linear(16, 10))
+    randomize_bn(seq)
+    write_pickled("pickled_seq", seq, (3, 3, 20, 20))
+    if full:
+        write_pickled("pickled_vgg16", tvgg.vgg16(), (1, 3, 224, 224))
+        # torch.jit.script of a full VGG16.
+        d = os.path.join(out_dir, "vgg16_ts_script")
+        os.makedirs(d, exist_ok=True)
+        v = tvgg.vgg16().eval()
+        torch.jit.script(v).save(os.path.join(d, "model.pt"))
+        x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(5))
+        with torch.inference_mode():
+            np.save(os.path.join(d, "output.npy"), v(x).numpy())
+        np.save(os.path.join(d, "input.npy"), x.numpy())
+        vgg11_bn = tvgg.vgg11_bn()
+        randomize_bn(vgg11_bn)
+        write_pickled("pickled_vgg11_bn", vgg11_bn, (2, 3, 64, 64))
+    # Refused: a user class, an os.system call nested in a module's __dict__, and one
+    # smuggled through an allowed layer's BUILD state.
+    for name, obj in (("pickled_userclass", MyNet()), ("pickled_evil_nested", None),
+                      ("pickled_evil_setstate", None), ("pickled_evil_eval", None),
+                      ("pickled_evil_popen", None)):
+        d = os.path.join(out_dir, name)
+        os.makedirs(d, exist_ok=True)
+        if name == "pickled_evil_nested":
+            obj = nn.Sequential(nn.ReLU())
+            obj.__dict__["evil"] = Evil()
+        elif name in ("pickled_evil_eval", "pickled_evil_popen"):
+            obj = nn.Sequential(nn.ReLU())
+            obj.__dict__["evil"] = EvilEval() if name == "pickled_evil_eval" else EvilPopen()
+        elif name == "pickled_evil_setstate":
+            # An allowed layer (NEWOBJ) whose BUILD state (what __setstate__ would
+            # apply) carries the call in place of a hyperparameter.
+            relu = nn.ReLU()
+            relu.__dict__["inplace"] = Evil()
+            obj = nn.Sequential(relu)
+        torch.save(obj, os.path.join(d, "model.pth"))
 
     sd = tiny.state_dict()
     missing = dict(sd)
