@@ -209,39 +209,15 @@ std::string PickleValue(const PyValue& root) {
 }
 
 std::string PickleStateDict(const std::vector<PickledTensor>& tensors) {
-  Out o;
-  o.Op('\x80');
-  o.str().push_back(2);  // PROTO 2
-  o.Global("collections", "OrderedDict");
-  o.Op(')');
-  o.Op('R');
-  o.Op('(');
+  PyValue dict;
+  dict.type = PyValue::Type::kOrderedDict;
   for (const PickledTensor& t : tensors) {
-    o.Str(t.key);
-    o.Global("torch._utils", "_rebuild_tensor_v2");
-    o.Op('(');
-    // Persistent id ('storage', torch.XStorage, key, 'cpu', numel).
-    o.Op('(');
-    o.Str("storage");
-    o.Global("torch", std::string(pickle::StorageTypeName(t.type)));
-    o.Str(t.storage_key);
-    o.Str("cpu");
-    o.Int(t.numel);
-    o.Op('t');
-    o.Op('Q');
-    o.Int(0);  // storage offset
-    o.Tuple(t.sizes);
-    o.Tuple(t.strides);
-    o.Op('\x89');  // requires_grad False
-    o.Global("collections", "OrderedDict");
-    o.Op(')');
-    o.Op('R');  // backward hooks: OrderedDict()
-    o.Op('t');
-    o.Op('R');
+    PyValue v;
+    v.type = PyValue::Type::kTensor;
+    v.tensor = t;
+    dict.entries.push_back({t.key, std::move(v)});
   }
-  o.Op('u');  // SETITEMS
-  o.Op('.');
-  return o.str();
+  return PickleValue(dict);
 }
 
 }  // namespace modelserver
