@@ -36,6 +36,12 @@ class Out {
     Op('t');
   }
   std::string& str() { return s_; }
+  // collections.OrderedDict()
+  void EmptyOrderedDict() {
+    Global("collections", "OrderedDict");
+    Op(')');
+    Op('R');
+  }
   void Float(double v) {
     Op('G');
     uint64_t bits;
@@ -65,11 +71,22 @@ void EmitTensor(Out& o, const PickledTensor& t) {
   o.Tuple(t.sizes);
   o.Tuple(t.strides);
   o.Op('\x89');
-  o.Global("collections", "OrderedDict");
-  o.Op(')');
-  o.Op('R');
+  o.EmptyOrderedDict();
   o.Op('t');
   o.Op('R');
+}
+
+void Emit(Out& o, const PyValue& v);
+
+// SETITEMS of string keys onto the dict (or __dict__) on top of the stack.
+void EmitSetItems(Out& o, const std::vector<std::pair<std::string, PyValue>>& entries) {
+  if (entries.empty()) return;
+  o.Op('(');
+  for (const auto& [k, x] : entries) {
+    o.Str(k);
+    Emit(o, x);
+  }
+  o.Op('u');
 }
 
 void Emit(Out& o, const PyValue& v) {
@@ -114,20 +131,11 @@ void Emit(Out& o, const PyValue& v) {
     case T::kOrderedDict:
     case T::kDict:
       if (v.type == T::kOrderedDict) {
-        o.Global("collections", "OrderedDict");
-        o.Op(')');
-        o.Op('R');
+        o.EmptyOrderedDict();
       } else {
         o.Op('}');
       }
-      if (!v.entries.empty()) {
-        o.Op('(');
-        for (const auto& [k, x] : v.entries) {
-          o.Str(k);
-          Emit(o, x);
-        }
-        o.Op('u');
-      }
+      EmitSetItems(o, v.entries);
       return;
     case T::kTensor:
       EmitTensor(o, v.tensor);
@@ -137,9 +145,7 @@ void Emit(Out& o, const PyValue& v) {
       o.Op('(');
       EmitTensor(o, v.tensor);
       o.Op('\x88');  // requires_grad True, as in Python
-      o.Global("collections", "OrderedDict");
-      o.Op(')');
-      o.Op('R');
+      o.EmptyOrderedDict();
       o.Op('t');
       o.Op('R');
       return;
@@ -148,14 +154,7 @@ void Emit(Out& o, const PyValue& v) {
       o.Op(')');
       o.Op('\x81');  // NEWOBJ
       o.Op('}');
-      if (!v.entries.empty()) {
-        o.Op('(');
-        for (const auto& [k, x] : v.entries) {
-          o.Str(k);
-          Emit(o, x);
-        }
-        o.Op('u');
-      }
+      EmitSetItems(o, v.entries);
       o.Op('b');  // BUILD: the __dict__
       return;
   }

@@ -50,10 +50,6 @@ class PickledModuleTest : public ::testing::Test {
     delete server_;
     delete store_;
   }
-  static HostTensor Npy(const std::string& name, const std::string& file) {
-    return *ReadNpy(FixturesDir() + "/" + name + "/" + file);
-  }
-
   static std::string* store_;
   static testing::ServerProcess* server_;
   static ModelClient* client_;
@@ -69,9 +65,11 @@ TEST_F(PickledModuleTest, ServedOutputsMatchPython) {
     ASSERT_EQ(st.state(), v1::READY) << name << ": " << st.last_error();
     EXPECT_EQ(st.format(), v1::PICKLED_MODULE);
     v1::PredictResponse r;
-    grpc::Status s = client_->Predict(MakePredictRequest(name, Npy(name, "input.npy"), 0), &r);
+    grpc::Status s =
+        client_->Predict(MakePredictRequest(name, testing::FixtureNpy(name, "input.npy"), 0), &r);
     ASSERT_TRUE(s.ok()) << name << ": " << s.error_message();
-    EXPECT_LE(testing::MaxAbsDiff(OutputTensor(r), Npy(name, "output.npy")), 1e-4) << name;
+    EXPECT_LE(testing::MaxAbsDiff(OutputTensor(r), testing::FixtureNpy(name, "output.npy")), 1e-4)
+        << name;
   }
   // torchvision VGGs became native VGGs; the Sequential runs as its layers.
   v1::ModelStatus st;
@@ -90,10 +88,13 @@ TEST_F(PickledModuleTest, LoadModelReloadsAndBadInputIsInvalidArgument) {
   for (const char* name : kGood) {
     ASSERT_TRUE(client_->LoadModel(name, 1, &lr).ok()) << name;
     v1::PredictResponse r;
-    ASSERT_TRUE(client_->Predict(MakePredictRequest(name, Npy(name, "input.npy"), 0), &r).ok());
-    EXPECT_LE(testing::MaxAbsDiff(OutputTensor(r), Npy(name, "output.npy")), 1e-4) << name;
+    ASSERT_TRUE(
+        client_->Predict(MakePredictRequest(name, testing::FixtureNpy(name, "input.npy"), 0), &r)
+            .ok());
+    EXPECT_LE(testing::MaxAbsDiff(OutputTensor(r), testing::FixtureNpy(name, "output.npy")), 1e-4)
+        << name;
   }
-  HostTensor x = Npy("pickled_seq", "input.npy");
+  HostTensor x = testing::FixtureNpy("pickled_seq", "input.npy");
   x.shape[1] = 1;  // wrong channel count for the first convolution
   x.data.resize(x.data.size() / 3);
   v1::PredictResponse r;
@@ -129,12 +130,16 @@ TEST_F(PickledModuleTest, SavedAsPickledModuleLoadsInPythonAsTorchvisionVgg) {
               0)
         << text;
     EXPECT_THAT(text, HasSubstr("ok VGG"));
-    EXPECT_LE(testing::MaxAbsDiff(*ReadNpy(out), Npy(name, "output.npy")), 1e-4) << name;
+    EXPECT_LE(testing::MaxAbsDiff(*ReadNpy(out), testing::FixtureNpy(name, "output.npy")), 1e-4)
+        << name;
     v1::LoadModelResponse lr;
     ASSERT_TRUE(client_->LoadModel(target, 0, &lr).ok());
     v1::PredictResponse r;
-    ASSERT_TRUE(client_->Predict(MakePredictRequest(target, Npy(name, "input.npy"), 0), &r).ok());
-    EXPECT_LE(testing::MaxAbsDiff(OutputTensor(r), Npy(name, "output.npy")), 1e-4) << target;
+    ASSERT_TRUE(
+        client_->Predict(MakePredictRequest(target, testing::FixtureNpy(name, "input.npy"), 0), &r)
+            .ok());
+    EXPECT_LE(testing::MaxAbsDiff(OutputTensor(r), testing::FixtureNpy(name, "output.npy")), 1e-4)
+        << target;
   }
 }
 
@@ -175,9 +180,11 @@ TEST_F(PickledModuleTest, UnsafeOrUnknownClassesAreRefusedAndNothingRuns) {
     EXPECT_EQ(s.error_code(), grpc::DATA_LOSS) << name << ": " << s.error_message();
   }
   v1::PredictResponse r;
-  EXPECT_TRUE(
-      client_->Predict(MakePredictRequest("pickled_tiny", Npy("pickled_tiny", "input.npy"), 0), &r)
-          .ok());
+  EXPECT_TRUE(client_
+                  ->Predict(MakePredictRequest("pickled_tiny",
+                                               testing::FixtureNpy("pickled_tiny", "input.npy"), 0),
+                            &r)
+                  .ok());
 }
 
 }  // namespace

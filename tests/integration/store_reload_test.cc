@@ -32,11 +32,6 @@ std::string Fx(const std::string& name) {
 std::string Arch(const std::string& name) {
   return testing::ReadFile(FixturesDir() + "/" + name + "/arch.txt");
 }
-HostTensor Npy(const std::string& name, const std::string& file) {
-  auto t = ReadNpy(FixturesDir() + "/" + name + "/" + file);
-  EXPECT_TRUE(t.ok()) << t.status();
-  return t.ok() ? *t : HostTensor();
-}
 
 // Every version in the store is complete and passes its manifest check, and no
 // version directory is half-written.
@@ -80,7 +75,8 @@ class StoreReloadTest : public ::testing::Test {
 
   v1::PredictResponse Predict() {
     v1::PredictResponse r;
-    grpc::Status s = client_->Predict(MakePredictRequest("m", Npy("tiny", "input.npy"), 0), &r);
+    grpc::Status s =
+        client_->Predict(MakePredictRequest("m", testing::FixtureNpy("tiny", "input.npy"), 0), &r);
     EXPECT_TRUE(s.ok()) << s.error_message();
     return r;
   }
@@ -96,7 +92,8 @@ class StoreReloadTest : public ::testing::Test {
 
 TEST_F(StoreReloadTest, HotReloadUnderLoadDropsNothing) {
   StartServer();
-  const HostTensor expected[3] = {{}, Npy("tiny", "output.npy"), Npy("tiny_v2", "output.npy")};
+  const HostTensor expected[3] = {
+      {}, testing::FixtureNpy("tiny", "output.npy"), testing::FixtureNpy("tiny_v2", "output.npy")};
   ASSERT_GT(testing::MaxAbsDiff(expected[1], expected[2]), 1e-2);  // versions differ
   EXPECT_EQ(Predict().version(), 2);                               // newest at startup
   std::atomic<bool> stop{false};
@@ -106,7 +103,8 @@ TEST_F(StoreReloadTest, HotReloadUnderLoadDropsNothing) {
   for (int c = 0; c < 8; ++c) {
     clients.emplace_back([&] {
       auto own = ModelClient::Create(server_->target());
-      const v1::PredictRequest req = MakePredictRequest("m", Npy("tiny", "input.npy"), 0);
+      const v1::PredictRequest req =
+          MakePredictRequest("m", testing::FixtureNpy("tiny", "input.npy"), 0);
       while (!stop.load()) {
         v1::PredictResponse r;
         grpc::Status s = own->Predict(req, &r);
@@ -158,7 +156,7 @@ TEST_F(StoreReloadTest, CorruptVersionsAreRefusedAndTheOldOneKeepsServing) {
   StartServer();
   // The newest (5) failed at startup; nothing serves yet... so load 1 first.
   ASSERT_TRUE(Load(1).ok());
-  const HostTensor v1_out = Npy("tiny", "output.npy");
+  const HostTensor v1_out = testing::FixtureNpy("tiny", "output.npy");
   const std::pair<int64_t, grpc::StatusCode> cases[] = {
       {3, grpc::DATA_LOSS}, {4, grpc::DATA_LOSS}, {5, grpc::FAILED_PRECONDITION}};
   for (const auto& [version, code] : cases) {
@@ -251,7 +249,8 @@ TEST_F(StoreReloadTest, UnloadThenLoadAgain) {
   ASSERT_TRUE(client_->UnloadModel("m", &ur).ok());
   EXPECT_EQ(ur.status().state(), v1::UNLOADED);
   v1::PredictResponse r;
-  grpc::Status s = client_->Predict(MakePredictRequest("m", Npy("tiny", "input.npy"), 0), &r);
+  grpc::Status s =
+      client_->Predict(MakePredictRequest("m", testing::FixtureNpy("tiny", "input.npy"), 0), &r);
   EXPECT_EQ(s.error_code(), grpc::FAILED_PRECONDITION);
   EXPECT_THAT(s.error_message(), HasSubstr("UNLOADED"));
   EXPECT_EQ(client_->UnloadModel("m", &ur).error_code(), grpc::NOT_FOUND);
@@ -275,8 +274,11 @@ TEST_F(StoreReloadTest, UploadDownloadAndSaveRoundTripThroughPython) {
   EXPECT_EQ(lr.status().architecture(), "vgg16");
   v1::PredictResponse served;
   ASSERT_TRUE(
-      client_->Predict(MakePredictRequest("up", Npy("vgg16", "input.npy"), 0), &served).ok());
-  EXPECT_LE(testing::MaxAbsDiff(OutputTensor(served), Npy("vgg16", "output.npy")), 1e-4);
+      client_
+          ->Predict(MakePredictRequest("up", testing::FixtureNpy("vgg16", "input.npy"), 0), &served)
+          .ok());
+  EXPECT_LE(testing::MaxAbsDiff(OutputTensor(served), testing::FixtureNpy("vgg16", "output.npy")),
+            1e-4);
   // Download gives back the exact bytes.
   v1::DownloadHeader header;
   ASSERT_TRUE(client_->Download("up", 1, store_ + "/down.pth", &header).ok());
@@ -441,7 +443,7 @@ TEST_F(StoreReloadTest, PollingServersConvergeOnANewVersion) {
   v1::UploadCheckpointResponse resp;
   ASSERT_TRUE(client_->Upload(Fx("tiny_v2"), h, &resp).ok());
   EXPECT_EQ(resp.version(), 2);
-  const HostTensor expected = Npy("tiny_v2", "output.npy");
+  const HostTensor expected = testing::FixtureNpy("tiny_v2", "output.npy");
   for (ModelClient* c : {client_.get(), client2.get()}) {
     int64_t version = 0;
     for (int i = 0; i < 300 && version != 2; ++i) {
@@ -451,7 +453,8 @@ TEST_F(StoreReloadTest, PollingServersConvergeOnANewVersion) {
     }
     EXPECT_EQ(version, 2);
     v1::PredictResponse r;
-    ASSERT_TRUE(c->Predict(MakePredictRequest("m", Npy("tiny", "input.npy"), 0), &r).ok());
+    ASSERT_TRUE(
+        c->Predict(MakePredictRequest("m", testing::FixtureNpy("tiny", "input.npy"), 0), &r).ok());
     EXPECT_EQ(r.version(), 2);
     EXPECT_LE(testing::MaxAbsDiff(OutputTensor(r), expected), 1e-4);
   }

@@ -41,10 +41,6 @@ class TorchScriptTest : public ::testing::Test {
         *client_, {"tiny_ts_script", "tiny_ts_trace", "vgg16_ts_script", "ts_truncated"},
         std::chrono::seconds(120)));
   }
-  HostTensor Npy(const std::string& name, const std::string& file) {
-    return *ReadNpy(FixturesDir() + "/" + name + "/" + file);
-  }
-
   std::string store_;
   std::unique_ptr<testing::ServerProcess> server_;
   std::unique_ptr<ModelClient> client_;
@@ -58,10 +54,12 @@ TEST_F(TorchScriptTest, ScriptedAndTracedModulesMatchPython) {
     EXPECT_EQ(st.format(), v1::TORCHSCRIPT);
     EXPECT_THAT(st.architecture(), StartsWith("__torch__."));  // needs no architecture flag
     v1::PredictResponse r;
-    grpc::Status s = client_->Predict(MakePredictRequest(name, Npy(name, "input.npy"), 3), &r);
+    grpc::Status s =
+        client_->Predict(MakePredictRequest(name, testing::FixtureNpy(name, "input.npy"), 3), &r);
     ASSERT_TRUE(s.ok()) << s.error_message();
-    EXPECT_LE(testing::MaxAbsDiff(OutputTensor(r), Npy(name, "output.npy")), 1e-4) << name;
-    EXPECT_EQ(r.top_k_size(), Npy(name, "input.npy").shape[0]);  // one per sample
+    EXPECT_LE(testing::MaxAbsDiff(OutputTensor(r), testing::FixtureNpy(name, "output.npy")), 1e-4)
+        << name;
+    EXPECT_EQ(r.top_k_size(), testing::FixtureNpy(name, "input.npy").shape[0]);  // one per sample
     // The module's own error for an input it cannot take.
     HostTensor tiny;
     tiny.dtype = DType::kFloat32;
@@ -82,8 +80,11 @@ TEST_F(TorchScriptTest, ReloadAndSaveBackForPython) {
   for (const char* name : {"tiny_ts_script", "tiny_ts_trace", "vgg16_ts_script"}) {
     ASSERT_TRUE(client_->LoadModel(name, 1, &lr).ok()) << name;
     v1::PredictResponse r;
-    ASSERT_TRUE(client_->Predict(MakePredictRequest(name, Npy(name, "input.npy"), 0), &r).ok());
-    EXPECT_LE(testing::MaxAbsDiff(OutputTensor(r), Npy(name, "output.npy")), 1e-4) << name;
+    ASSERT_TRUE(
+        client_->Predict(MakePredictRequest(name, testing::FixtureNpy(name, "input.npy"), 0), &r)
+            .ok());
+    EXPECT_LE(testing::MaxAbsDiff(OutputTensor(r), testing::FixtureNpy(name, "output.npy")), 1e-4)
+        << name;
   }
   v1::SaveModelRequest req;
   req.set_model_name("tiny_ts_script");
@@ -101,13 +102,16 @@ TEST_F(TorchScriptTest, ReloadAndSaveBackForPython) {
                                 &text),
             0)
       << text;
-  EXPECT_LE(testing::MaxAbsDiff(*ReadNpy(out), Npy("tiny_ts_script", "output.npy")), 1e-4);
+  EXPECT_LE(testing::MaxAbsDiff(*ReadNpy(out), testing::FixtureNpy("tiny_ts_script", "output.npy")),
+            1e-4);
   // The saved version serves too.
   ASSERT_TRUE(client_->LoadModel("tiny_ts_script", 2, &lr).ok());
   v1::PredictResponse r;
   ASSERT_TRUE(
       client_
-          ->Predict(MakePredictRequest("tiny_ts_script", Npy("tiny_ts_script", "input.npy"), 0), &r)
+          ->Predict(MakePredictRequest("tiny_ts_script",
+                                       testing::FixtureNpy("tiny_ts_script", "input.npy"), 0),
+                    &r)
           .ok());
   EXPECT_EQ(r.version(), 2);
   req.set_format(v1::STATE_DICT);

@@ -1,12 +1,16 @@
 #include "tests/testing/test_store.h"
 
+#include <gtest/gtest.h>
+
 #include <cmath>
 #include <filesystem>
 #include <limits>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "client/npy.h"
 #include "server/util/sha256.h"
+#include "tests/testing/server_process.h"
 
 namespace modelserver::testing {
 
@@ -35,6 +39,12 @@ bool WaitForModels(const ModelClient& client, const std::vector<std::string>& na
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   return false;
+}
+
+HostTensor FixtureNpy(const std::string& name, const std::string& file) {
+  auto t = ReadNpy(FixturesDir() + "/" + name + "/" + file);
+  EXPECT_TRUE(t.ok()) << t.status();
+  return t.ok() ? *std::move(t) : HostTensor();
 }
 
 float MaxAbsDiff(const HostTensor& a, const HostTensor& b) {

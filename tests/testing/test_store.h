@@ -17,6 +17,9 @@ std::string StateDictManifest(const std::string& file, const std::string& archit
 bool WaitForModels(const ModelClient& client, const std::vector<std::string>& names,
                    std::chrono::seconds timeout);
 
+// <fixtures>/<name>/<file> read as a .npy tensor (fails the test when unreadable).
+HostTensor FixtureNpy(const std::string& name, const std::string& file);
+
 // Largest |a - b| over two float32 tensors of equal shape; +inf when the shapes differ.
 float MaxAbsDiff(const HostTensor& a, const HostTensor& b);
 
