@@ -11,11 +11,11 @@
 #include <string>
 #include <vector>
 
+#include "common/sha256.h"
 #include "server/model/device.h"
 #include "server/model/model_loader.h"
 #include "server/serving/model_registry.h"
 #include "server/store/checkpoint_store.h"
-#include "server/util/sha256.h"
 
 namespace {
 

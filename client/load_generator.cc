@@ -16,54 +16,74 @@ namespace modelserver {
 
 namespace v1 = modelserving::v1;
 
-namespace {
-const char* CodeName(grpc::StatusCode code) {
-  switch (code) {
-    case grpc::OK:
-      return "OK";
-    case grpc::CANCELLED:
-      return "CANCELLED";
-    case grpc::UNKNOWN:
-      return "UNKNOWN";
-    case grpc::INVALID_ARGUMENT:
-      return "INVALID_ARGUMENT";
-    case grpc::DEADLINE_EXCEEDED:
-      return "DEADLINE_EXCEEDED";
-    case grpc::NOT_FOUND:
-      return "NOT_FOUND";
-    case grpc::ALREADY_EXISTS:
-      return "ALREADY_EXISTS";
-    case grpc::PERMISSION_DENIED:
-      return "PERMISSION_DENIED";
-    case grpc::RESOURCE_EXHAUSTED:
-      return "RESOURCE_EXHAUSTED";
-    case grpc::FAILED_PRECONDITION:
-      return "FAILED_PRECONDITION";
-    case grpc::ABORTED:
-      return "ABORTED";
-    case grpc::OUT_OF_RANGE:
-      return "OUT_OF_RANGE";
-    case grpc::UNIMPLEMENTED:
-      return "UNIMPLEMENTED";
-    case grpc::INTERNAL:
-      return "INTERNAL";
-    case grpc::UNAVAILABLE:
-      return "UNAVAILABLE";
-    case grpc::DATA_LOSS:
-      return "DATA_LOSS";
-    case grpc::UNAUTHENTICATED:
-      return "UNAUTHENTICATED";
-    default:
-      return "OTHER";
-  }
-}
-}  // namespace
-
 double Quantile(const std::vector<double>& sorted, double q) {
   if (sorted.empty()) return 0;
   const size_t rank = static_cast<size_t>(std::ceil(q * static_cast<double>(sorted.size())));
   return sorted[std::min(sorted.size() - 1, rank == 0 ? 0 : rank - 1)];
 }
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// One closed-loop client: sends `request` until `end`, keeping the latencies of
+// requests that complete inside [measure_from, end] and counting errors by code.
+void ClientLoop(const ModelClient& client, const v1::PredictRequest& request,
+                Clock::time_point measure_from, Clock::time_point end,
+                std::vector<double>* latencies, std::map<std::string, int64_t>* errors) {
+  while (true) {
+    const Clock::time_point sent = Clock::now();
+    if (sent >= end) break;
+    v1::PredictResponse response;
+    grpc::Status s = client.Predict(request, &response);
+    const Clock::time_point got = Clock::now();
+    // A request counts when it completes inside the measured window, wherever it
+    // was sent: with latencies near the window's length, counting only requests
+    // sent inside it would undercount throughput.
+    if (!s.ok()) {
+      ++(*errors)[StatusCodeName(s.error_code())];
+    } else if (got >= measure_from && got <= end) {
+      latencies->push_back(std::chrono::duration<double, std::milli>(got - sent).count());
+    }
+  }
+}
+
+LevelResult RunLevel(const ModelClient& client, const v1::PredictRequest& request,
+                     const LoadOptions& options, int concurrency) {
+  const Clock::time_point start = Clock::now();
+  const Clock::time_point measure_from = start + absl::ToChronoNanoseconds(options.warmup);
+  const Clock::time_point end = measure_from + absl::ToChronoNanoseconds(options.duration);
+  std::mutex mu;
+  std::vector<double> latencies;
+  LevelResult level;
+  level.concurrency = concurrency;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < concurrency; ++t) {
+    threads.emplace_back([&] {
+      std::vector<double> mine;
+      std::map<std::string, int64_t> errors;
+      ClientLoop(client, request, measure_from, end, &mine, &errors);
+      std::lock_guard<std::mutex> lock(mu);
+      latencies.insert(latencies.end(), mine.begin(), mine.end());
+      for (const auto& [k, v] : errors) level.errors[k] += v;
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  std::sort(latencies.begin(), latencies.end());
+  level.requests = static_cast<int64_t>(latencies.size());
+  level.samples = level.requests * options.batch;
+  level.seconds = absl::ToDoubleSeconds(options.duration);
+  level.requests_per_second = static_cast<double>(level.requests) / level.seconds;
+  level.samples_per_second = static_cast<double>(level.samples) / level.seconds;
+  level.p50 = Quantile(latencies, 0.50);
+  level.p90 = Quantile(latencies, 0.90);
+  level.p95 = Quantile(latencies, 0.95);
+  level.p99 = Quantile(latencies, 0.99);
+  level.max = latencies.empty() ? 0 : latencies.back();
+  return level;
+}
+
+}  // namespace
 
 std::vector<LevelResult> RunLoad(const ModelClient& client, const LoadOptions& options) {
   HostTensor input;
@@ -76,55 +96,9 @@ std::vector<LevelResult> RunLoad(const ModelClient& client, const LoadOptions& o
   for (float& v : values) v = normal(rng);
   input.data.assign(reinterpret_cast<const char*>(values.data()), values.size() * 4);
   const v1::PredictRequest request = MakePredictRequest(options.model, input, options.top_k);
-
   std::vector<LevelResult> results;
   for (int concurrency : options.concurrency) {
-    using Clock = std::chrono::steady_clock;
-    const Clock::time_point start = Clock::now();
-    const Clock::time_point measure_from = start + absl::ToChronoNanoseconds(options.warmup);
-    const Clock::time_point end = measure_from + absl::ToChronoNanoseconds(options.duration);
-    std::mutex mu;
-    std::vector<double> latencies;
-    LevelResult level;
-    level.concurrency = concurrency;
-    std::vector<std::thread> threads;
-    for (int t = 0; t < concurrency; ++t) {
-      threads.emplace_back([&] {
-        std::vector<double> mine;
-        std::map<std::string, int64_t> errors;
-        while (true) {
-          const Clock::time_point sent = Clock::now();
-          if (sent >= end) break;
-          v1::PredictResponse response;
-          grpc::Status s = client.Predict(request, &response);
-          const Clock::time_point got = Clock::now();
-          // A request counts when it completes inside the measured window, wherever
-          // it was sent: with latencies near the window's length, counting only
-          // requests sent inside it would undercount throughput.
-          if (!s.ok()) {
-            ++errors[CodeName(s.error_code())];
-          } else if (got >= measure_from && got <= end) {
-            mine.push_back(std::chrono::duration<double, std::milli>(got - sent).count());
-          }
-        }
-        std::lock_guard<std::mutex> lock(mu);
-        latencies.insert(latencies.end(), mine.begin(), mine.end());
-        for (const auto& [k, v] : errors) level.errors[k] += v;
-      });
-    }
-    for (std::thread& t : threads) t.join();
-    std::sort(latencies.begin(), latencies.end());
-    level.requests = static_cast<int64_t>(latencies.size());
-    level.samples = level.requests * options.batch;
-    level.seconds = absl::ToDoubleSeconds(options.duration);
-    level.requests_per_second = static_cast<double>(level.requests) / level.seconds;
-    level.samples_per_second = static_cast<double>(level.samples) / level.seconds;
-    level.p50 = Quantile(latencies, 0.50);
-    level.p90 = Quantile(latencies, 0.90);
-    level.p95 = Quantile(latencies, 0.95);
-    level.p99 = Quantile(latencies, 0.99);
-    level.max = latencies.empty() ? 0 : latencies.back();
-    results.push_back(level);
+    results.push_back(RunLevel(client, request, options, concurrency));
   }
   return results;
 }

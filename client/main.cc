@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <random>
 #include <sstream>
 #include <string>
@@ -56,9 +57,24 @@ namespace {
 namespace v1 = modelserving::v1;
 
 int Fail(const std::string& what, const grpc::Status& s) {
-  std::fprintf(stderr, "%s failed: %s: %s\n", what.c_str(),
-               absl::StrCat("code ", s.error_code()).c_str(), s.error_message().c_str());
+  std::fprintf(stderr, "%s failed: %s: %s\n", what.c_str(), StatusCodeName(s.error_code()),
+               s.error_message().c_str());
   return 1;
+}
+
+// --shape as sizes of at least `min` each; false (after a message) otherwise.
+bool ParseShape(int64_t min, std::vector<int64_t>* shape) {
+  shape->clear();
+  for (absl::string_view d : absl::StrSplit(absl::GetFlag(FLAGS_shape), ',')) {
+    int64_t v = 0;
+    if (!absl::SimpleAtoi(d, &v) || v < min) {
+      std::fprintf(stderr, "--shape %s is not a list of sizes\n",
+                   absl::GetFlag(FLAGS_shape).c_str());
+      return false;
+    }
+    shape->push_back(v);
+  }
+  return true;
 }
 
 void PrintStatus(const v1::ModelStatus& m) {
@@ -69,6 +85,8 @@ void PrintStatus(const v1::ModelStatus& m) {
               v1::CheckpointFormat_Name(m.format()).c_str(), m.architecture().c_str(),
               m.device().c_str(), m.last_error().empty() ? "" : " error=", m.last_error().c_str());
 }
+
+void PrintPrediction(const v1::PredictResponse& response, double ms);
 
 int Predict(const ModelClient& client) {
   HostTensor input;
@@ -81,15 +99,7 @@ int Predict(const ModelClient& client) {
     input = *std::move(t);
   } else {
     input.dtype = DType::kFloat32;
-    for (absl::string_view d : absl::StrSplit(absl::GetFlag(FLAGS_shape), ',')) {
-      int64_t v = 0;
-      if (!absl::SimpleAtoi(d, &v) || v < 0) {
-        std::fprintf(stderr, "--shape %s is not a list of sizes\n",
-                     absl::GetFlag(FLAGS_shape).c_str());
-        return 2;
-      }
-      input.shape.push_back(v);
-    }
+    if (!ParseShape(0, &input.shape)) return 2;
     std::mt19937 rng(absl::GetFlag(FLAGS_seed));
     std::normal_distribution<float> normal;
     std::vector<float> values(static_cast<size_t>(input.NumElements()));
@@ -105,6 +115,17 @@ int Predict(const ModelClient& client) {
   const double ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   if (!s.ok()) return Fail("predict", s);
+  PrintPrediction(response, ms);
+  if (!absl::GetFlag(FLAGS_output).empty()) {
+    if (auto w = WriteNpy(absl::GetFlag(FLAGS_output), OutputTensor(response)); !w.ok()) {
+      std::fprintf(stderr, "%s\n", w.ToString().c_str());
+      return 1;
+    }
+  }
+  return 0;
+}
+
+void PrintPrediction(const v1::PredictResponse& response, double ms) {
   std::printf(
       "model %s version %lld: output %s in %.1f ms\n", response.model_name().c_str(),
       static_cast<long long>(response.version()),
@@ -117,13 +138,6 @@ int Predict(const ModelClient& client) {
     }
     std::printf("\n");
   }
-  if (!absl::GetFlag(FLAGS_output).empty()) {
-    if (auto w = WriteNpy(absl::GetFlag(FLAGS_output), OutputTensor(response)); !w.ok()) {
-      std::fprintf(stderr, "%s\n", w.ToString().c_str());
-      return 1;
-    }
-  }
-  return 0;
 }
 
 // --shape for bench is the per-sample shape; a leading batch size is allowed and ignored
@@ -145,16 +159,7 @@ int Bench(const ModelClient& client) {
   o.batch = absl::GetFlag(FLAGS_batch);
   o.top_k = absl::GetFlag(FLAGS_top_k);
   o.seed = static_cast<uint32_t>(absl::GetFlag(FLAGS_seed));
-  o.sample_shape.clear();
-  for (absl::string_view d : absl::StrSplit(absl::GetFlag(FLAGS_shape), ',')) {
-    int64_t v = 0;
-    if (!absl::SimpleAtoi(d, &v) || v < 1) {
-      std::fprintf(stderr, "--shape %s is not a list of sizes\n",
-                   absl::GetFlag(FLAGS_shape).c_str());
-      return 2;
-    }
-    o.sample_shape.push_back(v);
-  }
+  if (!ParseShape(1, &o.sample_shape)) return 2;
   if (o.sample_shape.size() == 4 && o.sample_shape[0] == 1)
     o.sample_shape.erase(o.sample_shape.begin());
   if (o.batch < 1 || o.duration <= absl::ZeroDuration()) {
@@ -182,159 +187,186 @@ int Bench(const ModelClient& client) {
   return 0;
 }
 
+// The client options from the connection and token flags; false (after a
+// message) when --token_file cannot be read.
+bool ClientOptions(ModelClient::Options* options) {
+  options->target = absl::GetFlag(FLAGS_target);
+  options->timeout = std::chrono::milliseconds(absl::GetFlag(FLAGS_timeout_ms));
+  options->max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  options->tls_ca = absl::GetFlag(FLAGS_tls_ca);
+  options->tls_cert = absl::GetFlag(FLAGS_tls_cert);
+  options->tls_key = absl::GetFlag(FLAGS_tls_key);
+  options->token = absl::GetFlag(FLAGS_token);
+  if (options->token.empty() && !absl::GetFlag(FLAGS_token_file).empty()) {
+    std::ifstream in(absl::GetFlag(FLAGS_token_file));
+    if (!in) {
+      std::fprintf(stderr, "cannot read --token_file %s\n",
+                   absl::GetFlag(FLAGS_token_file).c_str());
+      return false;
+    }
+    std::stringstream ss;
+    ss << in.rdbuf();
+    options->token = std::string(absl::StripAsciiWhitespace(ss.str()));
+  }
+  if (options->token.empty()) {
+    if (const char* env = std::getenv("MODEL_SERVER_TOKEN"); env != nullptr) options->token = env;
+  }
+  return true;
+}
+
+// What a command gets: the client, its model name (the first argument, else
+// --model; may be empty) and --format.
+struct Command {
+  const ModelClient& client;
+  std::string name;
+  std::string model;
+  v1::CheckpointFormat format;
+
+  bool NeedModel() const {
+    if (model.empty()) std::fprintf(stderr, "%s needs a model name\n", name.c_str());
+    return !model.empty();
+  }
+  bool NeedModelAndFile() const {
+    if (model.empty() || absl::GetFlag(FLAGS_file).empty()) {
+      std::fprintf(stderr, "%s needs a model name and --file\n", name.c_str());
+      return false;
+    }
+    return true;
+  }
+};
+
+int Save(const Command& c) {
+  if (!c.NeedModel()) return 2;
+  v1::SaveModelRequest req;
+  req.set_model_name(c.model);
+  req.set_format(c.format);
+  req.set_target_model_name(absl::GetFlag(FLAGS_target_model));
+  v1::SaveModelResponse resp;
+  grpc::Status s = c.client.SaveModel(req, &resp);
+  if (!s.ok()) return Fail("save", s);
+  std::printf("saved %s version %lld (%s, %lld bytes, sha256 %s)\n", resp.model_name().c_str(),
+              static_cast<long long>(resp.version()),
+              v1::CheckpointFormat_Name(resp.format()).c_str(),
+              static_cast<long long>(resp.size_bytes()), resp.sha256().c_str());
+  return 0;
+}
+
+int LoadOrUnload(const Command& c) {
+  if (!c.NeedModel()) return 2;
+  v1::ModelStatus status;
+  grpc::Status s;
+  if (c.name == "load") {
+    v1::LoadModelResponse resp;
+    s = c.client.LoadModel(c.model, absl::GetFlag(FLAGS_version), &resp);
+    status = resp.status();
+  } else {
+    v1::UnloadModelResponse resp;
+    s = c.client.UnloadModel(c.model, &resp);
+    status = resp.status();
+  }
+  if (status.model_name().size() > 0) PrintStatus(status);
+  if (!s.ok()) return Fail(c.name, s);
+  return 0;
+}
+
+int Upload(const Command& c) {
+  if (!c.NeedModelAndFile()) return 2;
+  v1::UploadHeader header;
+  header.set_model_name(c.model);
+  header.set_format(c.format);
+  header.set_architecture(absl::GetFlag(FLAGS_architecture));
+  v1::UploadCheckpointResponse resp;
+  grpc::Status s = c.client.Upload(absl::GetFlag(FLAGS_file), header, &resp);
+  if (!s.ok()) return Fail("upload", s);
+  std::printf("uploaded %s version %lld (%lld bytes, sha256 %s)\n", resp.model_name().c_str(),
+              static_cast<long long>(resp.version()), static_cast<long long>(resp.size_bytes()),
+              resp.sha256().c_str());
+  return 0;
+}
+
+int Download(const Command& c) {
+  if (!c.NeedModelAndFile()) return 2;
+  v1::DownloadHeader header;
+  grpc::Status s =
+      c.client.Download(c.model, absl::GetFlag(FLAGS_version), absl::GetFlag(FLAGS_file), &header);
+  if (!s.ok()) return Fail("download", s);
+  std::printf("downloaded %s version %lld (%s, %s, %lld bytes) to %s\n",
+              header.model_name().c_str(), static_cast<long long>(header.version()),
+              v1::CheckpointFormat_Name(header.format()).c_str(), header.architecture().c_str(),
+              static_cast<long long>(header.size_bytes()), absl::GetFlag(FLAGS_file).c_str());
+  return 0;
+}
+
+int List(const Command& c) {
+  v1::ListModelsResponse response;
+  grpc::Status s = c.client.ListModels(&response);
+  if (!s.ok()) return Fail("list", s);
+  for (const auto& m : response.models()) PrintStatus(m);
+  return 0;
+}
+
+int Status(const Command& c) {
+  v1::ModelStatus response;
+  grpc::Status s = c.client.GetModelStatus(c.model, &response);
+  if (!s.ok()) return Fail("status", s);
+  PrintStatus(response);
+  return 0;
+}
+
+// predict and bench take the model from --model.
+int WithModelFlag(const Command& c, int (*command)(const ModelClient&)) {
+  if (absl::GetFlag(FLAGS_model).empty()) {
+    std::fprintf(stderr, "%s needs --model NAME\n", c.name.c_str());
+    return 2;
+  }
+  return command(c.client);
+}
+
+constexpr char kUsage[] =
+    "Talks to a model-server.\n"
+    "  model-client [--target host:port] predict --model NAME [--input x.npy | --shape "
+    "1,3,224,224] [--top_k 5] [--output y.npy]\n"
+    "  model-client [--target host:port] list\n"
+    "  model-client [--target host:port] status NAME\n"
+    "  model-client [--target host:port] bench --model NAME [--concurrency 1,4,16] [--duration "
+    "10s] [--warmup 2s] [--batch 1] [--shape 3,224,224] [--json F] [--csv F]\n"
+    "  model-client save NAME [--format STATE_DICT] [--target_model OTHER]\n"
+    "  model-client load NAME [--version N]\n"
+    "  model-client unload NAME\n"
+    "  model-client upload NAME --file model_weights.pth [--format STATE_DICT]"
+    " [--architecture vgg16]\n"
+    "  model-client download NAME [--version N] --file out.pth";
+
 int Run(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
-      "Talks to a model-server.\n"
-      "  model-client [--target host:port] predict --model NAME [--input x.npy | --shape "
-      "1,3,224,224]"
-      " [--top_k 5] [--output y.npy]\n"
-      "  model-client [--target host:port] list\n"
-      "  model-client [--target host:port] status NAME\n"
-      "  model-client [--target host:port] bench --model NAME [--concurrency 1,4,16] [--duration "
-      "10s]"
-      " [--warmup 2s] [--batch 1] [--shape 3,224,224] [--json F] [--csv F]\n"
-      "  model-client save NAME [--format STATE_DICT] [--target_model OTHER]\n"
-      "  model-client load NAME [--version N]\n"
-      "  model-client unload NAME\n"
-      "  model-client upload NAME --file model_weights.pth [--format STATE_DICT]"
-      " [--architecture vgg16]\n"
-      "  model-client download NAME [--version N] --file out.pth");
+  absl::SetProgramUsageMessage(kUsage);
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (args.size() < 2) {
     std::fprintf(stderr, "%s\n", absl::ProgramUsageMessage().data());
     return 2;
   }
   ModelClient::Options options;
-  options.target = absl::GetFlag(FLAGS_target);
-  options.timeout = std::chrono::milliseconds(absl::GetFlag(FLAGS_timeout_ms));
-  options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
-  options.tls_ca = absl::GetFlag(FLAGS_tls_ca);
-  options.tls_cert = absl::GetFlag(FLAGS_tls_cert);
-  options.tls_key = absl::GetFlag(FLAGS_tls_key);
-  options.token = absl::GetFlag(FLAGS_token);
-  if (options.token.empty() && !absl::GetFlag(FLAGS_token_file).empty()) {
-    std::ifstream in(absl::GetFlag(FLAGS_token_file));
-    if (!in) {
-      std::fprintf(stderr, "cannot read --token_file %s\n",
-                   absl::GetFlag(FLAGS_token_file).c_str());
-      return 2;
-    }
-    std::stringstream ss;
-    ss << in.rdbuf();
-    options.token = std::string(absl::StripAsciiWhitespace(ss.str()));
-  }
-  if (options.token.empty()) {
-    if (const char* env = std::getenv("MODEL_SERVER_TOKEN"); env != nullptr) options.token = env;
-  }
+  if (!ClientOptions(&options)) return 2;
   auto client = ModelClient::Create(options);
-  const std::string command = args[1];
-  if (command == "predict") {
-    if (absl::GetFlag(FLAGS_model).empty()) {
-      std::fprintf(stderr, "predict needs --model NAME\n");
-      return 2;
-    }
-    return Predict(*client);
-  }
-  if (command == "bench") {
-    if (absl::GetFlag(FLAGS_model).empty()) {
-      std::fprintf(stderr, "bench needs --model NAME\n");
-      return 2;
-    }
-    return Bench(*client);
-  }
-  const std::string model = args.size() > 2 ? std::string(args[2]) : absl::GetFlag(FLAGS_model);
-  auto need_model = [&]() {
-    if (model.empty()) std::fprintf(stderr, "%s needs a model name\n", command.c_str());
-    return !model.empty();
-  };
   v1::CheckpointFormat format = v1::CHECKPOINT_FORMAT_UNSPECIFIED;
   if (!v1::CheckpointFormat_Parse(absl::GetFlag(FLAGS_format), &format)) {
     std::fprintf(stderr, "--format %s is not STATE_DICT, TORCHSCRIPT or PICKLED_MODULE\n",
                  absl::GetFlag(FLAGS_format).c_str());
     return 2;
   }
-  if (command == "save") {
-    if (!need_model()) return 2;
-    v1::SaveModelRequest req;
-    req.set_model_name(model);
-    req.set_format(format);
-    req.set_target_model_name(absl::GetFlag(FLAGS_target_model));
-    v1::SaveModelResponse resp;
-    grpc::Status s = client->SaveModel(req, &resp);
-    if (!s.ok()) return Fail("save", s);
-    std::printf("saved %s version %lld (%s, %lld bytes, sha256 %s)\n", resp.model_name().c_str(),
-                static_cast<long long>(resp.version()),
-                v1::CheckpointFormat_Name(resp.format()).c_str(),
-                static_cast<long long>(resp.size_bytes()), resp.sha256().c_str());
-    return 0;
+  const Command c{*client, args[1],
+                  args.size() > 2 ? std::string(args[2]) : absl::GetFlag(FLAGS_model), format};
+  if (c.name == "predict") return WithModelFlag(c, Predict);
+  if (c.name == "bench") return WithModelFlag(c, Bench);
+  const std::map<std::string, int (*)(const Command&)> commands = {
+      {"save", Save},         {"load", LoadOrUnload}, {"unload", LoadOrUnload}, {"upload", Upload},
+      {"download", Download}, {"list", List},         {"status", Status}};
+  auto it = commands.find(c.name);
+  if (it == commands.end()) {
+    std::fprintf(stderr, "unknown command '%s'\n%s\n", c.name.c_str(),
+                 absl::ProgramUsageMessage().data());
+    return 2;
   }
-  if (command == "load" || command == "unload") {
-    if (!need_model()) return 2;
-    v1::ModelStatus status;
-    grpc::Status s;
-    if (command == "load") {
-      v1::LoadModelResponse resp;
-      s = client->LoadModel(model, absl::GetFlag(FLAGS_version), &resp);
-      status = resp.status();
-    } else {
-      v1::UnloadModelResponse resp;
-      s = client->UnloadModel(model, &resp);
-      status = resp.status();
-    }
-    if (status.model_name().size() > 0) PrintStatus(status);
-    if (!s.ok()) return Fail(command, s);
-    return 0;
-  }
-  if (command == "upload") {
-    if (!need_model() || absl::GetFlag(FLAGS_file).empty()) {
-      std::fprintf(stderr, "upload needs a model name and --file\n");
-      return 2;
-    }
-    v1::UploadHeader header;
-    header.set_model_name(model);
-    header.set_format(format);
-    header.set_architecture(absl::GetFlag(FLAGS_architecture));
-    v1::UploadCheckpointResponse resp;
-    grpc::Status s = client->Upload(absl::GetFlag(FLAGS_file), header, &resp);
-    if (!s.ok()) return Fail("upload", s);
-    std::printf("uploaded %s version %lld (%lld bytes, sha256 %s)\n", resp.model_name().c_str(),
-                static_cast<long long>(resp.version()), static_cast<long long>(resp.size_bytes()),
-                resp.sha256().c_str());
-    return 0;
-  }
-  if (command == "download") {
-    if (!need_model() || absl::GetFlag(FLAGS_file).empty()) {
-      std::fprintf(stderr, "download needs a model name and --file\n");
-      return 2;
-    }
-    v1::DownloadHeader header;
-    grpc::Status s =
-        client->Download(model, absl::GetFlag(FLAGS_version), absl::GetFlag(FLAGS_file), &header);
-    if (!s.ok()) return Fail("download", s);
-    std::printf("downloaded %s version %lld (%s, %s, %lld bytes) to %s\n",
-                header.model_name().c_str(), static_cast<long long>(header.version()),
-                v1::CheckpointFormat_Name(header.format()).c_str(), header.architecture().c_str(),
-                static_cast<long long>(header.size_bytes()), absl::GetFlag(FLAGS_file).c_str());
-    return 0;
-  }
-  if (command == "list") {
-    v1::ListModelsResponse response;
-    grpc::Status s = client->ListModels(&response);
-    if (!s.ok()) return Fail("list", s);
-    for (const auto& m : response.models()) PrintStatus(m);
-    return 0;
-  }
-  if (command == "status") {
-    const std::string name = args.size() > 2 ? args[2] : absl::GetFlag(FLAGS_model);
-    v1::ModelStatus response;
-    grpc::Status s = client->GetModelStatus(name, &response);
-    if (!s.ok()) return Fail("status", s);
-    PrintStatus(response);
-    return 0;
-  }
-  std::fprintf(stderr, "unknown command '%s'\n%s\n", command.c_str(),
-               absl::ProgramUsageMessage().data());
-  return 2;
+  return it->second(c);
 }
 
 }  // namespace

@@ -7,8 +7,8 @@
 #include <memory>
 #include <string>
 
+#include "common/host_tensor.h"
 #include "proto/modelserving/v1/model_service.grpc.pb.h"
-#include "server/util/host_tensor.h"
 
 namespace modelserver {
 
@@ -78,6 +78,9 @@ modelserving::v1::PredictRequest MakePredictRequest(const std::string& model_nam
                                                     int64_t version = 0);
 // The response's output as a HostTensor.
 HostTensor OutputTensor(const modelserving::v1::PredictResponse& response);
+
+// "NOT_FOUND", "UNAVAILABLE", ... ("OTHER" for a code gRPC does not define).
+const char* StatusCodeName(grpc::StatusCode code);
 
 }  // namespace modelserver
 

@@ -8,7 +8,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
-#include "server/util/status_macros.h"
+#include "common/status_macros.h"
 
 namespace modelserver {
 namespace {

@@ -4,7 +4,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "server/util/host_tensor.h"
+#include "common/host_tensor.h"
 
 namespace modelserver {
 

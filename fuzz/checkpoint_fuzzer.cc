@@ -5,9 +5,10 @@
 #include <cstdint>
 #include <string>
 
-#include "server/model/checkpoint_check.h"
-#include "server/model/unpickler.h"
-#include "server/model/zip_reader.h"
+#include "server/checkpoint/checkpoint_check.h"
+#include "server/checkpoint/state_dict_parser.h"
+#include "server/checkpoint/unpickler.h"
+#include "server/checkpoint/zip_reader.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string bytes(reinterpret_cast<const char*>(data), size);

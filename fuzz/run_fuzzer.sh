@@ -11,9 +11,8 @@ out=build/fuzz
 mkdir -p "$out/corpus" "$out/crashes"
 command -v clang++ >/dev/null || { echo "clang++ is not installed (apt-get install clang libclang-rt-14-dev)"; exit 1; }
 [ -d build/proto ] || { echo "run make build first"; exit 1; }
-srcs="fuzz/checkpoint_fuzzer.cc server/model/zip_reader.cc server/model/unpickler.cc
-      server/model/checkpoint_check.cc server/model/model.cc server/util/host_tensor.cc
-      server/util/logging.cc server/util/sha256.cc"
+srcs="fuzz/checkpoint_fuzzer.cc $(ls server/checkpoint/*.cc) server/util/logging.cc
+      common/host_tensor.cc common/sha256.cc"
 absl_libs=$(pkg-config --libs absl_status absl_statusor absl_strings absl_str_format absl_time)
 clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
   -I. $srcs -o "$out/checkpoint_fuzzer" $absl_libs -lz -lcrypto

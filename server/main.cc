@@ -22,6 +22,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/status_macros.h"
 #include "server/metrics/server_metrics.h"
 #include "server/model/device.h"
 #include "server/service/admin_auth.h"
@@ -29,7 +30,6 @@
 #include "server/serving/model_registry.h"
 #include "server/store/checkpoint_store.h"
 #include "server/util/logging.h"
-#include "server/util/status_macros.h"
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:50051",
           "gRPC listen address (host:port; port 0 picks one)");
@@ -132,6 +132,223 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials() {
   return grpc::SslServerCredentials(options);
 }
 
+struct StartupModel {
+  std::string name, arch;
+};
+
+// --model NAME[=ARCH] values; INVALID_ARGUMENT for a bad name.
+absl::StatusOr<std::vector<StartupModel>> ParseStartupModels(const std::vector<std::string>& args) {
+  std::vector<StartupModel> startup;
+  for (const std::string& m : args) {
+    const size_t eq = m.find('=');
+    StartupModel s{m.substr(0, eq), eq == std::string::npos ? "" : m.substr(eq + 1)};
+    if (absl::Status st = CheckpointStore::ValidateModelName(s.name); !st.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--model ", m, ": ", st.message()));
+    }
+    startup.push_back(std::move(s));
+  }
+  return startup;
+}
+
+// The registry's options from the batching flags, with metrics observers.
+absl::StatusOr<ModelRegistry::Options> RegistryOptions(const CheckpointStore* store,
+                                                       const std::string& device,
+                                                       ServerMetrics* metrics) {
+  ModelRegistry::Options o;
+  o.store = store;
+  o.device = device;
+  o.batching.max_batch_size = absl::GetFlag(FLAGS_max_batch_size);
+  o.batching.batch_timeout = absl::Microseconds(absl::GetFlag(FLAGS_batch_timeout_us));
+  o.batching.max_queue_size = absl::GetFlag(FLAGS_max_queue_size);
+  o.batching.num_workers = absl::GetFlag(FLAGS_batch_workers);
+  o.intra_op_threads = IntraOpThreads();
+  if (o.batching.max_batch_size < 1 || o.batching.max_queue_size < 1 ||
+      o.batching.num_workers < 1 || absl::GetFlag(FLAGS_batch_timeout_us) < 0) {
+    return absl::InvalidArgumentError(
+        "--max_batch_size, --max_queue_size and --batch_workers must be >= 1, "
+        "--batch_timeout_us >= 0");
+  }
+  o.on_load = [metrics](const std::string& model, bool ok, double seconds) {
+    metrics->RecordLoad(model, ok, seconds);
+  };
+  o.on_batch = [metrics](const std::string& model, int64_t samples, double seconds) {
+    metrics->RecordBatch(model, samples, seconds);
+  };
+  o.on_queue_wait = [metrics](const std::string& model, double seconds) {
+    metrics->RecordQueueWait(model, seconds);
+  };
+  return o;
+}
+
+// Gauges read from the registry at each scrape; the /metrics listener when
+// --metrics_listen is set.
+absl::Status StartMetrics(ServerMetrics* metrics, const ModelRegistry* registry) {
+  metrics->set_collect_hook([registry](ServerMetrics* m) {
+    for (const auto& [model, depth] : registry->QueueDepths()) m->SetQueueDepth(model, depth);
+    if (auto models = registry->List(); models.ok()) {
+      for (const ModelStatusInfo& s : *models) {
+        m->SetServing(s.model_name, s.serving_version, s.state == ModelState::kReady);
+      }
+    }
+  });
+  const std::string addr = absl::GetFlag(FLAGS_metrics_listen);
+  if (addr.empty()) return absl::OkStatus();
+  RETURN_IF_ERROR(metrics->StartHttp(addr));
+  WritePortFile(absl::GetFlag(FLAGS_metrics_port_file), metrics->http_port());
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ModelServiceImpl::Options> ServiceOptions(ServerMetrics* metrics) {
+  ModelServiceImpl::Options o;
+  o.max_upload_bytes = static_cast<uint64_t>(absl::GetFlag(FLAGS_max_upload_bytes));
+  o.metrics = metrics;
+  std::string token;
+  if (const std::string f = absl::GetFlag(FLAGS_admin_token_file); !f.empty()) {
+    ASSIGN_OR_RETURN(token, AdminAuth::ReadTokenFile(f));
+  }
+  o.auth = AdminAuth(token, absl::GetFlag(FLAGS_read_only));
+  return o;
+}
+
+// The gRPC server with `service`, health and reflection, listening on --listen;
+// *port is the bound port.
+absl::StatusOr<std::unique_ptr<grpc::Server>> StartGrpc(grpc::Service* service, int* port) {
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials, ServerCredentials());
+  builder.AddListeningPort(absl::GetFlag(FLAGS_listen), credentials, port);
+  const int64_t max_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(std::min<int64_t>(max_bytes, INT32_MAX)));
+  builder.SetMaxSendMessageSize(static_cast<int>(std::min<int64_t>(max_bytes, INT32_MAX)));
+  builder.RegisterService(service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || *port == 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", absl::GetFlag(FLAGS_listen)));
+  }
+  return server;
+}
+
+// The health service's names: liveness "", readiness kServiceName (every startup
+// model READY) and one per model. Thread-safe.
+class HealthReporter {
+ public:
+  HealthReporter(grpc::HealthCheckServiceInterface* health,
+                 const std::vector<StartupModel>& startup)
+      : health_(health) {
+    for (const StartupModel& s : startup) pending_.insert(s.name);
+    health_->SetServingStatus("", true);
+    health_->SetServingStatus(kServiceName, pending_.empty());
+  }
+
+  // The registry's ready listener.
+  void OnModel(const std::string& name, bool ready) ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
+    health_->SetServingStatus(name, ready);
+    if (ready) pending_.erase(name);
+    health_->SetServingStatus(kServiceName, pending_.empty());
+  }
+
+  // Every name NOT_SERVING at once, for good.
+  void Shutdown() ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
+    health_->Shutdown();
+  }
+
+ private:
+  grpc::HealthCheckServiceInterface* const health_;
+  absl::Mutex mu_;
+  std::set<std::string> pending_ ABSL_GUARDED_BY(mu_);
+};
+
+// Blocks SIGTERM and SIGINT in every thread (call before any thread starts);
+// WaitForShutdownSignal then takes them.
+sigset_t BlockShutdownSignals() {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  return signals;
+}
+
+// The drain: NOT_SERVING at once, keep serving the grace period (so load
+// balancers stop sending before the listener closes), then close the listener
+// and finish every accepted request (queued ones included); past a second grace
+// period gRPC cancels what is left.
+void Drain(int sig, HealthReporter* health, ModelServiceImpl* service, grpc::Server* server,
+           ModelRegistry* registry, ServerMetrics* metrics) {
+  const int grace = absl::GetFlag(FLAGS_shutdown_grace_seconds);
+  LOG_INFO("received ", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+           "; health NOT_SERVING, draining for ", grace, " s");
+  health->Shutdown();
+  absl::SleepFor(absl::Seconds(grace));
+  LOG_INFO("grace period over; closing the listener, finishing accepted requests");
+  service->StartShutdown();
+  if (!service->WaitIdle(absl::Seconds(grace))) {
+    LOG_WARNING("requests still running after the drain; cancelling them");
+  }
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(grace));
+  registry->Shutdown();
+  metrics->StopHttp();
+}
+
+// Everything from the parsed flags to exit; 2 for a configuration error, 1 when
+// the listener cannot start.
+int Serve(const std::vector<StartupModel>& startup, sigset_t signals) {
+  SetIntraOpThreads(absl::GetFlag(FLAGS_intra_op_threads));
+  auto device = ResolveDevice(absl::GetFlag(FLAGS_device));
+  auto store = CheckpointStore::Create({absl::GetFlag(FLAGS_store), /*create_root=*/true});
+  ServerMetrics metrics;
+  absl::StatusOr<ModelRegistry::Options> registry_options =
+      !device.ok()  ? device.status()
+      : !store.ok() ? store.status()
+                    : RegistryOptions(store->get(), *device, &metrics);
+  if (!registry_options.ok()) {
+    LOG_ERROR(registry_options.status().message());
+    return 2;
+  }
+  ModelRegistry registry(*registry_options);
+  absl::StatusOr<ModelServiceImpl::Options> service_options = ServiceOptions(&metrics);
+  if (absl::Status s = StartMetrics(&metrics, &registry); !s.ok() || !service_options.ok()) {
+    LOG_ERROR((s.ok() ? service_options.status() : s).message());
+    return 2;
+  }
+  const int removed = (*store)->RemoveStaleStaging(absl::Hours(1));
+  if (removed > 0) LOG_INFO("removed ", removed, " stale staging directories from the store");
+  ModelServiceImpl service(&registry, store->get(), *service_options);
+  int port = 0;
+  absl::StatusOr<std::unique_ptr<grpc::Server>> server = StartGrpc(&service, &port);
+  if (!server.ok()) {
+    LOG_ERROR(server.status().message());
+    return server.status().code() == absl::StatusCode::kUnavailable ? 1 : 2;
+  }
+  HealthReporter health((*server)->GetHealthCheckService(), startup);
+  registry.set_ready_listener(
+      [&health](const std::string& name, bool ready) { health.OnModel(name, ready); });
+  LOG_INFO("model-server listening on port ", port, " (", absl::GetFlag(FLAGS_listen), "), store ",
+           (*store)->root(), ", device ", *device, ", batching up to ",
+           registry_options->batching.max_batch_size, " samples / ",
+           absl::GetFlag(FLAGS_batch_timeout_us), " us, queue ",
+           registry_options->batching.max_queue_size, ", ", registry_options->batching.num_workers,
+           " worker(s); ", TorchBuildSummary());
+  WritePortFile(absl::GetFlag(FLAGS_port_file), port);
+  // Startup models load in the background of a listening server, so liveness
+  // answers while readiness waits for them.
+  std::thread loader([&] {
+    for (const StartupModel& s : startup) (void)registry.Load(s.name, s.arch, /*version=*/0);
+  });
+  if (absl::GetFlag(FLAGS_poll_store_seconds) > 0) {
+    registry.StartPolling(absl::Seconds(absl::GetFlag(FLAGS_poll_store_seconds)));
+  }
+  int sig = 0;
+  sigwait(&signals, &sig);
+  Drain(sig, &health, &service, server->get(), &registry, &metrics);
+  loader.join();
+  LOG_INFO("model-server stopped");
+  return 0;
+}
+
 int Run(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Serves PyTorch models over gRPC.\n"
@@ -139,186 +356,18 @@ int Run(int argc, char** argv) {
   std::vector<std::string> model_args = TakeModelFlags(&argc, argv);
   absl::ParseCommandLine(argc, argv);
   for (const std::string& m : absl::GetFlag(FLAGS_model)) model_args.push_back(m);
-
   LogLevel level;
   if (!ParseLogLevel(absl::GetFlag(FLAGS_log_level), &level)) {
     std::fprintf(stderr, "--log_level must be debug, info, warning or error\n");
     return 2;
   }
   SetLogLevel(level);
-
-  struct StartupModel {
-    std::string name, arch;
-  };
-  std::vector<StartupModel> startup;
-  for (const std::string& m : model_args) {
-    const size_t eq = m.find('=');
-    StartupModel s{m.substr(0, eq), eq == std::string::npos ? "" : m.substr(eq + 1)};
-    if (auto st = CheckpointStore::ValidateModelName(s.name); !st.ok()) {
-      std::fprintf(stderr, "--model %s: %s\n", m.c_str(), std::string(st.message()).c_str());
-      return 2;
-    }
-    startup.push_back(std::move(s));
-  }
-
-  // Block the shutdown signals in every thread; one thread waits for them.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-
-  SetIntraOpThreads(absl::GetFlag(FLAGS_intra_op_threads));
-  auto device = ResolveDevice(absl::GetFlag(FLAGS_device));
-  if (!device.ok()) {
-    LOG_ERROR(device.status().message());
+  absl::StatusOr<std::vector<StartupModel>> startup = ParseStartupModels(model_args);
+  if (!startup.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(startup.status().message()).c_str());
     return 2;
   }
-  auto store = CheckpointStore::Create({absl::GetFlag(FLAGS_store), /*create_root=*/true});
-  if (!store.ok()) {
-    LOG_ERROR(store.status().message());
-    return 2;
-  }
-
-  ModelRegistry::Options registry_options;
-  registry_options.store = store->get();
-  registry_options.device = *device;
-  registry_options.batching.max_batch_size = absl::GetFlag(FLAGS_max_batch_size);
-  registry_options.batching.batch_timeout =
-      absl::Microseconds(absl::GetFlag(FLAGS_batch_timeout_us));
-  registry_options.batching.max_queue_size = absl::GetFlag(FLAGS_max_queue_size);
-  registry_options.batching.num_workers = absl::GetFlag(FLAGS_batch_workers);
-  registry_options.intra_op_threads = IntraOpThreads();
-  if (registry_options.batching.max_batch_size < 1 ||
-      registry_options.batching.max_queue_size < 1 || registry_options.batching.num_workers < 1 ||
-      absl::GetFlag(FLAGS_batch_timeout_us) < 0) {
-    LOG_ERROR(
-        "--max_batch_size, --max_queue_size and --batch_workers must be >= 1, "
-        "--batch_timeout_us >= 0");
-    return 2;
-  }
-  ServerMetrics metrics;
-  registry_options.on_load = [&metrics](const std::string& model, bool ok, double seconds) {
-    metrics.RecordLoad(model, ok, seconds);
-  };
-  registry_options.on_batch = [&metrics](const std::string& model, int64_t samples,
-                                         double seconds) {
-    metrics.RecordBatch(model, samples, seconds);
-  };
-  registry_options.on_queue_wait = [&metrics](const std::string& model, double seconds) {
-    metrics.RecordQueueWait(model, seconds);
-  };
-  ModelRegistry registry(registry_options);
-  metrics.set_collect_hook([&registry](ServerMetrics* m) {
-    for (const auto& [model, depth] : registry.QueueDepths()) m->SetQueueDepth(model, depth);
-    if (auto models = registry.List(); models.ok()) {
-      for (const ModelStatusInfo& s : *models) {
-        m->SetServing(s.model_name, s.serving_version, s.state == ModelState::kReady);
-      }
-    }
-  });
-  if (const std::string addr = absl::GetFlag(FLAGS_metrics_listen); !addr.empty()) {
-    if (absl::Status s = metrics.StartHttp(addr); !s.ok()) {
-      LOG_ERROR(s.message());
-      return 2;
-    }
-    WritePortFile(absl::GetFlag(FLAGS_metrics_port_file), metrics.http_port());
-  }
-  const int removed = (*store)->RemoveStaleStaging(absl::Hours(1));
-  if (removed > 0) LOG_INFO("removed ", removed, " stale staging directories from the store");
-  ModelServiceImpl::Options service_options;
-  service_options.max_upload_bytes = static_cast<uint64_t>(absl::GetFlag(FLAGS_max_upload_bytes));
-  service_options.metrics = &metrics;
-  std::string token;
-  if (const std::string f = absl::GetFlag(FLAGS_admin_token_file); !f.empty()) {
-    auto t = AdminAuth::ReadTokenFile(f);
-    if (!t.ok()) {
-      LOG_ERROR(t.status().message());
-      return 2;
-    }
-    token = *t;
-  }
-  service_options.auth = AdminAuth(token, absl::GetFlag(FLAGS_read_only));
-  ModelServiceImpl service(&registry, store->get(), service_options);
-
-  grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  grpc::ServerBuilder builder;
-  int port = 0;
-  auto credentials = ServerCredentials();
-  if (!credentials.ok()) {
-    LOG_ERROR(credentials.status().message());
-    return 2;
-  }
-  builder.AddListeningPort(absl::GetFlag(FLAGS_listen), *credentials, &port);
-  const int64_t max_bytes = absl::GetFlag(FLAGS_max_message_bytes);
-  builder.SetMaxReceiveMessageSize(static_cast<int>(std::min<int64_t>(max_bytes, INT32_MAX)));
-  builder.SetMaxSendMessageSize(static_cast<int>(std::min<int64_t>(max_bytes, INT32_MAX)));
-  builder.RegisterService(&service);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (server == nullptr || port == 0) {
-    LOG_ERROR("cannot listen on ", absl::GetFlag(FLAGS_listen));
-    return 1;
-  }
-  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
-  health->SetServingStatus("", true);
-  health->SetServingStatus(kServiceName, startup.empty());
-
-  absl::Mutex health_mu;
-  std::set<std::string> startup_pending;
-  for (const StartupModel& s : startup) startup_pending.insert(s.name);
-  registry.set_ready_listener([&](const std::string& name, bool ready) {
-    absl::MutexLock lock(&health_mu);
-    health->SetServingStatus(name, ready);
-    if (ready) startup_pending.erase(name);
-    health->SetServingStatus(kServiceName, startup_pending.empty());
-  });
-
-  LOG_INFO("model-server listening on port ", port, " (", absl::GetFlag(FLAGS_listen), "), store ",
-           (*store)->root(), ", device ", *device, ", batching up to ",
-           registry_options.batching.max_batch_size, " samples / ",
-           absl::GetFlag(FLAGS_batch_timeout_us), " us, queue ",
-           registry_options.batching.max_queue_size, ", ", registry_options.batching.num_workers,
-           " worker(s); ", TorchBuildSummary());
-  WritePortFile(absl::GetFlag(FLAGS_port_file), port);
-
-  // Startup models load in the background of a listening server, so liveness
-  // answers while readiness waits for them.
-  std::thread loader([&] {
-    for (const StartupModel& s : startup) {
-      (void)registry.Load(s.name, s.arch, /*version=*/0);
-    }
-  });
-
-  if (absl::GetFlag(FLAGS_poll_store_seconds) > 0) {
-    registry.StartPolling(absl::Seconds(absl::GetFlag(FLAGS_poll_store_seconds)));
-  }
-
-  int sig = 0;
-  sigwait(&signals, &sig);
-  const int grace = absl::GetFlag(FLAGS_shutdown_grace_seconds);
-  LOG_INFO("received ", sig == SIGTERM ? "SIGTERM" : "SIGINT",
-           "; health NOT_SERVING, draining for ", grace, " s");
-  {
-    absl::MutexLock lock(&health_mu);
-    health->Shutdown();  // every service NOT_SERVING at once
-  }
-  // Keep serving for the grace period, so load balancers see NOT_SERVING and
-  // stop sending before the listener closes.
-  absl::SleepFor(absl::Seconds(grace));
-  LOG_INFO("grace period over; closing the listener, finishing accepted requests");
-  service.StartShutdown();
-  // Accepted requests (queued ones included) are computed and answered first;
-  // past a second grace period gRPC cancels what is left.
-  if (!service.WaitIdle(absl::Seconds(grace))) {
-    LOG_WARNING("requests still running after the drain; cancelling them");
-  }
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(grace));
-  registry.Shutdown();
-  metrics.StopHttp();
-  loader.join();
-  LOG_INFO("model-server stopped");
-  return 0;
+  return Serve(*startup, BlockShutdownSignals());
 }
 
 }  // namespace

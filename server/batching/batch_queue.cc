@@ -151,6 +151,66 @@ void BatchQueue::WorkerLoop() {
   }
 }
 
+std::vector<BatchQueue::Pending> BatchQueue::TakeServable(Batch* batch, int64_t serving_version) {
+  // Requests pinned to a version other than the one serving now are NOT_FOUND.
+  std::vector<Pending> items;
+  for (Pending& p : batch->items) {
+    if (p.task.version != 0 && p.task.version != serving_version) {
+      p.task.done(absl::NotFoundError(
+          absl::StrCat("model '", options_.name, "' version ", p.task.version,
+                       " is not loaded; the serving version is ", serving_version)));
+    } else {
+      items.push_back(std::move(p));
+    }
+  }
+  return items;
+}
+
+HostTensor BatchQueue::Concatenate(std::vector<Pending>* items, int64_t total) {
+  if (items->size() == 1) return std::move((*items)[0].task.input);
+  HostTensor input;
+  input.dtype = (*items)[0].task.input.dtype;
+  input.shape = (*items)[0].task.input.shape;
+  input.shape[0] = total;
+  size_t bytes = 0;
+  for (const Pending& p : *items) bytes += p.task.input.data.size();
+  input.data.reserve(bytes);
+  for (Pending& p : *items) {
+    input.data.append(p.task.input.data);
+    std::string().swap(p.task.input.data);
+  }
+  return input;
+}
+
+void BatchQueue::Answer(std::vector<Pending>* items, int64_t version, int64_t total,
+                        absl::StatusOr<HostTensor> output) {
+  if (output.ok() && (output->shape.empty() || output->shape[0] != total ||
+                      output->data.size() % static_cast<size_t>(total) != 0)) {
+    output = absl::InternalError(absl::StrCat("model output ", ShapeString(output->shape),
+                                              " does not have the batch's ", total, " rows"));
+  }
+  if (!output.ok()) {
+    for (Pending& p : *items) p.task.done(output.status());
+    return;
+  }
+  const size_t row_bytes = output->data.size() / static_cast<size_t>(total);
+  size_t offset = 0;
+  for (Pending& p : *items) {
+    BatchTask::Result r;
+    r.version = version;
+    r.output.dtype = output->dtype;
+    r.output.shape = output->shape;
+    r.output.shape[0] = p.samples;
+    if (items->size() == 1) {
+      r.output.data = std::move(output->data);
+    } else {
+      r.output.data = output->data.substr(offset, row_bytes * static_cast<size_t>(p.samples));
+    }
+    offset += row_bytes * static_cast<size_t>(p.samples);
+    p.task.done(std::move(r));
+  }
+}
+
 void BatchQueue::RunBatch(Batch batch) {
   const absl::Time start = options_.clock->Now();
   absl::StatusOr<ModelHandle> handle = source_();
@@ -158,38 +218,14 @@ void BatchQueue::RunBatch(Batch batch) {
     for (Pending& p : batch.items) p.task.done(handle.status());
     return;
   }
-  // Requests pinned to a version other than the one serving now.
-  std::vector<Pending> items;
-  for (Pending& p : batch.items) {
-    if (p.task.version != 0 && p.task.version != handle->version) {
-      p.task.done(absl::NotFoundError(
-          absl::StrCat("model '", options_.name, "' version ", p.task.version,
-                       " is not loaded; the serving version is ", handle->version)));
-    } else {
-      items.push_back(std::move(p));
-    }
-  }
+  std::vector<Pending> items = TakeServable(&batch, handle->version);
   if (items.empty()) return;
   int64_t total = 0;
   for (const Pending& p : items) {
     total += p.samples;
     if (options_.on_request_wait) options_.on_request_wait(start - p.arrival);
   }
-  HostTensor input;
-  if (items.size() == 1) {
-    input = std::move(items[0].task.input);
-  } else {
-    input.dtype = items[0].task.input.dtype;
-    input.shape = items[0].task.input.shape;
-    input.shape[0] = total;
-    size_t bytes = 0;
-    for (const Pending& p : items) bytes += p.task.input.data.size();
-    input.data.reserve(bytes);
-    for (Pending& p : items) {
-      input.data.append(p.task.input.data);
-      std::string().swap(p.task.input.data);
-    }
-  }
+  HostTensor input = Concatenate(&items, total);
   const int running = ++running_;
   if (options_.before_batch) options_.before_batch(running);
   absl::StatusOr<HostTensor> output = handle->model->Forward(input);
@@ -200,31 +236,7 @@ void BatchQueue::RunBatch(Batch batch) {
             absl::FormatDuration(start - batch.oldest_arrival), ", ran ",
             absl::FormatDuration(end - start));
   if (options_.on_batch) options_.on_batch(total, start - batch.oldest_arrival, end - start);
-  if (output.ok() && (output->shape.empty() || output->shape[0] != total ||
-                      output->data.size() % static_cast<size_t>(total) != 0)) {
-    output = absl::InternalError(absl::StrCat("model output ", ShapeString(output->shape),
-                                              " does not have the batch's ", total, " rows"));
-  }
-  if (!output.ok()) {
-    for (Pending& p : items) p.task.done(output.status());
-    return;
-  }
-  const size_t row_bytes = output->data.size() / static_cast<size_t>(total);
-  size_t offset = 0;
-  for (Pending& p : items) {
-    BatchTask::Result r;
-    r.version = handle->version;
-    r.output.dtype = output->dtype;
-    r.output.shape = output->shape;
-    r.output.shape[0] = p.samples;
-    if (items.size() == 1) {
-      r.output.data = std::move(output->data);
-    } else {
-      r.output.data = output->data.substr(offset, row_bytes * static_cast<size_t>(p.samples));
-    }
-    offset += row_bytes * static_cast<size_t>(p.samples);
-    p.task.done(std::move(r));
-  }
+  Answer(&items, handle->version, total, std::move(output));
 }
 
 void BatchQueue::Shutdown() {

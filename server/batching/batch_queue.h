@@ -17,9 +17,9 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/host_tensor.h"
 #include "server/batching/clock.h"
 #include "server/model/model.h"
-#include "server/util/host_tensor.h"
 
 namespace modelserver {
 
@@ -128,7 +128,17 @@ class BatchQueue {
   // request times out (InfiniteFuture when empty).
   std::optional<Batch> TakeReadyLocked(absl::Time now, std::vector<Pending>* dropped,
                                        absl::Time* next_due) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Runs one batch on the serving model and answers every request in it.
   void RunBatch(Batch batch);
+  // The batch's requests the serving version may answer; the others are
+  // answered NOT_FOUND here.
+  std::vector<Pending> TakeServable(Batch* batch, int64_t serving_version);
+  // The requests' inputs as one [total, ...] tensor (moved out of the requests).
+  static HostTensor Concatenate(std::vector<Pending>* items, int64_t total);
+  // Splits `output` by rows among the requests and answers each, or answers
+  // every request with its error (INTERNAL when the row count is wrong).
+  static void Answer(std::vector<Pending>* items, int64_t version, int64_t total,
+                     absl::StatusOr<HostTensor> output);
   void WorkerLoop();
 
   const Options options_;

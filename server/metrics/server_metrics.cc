@@ -2,7 +2,7 @@
 
 #include <prometheus/text_serializer.h>
 
-#include "server/util/status_macros.h"
+#include "common/status_macros.h"
 
 namespace modelserver {
 namespace {

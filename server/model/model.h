@@ -7,13 +7,10 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "server/util/host_tensor.h"
+#include "common/host_tensor.h"
+#include "server/checkpoint/format.h"
 
 namespace modelserver {
-
-// How a checkpoint file stores a model (the API's CheckpointFormat).
-enum class ModelFormat { kUnspecified = 0, kStateDict = 1, kTorchScript = 2, kPickledModule = 3 };
-const char* ModelFormatName(ModelFormat format);  // "STATE_DICT", ...
 
 // What describes a loaded model. Constant after load.
 struct ModelInfo {

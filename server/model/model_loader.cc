@@ -1,14 +1,14 @@
 #include "server/model/model_loader.h"
 
 #include "absl/strings/str_cat.h"
-#include "server/model/checkpoint_reader.h"
+#include "common/status_macros.h"
 #include "server/model/pickled_module.h"
 #include "server/model/tensor_convert.h"
+#include "server/model/tensor_materializer.h"
 #include "server/model/torchscript_model.h"
-#include "server/model/vgg.h"
-#include "server/model/vgg_config.h"
-#include "server/model/vgg_model.h"
-#include "server/util/status_macros.h"
+#include "server/model/vgg/vgg.h"
+#include "server/model/vgg/vgg_config.h"
+#include "server/model/vgg/vgg_model.h"
 
 namespace modelserver {
 
@@ -49,6 +49,10 @@ absl::StatusOr<std::shared_ptr<const Model>> LoadModelFromFile(const ModelLoadOp
       break;
   }
   return absl::InvalidArgumentError("checkpoint format is unspecified");
+}
+
+absl::Status CheckArchitecture(const std::string& architecture) {
+  return ParseVggArchitecture(architecture).status();
 }
 
 }  // namespace modelserver

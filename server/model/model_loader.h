@@ -25,6 +25,11 @@ struct ModelLoadOptions {
 // not served yet. Thread-safe.
 absl::StatusOr<std::shared_ptr<const Model>> LoadModelFromFile(const ModelLoadOptions& options);
 
+// OK when `architecture` names an architecture LoadModelFromFile can build a
+// state dict into ("vgg16", "vgg:cfg=..."); INVALID_ARGUMENT naming the problem
+// otherwise. Thread-safe.
+absl::Status CheckArchitecture(const std::string& architecture);
+
 }  // namespace modelserver
 
 #endif  // MODELSERVER_SERVER_MODEL_MODEL_LOADER_H_

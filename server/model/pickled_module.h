@@ -3,15 +3,11 @@
 
 #include <memory>
 #include <string>
-#include <vector>
 
 #include "absl/status/statusor.h"
 #include "server/model/model.h"
 
 namespace modelserver {
-
-// The layer classes a `torch.save(model)` file may contain.
-const std::vector<std::string>& PickledModuleClasses();
 
 // Serves `torch.save(model, path)` files without Python and without running
 // anything from the file: the restricted unpickler rebuilds the module tree as

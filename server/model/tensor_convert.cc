@@ -4,7 +4,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "server/util/status_macros.h"
+#include "common/status_macros.h"
 
 namespace modelserver {
 

@@ -8,7 +8,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "server/util/host_tensor.h"
+#include "common/host_tensor.h"
 
 namespace modelserver {
 

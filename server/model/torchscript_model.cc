@@ -1,25 +1,26 @@
 #include "server/model/torchscript_model.h"
 
-#include <c10/core/InferenceMode.h>
 #include <fcntl.h>
 #include <torch/script.h>
 #include <unistd.h>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "server/checkpoint/zip_reader.h"
 #include "server/model/tensor_convert.h"
-#include "server/model/zip_reader.h"
-#include "server/util/status_macros.h"
 
 namespace modelserver {
 
 struct TorchScriptModel::Impl {
   mutable torch::jit::Module module;
-  at::Device device{at::kCPU};
 };
 
-TorchScriptModel::TorchScriptModel(std::unique_ptr<Impl> impl, ModelInfo info)
-    : impl_(std::move(impl)), info_(std::move(info)) {}
+TorchScriptModel::TorchScriptModel(std::unique_ptr<Impl> impl, ModelInfo info, at::Device device)
+    // The module's own checks (shapes, dtypes) are the caller's input errors.
+    : TorchModel(std::move(info), device, absl::StatusCode::kInvalidArgument,
+                 "the TorchScript module rejected the input"),
+      impl_(std::move(impl)) {}
 
 TorchScriptModel::~TorchScriptModel() = default;
 
@@ -41,9 +42,10 @@ absl::StatusOr<std::shared_ptr<TorchScriptModel>> TorchScriptModel::Load(
   ModelInfo info;
   info.format = ModelFormat::kTorchScript;
   info.device = device;
+  at::Device dev(at::kCPU);
   try {
-    impl->device = at::Device(device);
-    impl->module = torch::jit::load(path, impl->device);
+    dev = at::Device(device);
+    impl->module = torch::jit::load(path, dev);
     impl->module.eval();
     info.architecture = impl->module.type()->name()->qualifiedName();
     for (const auto& p : impl->module.parameters()) info.parameter_bytes += p.nbytes();
@@ -52,7 +54,8 @@ absl::StatusOr<std::shared_ptr<TorchScriptModel>> TorchScriptModel::Load(
     return TorchError(e, absl::StrCat("loading TorchScript ", path),
                       absl::StatusCode::kFailedPrecondition);
   }
-  return std::shared_ptr<TorchScriptModel>(new TorchScriptModel(std::move(impl), std::move(info)));
+  return std::shared_ptr<TorchScriptModel>(
+      new TorchScriptModel(std::move(impl), std::move(info), dev));
 }
 
 absl::Status TorchScriptModel::ValidateInput(DType dtype, const std::vector<int64_t>& shape) const {
@@ -89,30 +92,13 @@ absl::Status TorchScriptModel::Save(ModelFormat format, const std::string& path)
   return absl::OkStatus();
 }
 
-absl::StatusOr<HostTensor> TorchScriptModel::Forward(const HostTensor& batch) const {
-  RETURN_IF_ERROR(ValidateInput(batch.dtype, batch.shape));
-  ASSIGN_OR_RETURN(at::Tensor host, ViewHostTensor(batch));
-  at::Tensor out;
-  try {
-    c10::InferenceMode guard;
-    at::Tensor x = host;
-    if (!impl_->device.is_cpu()) {
-      at::Tensor pinned = at::empty(x.sizes(), x.options().pinned_memory(true));
-      pinned.copy_(x);
-      x = pinned.to(impl_->device, /*non_blocking=*/true);
-    }
-    c10::IValue result = impl_->module.forward({x});
-    if (!result.isTensor()) {
-      return absl::FailedPreconditionError(absl::StrCat("the TorchScript module returned a ",
-                                                        result.tagKind(), ", expected one tensor"));
-    }
-    out = result.toTensor();
-  } catch (const std::exception& e) {
-    // The module's own checks (shapes, dtypes) are the caller's input errors.
-    return TorchError(e, "the TorchScript module rejected the input",
-                      absl::StatusCode::kInvalidArgument);
+absl::StatusOr<at::Tensor> TorchScriptModel::Run(const at::Tensor& x) const {
+  c10::IValue result = impl_->module.forward({x});
+  if (!result.isTensor()) {
+    return absl::FailedPreconditionError(absl::StrCat("the TorchScript module returned a ",
+                                                      result.tagKind(), ", expected one tensor"));
   }
-  return ToHostTensor(out);
+  return result.toTensor();
 }
 
 }  // namespace modelserver

@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "server/model/model.h"
+#include "server/model/torch_model.h"
 
 namespace modelserver {
 
@@ -14,7 +14,7 @@ namespace modelserver {
 // torch.jit.save) served as a Model: loaded with torch::jit::load onto the
 // device, eval mode, called with one tensor whose first dimension is the batch.
 // Thread-safe: forward only reads the module.
-class TorchScriptModel : public Model {
+class TorchScriptModel : public TorchModel {
  public:
   // DATA_LOSS for an unreadable or truncated archive; FAILED_PRECONDITION for one
   // that is not a TorchScript module (or that LibTorch refuses).
@@ -22,7 +22,6 @@ class TorchScriptModel : public Model {
                                                                 const std::string& device);
   ~TorchScriptModel() override;
 
-  const ModelInfo& info() const override { return info_; }
   // Any known dtype, rank >= 1, a non-empty batch; the module checks the rest (its
   // errors come back from Forward as INVALID_ARGUMENT).
   absl::Status ValidateInput(DType dtype, const std::vector<int64_t>& shape) const override;
@@ -30,14 +29,16 @@ class TorchScriptModel : public Model {
   // Unknown for an arbitrary module: no warm-up pass.
   std::vector<int64_t> WarmupShape() const override { return {}; }
   absl::Status Save(ModelFormat format, const std::string& path) const override;
-  absl::StatusOr<HostTensor> Forward(const HostTensor& batch) const override;
+
+ protected:
+  // Calls the module's forward; FAILED_PRECONDITION when it returns anything but one tensor.
+  absl::StatusOr<at::Tensor> Run(const at::Tensor& x) const override;
 
  private:
   struct Impl;
-  TorchScriptModel(std::unique_ptr<Impl> impl, ModelInfo info);
+  TorchScriptModel(std::unique_ptr<Impl> impl, ModelInfo info, at::Device device);
 
   std::unique_ptr<Impl> impl_;  // constant after construction
-  ModelInfo info_;
 };
 
 }  // namespace modelserver

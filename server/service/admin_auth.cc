@@ -6,7 +6,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
-#include "server/util/sha256.h"
+#include "common/sha256.h"
 
 namespace modelserver {
 namespace {

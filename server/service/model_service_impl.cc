@@ -9,12 +9,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "server/model/vgg_config.h"
+#include "common/sha256.h"
+#include "common/status_macros.h"
 #include "server/service/status_mapping.h"
 #include "server/service/tensor_proto.h"
 #include "server/store/checkpoint_store.h"
-#include "server/util/sha256.h"
-#include "server/util/status_macros.h"
 
 namespace modelserver {
 
@@ -255,7 +254,7 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadCheckpointRequest
         return absl::InvalidArgumentError("sha256 must be 64 lower-case hex digits");
       }
       if (h.format() == v1::STATE_DICT && !h.architecture().empty()) {
-        RETURN_IF_ERROR(ParseVggArchitecture(h.architecture()).status());
+        RETURN_IF_ERROR(ModelRegistry::CheckArchitecture(h.architecture()));
       }
       CheckpointStore::NewVersion nv;
       nv.model_name = h.model_name();

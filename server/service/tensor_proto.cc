@@ -6,7 +6,7 @@
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
-#include "server/util/status_macros.h"
+#include "common/status_macros.h"
 
 namespace modelserver {
 

@@ -4,8 +4,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/host_tensor.h"
 #include "proto/modelserving/v1/model_service.pb.h"
-#include "server/util/host_tensor.h"
 
 namespace modelserver {
 

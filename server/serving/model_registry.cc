@@ -5,10 +5,10 @@
 #include <future>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 #include "server/model/device.h"
 #include "server/model/model_loader.h"
 #include "server/util/logging.h"
-#include "server/util/status_macros.h"
 
 namespace modelserver {
 
@@ -26,6 +26,10 @@ const char* ModelStateName(ModelState state) {
   return "?";
 }
 
+absl::Status ModelRegistry::CheckArchitecture(const std::string& architecture) {
+  return modelserver::CheckArchitecture(architecture);
+}
+
 absl::Status ModelRegistry::Load(const std::string& name, const std::string& architecture,
                                  int64_t version) {
   RETURN_IF_ERROR(CheckpointStore::ValidateModelName(name));
@@ -41,104 +45,118 @@ absl::Status ModelRegistry::Load(const std::string& name, const std::string& arc
   return DoLoad(name, architecture, version);
 }
 
+std::string ModelRegistry::BeginLoad(const std::string& name, const std::string& architecture) {
+  absl::MutexLock lock(&mu_);
+  Entry& e = models_[name];
+  e.status.model_name = name;
+  if (!architecture.empty()) e.arch_hint = architecture;
+  if (e.model == nullptr) e.status.state = ModelState::kLoading;
+  return e.arch_hint;
+}
+
+absl::StatusOr<ModelRegistry::LoadedVersion> ModelRegistry::LoadVersion(const std::string& name,
+                                                                        int64_t version,
+                                                                        const std::string& arch,
+                                                                        int64_t* resolved) const {
+  ASSIGN_OR_RETURN(StoreVersion v, options_.store->Resolve(name, version));
+  *resolved = v.version;
+  // The sha256 check runs beside the load (both read the file; parsing an
+  // unverified file is safe, serving it is not): with a manifest sha256 the zip
+  // CRCs are redundant and skipped. A verification failure outranks whatever the
+  // parse of a corrupt file said.
+  std::future<absl::StatusOr<bool>> verified =
+      std::async(std::launch::async, [&] { return options_.store->Verify(v); });
+  ModelLoadOptions lo;
+  lo.path = v.path;
+  lo.format = v.manifest.format;
+  lo.architecture = v.manifest.architecture.empty() ? arch : v.manifest.architecture;
+  lo.device = options_.device;
+  lo.verify_crc = v.manifest.sha256.empty();
+  absl::StatusOr<std::shared_ptr<const Model>> model =
+      options_.loader ? options_.loader(lo) : LoadModelFromFile(lo);
+  RETURN_IF_ERROR(verified.get().status());
+  RETURN_IF_ERROR(model.status());
+  RETURN_IF_ERROR(WarmUp(**model));
+  return LoadedVersion{std::move(v), *std::move(model)};
+}
+
+absl::Status ModelRegistry::WarmUp(const Model& model) {
+  HostTensor warm;
+  warm.dtype = DType::kFloat32;
+  warm.shape = model.WarmupShape();
+  if (warm.shape.empty()) return absl::OkStatus();  // input shape unknown
+  warm.data.assign(static_cast<size_t>(warm.NumElements()) * 4, '\0');
+  absl::StatusOr<HostTensor> out = model.Forward(warm);
+  if (out.ok()) return absl::OkStatus();
+  return absl::Status(out.status().code(),
+                      absl::StrCat("warm-up forward pass failed: ", out.status().message()));
+}
+
+void ModelRegistry::EnsureQueue(const std::string& name) {
+  if (queues_.count(name) != 0 || shutdown_) return;
+  BatchQueue::Options q = options_.batching;
+  q.name = name;
+  if (!q.before_batch && options_.intra_op_threads > 0) {
+    // One batch alone uses every intra-op thread; concurrent ones split them.
+    q.before_batch = [threads = options_.intra_op_threads](int running) {
+      SetThisThreadIntraOpThreads(std::max(1, threads / std::max(1, running)));
+    };
+  }
+  if (options_.on_batch) {
+    q.on_batch = [f = options_.on_batch, name](int64_t samples, absl::Duration,
+                                               absl::Duration compute) {
+      f(name, samples, absl::ToDoubleSeconds(compute));
+    };
+  }
+  if (options_.on_queue_wait) {
+    q.on_request_wait = [f = options_.on_queue_wait, name](absl::Duration wait) {
+      f(name, absl::ToDoubleSeconds(wait));
+    };
+  }
+  queues_[name] = std::make_shared<BatchQueue>(
+      q, [this, name]() -> absl::StatusOr<ModelHandle> { return Get(name, 0); });
+}
+
+bool ModelRegistry::FinishLoad(const std::string& name, const absl::StatusOr<LoadedVersion>& result,
+                               int64_t resolved, std::shared_ptr<const Model>* old) {
+  absl::MutexLock lock(&mu_);
+  Entry& e = models_[name];
+  e.loading = false;
+  if (result.ok()) {
+    *old = std::move(e.model);
+    e.model = result->model;
+    const ModelInfo& info = e.model->info();
+    e.status.state = ModelState::kReady;
+    e.status.serving_version = result->version.version;
+    e.status.format = info.format;
+    e.status.architecture = info.architecture;
+    e.status.device = info.device;
+    e.status.last_error.clear();
+    e.last_failed_version = 0;
+    EnsureQueue(name);
+    return true;
+  }
+  e.status.last_error = result.status().ToString();  // "DATA_LOSS: ..."
+  e.last_failed_version = resolved;
+  if (e.model == nullptr) e.status.state = ModelState::kFailed;
+  const bool ready = e.status.state == ModelState::kReady;
+  if (result.status().code() == absl::StatusCode::kNotFound && e.model == nullptr &&
+      queues_.count(name) == 0) {
+    models_.erase(name);  // a model the store does not have leaves no trace
+  }
+  return ready;
+}
+
 absl::Status ModelRegistry::DoLoad(const std::string& name, const std::string& architecture,
                                    int64_t version) {
   const auto start = std::chrono::steady_clock::now();
-  std::string arch;
-  {
-    absl::MutexLock lock(&mu_);
-    Entry& e = models_[name];
-    e.status.model_name = name;
-    if (!architecture.empty()) e.arch_hint = architecture;
-    arch = e.arch_hint;
-    if (e.model == nullptr) e.status.state = ModelState::kLoading;
-  }
+  const std::string arch = BeginLoad(name, architecture);
   int64_t resolved = 0;
-  auto load = [&]() -> absl::StatusOr<std::pair<StoreVersion, std::shared_ptr<const Model>>> {
-    ASSIGN_OR_RETURN(StoreVersion v, options_.store->Resolve(name, version));
-    resolved = v.version;
-    // The sha256 check runs beside the load (both read the file; parsing an
-    // unverified file is safe, serving it is not): with a manifest sha256 the
-    // zip CRCs are redundant and skipped. A verification failure outranks
-    // whatever the parse of a corrupt file said.
-    std::future<absl::StatusOr<bool>> verified =
-        std::async(std::launch::async, [&] { return options_.store->Verify(v); });
-    ModelLoadOptions lo;
-    lo.path = v.path;
-    lo.format = v.manifest.format;
-    lo.architecture = v.manifest.architecture.empty() ? arch : v.manifest.architecture;
-    lo.device = options_.device;
-    lo.verify_crc = v.manifest.sha256.empty();
-    absl::StatusOr<std::shared_ptr<const Model>> model = LoadModelFromFile(lo);
-    RETURN_IF_ERROR(verified.get().status());
-    RETURN_IF_ERROR(model.status());
-    // Warm up with one forward pass at the model's input shape before it serves.
-    HostTensor warm;
-    warm.dtype = DType::kFloat32;
-    warm.shape = (*model)->WarmupShape();
-    warm.data.assign(static_cast<size_t>(warm.NumElements()) * 4, '\0');
-    if (auto out =
-            warm.shape.empty() ? absl::StatusOr<HostTensor>(HostTensor()) : (*model)->Forward(warm);
-        !out.ok()) {
-      return absl::Status(out.status().code(),
-                          absl::StrCat("warm-up forward pass failed: ", out.status().message()));
-    }
-    return std::make_pair(std::move(v), *std::move(model));
-  };
-  auto result = load();
+  absl::StatusOr<LoadedVersion> result = LoadVersion(name, version, arch, &resolved);
   const double ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   std::shared_ptr<const Model> old;
-  bool ready = false;
-  {
-    absl::MutexLock lock(&mu_);
-    Entry& e = models_[name];
-    e.loading = false;
-    if (result.ok()) {
-      old = std::move(e.model);
-      e.model = result->second;
-      const ModelInfo& info = e.model->info();
-      e.status.state = ModelState::kReady;
-      e.status.serving_version = result->first.version;
-      e.status.format = info.format;
-      e.status.architecture = info.architecture;
-      e.status.device = info.device;
-      e.status.last_error.clear();
-      e.last_failed_version = 0;
-      if (queues_.count(name) == 0 && !shutdown_) {
-        BatchQueue::Options q = options_.batching;
-        q.name = name;
-        if (!q.before_batch && options_.intra_op_threads > 0) {
-          // One batch alone uses every intra-op thread; concurrent ones split them.
-          q.before_batch = [threads = options_.intra_op_threads](int running) {
-            SetThisThreadIntraOpThreads(std::max(1, threads / std::max(1, running)));
-          };
-        }
-        if (options_.on_batch) {
-          q.on_batch = [f = options_.on_batch, name](int64_t samples, absl::Duration,
-                                                     absl::Duration compute) {
-            f(name, samples, absl::ToDoubleSeconds(compute));
-          };
-        }
-        if (options_.on_queue_wait) {
-          q.on_request_wait = [f = options_.on_queue_wait, name](absl::Duration wait) {
-            f(name, absl::ToDoubleSeconds(wait));
-          };
-        }
-        queues_[name] = std::make_shared<BatchQueue>(
-            q, [this, name]() -> absl::StatusOr<ModelHandle> { return Get(name, 0); });
-      }
-    } else {
-      e.status.last_error = result.status().ToString();  // "DATA_LOSS: ..."
-      e.last_failed_version = resolved;
-      if (e.model == nullptr) e.status.state = ModelState::kFailed;
-    }
-    ready = e.status.state == ModelState::kReady;
-    if (!result.ok() && result.status().code() == absl::StatusCode::kNotFound &&
-        e.model == nullptr && queues_.count(name) == 0) {
-      models_.erase(name);  // a model the store does not have leaves no trace
-    }
-  }
+  const bool ready = FinishLoad(name, result, resolved, &old);
   old.reset();  // the previous version goes when its last batch finishes
   if (listener_) listener_(name, ready);
   if (options_.on_load) options_.on_load(name, result.ok(), ms / 1000.0);
@@ -148,10 +166,10 @@ absl::Status ModelRegistry::DoLoad(const std::string& name, const std::string& a
                 static_cast<int64_t>(ms), " ms: ", result.status().ToString());
     return result.status();
   }
-  LOG_INFO("model ", name, ": version ", result->first.version, " (",
-           result->second->info().architecture, ", ",
-           ModelFormatName(result->second->info().format), ") ready on ",
-           result->second->info().device, " in ", static_cast<int64_t>(ms), " ms");
+  const ModelInfo& info = result->model->info();
+  LOG_INFO("model ", name, ": version ", result->version.version, " (", info.architecture, ", ",
+           ModelFormatName(info.format), ") ready on ", info.device, " in ",
+           static_cast<int64_t>(ms), " ms");
   return absl::OkStatus();
 }
 

@@ -16,6 +16,7 @@
 #include "absl/synchronization/mutex.h"
 #include "server/batching/batch_queue.h"
 #include "server/model/model.h"
+#include "server/model/model_loader.h"
 #include "server/store/checkpoint_store.h"
 
 namespace modelserver {
@@ -56,6 +57,9 @@ class ModelRegistry {
     std::function<void(const std::string& model, bool ok, double seconds)> on_load;
     std::function<void(const std::string& model, int64_t samples, double seconds)> on_batch;
     std::function<void(const std::string& model, double seconds)> on_queue_wait;
+    // Builds a model from a store file; LoadModelFromFile when empty (tests inject
+    // fakes). Called on the loading thread, without the registry's lock.
+    std::function<absl::StatusOr<std::shared_ptr<const Model>>(const ModelLoadOptions&)> loader;
   };
   // Called after every state change with the model name and whether it is READY.
   using ReadyListener = std::function<void(const std::string& model_name, bool ready)>;
@@ -115,6 +119,9 @@ class ModelRegistry {
   absl::StatusOr<ModelStatusInfo> Status(const std::string& name) const;
   // Every model in memory or in the store, sorted by name.
   absl::StatusOr<std::vector<ModelStatusInfo>> List() const;
+  // OK when a state dict can be served as `architecture`; else INVALID_ARGUMENT.
+  static absl::Status CheckArchitecture(const std::string& architecture);
+
   // Samples waiting in each model's batching queue.
   std::vector<std::pair<std::string, int64_t>> QueueDepths() const;
 
@@ -131,8 +138,28 @@ class ModelRegistry {
     int64_t version = 0;
     std::function<void(absl::Status)> done;
   };
-  // Load() after the `loading` flag was set.
+  struct LoadedVersion {
+    StoreVersion version;
+    std::shared_ptr<const Model> model;
+  };
+  // Load() after the `loading` flag was set: BeginLoad, LoadVersion, FinishLoad, logs.
   absl::Status DoLoad(const std::string& name, const std::string& architecture, int64_t version);
+  // Marks the entry LOADING (when nothing serves yet); returns the architecture hint.
+  std::string BeginLoad(const std::string& name, const std::string& architecture)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // Resolves, verifies, loads and warms up a version; sets *resolved to its number
+  // once known. Blocks; no lock held.
+  absl::StatusOr<LoadedVersion> LoadVersion(const std::string& name, int64_t version,
+                                            const std::string& arch, int64_t* resolved) const
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // One forward pass at the model's WarmupShape() (none when it is unknown).
+  static absl::Status WarmUp(const Model& model);
+  // Swaps a loaded version in, or records the failure; the replaced model goes to
+  // *old (freed by the caller outside the lock). Returns whether the model is READY.
+  bool FinishLoad(const std::string& name, const absl::StatusOr<LoadedVersion>& result,
+                  int64_t resolved, std::shared_ptr<const Model>* old) ABSL_LOCKS_EXCLUDED(mu_);
+  // Creates the model's batching queue on its first successful load.
+  void EnsureQueue(const std::string& name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void LoaderLoop();
   ModelStatusInfo Snapshot(const std::string& name, const Entry* entry) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);

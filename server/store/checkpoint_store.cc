@@ -18,9 +18,9 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "server/model/checkpoint_check.h"
-#include "server/util/sha256.h"
-#include "server/util/status_macros.h"
+#include "common/sha256.h"
+#include "common/status_macros.h"
+#include "server/checkpoint/checkpoint_check.h"
 
 namespace modelserver {
 namespace fs = std::filesystem;
@@ -154,6 +154,39 @@ absl::StatusOr<Manifest> CheckpointStore::ParseManifest(absl::string_view text) 
   return m;
 }
 
+absl::StatusOr<Manifest> CheckpointStore::ReadManifest(const std::string& dir) {
+  const fs::path manifest_path = fs::path(dir) / "manifest.json";
+  std::error_code ec;
+  if (fs::exists(manifest_path, ec)) {
+    std::ifstream in(manifest_path);
+    std::stringstream text;
+    text << in.rdbuf();
+    auto m = ParseManifest(text.str());
+    if (!m.ok()) {
+      return absl::DataLossError(absl::StrCat(manifest_path.string(), ": ", m.status().message()));
+    }
+    return *std::move(m);
+  }
+  // Hand-copied version: the format comes from the file name.
+  Manifest manifest;
+  for (ModelFormat f :
+       {ModelFormat::kStateDict, ModelFormat::kPickledModule, ModelFormat::kTorchScript}) {
+    if (fs::exists(fs::path(dir) / FileNameFor(f), ec)) {
+      if (manifest.format != ModelFormat::kUnspecified) {
+        return absl::FailedPreconditionError(
+            absl::StrCat(dir, " holds more than one checkpoint file and no manifest.json"));
+      }
+      manifest.format = f;
+      manifest.file = FileNameFor(f);
+    }
+  }
+  if (manifest.format == ModelFormat::kUnspecified) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        dir, " has neither manifest.json nor a model_weights.pth, model.pth or model.pt"));
+  }
+  return manifest;
+}
+
 absl::StatusOr<StoreVersion> CheckpointStore::Resolve(absl::string_view name,
                                                       int64_t version) const {
   RETURN_IF_ERROR(ValidateModelName(name));
@@ -174,36 +207,9 @@ absl::StatusOr<StoreVersion> CheckpointStore::Resolve(absl::string_view name,
   v.model_name = std::string(name);
   v.version = version;
   v.dir = (fs::path(root_) / v.model_name / std::to_string(version)).string();
-  const fs::path manifest_path = fs::path(v.dir) / "manifest.json";
-  std::error_code ec;
-  if (fs::exists(manifest_path, ec)) {
-    std::ifstream in(manifest_path);
-    std::stringstream text;
-    text << in.rdbuf();
-    auto m = ParseManifest(text.str());
-    if (!m.ok()) {
-      return absl::DataLossError(absl::StrCat(manifest_path.string(), ": ", m.status().message()));
-    }
-    v.manifest = *std::move(m);
-  } else {
-    // Hand-copied version: the format comes from the file name.
-    for (ModelFormat f :
-         {ModelFormat::kStateDict, ModelFormat::kPickledModule, ModelFormat::kTorchScript}) {
-      if (fs::exists(fs::path(v.dir) / FileNameFor(f), ec)) {
-        if (v.manifest.format != ModelFormat::kUnspecified) {
-          return absl::FailedPreconditionError(
-              absl::StrCat(v.dir, " holds more than one checkpoint file and no manifest.json"));
-        }
-        v.manifest.format = f;
-        v.manifest.file = FileNameFor(f);
-      }
-    }
-    if (v.manifest.format == ModelFormat::kUnspecified) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          v.dir, " has neither manifest.json nor a model_weights.pth, model.pth or model.pt"));
-    }
-  }
+  ASSIGN_OR_RETURN(v.manifest, ReadManifest(v.dir));
   v.path = (fs::path(v.dir) / v.manifest.file).string();
+  std::error_code ec;
   const fs::path real = fs::canonical(v.path, ec);
   if (ec) {
     return absl::DataLossError(

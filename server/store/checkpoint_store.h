@@ -11,8 +11,8 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "server/model/model.h"
-#include "server/util/sha256.h"
+#include "common/sha256.h"
+#include "server/checkpoint/format.h"
 
 namespace modelserver {
 
@@ -120,6 +120,10 @@ class CheckpointStore {
   // Parses manifest.json text.
   static absl::StatusOr<Manifest> ParseManifest(absl::string_view json);
   static std::string ManifestJson(const Manifest& m);
+  // The manifest of version directory `dir`, or for a hand-copied version
+  // without one, the format and file from its checkpoint file's name.
+  // DATA_LOSS for a bad manifest; FAILED_PRECONDITION for no or several files.
+  static absl::StatusOr<Manifest> ReadManifest(const std::string& dir);
 
   struct NewVersion {
     std::string model_name;

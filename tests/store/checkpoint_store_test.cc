@@ -9,7 +9,7 @@
 #include <sstream>
 #include <thread>
 
-#include "server/util/sha256.h"
+#include "common/sha256.h"
 
 namespace modelserver {
 namespace {

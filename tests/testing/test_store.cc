@@ -9,7 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "client/npy.h"
-#include "server/util/sha256.h"
+#include "common/sha256.h"
 #include "tests/testing/server_process.h"
 
 namespace modelserver::testing {

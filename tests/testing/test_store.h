@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "client/model_client.h"
-#include "server/util/host_tensor.h"
+#include "common/host_tensor.h"
 
 namespace modelserver::testing {
 

@@ -1,0 +1,14 @@
+#ifndef MODELSERVER_SERVER_CHECKPOINT_FORMAT_H_
+#define MODELSERVER_SERVER_CHECKPOINT_FORMAT_H_
+
+namespace modelserver {
+
+// How a checkpoint file stores a model (the API's CheckpointFormat, same numbers).
+enum class ModelFormat { kUnspecified = 0, kStateDict = 1, kTorchScript = 2, kPickledModule = 3 };
+
+// "STATE_DICT", "TORCHSCRIPT", "PICKLED_MODULE", "CHECKPOINT_FORMAT_UNSPECIFIED".
+const char* ModelFormatName(ModelFormat format);
+
+}  // namespace modelserver
+
+#endif  // MODELSERVER_SERVER_CHECKPOINT_FORMAT_H_

@@ -1,0 +1,209 @@
+#include "server/model/vgg/vgg.h"
+
+#include <algorithm>
+#include <map>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace modelserver {
+namespace {
+
+std::string Shape(at::IntArrayRef s) { return absl::StrCat("[", absl::StrJoin(s, ","), "]"); }
+
+// A leaf module holding one layer's tensors under torchvision's names.
+class LeafModule : public torch::nn::Module {
+ public:
+  void AddParameter(const std::string& name, const at::Tensor& t) {
+    register_parameter(name, t, /*requires_grad=*/false);
+  }
+  void AddBuffer(const std::string& name, const at::Tensor& t) { register_buffer(name, t); }
+};
+
+// "a, b, c, ... (N more)": at most 20 items.
+std::string ShortList(const std::vector<std::string>& v) {
+  const size_t kShown = 20;
+  std::vector<std::string> head(v.begin(), v.begin() + std::min(v.size(), kShown));
+  std::string s = absl::StrJoin(head, ", ");
+  if (v.size() > kShown) absl::StrAppend(&s, ", ... (", v.size() - kShown, " more)");
+  return s;
+}
+
+// What load_state_dict(strict=True) checks: the exact key set, every shape, and
+// floating dtypes (num_batches_tracked aside), all problems in one message.
+absl::Status CheckStrict(const VggConfig& config, const std::map<std::string, at::Tensor>& given) {
+  std::vector<std::string> missing, unexpected, mismatched;
+  std::map<std::string, std::vector<int64_t>> expected;
+  for (const auto& [k, shape] : config.StateDictShapes()) {
+    expected[k] = shape;
+    auto it = given.find(k);
+    if (it == given.end()) {
+      missing.push_back(k);
+      continue;
+    }
+    const at::Tensor& t = it->second;
+    if (t.sizes() != at::IntArrayRef(shape)) {
+      mismatched.push_back(absl::StrCat(k, " is ", Shape(t.sizes()), ", expected ", Shape(shape)));
+    } else if (!absl::EndsWith(k, "num_batches_tracked") && !at::isFloatingType(t.scalar_type())) {
+      mismatched.push_back(absl::StrCat(k, " has dtype ", c10::toString(t.scalar_type()),
+                                        ", expected a floating type"));
+    }
+  }
+  for (const auto& [k, t] : given) {
+    if (expected.count(k) == 0) unexpected.push_back(k);
+  }
+  if (missing.empty() && unexpected.empty() && mismatched.empty()) return absl::OkStatus();
+  std::vector<std::string> parts;
+  if (!missing.empty()) parts.push_back(absl::StrCat("missing keys: ", ShortList(missing)));
+  if (!unexpected.empty())
+    parts.push_back(absl::StrCat("unexpected keys: ", ShortList(unexpected)));
+  if (!mismatched.empty()) {
+    parts.push_back(absl::StrCat("shape mismatches: ", ShortList(mismatched)));
+  }
+  return absl::FailedPreconditionError(absl::StrCat(
+      "checkpoint does not fit architecture ", config.Name(), ": ", absl::StrJoin(parts, "; ")));
+}
+
+}  // namespace
+
+// Registers the checkpoint's tensors as the parameters and buffers of leaf
+// modules under torchvision's names, and collects the layers forward() runs.
+class VggImpl::Builder {
+ public:
+  Builder(VggImpl* vgg, std::map<std::string, at::Tensor> given)
+      : vgg_(vgg), given_(std::move(given)) {}
+
+  void Build() {
+    AddFeatures();
+    AddClassifier();
+    vgg_->register_module("features", features_);
+    vgg_->register_module("avgpool", std::make_shared<LeafModule>());
+    vgg_->register_module("classifier", classifier_);
+  }
+
+ private:
+  // A checked tensor as the network uses it: float32 (the counter aside), contiguous.
+  at::Tensor Take(const std::string& key) const {
+    at::Tensor t = given_.at(key);
+    if (!absl::EndsWith(key, "num_batches_tracked") && t.scalar_type() != at::kFloat) {
+      t = t.to(at::kFloat);
+    }
+    return t.is_contiguous() ? t : t.contiguous();
+  }
+
+  // A layer without tensors (ReLU, MaxPool2d, Dropout) at `index` of `parent`.
+  void AddPlain(Layer::Kind kind, int index, torch::nn::Module* parent,
+                std::vector<Layer>* layers) {
+    layers->push_back({kind, {}, {}, {}, {}});
+    parent->register_module(std::to_string(index), std::make_shared<LeafModule>());
+  }
+
+  // A Conv2d or Linear: weight and bias.
+  void AddWeighted(Layer::Kind kind, const std::string& parent_name, int index,
+                   torch::nn::Module* parent, std::vector<Layer>* layers) {
+    const std::string p = absl::StrCat(parent_name, ".", index, ".");
+    auto leaf = std::make_shared<LeafModule>();
+    Layer layer{kind, Take(p + "weight"), Take(p + "bias"), {}, {}};
+    leaf->AddParameter("weight", layer.weight);
+    leaf->AddParameter("bias", layer.bias);
+    parent->register_module(std::to_string(index), leaf);
+    layers->push_back(std::move(layer));
+  }
+
+  void AddBatchNorm(int index) {
+    const std::string b = absl::StrCat("features.", index, ".");
+    auto bn = std::make_shared<LeafModule>();
+    Layer layer{Layer::Kind::kBatchNorm, Take(b + "weight"), Take(b + "bias"),
+                Take(b + "running_mean"), Take(b + "running_var")};
+    bn->AddParameter("weight", layer.weight);
+    bn->AddParameter("bias", layer.bias);
+    bn->AddBuffer("running_mean", layer.running_mean);
+    bn->AddBuffer("running_var", layer.running_var);
+    bn->AddBuffer("num_batches_tracked", Take(b + "num_batches_tracked"));
+    features_->register_module(std::to_string(index), bn);
+    vgg_->features_.push_back(std::move(layer));
+  }
+
+  void AddFeatures() {
+    int index = 0;
+    for (int v : vgg_->config_.layers) {
+      if (v == VggConfig::kMaxPool) {
+        AddPlain(Layer::Kind::kMaxPool, index++, features_.get(), &vgg_->features_);
+        continue;
+      }
+      AddWeighted(Layer::Kind::kConv, "features", index++, features_.get(), &vgg_->features_);
+      if (vgg_->config_.batch_norm) AddBatchNorm(index++);
+      AddPlain(Layer::Kind::kReLU, index++, features_.get(), &vgg_->features_);
+    }
+  }
+
+  // Linear ReLU Dropout Linear ReLU Dropout Linear.
+  void AddClassifier() {
+    for (int i = 0; i < 7; ++i) {
+      if (i % 3 == 0) {
+        AddWeighted(Layer::Kind::kLinear, "classifier", i, classifier_.get(), &vgg_->classifier_);
+      } else {
+        AddPlain(i % 3 == 1 ? Layer::Kind::kReLU : Layer::Kind::kDropout, i, classifier_.get(),
+                 &vgg_->classifier_);
+      }
+    }
+  }
+
+  VggImpl* vgg_;
+  std::map<std::string, at::Tensor> given_;
+  std::shared_ptr<torch::nn::Module> features_ = std::make_shared<torch::nn::Module>();
+  std::shared_ptr<torch::nn::Module> classifier_ = std::make_shared<torch::nn::Module>();
+};
+
+absl::StatusOr<std::shared_ptr<VggImpl>> VggImpl::Create(const VggConfig& config, StateDict state) {
+  std::map<std::string, at::Tensor> given;
+  for (auto& [k, t] : state) given[k] = std::move(t);
+  if (absl::Status s = CheckStrict(config, given); !s.ok()) return s;
+  std::shared_ptr<VggImpl> vgg(new VggImpl(config));
+  Builder(vgg.get(), std::move(given)).Build();
+  vgg->eval();
+  return vgg;
+}
+
+at::Tensor VggImpl::forward(const at::Tensor& input) const {
+  auto run = [](const Layer& l, at::Tensor x) -> at::Tensor {
+    switch (l.kind) {
+      case Layer::Kind::kConv:
+        return at::conv2d(x, l.weight, l.bias, /*stride=*/1, /*padding=*/1);
+      case Layer::Kind::kBatchNorm:
+        return at::batch_norm(x, l.weight, l.bias, l.running_mean, l.running_var,
+                              /*training=*/false, /*momentum=*/0.1, /*eps=*/1e-5,
+                              /*cudnn_enabled=*/true);
+      case Layer::Kind::kReLU:
+        return at::relu_(x);
+      case Layer::Kind::kMaxPool:
+        return at::max_pool2d(x, {2, 2}, {2, 2});
+      case Layer::Kind::kLinear:
+        return at::linear(x, l.weight, l.bias);
+      case Layer::Kind::kDropout:
+        return x;
+    }
+    return x;
+  };
+  at::Tensor x = input;
+  for (const Layer& l : features_) x = run(l, std::move(x));
+  x = at::adaptive_avg_pool2d(x, {config_.pool, config_.pool});
+  x = at::flatten(x, 1);
+  for (const Layer& l : classifier_) x = run(l, std::move(x));
+  return x;
+}
+
+StateDict VggImpl::state_dict() const {
+  StateDict out;
+  std::map<std::string, at::Tensor> all;
+  for (const auto& p : named_parameters(/*recurse=*/true)) all[p.key()] = p.value();
+  for (const auto& b : named_buffers(/*recurse=*/true)) all[b.key()] = b.value();
+  for (const auto& [k, shape] : config_.StateDictShapes()) {
+    out.emplace_back(k, all.at(k));
+  }
+  return out;
+}
+
+}  // namespace modelserver
