@@ -38,6 +38,10 @@ ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:9090",
 ABSL_FLAG(std::string, admin_token_file, "",
           "file holding the token admin RPCs must present as 'authorization: Bearer <token>'");
 ABSL_FLAG(bool, read_only, false, "refuse every admin RPC (PERMISSION_DENIED)");
+ABSL_FLAG(bool, insecure_admin, false,
+          "without --admin_token_file, accept admin RPCs (upload, load, save, download, unload) "
+          "from any peer, not only from this machine's loopback: anyone who reaches the port can "
+          "then replace the served models");
 ABSL_FLAG(std::string, tls_cert, "", "PEM server certificate chain; with --tls_key turns TLS on");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
 ABSL_FLAG(std::string, tls_client_ca, "",
@@ -206,7 +210,14 @@ absl::StatusOr<ModelServiceImpl::Options> ServiceOptions(ServerMetrics* metrics)
   if (const std::string f = absl::GetFlag(FLAGS_admin_token_file); !f.empty()) {
     ASSIGN_OR_RETURN(token, AdminAuth::ReadTokenFile(f));
   }
-  o.auth = AdminAuth(token, absl::GetFlag(FLAGS_read_only));
+  o.auth = AdminAuth(token, absl::GetFlag(FLAGS_read_only), absl::GetFlag(FLAGS_insecure_admin));
+  if (o.auth.insecure()) {
+    LOG_WARNING(
+        "--insecure_admin without --admin_token_file: any peer that reaches the listener may "
+        "upload, load, save, download and unload models; use it only on a trusted network");
+  } else if (!o.auth.remote_admin_allowed() && !absl::GetFlag(FLAGS_read_only)) {
+    LOG_INFO("admin RPCs are accepted from loopback peers only (no --admin_token_file)");
+  }
   return o;
 }
 

@@ -17,8 +17,24 @@ std::string HashOf(const std::string& s) {
 }
 }  // namespace
 
-AdminAuth::AdminAuth(const std::string& token, bool read_only)
-    : read_only_(read_only), token_sha256_(token.empty() ? "" : HashOf(token)) {}
+AdminAuth::AdminAuth(const std::string& token, bool read_only, bool insecure_remote)
+    : read_only_(read_only),
+      insecure_remote_(insecure_remote),
+      token_sha256_(token.empty() ? "" : HashOf(token)) {}
+
+bool AdminAuth::IsLoopbackPeer(absl::string_view peer) {
+  if (peer.empty() || absl::StartsWith(peer, "unix:") || absl::StartsWith(peer, "unix-abstract:")) {
+    return true;
+  }
+  if (absl::ConsumePrefix(&peer, "ipv4:")) return absl::StartsWith(peer, "127.");
+  if (absl::ConsumePrefix(&peer, "ipv6:[")) {
+    const size_t end = peer.find(']');
+    if (end == absl::string_view::npos) return false;
+    const absl::string_view host = peer.substr(0, end);
+    return host == "::1" || absl::StartsWithIgnoreCase(host, "::ffff:127.");
+  }
+  return false;
+}
 
 absl::StatusOr<std::string> AdminAuth::ReadTokenFile(const std::string& path) {
   std::ifstream in(path);
@@ -32,11 +48,17 @@ absl::StatusOr<std::string> AdminAuth::ReadTokenFile(const std::string& path) {
   return token;
 }
 
-absl::Status AdminAuth::CheckHeader(const std::string* authorization) const {
+absl::Status AdminAuth::CheckHeader(const std::string* authorization,
+                                    absl::string_view peer) const {
   if (read_only_) {
     return absl::PermissionDeniedError("the server is read-only (--read_only): admin RPCs are off");
   }
-  if (token_sha256_.empty()) return absl::OkStatus();
+  if (token_sha256_.empty()) {
+    if (insecure_remote_ || IsLoopbackPeer(peer)) return absl::OkStatus();
+    return absl::PermissionDeniedError(absl::StrCat(
+        "admin RPCs are accepted from this machine only (peer ", peer,
+        "); start the server with --admin_token_file to allow them from other hosts with a token"));
+  }
   if (authorization == nullptr || !absl::StartsWith(*authorization, "Bearer ")) {
     return absl::UnauthenticatedError("admin RPC needs metadata 'authorization: Bearer <token>'");
   }
@@ -55,9 +77,10 @@ absl::Status AdminAuth::CheckHeader(const std::string* authorization) const {
 absl::Status AdminAuth::Check(const grpc::CallbackServerContext& context) const {
   const auto& md = context.client_metadata();
   auto it = md.find("authorization");
-  if (it == md.end()) return CheckHeader(nullptr);
+  const std::string peer = context.peer();
+  if (it == md.end()) return CheckHeader(nullptr, peer);
   const std::string value(it->second.data(), it->second.size());
-  return CheckHeader(&value);
+  return CheckHeader(&value, peer);
 }
 
 }  // namespace modelserver

@@ -28,6 +28,38 @@ TEST(AdminAuthTest, ReadOnlyAndOpen) {
   EXPECT_TRUE(AdminAuth("", false).CheckHeader(nullptr).ok());
 }
 
+TEST(AdminAuthTest, LoopbackPeers) {
+  for (const char* peer :
+       {"ipv4:127.0.0.1:5000", "ipv4:127.8.9.10:1", "ipv6:[::1]:5000", "ipv6:[::ffff:127.0.0.1]:80",
+        "ipv6:[::FFFF:127.0.0.1]:80", "unix:/tmp/sock", "unix-abstract:x", ""}) {
+    EXPECT_TRUE(AdminAuth::IsLoopbackPeer(peer)) << peer;
+  }
+  for (const char* peer :
+       {"ipv4:10.0.0.1:5000", "ipv4:128.0.0.1:1", "ipv4:1.127.0.0:1", "ipv6:[::2]:5000",
+        "ipv6:[fe80::1]:1", "ipv6:[::ffff:10.0.0.1]:1", "ipv6:[::1", "vsock:1", "127.0.0.1"}) {
+    EXPECT_FALSE(AdminAuth::IsLoopbackPeer(peer)) << peer;
+  }
+}
+
+TEST(AdminAuthTest, WithoutATokenOnlyLoopbackPeersAreAdmins) {
+  const std::string right = "Bearer s3cret";
+  AdminAuth open("", false);
+  EXPECT_TRUE(open.CheckHeader(nullptr, "ipv4:127.0.0.1:1").ok());
+  absl::Status remote = open.CheckHeader(nullptr, "ipv4:198.18.0.2:4000");
+  EXPECT_EQ(remote.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(std::string(remote.message()), ::testing::HasSubstr("--admin_token_file"));
+  EXPECT_FALSE(open.remote_admin_allowed());
+  AdminAuth insecure("", false, /*insecure_remote=*/true);
+  EXPECT_TRUE(insecure.CheckHeader(nullptr, "ipv4:198.18.0.2:4000").ok());
+  EXPECT_TRUE(insecure.insecure());
+  AdminAuth token("s3cret", false);
+  EXPECT_TRUE(token.CheckHeader(&right, "ipv4:198.18.0.2:4000").ok());
+  EXPECT_EQ(token.CheckHeader(nullptr, "ipv4:127.0.0.1:1").code(),
+            absl::StatusCode::kUnauthenticated);  // a token binds loopback callers too
+  EXPECT_TRUE(token.remote_admin_allowed());
+  EXPECT_FALSE(token.insecure());
+}
+
 TEST(AdminAuthTest, TokenFile) {
   const std::string path = ::testing::TempDir() + "/token";
   std::ofstream(path) << "  abc \n";
