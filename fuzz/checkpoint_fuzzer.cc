@@ -1,28 +1,47 @@
-// libFuzzer target for the code that reads untrusted checkpoint bytes: the zip
-// reader, the restricted unpickler and the state-dict pickle parser (all
-// torch-free). Build and run with fuzz/run_fuzzer.sh.
+// libFuzzer target for the code that reads untrusted checkpoint bytes, all of
+// server/checkpoint/ (torch-free): the zip reader (stored and deflated records),
+// the restricted unpickler (state-dict and module-tree options), the state-dict
+// parser, the module-tree parser and the TorchScript archive check. Build and run
+// with fuzz/run_fuzzer.sh.
 #include <cstddef>
 #include <cstdint>
 #include <string>
 
 #include "server/checkpoint/checkpoint_check.h"
+#include "server/checkpoint/module_tree.h"
 #include "server/checkpoint/state_dict_parser.h"
+#include "server/checkpoint/torchscript_archive.h"
 #include "server/checkpoint/unpickler.h"
 #include "server/checkpoint/zip_reader.h"
 
+namespace {
+
+// Small limits keep each run fast; the limits' own paths run too.
+modelserver::pickle::UnpicklerOptions Small(modelserver::pickle::UnpicklerOptions o) {
+  o.max_values = 100000;
+  o.max_stack = 10000;
+  o.max_memo = 10000;
+  return o;
+}
+
+}  // namespace
+
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string bytes(reinterpret_cast<const char*>(data), size);
-  // As a pickle (small limits keep each run fast; the limits' own paths run too).
-  modelserver::pickle::UnpicklerOptions options;
-  options.max_values = 100000;
-  options.max_stack = 10000;
-  options.max_memo = 10000;
-  (void)modelserver::pickle::Unpickler(options).Parse(bytes);
-  // As a zip archive holding a state dict.
+  // As a pickle: a state dict's, and a torch.save(model) module tree.
+  (void)modelserver::pickle::Unpickler(Small({})).Parse(bytes);
+  auto tree = modelserver::pickle::Unpickler(Small(modelserver::PickledModuleUnpicklerOptions()))
+                  .Parse(bytes);
+  if (tree.ok()) (void)modelserver::ParseModuleTree((*tree)->root());
+  // As a zip archive: every record, a state dict, a module tree, TorchScript.
   auto zip = modelserver::ZipReader::FromBuffer(bytes);
   if (zip.ok()) {
-    for (const auto& e : (*zip)->entries()) (void)(*zip)->ReadToString(e, 1 << 20);
+    for (const auto& e : (*zip)->entries()) {
+      (void)(*zip)->ReadToString(e, 1 << 20, /*allow_deflated=*/true);
+    }
     (void)modelserver::ParseStateDictPickle(**zip, "fuzz", 1 << 20);
+    (void)modelserver::ParsePickledModule(**zip, "fuzz");
+    (void)modelserver::CheckTorchScriptArchive(**zip, "fuzz");
   }
   return 0;
 }

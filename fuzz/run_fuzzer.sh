@@ -16,8 +16,9 @@ srcs="fuzz/checkpoint_fuzzer.cc $(ls server/checkpoint/*.cc) server/util/logging
 absl_libs=$(pkg-config --libs absl_status absl_statusor absl_strings absl_str_format absl_time)
 clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
   -I. $srcs -o "$out/checkpoint_fuzzer" $absl_libs -lz -lcrypto
-# Seed corpus: real torch.save files and their pickles.
-for f in $(find build/fixtures -name '*.pth' -size -2M); do
+# Seed corpus: real torch.save / torch.jit.save files (the crafted attack fixtures
+# included) and their pickles.
+for f in $(find build/fixtures -name '*.pth' -size -2M -o -name '*.pt' -size -2M); do
   cp "$f" "$out/corpus/$(echo "$f" | tr '/' '_')"
   /usr/bin/python3 - "$f" "$out/corpus" <<'PY'
 import sys, zipfile, os
@@ -32,6 +33,7 @@ except zipfile.BadZipFile:
 PY
 done
 cp build/fixtures/reader/*.pkl build/fixtures/reader/*.zip "$out/corpus/" 2>/dev/null || true
+
 echo "corpus: $(ls "$out/corpus" | wc -l) files"
 "$out/checkpoint_fuzzer" "$out/corpus" -max_total_time="$SECONDS_TO_RUN" -max_len=65536 \
   -artifact_prefix="$out/crashes/" -print_final_stats=1

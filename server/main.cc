@@ -2,10 +2,13 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/resource_quota.h>
 #include <signal.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
+#include <future>
 #include <memory>
 #include <set>
 #include <sstream>
@@ -27,9 +30,11 @@
 #include "server/model/device.h"
 #include "server/service/admin_auth.h"
 #include "server/service/model_service_impl.h"
+#include "server/serving/load_journal.h"
 #include "server/serving/model_registry.h"
 #include "server/store/checkpoint_store.h"
 #include "server/util/logging.h"
+#include "server/util/memory_limit.h"
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:50051",
           "gRPC listen address (host:port; port 0 picks one)");
@@ -47,10 +52,18 @@ ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
 ABSL_FLAG(std::string, tls_client_ca, "",
           "PEM CA bundle; when set, clients must present a certificate it signed (mutual TLS)");
 ABSL_FLAG(std::string, store, "./model_store", "checkpoint store directory (created if missing)");
+ABSL_FLAG(std::string, state_dir, "",
+          "this replica's writable state (the load journal that skips a version whose load "
+          "killed the process, so one bad publish cannot crash-loop a fleet); default "
+          "<store>/.state; use a per-pod emptyDir with a read-only store; 'none' = off");
 ABSL_FLAG(std::vector<std::string>, model, {},
           "NAME[=ARCH] to load at startup (newest version); repeatable. ARCH (vgg16, vgg11_bn, "
           "vgg:cfg=...) is used when the version's manifest names none");
 ABSL_FLAG(std::string, device, "auto", "auto|cpu|cuda|cuda:N");
+ABSL_FLAG(bool, trust_torchscript, false,
+          "serve TorchScript files without the safety checks: by default a module that defines "
+          "__setstate__ or calls an operator off the allowlist of tensor operators (file, "
+          "process, network, print, state-changing operators) is refused at load");
 ABSL_FLAG(int, intra_op_threads, 0,
           "LibTorch intra-op threads shared by a model's forward passes; 0 = one per core");
 ABSL_FLAG(int64_t, max_batch_size, 8, "samples per forward pass; 1 turns batching off");
@@ -62,6 +75,16 @@ ABSL_FLAG(int, batch_workers, 2,
           "forward passes that may run at once per model; they share --intra_op_threads "
           "(one pass alone uses all of them, two at once half each)");
 ABSL_FLAG(int64_t, max_message_bytes, 64 << 20, "largest gRPC message received or sent, in bytes");
+ABSL_FLAG(int64_t, memory_limit_bytes, 0,
+          "memory the server plans with; 0 = the cgroup's limit when there is one, else the "
+          "machine's memory. One forward pass may take 1/(2 x --batch_workers) of it, Predict "
+          "requests held at once 1/16, gRPC's transport buffers 1/8");
+ABSL_FLAG(int64_t, max_inflight_request_bytes, 0,
+          "Predict request bytes held at once before new ones are refused RESOURCE_EXHAUSTED; "
+          "0 = --memory_limit_bytes / 16");
+ABSL_FLAG(int64_t, max_input_elements, 16 << 20,
+          "input elements per Predict for models whose forward memory cannot be estimated "
+          "(TorchScript, pickled layer stacks)");
 ABSL_FLAG(int, shutdown_grace_seconds, 10,
           "on SIGTERM/SIGINT, how long in-flight requests may take before the server stops");
 ABSL_FLAG(int, poll_store_seconds, 0,
@@ -154,6 +177,35 @@ absl::StatusOr<std::vector<StartupModel>> ParseStartupModels(const std::vector<s
   return startup;
 }
 
+// --memory_limit_bytes, or what the cgroup or machine allows (logged once).
+int64_t MemoryLimit() {
+  static const int64_t limit = [] {
+    int64_t flag = absl::GetFlag(FLAGS_memory_limit_bytes);
+    std::string source = "--memory_limit_bytes";
+    if (flag <= 0) flag = DetectMemoryLimitBytes(&source);
+    if (flag <= 0) {
+      flag = int64_t{8} << 30;
+      source = "a default (no cgroup limit or MemTotal readable)";
+    }
+    LOG_INFO("memory limit ", flag >> 20, " MiB from ", source);
+    return flag;
+  }();
+  return limit;
+}
+
+// --state_dir, or <store>/.state; empty (journal off, logged) when not writable.
+std::string StateDir(const std::string& store_root) {
+  std::string dir = absl::GetFlag(FLAGS_state_dir);
+  if (dir == "none") return "";
+  if (dir.empty()) dir = store_root + "/.state";
+  if (absl::Status s = LoadJournal(dir).Init(); !s.ok()) {
+    LOG_WARNING(s.message(),
+                "; crash-loop protection is off (give a writable --state_dir, e.g. an emptyDir)");
+    return "";
+  }
+  return dir;
+}
+
 // The registry's options from the batching flags, with metrics observers.
 absl::StatusOr<ModelRegistry::Options> RegistryOptions(const CheckpointStore* store,
                                                        const std::string& device,
@@ -165,7 +217,11 @@ absl::StatusOr<ModelRegistry::Options> RegistryOptions(const CheckpointStore* st
   o.batching.batch_timeout = absl::Microseconds(absl::GetFlag(FLAGS_batch_timeout_us));
   o.batching.max_queue_size = absl::GetFlag(FLAGS_max_queue_size);
   o.batching.num_workers = absl::GetFlag(FLAGS_batch_workers);
+  o.batching.max_batch_forward_bytes =
+      MemoryLimit() / (2 * std::max(1, absl::GetFlag(FLAGS_batch_workers)));
   o.intra_op_threads = IntraOpThreads();
+  o.trust_torchscript = absl::GetFlag(FLAGS_trust_torchscript);
+  o.state_dir = StateDir(store->root());
   if (o.batching.max_batch_size < 1 || o.batching.max_queue_size < 1 ||
       o.batching.num_workers < 1 || absl::GetFlag(FLAGS_batch_timeout_us) < 0) {
     return absl::InvalidArgumentError(
@@ -205,6 +261,9 @@ absl::Status StartMetrics(ServerMetrics* metrics, const ModelRegistry* registry)
 absl::StatusOr<ModelServiceImpl::Options> ServiceOptions(ServerMetrics* metrics) {
   ModelServiceImpl::Options o;
   o.max_upload_bytes = static_cast<uint64_t>(absl::GetFlag(FLAGS_max_upload_bytes));
+  o.max_inflight_request_bytes = absl::GetFlag(FLAGS_max_inflight_request_bytes);
+  if (o.max_inflight_request_bytes <= 0) o.max_inflight_request_bytes = MemoryLimit() / 16;
+  o.max_input_elements = absl::GetFlag(FLAGS_max_input_elements);
   o.metrics = metrics;
   std::string token;
   if (const std::string f = absl::GetFlag(FLAGS_admin_token_file); !f.empty()) {
@@ -232,6 +291,10 @@ absl::StatusOr<std::unique_ptr<grpc::Server>> StartGrpc(grpc::Service* service, 
   const int64_t max_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   builder.SetMaxReceiveMessageSize(static_cast<int>(std::min<int64_t>(max_bytes, INT32_MAX)));
   builder.SetMaxSendMessageSize(static_cast<int>(std::min<int64_t>(max_bytes, INT32_MAX)));
+  // Bounds what gRPC's transport buffers for requests being received.
+  grpc::ResourceQuota quota("model-server");
+  quota.Resize(static_cast<size_t>(MemoryLimit() / 8));
+  builder.SetResourceQuota(quota);
   builder.RegisterService(service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || *port == 0) {
@@ -288,7 +351,7 @@ sigset_t BlockShutdownSignals() {
 // and finish every accepted request (queued ones included); past a second grace
 // period gRPC cancels what is left.
 void Drain(int sig, HealthReporter* health, ModelServiceImpl* service, grpc::Server* server,
-           ModelRegistry* registry, ServerMetrics* metrics) {
+           ServerMetrics* metrics) {
   const int grace = absl::GetFlag(FLAGS_shutdown_grace_seconds);
   LOG_INFO("received ", sig == SIGTERM ? "SIGTERM" : "SIGINT",
            "; health NOT_SERVING, draining for ", grace, " s");
@@ -300,8 +363,28 @@ void Drain(int sig, HealthReporter* health, ModelServiceImpl* service, grpc::Ser
     LOG_WARNING("requests still running after the drain; cancelling them");
   }
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(grace));
-  registry->Shutdown();
   metrics->StopHttp();
+}
+
+// Stops the registry and the startup loader, waiting at most --shutdown_grace_seconds
+// for a model load still in progress (a large parse): past it the process exits
+// at once (nothing is being served any more; a load leaves nothing half-written).
+void StopLoads(ModelRegistry* registry, std::thread* loader) {
+  std::promise<void> done;
+  std::future<void> stopped = done.get_future();
+  std::thread stopper([registry, loader, done = std::move(done)]() mutable {
+    registry->Shutdown();
+    loader->join();
+    done.set_value();
+  });
+  const int grace = absl::GetFlag(FLAGS_shutdown_grace_seconds);
+  if (stopped.wait_for(std::chrono::seconds(grace + 1)) != std::future_status::ready) {
+    LOG_WARNING("a model load is still running after ", grace + 1,
+                " s; exiting without waiting for it");
+    std::fflush(stderr);
+    std::_Exit(0);
+  }
+  stopper.join();
 }
 
 // Everything from the parsed flags to exit; 2 for a configuration error, 1 when
@@ -354,8 +437,8 @@ int Serve(const std::vector<StartupModel>& startup, sigset_t signals) {
   }
   int sig = 0;
   sigwait(&signals, &sig);
-  Drain(sig, &health, &service, server->get(), &registry, &metrics);
-  loader.join();
+  Drain(sig, &health, &service, server->get(), &metrics);
+  StopLoads(&registry, &loader);
   LOG_INFO("model-server stopped");
   return 0;
 }

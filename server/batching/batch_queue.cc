@@ -21,6 +21,21 @@ absl::Status BatchQueue::Enqueue(BatchTask task) {
     return absl::InvalidArgumentError(
         absl::StrCat("batched input ", ShapeString(shape), " has no samples"));
   }
+  if (options_.max_batch_forward_bytes > 0 &&
+      task.forward_bytes > options_.max_batch_forward_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "input ", ShapeString(shape), " needs an estimated ", task.forward_bytes >> 20,
+        " MiB to compute, over the ", options_.max_batch_forward_bytes >> 20,
+        " MiB one forward pass may use (--memory_limit_bytes / (2 x --batch_workers)); send "
+        "fewer or smaller samples"));
+  }
+  if (shape[0] > options_.max_queue_size) {
+    // Would never fit, however long the client retries.
+    return absl::InvalidArgumentError(
+        absl::StrCat("request of ", shape[0], " samples is larger than model '", options_.name,
+                     "' queue of ", options_.max_queue_size,
+                     " samples (--max_queue_size); send at most that many per request"));
+  }
   Pending p;
   p.samples = shape[0];
   p.signature = absl::StrCat(static_cast<int>(task.input.dtype), ":",
@@ -64,15 +79,19 @@ std::optional<BatchQueue::Batch> BatchQueue::TakeReadyLocked(absl::Time now,
   const std::string& signature = queue_.front().signature;
   std::vector<size_t> chosen = {0};
   int64_t samples = queue_.front().samples;
+  int64_t forward_bytes = queue_.front().task.forward_bytes;
+  const int64_t byte_limit = options_.max_batch_forward_bytes;
   bool full = samples >= options_.max_batch_size;
   for (size_t i = 1; i < queue_.size() && !full; ++i) {
     if (queue_[i].signature != signature) continue;
-    if (samples + queue_[i].samples > options_.max_batch_size) {
+    if (samples + queue_[i].samples > options_.max_batch_size ||
+        (byte_limit > 0 && forward_bytes + queue_[i].task.forward_bytes > byte_limit)) {
       full = true;  // the next one does not fit: this batch is as full as it gets
       break;
     }
     chosen.push_back(i);
     samples += queue_[i].samples;
+    forward_bytes += queue_[i].task.forward_bytes;
     full = samples >= options_.max_batch_size;
   }
   const absl::Time due = queue_.front().arrival + options_.batch_timeout;
@@ -92,13 +111,35 @@ std::optional<BatchQueue::Batch> BatchQueue::TakeReadyLocked(absl::Time now,
 }
 
 namespace {
+// Calls task->done once (then clears it); if done throws, calls it again with the
+// error. Never throws.
+void SafeDone(BatchTask* task, absl::StatusOr<BatchTask::Result> result) {
+  if (!task->done) return;
+  try {
+    task->done(std::move(result));
+  } catch (const std::bad_alloc&) {
+    // done threw before answering (building the response ran out of memory).
+    try {
+      task->done(absl::ResourceExhaustedError("out of memory while building the response"));
+    } catch (...) {
+    }
+  } catch (const std::exception& e) {
+    try {
+      task->done(absl::InternalError(absl::StrCat("answering the request failed: ", e.what())));
+    } catch (...) {
+    }
+  }
+  task->done = nullptr;  // exactly once
+}
+
 void AnswerDropped(std::vector<BatchTask*> tasks, absl::Time now) {
   for (BatchTask* t : tasks) {
     if (t->deadline <= now) {
-      t->done(absl::DeadlineExceededError(
-          "deadline exceeded while queued; the request was not computed"));
+      SafeDone(t, absl::DeadlineExceededError(
+                      "deadline exceeded while queued; the request was not computed"));
     } else {
-      t->done(absl::CancelledError("client cancelled while queued; the request was not computed"));
+      SafeDone(t,
+               absl::CancelledError("client cancelled while queued; the request was not computed"));
     }
   }
 }
@@ -151,19 +192,19 @@ void BatchQueue::WorkerLoop() {
   }
 }
 
-std::vector<BatchQueue::Pending> BatchQueue::TakeServable(Batch* batch, int64_t serving_version) {
+void BatchQueue::TakeServable(Batch* batch, int64_t serving_version) {
   // Requests pinned to a version other than the one serving now are NOT_FOUND.
   std::vector<Pending> items;
   for (Pending& p : batch->items) {
     if (p.task.version != 0 && p.task.version != serving_version) {
-      p.task.done(absl::NotFoundError(
-          absl::StrCat("model '", options_.name, "' version ", p.task.version,
-                       " is not loaded; the serving version is ", serving_version)));
+      SafeDone(&p.task, absl::NotFoundError(absl::StrCat(
+                            "model '", options_.name, "' version ", p.task.version,
+                            " is not loaded; the serving version is ", serving_version)));
     } else {
       items.push_back(std::move(p));
     }
   }
-  return items;
+  batch->items = std::move(items);
 }
 
 HostTensor BatchQueue::Concatenate(std::vector<Pending>* items, int64_t total) {
@@ -190,7 +231,7 @@ void BatchQueue::Answer(std::vector<Pending>* items, int64_t version, int64_t to
                                               " does not have the batch's ", total, " rows"));
   }
   if (!output.ok()) {
-    for (Pending& p : *items) p.task.done(output.status());
+    for (Pending& p : *items) SafeDone(&p.task, output.status());
     return;
   }
   const size_t row_bytes = output->data.size() / static_cast<size_t>(total);
@@ -207,18 +248,37 @@ void BatchQueue::Answer(std::vector<Pending>* items, int64_t version, int64_t to
       r.output.data = output->data.substr(offset, row_bytes * static_cast<size_t>(p.samples));
     }
     offset += row_bytes * static_cast<size_t>(p.samples);
-    p.task.done(std::move(r));
+    SafeDone(&p.task, std::move(r));
   }
 }
 
 void BatchQueue::RunBatch(Batch batch) {
+  // No exception leaves a worker: one thrown by the model (or by memory
+  // allocation) answers every request of the batch that is still unanswered.
+  try {
+    RunBatchOrThrow(&batch);
+  } catch (const std::bad_alloc&) {
+    for (Pending& p : batch.items) {
+      SafeDone(&p.task, absl::ResourceExhaustedError(
+                            "out of memory while running the batch; retry with a smaller input"));
+    }
+  } catch (const std::exception& e) {
+    for (Pending& p : batch.items) {
+      SafeDone(&p.task, absl::InternalError(absl::StrCat("the batch failed: ", e.what())));
+    }
+  }
+}
+
+void BatchQueue::RunBatchOrThrow(Batch* batch_ptr) {
+  Batch& batch = *batch_ptr;
   const absl::Time start = options_.clock->Now();
   absl::StatusOr<ModelHandle> handle = source_();
   if (!handle.ok()) {
-    for (Pending& p : batch.items) p.task.done(handle.status());
+    for (Pending& p : batch.items) SafeDone(&p.task, handle.status());
     return;
   }
-  std::vector<Pending> items = TakeServable(&batch, handle->version);
+  TakeServable(&batch, handle->version);
+  std::vector<Pending>& items = batch.items;
   if (items.empty()) return;
   int64_t total = 0;
   for (const Pending& p : items) {
@@ -249,7 +309,8 @@ void BatchQueue::Shutdown() {
     cv_.SignalAll();
   }
   for (Pending& p : pending) {
-    p.task.done(absl::UnavailableError("server is shutting down; the request was not computed"));
+    SafeDone(&p.task,
+             absl::UnavailableError("server is shutting down; the request was not computed"));
   }
   for (std::thread& t : workers_) {
     if (t.joinable()) t.join();

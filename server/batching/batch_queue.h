@@ -33,6 +33,8 @@ struct BatchTask {
   std::function<bool()> is_cancelled;
   // The model version the request asked for (0 = whatever serves).
   int64_t version = 0;
+  // Estimated peak memory of computing this request alone (0: not counted).
+  int64_t forward_bytes = 0;
   struct Result {
     HostTensor output;  // [n, ...]
     int64_t version = 0;
@@ -77,7 +79,10 @@ class BatchQueue {
     int64_t max_batch_size = 8;                            // samples per forward pass (>= 1)
     absl::Duration batch_timeout = absl::Milliseconds(2);  // oldest request's wait
     int64_t max_queue_size = 256;                          // samples waiting
-    int num_workers = 1;           // forward passes run at once; 0 = caller drives
+    int num_workers = 1;  // forward passes run at once; 0 = caller drives
+    // Memory one batch may take to compute (the sum of its requests'
+    // forward_bytes); a request over it alone is INVALID_ARGUMENT. 0: no limit.
+    int64_t max_batch_forward_bytes = 0;
     Clock* clock = Clock::Real();  // not owned
     // Called on the worker thread before each forward pass with the number of
     // batches running at that moment, this one included (to split CPU threads
@@ -97,7 +102,9 @@ class BatchQueue {
   BatchQueue& operator=(const BatchQueue&) = delete;
 
   // Queues `task`. UNAVAILABLE (task.done is not called) when the queue is full or
-  // shut down; INVALID_ARGUMENT for an input without samples. Never blocks.
+  // shut down; INVALID_ARGUMENT for an input without samples, with more samples
+  // than the whole queue holds, or needing more than max_batch_forward_bytes.
+  // Never blocks.
   absl::Status Enqueue(BatchTask task);
 
   // Runs, on the calling thread, every batch that is ready at clock->Now(); returns
@@ -128,11 +135,15 @@ class BatchQueue {
   // request times out (InfiniteFuture when empty).
   std::optional<Batch> TakeReadyLocked(absl::Time now, std::vector<Pending>* dropped,
                                        absl::Time* next_due) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Runs one batch on the serving model and answers every request in it.
+  // Runs one batch on the serving model and answers every request in it; an
+  // exception (bad_alloc: RESOURCE_EXHAUSTED, others: INTERNAL) answers the
+  // requests not answered yet. Never throws.
   void RunBatch(Batch batch);
-  // The batch's requests the serving version may answer; the others are
-  // answered NOT_FOUND here.
-  std::vector<Pending> TakeServable(Batch* batch, int64_t serving_version);
+  void RunBatchOrThrow(Batch* batch);
+  // Keeps in the batch the requests the serving version may answer; the others
+  // are answered NOT_FOUND here.
+  void TakeServable(Batch* batch, int64_t serving_version);
+
   // The requests' inputs as one [total, ...] tensor (moved out of the requests).
   static HostTensor Concatenate(std::vector<Pending>* items, int64_t total);
   // Splits `output` by rows among the requests and answers each, or answers

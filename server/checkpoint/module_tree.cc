@@ -1,5 +1,7 @@
 #include "server/checkpoint/module_tree.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "server/checkpoint/state_dict_parser.h"
@@ -11,6 +13,9 @@ using pickle::Kind;
 using pickle::Value;
 
 constexpr int kMaxDepth = 64;
+// Modules in one tree (a shared submodule counts once per place it appears);
+// torchvision's largest models have under 1,000.
+constexpr int kMaxModules = 20'000;
 constexpr uint64_t kMaxPickleBytes = 64ull << 20;
 
 std::string Where(const std::string& path) {
@@ -36,10 +41,26 @@ absl::Status AddTensors(const char* group, ModuleNode* node) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<ModuleNode> ParseNode(const Value* v, const std::string& path, int depth) {
+// What the walk of one tree has seen: a budget of modules (memoised pickles can
+// share a submodule at many places, which would otherwise expand exponentially)
+// and the modules on the current path (a cycle).
+struct Walk {
+  int modules = 0;
+  std::vector<const Value*> path;
+};
+
+absl::StatusOr<ModuleNode> ParseNode(const Value* v, const std::string& path, int depth,
+                                     Walk* walk) {
   const std::string where = Where(path);
   if (depth > kMaxDepth) {
     return UnsupportedModule(where, absl::StrCat("modules nest more than ", kMaxDepth, " deep"));
+  }
+  if (++walk->modules > kMaxModules) {
+    return UnsupportedModule(where, absl::StrCat("the model has more than ", kMaxModules,
+                                                 " modules (counting shared ones at each place)"));
+  }
+  if (std::find(walk->path.begin(), walk->path.end(), v) != walk->path.end()) {
+    return UnsupportedModule(where, "is its own ancestor (a cyclic module tree)");
   }
   if (v->kind != Kind::kObject || v->cls == nullptr) {
     return UnsupportedModule(where,
@@ -57,14 +78,17 @@ absl::StatusOr<ModuleNode> ParseNode(const Value* v, const std::string& path, in
   const Value* mods = n.Attr("_modules");
   if (mods == nullptr) return n;
   if (mods->kind != Kind::kDict) return UnsupportedModule(where, "_modules is not a dict");
+  walk->path.push_back(v);
   for (const auto& [k, child] : mods->entries) {
-    if (k->kind != Kind::kString)
+    if (k->kind != Kind::kString) {
       return UnsupportedModule(where, "a submodule name is not a string");
+    }
     if (child->kind == Kind::kNone) continue;
     ASSIGN_OR_RETURN(ModuleNode c,
-                     ParseNode(child, path.empty() ? k->s : path + "." + k->s, depth + 1));
+                     ParseNode(child, path.empty() ? k->s : path + "." + k->s, depth + 1, walk));
     n.children.push_back(std::move(c));
   }
+  walk->path.pop_back();
   return n;
 }
 
@@ -129,7 +153,10 @@ std::string ModuleNode::Name() const {
   return dot == std::string::npos ? path : path.substr(dot + 1);
 }
 
-absl::StatusOr<ModuleNode> ParseModuleTree(const Value* root) { return ParseNode(root, "", 0); }
+absl::StatusOr<ModuleNode> ParseModuleTree(const Value* root) {
+  Walk walk;
+  return ParseNode(root, "", 0, &walk);
+}
 
 absl::StatusOr<PickledModuleTree> ParsePickledModule(const ZipReader& zip,
                                                      const std::string& what) {

@@ -62,7 +62,9 @@ struct ModuleNode {
 
 // Turns the unpickled root of a `torch.save(model)` file into a ModuleNode tree.
 // FAILED_PRECONDITION (UnsupportedModule) for anything that is not a module tree
-// of objects with a __dict__, or that nests more than 64 deep.
+// of objects with a __dict__, that nests more than 64 deep, that is cyclic, or
+// that has more than 20,000 modules (a submodule shared at several places counts
+// at each: memoised pickles can otherwise describe exponentially large trees).
 absl::StatusOr<ModuleNode> ParseModuleTree(const pickle::Value* root);
 
 // A `torch.save(model)` archive, parsed but not materialised: the record prefix,

@@ -1,5 +1,6 @@
 #include "server/checkpoint/unpickler.h"
 
+#include <algorithm>
 #include <cstring>
 #include <limits>
 #include <unordered_map>
@@ -202,7 +203,11 @@ enum Op : unsigned char {
 class Parser {
  public:
   Parser(const UnpicklerOptions& options, absl::string_view data, Unpickled* out)
-      : options_(options), data_(data), out_(out) {}
+      : options_(options),
+        data_(data),
+        out_(out),
+        budget_(std::min<uint64_t>(options.max_bytes,
+                                   options.bytes_per_pickle_byte * data.size() + (16 << 20))) {}
 
   absl::Status Run();
 
@@ -234,7 +239,30 @@ class Parser {
     return v;
   }
 
+  // Counts `bytes` of memory the unpickled result holds against the budget:
+  // RESOURCE_EXHAUSTED past it (copies and containers count, not only values).
+  absl::Status Charge(uint64_t bytes) {
+    used_ += bytes;
+    if (used_ > budget_) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("unpickling needs more than ", budget_ >> 20, " MiB for a pickle of ",
+                       data_.size(), " bytes (the limit grows with the pickle's size, up to ",
+                       options_.max_bytes >> 20, " MiB); the file is not a plausible checkpoint"));
+    }
+    return absl::OkStatus();
+  }
+  // The shared None / True / False: no memory per occurrence.
+  absl::StatusOr<Value*> Singleton(Kind kind, bool b) {
+    Value*& v = kind == Kind::kNone ? none_ : (b ? true_ : false_);
+    if (v == nullptr) {
+      ASSIGN_OR_RETURN(v, New(kind));
+      v->b = b;
+    }
+    return v;
+  }
+
   absl::StatusOr<Value*> New(Kind kind) {
+    RETURN_IF_ERROR(Charge(sizeof(Value)));
     if (out_->arena_.size() >= options_.max_values) {
       return absl::ResourceExhaustedError(
           absl::StrCat("pickle builds more than ", options_.max_values, " values"));
@@ -278,7 +306,9 @@ class Parser {
       return absl::ResourceExhaustedError(
           absl::StrCat("pickle memo index ", index, " is over the limit ", options_.max_memo));
     }
-    memo_[index] = v;
+    auto [it, inserted] = memo_.emplace(index, v);
+    if (!inserted) it->second = v;
+    if (inserted) RETURN_IF_ERROR(Charge(64));
     return absl::OkStatus();
   }
   absl::Status Recall(uint64_t index) {
@@ -298,11 +328,18 @@ class Parser {
   absl::Status DoNewObj();
   absl::Status DoPersistentLoad();
   absl::Status SetItems(Value* dict, const std::vector<Value*>& kv);
+  // Per dict: its str ("s" + text) and int ("i" + number) keys -> entry index.
+  std::unordered_map<const Value*, std::unordered_map<std::string, size_t>> dict_keys_;
   absl::StatusOr<std::vector<int64_t>> IntTuple(const Value* v, absl::string_view what);
 
   const UnpicklerOptions& options_;
   absl::string_view data_;
   Unpickled* out_;
+  const uint64_t budget_;  // bytes the result may hold (Charge)
+  uint64_t used_ = 0;
+  Value* none_ = nullptr;
+  Value* true_ = nullptr;
+  Value* false_ = nullptr;
   size_t pos_ = 0;
   size_t op_pos_ = 0;
   unsigned char op_ = 0;
@@ -320,6 +357,7 @@ absl::Status Parser::PushString(Kind kind, size_t len_bytes) {
         "pickle is truncated at byte %d (opcode 0x%02x): a string of %d bytes, %d left", op_pos_,
         op_, len, data_.size() - pos_));
   }
+  RETURN_IF_ERROR(Charge(len));
   ASSIGN_OR_RETURN(Value * v, New(kind));
   v->s.assign(data_.data() + pos_, static_cast<size_t>(len));
   pos_ += static_cast<size_t>(len);
@@ -438,6 +476,7 @@ absl::Status Parser::DoReduce() {
       if (a.size() > 1 || (a.size() == 1 && a[0]->kind != Kind::kList)) {
         return Invalid("set is only rebuilt from a list");
       }
+      if (a.size() == 1) RETURN_IF_ERROR(Charge(a[0]->items.size() * sizeof(Value*)));
       ASSIGN_OR_RETURN(Value * list, New(Kind::kList));
       if (a.size() == 1) list->items = a[0]->items;
       return Push(list);
@@ -551,20 +590,24 @@ absl::Status Parser::SetItems(Value* dict, const std::vector<Value*>& kv) {
     return Corrupt(absl::StrCat("SETITEM on a ", KindName(dict->kind), ", not a dict"));
   }
   if (kv.size() % 2 != 0) return Corrupt("SETITEMS with an odd number of items");
+  // Entries, and each key's index entry.
+  RETURN_IF_ERROR(Charge(kv.size() / 2 * (2 * sizeof(Value*) + 64)));
+  // A later value for an existing str or int key replaces it (as in Python); a
+  // hash index per dict keeps this linear in the number of items.
+  std::unordered_map<std::string, size_t>& index = dict_keys_[dict];
   for (size_t k = 0; k < kv.size(); k += 2) {
     Value* key = kv[k];
-    bool replaced = false;
-    if (key->kind == Kind::kString || key->kind == Kind::kInt) {
-      for (auto& e : dict->entries) {
-        if (e.first->kind == key->kind &&
-            (key->kind == Kind::kString ? e.first->s == key->s : e.first->i == key->i)) {
-          e.second = kv[k + 1];
-          replaced = true;
-          break;
-        }
-      }
+    if (key->kind != Kind::kString && key->kind != Kind::kInt) {
+      dict->entries.emplace_back(key, kv[k + 1]);
+      continue;
     }
-    if (!replaced) dict->entries.emplace_back(key, kv[k + 1]);
+    std::string id = key->kind == Kind::kString ? "s" + key->s : "i" + std::to_string(key->i);
+    auto [it, inserted] = index.emplace(std::move(id), dict->entries.size());
+    if (inserted) {
+      dict->entries.emplace_back(key, kv[k + 1]);
+    } else {
+      dict->entries[it->second].second = kv[k + 1];
+    }
   }
   return absl::OkStatus();
 }
@@ -618,14 +661,13 @@ absl::Status Parser::Run() {
         break;
       }
       case NONE: {
-        ASSIGN_OR_RETURN(Value * v, New(Kind::kNone));
+        ASSIGN_OR_RETURN(Value * v, Singleton(Kind::kNone, false));
         RETURN_IF_ERROR(Push(v));
         break;
       }
       case NEWTRUE:
       case NEWFALSE: {
-        ASSIGN_OR_RETURN(Value * v, New(Kind::kBool));
-        v->b = op_ == NEWTRUE;
+        ASSIGN_OR_RETURN(Value * v, Singleton(Kind::kBool, op_ == NEWTRUE));
         RETURN_IF_ERROR(Push(v));
         break;
       }
@@ -701,6 +743,7 @@ absl::Status Parser::Run() {
       case TUPLE:
       case LIST: {
         ASSIGN_OR_RETURN(std::vector<Value*> items, PopMark());
+        RETURN_IF_ERROR(Charge(items.size() * sizeof(Value*)));
         ASSIGN_OR_RETURN(Value * v, New(op_ == TUPLE ? Kind::kTuple : Kind::kList));
         v->items = std::move(items);
         RETURN_IF_ERROR(Push(v));
@@ -728,6 +771,7 @@ absl::Status Parser::Run() {
         ASSIGN_OR_RETURN(Value * item, Pop());
         ASSIGN_OR_RETURN(Value * list, Top());
         if (list->kind != Kind::kList) return Corrupt("APPEND to something that is not a list");
+        RETURN_IF_ERROR(Charge(sizeof(Value*)));
         list->items.push_back(item);
         break;
       }
@@ -735,6 +779,7 @@ absl::Status Parser::Run() {
         ASSIGN_OR_RETURN(std::vector<Value*> items, PopMark());
         ASSIGN_OR_RETURN(Value * list, Top());
         if (list->kind != Kind::kList) return Corrupt("APPENDS to something that is not a list");
+        RETURN_IF_ERROR(Charge(items.size() * sizeof(Value*)));
         list->items.insert(list->items.end(), items.begin(), items.end());
         break;
       }

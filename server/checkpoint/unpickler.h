@@ -129,7 +129,13 @@ struct UnpicklerOptions {
   // Appended to the refusal of a global (what to do instead).
   std::string refusal_hint =
       "a state dict may only refer to tensors, storages and collections.OrderedDict";
-  // Resource limits against hostile input.
+  // Resource limits against hostile input. Memory: the values, strings, list and
+  // dict entries and memo the result holds may take at most
+  // min(max_bytes, bytes_per_pickle_byte * pickle size + 16 MiB). A state dict's
+  // pickle needs about 60 bytes per pickle byte (a value is ~300 bytes), a pickle
+  // of small ints up to 160; copies (set(list) of a memoised list) count too.
+  uint64_t max_bytes = 512ull << 20;
+  uint64_t bytes_per_pickle_byte = 256;
   size_t max_values = 50'000'000;
   size_t max_stack = 1'000'000;
   size_t max_memo = 10'000'000;

@@ -255,7 +255,17 @@ absl::Status ZipReader::LocateData(uint64_t records_end, Entry* entry) const {
     return absl::DataLossError(
         absl::StrCat(path_, ": zip record '", entry->name, "' has a corrupt local header"));
   }
-  entry->data_offset = local_offset + 30 + Le16(lh + 26) + Le16(lh + 28);
+  // The local header must name the same record as the central directory.
+  const uint16_t local_name_len = Le16(lh + 26);
+  std::string local_name(local_name_len, '\0');
+  if (local_name_len != entry->name.size() ||
+      !ReadAt(local_offset + 30, local_name.data(), local_name_len).ok() ||
+      local_name != entry->name) {
+    return absl::DataLossError(
+        absl::StrCat(path_, ": zip record '", entry->name,
+                     "' has a local header for another name; the archive is corrupt or crafted"));
+  }
+  entry->data_offset = local_offset + 30 + local_name_len + Le16(lh + 28);
   if (entry->data_offset > records_end || entry->stored_size > records_end - entry->data_offset) {
     return absl::DataLossError(absl::StrCat(
         path_, ": zip record '", entry->name, "' (", entry->stored_size, " bytes at offset ",
@@ -282,6 +292,25 @@ absl::Status ZipReader::Parse() {
     RETURN_IF_ERROR(LocateData(d.offset, &entry));
     entries_.push_back(std::move(entry));
     pos += length;
+  }
+  return CheckNoOverlap();
+}
+
+absl::Status ZipReader::CheckNoOverlap() const {
+  // Records (local header to end of data) must not share bytes: otherwise a small
+  // file could make many records out of one large one.
+  std::vector<const Entry*> sorted;
+  sorted.reserve(entries_.size());
+  for (const Entry& e : entries_) sorted.push_back(&e);
+  std::sort(sorted.begin(), sorted.end(),
+            [](const Entry* a, const Entry* b) { return a->header_offset < b->header_offset; });
+  for (size_t i = 1; i < sorted.size(); ++i) {
+    const Entry& prev = *sorted[i - 1];
+    if (sorted[i]->header_offset < prev.data_offset + prev.stored_size) {
+      return absl::DataLossError(absl::StrCat(path_, ": zip records '", prev.name, "' and '",
+                                              sorted[i]->name,
+                                              "' overlap; the archive is corrupt or crafted"));
+    }
   }
   return absl::OkStatus();
 }
@@ -310,7 +339,43 @@ absl::Status ZipReader::ReadInto(const Entry& entry, void* dst, bool verify_crc)
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::string> ZipReader::ReadToString(const Entry& entry, uint64_t max_size) const {
+absl::StatusOr<std::string> ZipReader::Inflate(const Entry& entry, uint64_t max_size) const {
+  if (entry.size > max_size || entry.stored_size > max_size) {
+    return absl::ResourceExhaustedError(absl::StrCat(path_, ": zip record '", entry.name, "' has ",
+                                                     entry.size, " bytes, over the limit of ",
+                                                     max_size));
+  }
+  std::string in(entry.stored_size, '\0');
+  RETURN_IF_ERROR(ReadAt(entry.data_offset, in.data(), entry.stored_size));
+  // Raw deflate; never more output than the declared size (+1 to notice a lie).
+  std::string out(entry.size + 1, '\0');
+  z_stream z{};
+  if (inflateInit2(&z, -MAX_WBITS) != Z_OK) return absl::InternalError("zlib inflateInit2 failed");
+  z.next_in = reinterpret_cast<Bytef*>(in.data());
+  z.avail_in = static_cast<uInt>(in.size());
+  z.next_out = reinterpret_cast<Bytef*>(out.data());
+  z.avail_out = static_cast<uInt>(out.size());
+  const int rc = inflate(&z, Z_FINISH);
+  const uint64_t produced = z.total_out;
+  inflateEnd(&z);
+  if (rc != Z_STREAM_END || produced != entry.size) {
+    return absl::DataLossError(absl::StrCat(path_, ": compressed zip record '", entry.name,
+                                            "' does not inflate to its declared ", entry.size,
+                                            " bytes; the file is corrupt"));
+  }
+  out.resize(entry.size);
+  if (Crc32(0, out.data(), out.size()) != entry.crc32) {
+    return absl::DataLossError(absl::StrCat(path_, ": zip record '", entry.name,
+                                            "' fails its CRC-32 check; the file is corrupt"));
+  }
+  return out;
+}
+
+absl::StatusOr<std::string> ZipReader::ReadToString(const Entry& entry, uint64_t max_size,
+                                                    bool allow_deflated) const {
+  if (entry.method == 8 && allow_deflated) {
+    return Inflate(entry, std::min<uint64_t>(max_size, 1u << 30));
+  }
   if (entry.method != 0) return ReadInto(entry, nullptr, false);  // the refusal, before allocating
   if (entry.size > max_size) {
     return absl::ResourceExhaustedError(absl::StrCat(path_, ": zip record '", entry.name, "' has ",

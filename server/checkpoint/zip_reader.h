@@ -58,10 +58,16 @@ class ZipReader {
   // mismatch). Blocks on file I/O.
   absl::Status ReadInto(const Entry& entry, void* dst, bool verify_crc) const;
   // The whole record as a string, refused (RESOURCE_EXHAUSTED) above `max_size`.
-  // Always verifies the CRC.
-  absl::StatusOr<std::string> ReadToString(const Entry& entry, uint64_t max_size) const;
+  // Stored records, and with `allow_deflated` deflated ones too (method 8, what
+  // torch.jit.save uses for code/; at most 1 GiB, inflated into at most its
+  // declared size). Always verifies the CRC.
+  absl::StatusOr<std::string> ReadToString(const Entry& entry, uint64_t max_size,
+                                           bool allow_deflated = false) const;
 
  private:
+  // A deflated record, inflated into at most entry.size bytes (a record that
+  // inflates to more or less than it declares is DATA_LOSS).
+  absl::StatusOr<std::string> Inflate(const Entry& entry, uint64_t max_size) const;
   ZipReader() = default;
   absl::Status ReadAt(uint64_t offset, void* dst, uint64_t n) const;
   // Where the central directory is (from the end record and, for ZIP64 archives,
@@ -82,8 +88,11 @@ class ZipReader {
   absl::Status ApplyZip64Extra(const unsigned char* x, uint16_t extra_len, uint64_t* size,
                                uint64_t* comp_size, uint64_t* local_offset,
                                const std::string& name) const;
-  // Sets entry->data_offset from its local header; the data must end by `records_end`.
+  // Sets entry->data_offset from its local header (which must carry the same
+  // name); the data must end by `records_end`.
   absl::Status LocateData(uint64_t records_end, Entry* entry) const;
+  // DATA_LOSS when two records share bytes.
+  absl::Status CheckNoOverlap() const;
 
   // Constant after construction.
   int fd_ = -1;         // file backing, or -1 for memory

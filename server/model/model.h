@@ -45,6 +45,11 @@ class Model {
   // empty when the model's input shape is unknown (no warm-up).
   virtual std::vector<int64_t> WarmupShape() const = 0;
 
+  // Estimated peak memory, in bytes, of one forward pass on a valid batched input
+  // of `shape` (activations, workspace, input and output; not the weights); 0 when
+  // the model cannot tell (the caller then bounds the input size instead).
+  virtual int64_t ForwardBytes(const std::vector<int64_t>& /*shape*/) const { return 0; }
+
   // Writes the model to `path` (which must not exist) in `format`, fsynced.
   // UNIMPLEMENTED for formats this model cannot be written in.
   virtual absl::Status Save(ModelFormat format, const std::string& path) const = 0;

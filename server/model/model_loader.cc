@@ -35,8 +35,9 @@ absl::StatusOr<std::shared_ptr<const Model>> LoadModelFromFile(const ModelLoadOp
       }
     }
     case ModelFormat::kTorchScript: {
-      ASSIGN_OR_RETURN(std::shared_ptr<TorchScriptModel> model,
-                       TorchScriptModel::Load(options.path, options.device));
+      ASSIGN_OR_RETURN(
+          std::shared_ptr<TorchScriptModel> model,
+          TorchScriptModel::Load(options.path, options.device, options.trust_torchscript));
       return std::shared_ptr<const Model>(std::move(model));
     }
     case ModelFormat::kPickledModule:

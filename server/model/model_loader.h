@@ -16,6 +16,9 @@ struct ModelLoadOptions {
   std::string device = "cpu";  // a ResolveDevice() result
   // Check zip CRCs; the store turns this off once it verified the file's sha256.
   bool verify_crc = true;
+  // Serve TorchScript without the __setstate__ and operator allowlist checks
+  // (--trust_torchscript).
+  bool trust_torchscript = false;
 };
 
 // Reads a checkpoint and builds an eval-mode model on the device. Blocks for the

@@ -1,6 +1,7 @@
 #include "server/model/tensor_convert.h"
 
 #include <cstring>
+#include <new>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -67,9 +68,22 @@ absl::StatusOr<at::Tensor> ViewHostTensor(const HostTensor& t) {
   return at::from_blob(const_cast<char*>(t.data.data()), t.shape, at::TensorOptions().dtype(type));
 }
 
-absl::StatusOr<HostTensor> ToHostTensor(const at::Tensor& t) {
+absl::StatusOr<HostTensor> ToHostTensor(const at::Tensor& t, int64_t max_bytes) {
   HostTensor out;
+  if (t.layout() != at::kStrided || t.is_meta()) {
+    return absl::InvalidArgumentError(absl::StrCat("model output is a ", c10::toString(t.layout()),
+                                                   t.is_meta() ? " meta" : "",
+                                                   " tensor, expected a dense one"));
+  }
   ASSIGN_OR_RETURN(out.dtype, ToDType(t.scalar_type()));
+  // Before copying: an expanded (stride 0) output can be far larger than the
+  // memory it occupies.
+  const __int128 bytes = static_cast<__int128>(t.numel()) * t.element_size();
+  if (bytes > max_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "model output ", ShapeString({t.sizes().begin(), t.sizes().end()}), " would take ",
+        static_cast<int64_t>(bytes), " bytes, over the limit of ", max_bytes, " bytes"));
+  }
   const at::Tensor cpu = t.to(at::kCPU).contiguous();
   out.shape.assign(cpu.sizes().begin(), cpu.sizes().end());
   out.data.resize(cpu.nbytes());
@@ -82,7 +96,8 @@ absl::Status TorchError(const std::exception& e, absl::string_view what, absl::S
   // c10::Error appends a C++ backtrace after the first line; keep the message.
   if (const auto* c10e = dynamic_cast<const c10::Error*>(&e)) msg = c10e->msg();
   if (const size_t nl = msg.find('\n'); nl != std::string::npos) msg.resize(nl);
-  if (absl::StrContains(msg, "out of memory") || absl::StrContains(msg, "can't allocate memory")) {
+  if (dynamic_cast<const std::bad_alloc*>(&e) != nullptr ||
+      absl::StrContains(msg, "out of memory") || absl::StrContains(msg, "can't allocate memory")) {
     return absl::ResourceExhaustedError(absl::StrCat(what, ": out of memory: ", msg));
   }
   return absl::Status(code, absl::StrCat(what, ": ", msg));

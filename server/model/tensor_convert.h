@@ -18,8 +18,10 @@ absl::StatusOr<DType> ToDType(at::ScalarType type);
 // A CPU tensor viewing `t.data` (no copy; `t` must outlive it).
 absl::StatusOr<at::Tensor> ViewHostTensor(const HostTensor& t);
 
-// Copies a tensor (any device) into a HostTensor.
-absl::StatusOr<HostTensor> ToHostTensor(const at::Tensor& t);
+// Copies a dense tensor (any device) into a HostTensor. INVALID_ARGUMENT for a
+// sparse or meta tensor, RESOURCE_EXHAUSTED when it would take more than
+// `max_bytes` (checked before anything is allocated).
+absl::StatusOr<HostTensor> ToHostTensor(const at::Tensor& t, int64_t max_bytes = 1ll << 30);
 
 // Turns an exception thrown by torch into a Status: out-of-memory is
 // RESOURCE_EXHAUSTED, anything else gets `code`. `what` says what was being done.

@@ -15,6 +15,9 @@
 namespace modelserver {
 namespace {
 
+// Elements a view may have beyond 4x its storage (small broadcasts).
+constexpr int64_t kViewSlackElements = 1024;
+
 at::ScalarType ScalarTypeOf(pickle::StorageType type) {
   using pickle::StorageType;
   switch (type) {
@@ -144,6 +147,17 @@ absl::StatusOr<at::Tensor> TensorMaterializer::Tensor(const pickle::Value& value
   if (empty && t.offset > numel) {
     return absl::DataLossError("tensor offset lies past its storage; the checkpoint is corrupt");
   }
+  // A view may repeat storage elements (stride 0, overlapping strides), but not
+  // grow into far more memory than the file holds once made contiguous.
+  __int128 view_numel = 1;
+  for (int64_t s : t.sizes) view_numel = std::min<__int128>(view_numel * s, __int128{1} << 62);
+  if (view_numel > 4 * static_cast<__int128>(numel) + kViewSlackElements) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "tensor is a view of ", static_cast<int64_t>(view_numel), " elements of a storage of ",
+        numel,
+        " elements; views more than 4x their storage are not loaded (save tensor.contiguous() "
+        "or tensor.clone() instead)"));
+  }
   return base->as_strided(t.sizes, t.strides, t.offset);
 }
 
@@ -156,8 +170,12 @@ absl::StatusOr<StateDict> ReadStateDict(const std::string& path,
   StateDict out;
   out.reserve(sd.pickled->root()->entries.size());
   for (const auto& [k, v] : sd.pickled->root()->entries) {
-    ASSIGN_OR_RETURN(at::Tensor t, materializer.Tensor(*v));
-    out.emplace_back(k->s, std::move(t));
+    absl::StatusOr<at::Tensor> t = materializer.Tensor(*v);
+    if (!t.ok()) {
+      return absl::Status(t.status().code(),
+                          absl::StrCat(path, ": '", k->s, "': ", t.status().message()));
+    }
+    out.emplace_back(k->s, *std::move(t));
   }
   return out;
 }

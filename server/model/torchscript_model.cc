@@ -7,8 +7,10 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "server/checkpoint/torchscript_archive.h"
 #include "server/checkpoint/zip_reader.h"
 #include "server/model/tensor_convert.h"
+#include "server/model/torchscript_ops.h"
 
 namespace modelserver {
 
@@ -24,19 +26,17 @@ TorchScriptModel::TorchScriptModel(std::unique_ptr<Impl> impl, ModelInfo info, a
 
 TorchScriptModel::~TorchScriptModel() = default;
 
-absl::StatusOr<std::shared_ptr<TorchScriptModel>> TorchScriptModel::Load(
-    const std::string& path, const std::string& device) {
-  // A readable archive that holds TorchScript code, before LibTorch sees it.
+absl::StatusOr<std::shared_ptr<TorchScriptModel>> TorchScriptModel::Load(const std::string& path,
+                                                                         const std::string& device,
+                                                                         bool trusted) {
+  // A readable archive that holds TorchScript code and runs none while loading,
+  // before LibTorch sees it.
   ASSIGN_OR_RETURN(std::unique_ptr<ZipReader> zip, ZipReader::Open(path));
-  bool has_code = false;
-  for (const ZipReader::Entry& e : zip->entries()) {
-    has_code |= absl::StrContains(e.name, "/code/") || absl::EndsWith(e.name, "/constants.pkl");
-  }
-  if (!has_code) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(path,
-                     " is not a TorchScript archive (no code/ records); a file written by "
-                     "torch.save(model.state_dict()) is format STATE_DICT"));
+  if (!trusted) {
+    RETURN_IF_ERROR(CheckTorchScriptArchive(*zip, path));
+  } else if (absl::Status s = CheckTorchScriptArchive(*zip, path);
+             !s.ok() && absl::StrContains(s.message(), "no code/")) {
+    return s;
   }
   auto impl = std::make_unique<Impl>();
   ModelInfo info;
@@ -47,6 +47,7 @@ absl::StatusOr<std::shared_ptr<TorchScriptModel>> TorchScriptModel::Load(
     dev = at::Device(device);
     impl->module = torch::jit::load(path, dev);
     impl->module.eval();
+    if (!trusted) RETURN_IF_ERROR(CheckTorchScriptOperators(impl->module));
     info.architecture = impl->module.type()->name()->qualifiedName();
     for (const auto& p : impl->module.parameters()) info.parameter_bytes += p.nbytes();
     for (const auto& b : impl->module.buffers()) info.parameter_bytes += b.nbytes();

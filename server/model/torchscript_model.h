@@ -17,9 +17,13 @@ namespace modelserver {
 class TorchScriptModel : public TorchModel {
  public:
   // DATA_LOSS for an unreadable or truncated archive; FAILED_PRECONDITION for one
-  // that is not a TorchScript module (or that LibTorch refuses).
+  // that is not a TorchScript module (or that LibTorch refuses). Unless `trusted`
+  // (--trust_torchscript), also FAILED_PRECONDITION for a module that defines
+  // __setstate__ (checked before LibTorch reads the file) or calls an operator
+  // off the allowlist (CheckTorchScriptOperators, after loading, before serving).
   static absl::StatusOr<std::shared_ptr<TorchScriptModel>> Load(const std::string& path,
-                                                                const std::string& device);
+                                                                const std::string& device,
+                                                                bool trusted = false);
   ~TorchScriptModel() override;
 
   // Any known dtype, rank >= 1, a non-empty batch; the module checks the rest (its

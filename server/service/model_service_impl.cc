@@ -33,9 +33,13 @@ struct ModelServiceImpl::Rpc {
   const char* method;
   std::string model;
   absl::Time start = absl::Now();
+  // Request bytes this call holds against the in-flight budget (Predict).
+  std::atomic<int64_t>* held_bytes = nullptr;
+  int64_t bytes = 0;
 
   void Record(const grpc::Status& s) const {
     --*inflight;
+    if (held_bytes != nullptr) *held_bytes -= bytes;
     if (metrics == nullptr) return;
     metrics->RecordRequest(model, method,
                            absl::StatusCodeToString(static_cast<absl::StatusCode>(s.error_code())),
@@ -102,6 +106,19 @@ absl::Status FillResponse(const std::string& model_name, int top_k, bool unbatch
 
 }  // namespace
 
+absl::StatusOr<int64_t> ModelServiceImpl::ForwardBytes(const Model& model,
+                                                       const HostTensor& input) const {
+  const int64_t estimate = model.ForwardBytes(input.shape);
+  if (estimate > 0) return estimate;
+  if (input.NumElements() > options_.max_input_elements) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("input ", ShapeString(input.shape), " has ", input.NumElements(),
+                     " elements, over the limit of ", options_.max_input_elements,
+                     " (--max_input_elements) for a model whose memory use cannot be estimated"));
+  }
+  return static_cast<int64_t>(input.data.size()) * kUnknownForwardBytesPerInputByte;
+}
+
 absl::Status ModelServiceImpl::StartPredict(grpc::CallbackServerContext* context,
                                             const v1::PredictRequest& request,
                                             v1::PredictResponse* response,
@@ -123,9 +140,11 @@ absl::Status ModelServiceImpl::StartPredict(grpc::CallbackServerContext* context
   RETURN_IF_ERROR(handle.model->ValidateInput(input.dtype, input.shape));
   const bool unbatched = handle.model->IsUnbatched(input.shape);
   if (unbatched) input.shape.insert(input.shape.begin(), 1);
+  ASSIGN_OR_RETURN(const int64_t forward_bytes, ForwardBytes(*handle.model, input));
 
   BatchTask task;
   task.input = std::move(input);
+  task.forward_bytes = forward_bytes;
   task.version = request.version();
   task.deadline = ToAbslTime(context->deadline());
   task.is_cancelled = [context] { return context->IsCancelled(); };
@@ -152,6 +171,19 @@ grpc::ServerUnaryReactor* ModelServiceImpl::Predict(grpc::CallbackServerContext*
                                                     v1::PredictResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   Rpc rpc{this, "Predict"};
+  // Requests held in memory are budgeted: past the limit, answer at once (the
+  // request's memory goes as soon as it is answered).
+  rpc.bytes = static_cast<int64_t>(request->ByteSizeLong());
+  rpc.held_bytes = &inflight_request_bytes_;
+  const int64_t held = inflight_request_bytes_.fetch_add(rpc.bytes) + rpc.bytes;
+  if (options_.max_inflight_request_bytes > 0 && held > options_.max_inflight_request_bytes) {
+    rpc.Finish(reactor, absl::ResourceExhaustedError(absl::StrCat(
+                            "the server holds ", held - rpc.bytes, " bytes of Predict requests; ",
+                            "this one's ", rpc.bytes, " bytes would pass the limit of ",
+                            options_.max_inflight_request_bytes,
+                            " (--max_inflight_request_bytes); retry later")));
+    return reactor;
+  }
   // On success the batch worker finishes the reactor; this thread returns at once.
   absl::Status status = StartPredict(context, *request, response, reactor, &rpc);
   if (!status.ok()) rpc.Finish(reactor, status);
@@ -197,10 +229,11 @@ absl::Status ValidateName(const std::string& name) {
 class UploadReactor : public grpc::ServerReadReactor<v1::UploadCheckpointRequest> {
  public:
   UploadReactor(grpc::CallbackServerContext* context, const CheckpointStore* store,
-                uint64_t max_bytes, v1::UploadCheckpointResponse* response, Rpc rpc,
-                const absl::Status& auth)
+                TaskRunner* committer, uint64_t max_bytes, v1::UploadCheckpointResponse* response,
+                Rpc rpc, const absl::Status& auth)
       : context_(context),
         store_(store),
+        committer_(committer),
         max_bytes_(max_bytes),
         response_(response),
         rpc_(std::move(rpc)) {
@@ -211,11 +244,38 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadCheckpointRequest
     StartRead(&request_);
   }
 
+  // No exception leaves a gRPC thread: an allocation failure while receiving
+  // ends the upload with RESOURCE_EXHAUSTED and removes what was staged.
   void OnReadDone(bool ok) override {
-    if (!ok) {
-      // End of the stream: a half-close, or a client that went away.
-      if (context_->IsCancelled()) return Fail(absl::CancelledError("upload cancelled"));
-      if (pending_ == nullptr) return Fail(absl::InvalidArgumentError("upload sent no header"));
+    try {
+      ReadDone(ok);
+    } catch (const std::bad_alloc&) {
+      Fail(absl::ResourceExhaustedError("out of memory while receiving the upload"));
+    } catch (const std::exception& e) {
+      Fail(absl::InternalError(absl::StrCat("receiving the upload failed: ", e.what())));
+    }
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  void ReadDone(bool ok) {
+    if (ok) {
+      absl::Status s = Handle();
+      if (!s.ok()) return Fail(s);
+      return StartRead(&request_);
+    }
+    // End of the stream: a half-close, or a client that went away.
+    if (context_->IsCancelled()) return Fail(absl::CancelledError("upload cancelled"));
+    if (pending_ == nullptr) return Fail(absl::InvalidArgumentError("upload sent no header"));
+    // The commit (sha256, structural check, fsyncs) runs off gRPC's threads.
+    if (!committer_->Post([this] { Commit(); })) {
+      Fail(absl::UnavailableError("server is shutting down; the upload was not published"));
+    }
+  }
+
+  void Commit() {
+    try {
       auto v = pending_->Commit();
       if (!v.ok()) return Fail(v.status());
       response_->set_model_name(v->model_name);
@@ -224,16 +284,14 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadCheckpointRequest
       response_->set_size_bytes(v->manifest.size_bytes);
       pending_.reset();
       rpc_.Record(grpc::Status::OK);
-      return Finish(grpc::Status::OK);
+      Finish(grpc::Status::OK);
+    } catch (const std::bad_alloc&) {
+      Fail(absl::ResourceExhaustedError("out of memory while checking the upload"));
+    } catch (const std::exception& e) {
+      Fail(absl::InternalError(absl::StrCat("checking the upload failed: ", e.what())));
     }
-    absl::Status s = Handle();
-    if (!s.ok()) return Fail(s);
-    StartRead(&request_);
   }
 
-  void OnDone() override { delete this; }
-
- private:
   absl::Status Handle() {
     if (request_.has_header()) {
       if (pending_ != nullptr) return absl::InvalidArgumentError("upload sent a second header");
@@ -250,8 +308,12 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadCheckpointRequest
         return absl::ResourceExhaustedError(absl::StrCat(
             "upload of ", h.size_bytes(), " bytes is over the limit of ", max_bytes_, " bytes"));
       }
-      if (!h.sha256().empty() && h.sha256().size() != 64) {
-        return absl::InvalidArgumentError("sha256 must be 64 lower-case hex digits");
+      if (!h.sha256().empty() &&
+          (h.sha256().size() != 64 ||
+           h.sha256().find_first_not_of("0123456789abcdef") != std::string::npos)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("upload header sha256 has ", h.sha256().size(),
+                         " characters, expected 64 lower-case hex digits (or none)"));
       }
       if (h.format() == v1::STATE_DICT && !h.architecture().empty()) {
         RETURN_IF_ERROR(ModelRegistry::CheckArchitecture(h.architecture()));
@@ -281,6 +343,7 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadCheckpointRequest
 
   grpc::CallbackServerContext* context_;
   const CheckpointStore* store_;
+  TaskRunner* const committer_;  // not owned; runs Commit
   const uint64_t max_bytes_;
   v1::UploadCheckpointResponse* response_;
   Rpc rpc_;
@@ -307,7 +370,21 @@ class DownloadReactor : public grpc::ServerWriteReactor<v1::DownloadCheckpointRe
     if (fd_ >= 0) close(fd_);
   }
 
+  // No exception leaves a gRPC thread (the chunk buffer is allocated here).
   void OnWriteDone(bool ok) override {
+    try {
+      WriteDone(ok);
+    } catch (const std::bad_alloc&) {
+      Done(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "out of memory while sending"));
+    } catch (const std::exception& e) {
+      Done(grpc::Status(grpc::StatusCode::INTERNAL, absl::StrCat("sending failed: ", e.what())));
+    }
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  void WriteDone(bool ok) {
     if (!ok) return Done(grpc::Status(grpc::StatusCode::CANCELLED, "client went away"));
     if (sent_ == size_) {
       if (sha_.HexDigest() != expected_sha256_ && !expected_sha256_.empty()) {
@@ -321,8 +398,7 @@ class DownloadReactor : public grpc::ServerWriteReactor<v1::DownloadCheckpointRe
     chunk->resize(std::min<uint64_t>(chunk_bytes_, size_ - sent_));
     const ssize_t n = pread(fd_, chunk->data(), chunk->size(), static_cast<off_t>(sent_));
     if (n <= 0) {
-      return Finish(
-          grpc::Status(grpc::StatusCode::DATA_LOSS, "stored file is shorter than it was"));
+      return Done(grpc::Status(grpc::StatusCode::DATA_LOSS, "stored file is shorter than it was"));
     }
     chunk->resize(static_cast<size_t>(n));
     sha_.Update(*chunk);
@@ -330,9 +406,6 @@ class DownloadReactor : public grpc::ServerWriteReactor<v1::DownloadCheckpointRe
     StartWrite(&message_);
   }
 
-  void OnDone() override { delete this; }
-
- private:
   void Done(const grpc::Status& s) {
     rpc_.Record(s);
     Finish(s);
@@ -434,7 +507,7 @@ grpc::ServerUnaryReactor* ModelServiceImpl::UnloadModel(grpc::CallbackServerCont
 
 grpc::ServerReadReactor<v1::UploadCheckpointRequest>* ModelServiceImpl::UploadCheckpoint(
     grpc::CallbackServerContext* context, v1::UploadCheckpointResponse* response) {
-  return new UploadReactor(context, store_, options_.max_upload_bytes, response,
+  return new UploadReactor(context, store_, &admin_, options_.max_upload_bytes, response,
                            Rpc{this, "UploadCheckpoint"}, auth_.Check(*context));
 }
 

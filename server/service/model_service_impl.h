@@ -27,7 +27,15 @@ class ModelServiceImpl final : public modelserving::v1::ModelService::CallbackSe
     size_t chunk_bytes = 1 << 20;            // DownloadCheckpoint chunk size
     AdminAuth auth;                          // guards the admin RPCs
     ServerMetrics* metrics = nullptr;        // not owned; may be null
+    // Predict request bytes held at once (parsed, queued or computing); past it
+    // Predict answers RESOURCE_EXHAUSTED at once. 0: no limit.
+    int64_t max_inflight_request_bytes = 0;
+    // Input elements per Predict for models that cannot estimate their forward
+    // memory (TorchScript, layer stacks); INVALID_ARGUMENT past it.
+    int64_t max_input_elements = 16 << 20;
   };
+  // Forward memory assumed per input byte for models that cannot estimate it.
+  static constexpr int64_t kUnknownForwardBytesPerInputByte = 32;
   // `registry` and `store` are not owned and outlive the service.
   ModelServiceImpl(ModelRegistry* registry, const CheckpointStore* store, Options options)
       : registry_(registry),
@@ -72,6 +80,9 @@ class ModelServiceImpl final : public modelserving::v1::ModelService::CallbackSe
       const modelserving::v1::DownloadCheckpointRequest* request) override;
 
  private:
+  // The forward memory of `input` (batched shape) on `model`: its estimate, else
+  // input bytes x kUnknownForwardBytesPerInputByte within max_input_elements.
+  absl::StatusOr<int64_t> ForwardBytes(const Model& model, const HostTensor& input) const;
   // Validates the request and queues it; on OK the batch worker owns `reactor`.
   absl::Status StartPredict(grpc::CallbackServerContext* context,
                             const modelserving::v1::PredictRequest& request,
@@ -84,8 +95,9 @@ class ModelServiceImpl final : public modelserving::v1::ModelService::CallbackSe
   const AdminAuth auth_;
   ServerMetrics* const metrics_;
   std::atomic<bool> shutting_down_{false};
-  mutable std::atomic<int> inflight_{0};  // RPCs accepted and not yet answered
-  TaskRunner admin_;                      // SaveModel runs here, off gRPC's threads
+  mutable std::atomic<int> inflight_{0};            // RPCs accepted and not yet answered
+  std::atomic<int64_t> inflight_request_bytes_{0};  // Predict requests held
+  TaskRunner admin_;  // SaveModel and upload commits run here, off gRPC's threads
 };
 
 // Fills the API message from a registry status.

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <future>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -58,26 +57,46 @@ absl::StatusOr<ModelRegistry::LoadedVersion> ModelRegistry::LoadVersion(const st
                                                                         int64_t version,
                                                                         const std::string& arch,
                                                                         int64_t* resolved) const {
-  ASSIGN_OR_RETURN(StoreVersion v, options_.store->Resolve(name, version));
+  std::string note;
+  ASSIGN_OR_RETURN(StoreVersion v, ResolveSkipping(name, version, &note));
   *resolved = v.version;
-  // The sha256 check runs beside the load (both read the file; parsing an
-  // unverified file is safe, serving it is not): with a manifest sha256 the zip
-  // CRCs are redundant and skipped. A verification failure outranks whatever the
-  // parse of a corrupt file said.
-  std::future<absl::StatusOr<bool>> verified =
-      std::async(std::launch::async, [&] { return options_.store->Verify(v); });
+  journal_.BeginLoad(name, v.version);
+  // A file whose manifest gives a sha256 is verified before any of it is parsed:
+  // bytes that differ from what was published never reach the parsers. (Its zip
+  // CRCs are then redundant and skipped.) Hand-copied versions have no sha256:
+  // the CRC of every record is checked instead.
+  RETURN_IF_ERROR(options_.store->Verify(v).status());
   ModelLoadOptions lo;
   lo.path = v.path;
   lo.format = v.manifest.format;
   lo.architecture = v.manifest.architecture.empty() ? arch : v.manifest.architecture;
   lo.device = options_.device;
   lo.verify_crc = v.manifest.sha256.empty();
+  lo.trust_torchscript = options_.trust_torchscript;
   absl::StatusOr<std::shared_ptr<const Model>> model =
       options_.loader ? options_.loader(lo) : LoadModelFromFile(lo);
-  RETURN_IF_ERROR(verified.get().status());
   RETURN_IF_ERROR(model.status());
   RETURN_IF_ERROR(WarmUp(**model));
-  return LoadedVersion{std::move(v), *std::move(model)};
+  return LoadedVersion{std::move(v), *std::move(model), std::move(note)};
+}
+
+absl::StatusOr<StoreVersion> ModelRegistry::ResolveSkipping(const std::string& name,
+                                                            int64_t version,
+                                                            std::string* note) const {
+  const int64_t skipped = version == 0 ? journal_.SkippedVersion(name) : 0;
+  if (skipped == 0) return options_.store->Resolve(name, version);
+  ASSIGN_OR_RETURN(std::vector<int64_t> versions, options_.store->ListVersions(name));
+  int64_t pick = 0;
+  for (int64_t v : versions) {
+    if (v != skipped) pick = v;  // ascending: the newest other than the skipped one
+  }
+  *note = absl::StrCat("version ", skipped,
+                       " was being loaded when the server stopped unexpectedly (killed, out of "
+                       "memory or crashed); it is skipped until LoadModel of version ",
+                       skipped, " succeeds");
+  if (pick == 0) return absl::FailedPreconditionError(*note);
+  LOG_WARNING("model ", name, ": ", *note, "; loading version ", pick, " instead");
+  return options_.store->Resolve(name, pick);
 }
 
 absl::Status ModelRegistry::WarmUp(const Model& model) {
@@ -131,7 +150,7 @@ bool ModelRegistry::FinishLoad(const std::string& name, const absl::StatusOr<Loa
     e.status.format = info.format;
     e.status.architecture = info.architecture;
     e.status.device = info.device;
-    e.status.last_error.clear();
+    e.status.last_error = result->note;
     e.last_failed_version = 0;
     EnsureQueue(name);
     return true;
@@ -152,9 +171,19 @@ absl::Status ModelRegistry::DoLoad(const std::string& name, const std::string& a
   const auto start = std::chrono::steady_clock::now();
   const std::string arch = BeginLoad(name, architecture);
   int64_t resolved = 0;
-  absl::StatusOr<LoadedVersion> result = LoadVersion(name, version, arch, &resolved);
+  absl::StatusOr<LoadedVersion> result;
+  try {
+    result = LoadVersion(name, version, arch, &resolved);
+  } catch (const std::bad_alloc&) {
+    // No exception leaves the loading thread; the old version keeps serving.
+    result = absl::ResourceExhaustedError("out of memory while loading the checkpoint");
+  } catch (const std::exception& e) {
+    result = absl::InternalError(absl::StrCat("loading the checkpoint failed: ", e.what()));
+  }
   const double ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  journal_.EndLoad(name);
+  if (result.ok()) journal_.ClearSkip(name, result->version.version);
   std::shared_ptr<const Model> old;
   const bool ready = FinishLoad(name, result, resolved, &old);
   old.reset();  // the previous version goes when its last batch finishes
@@ -242,9 +271,12 @@ absl::StatusOr<StoreVersion> ModelRegistry::Save(const std::string& name, ModelF
   RETURN_IF_ERROR(CheckpointStore::ValidateModelName(name));
   const std::string target = target_name.empty() ? name : target_name;
   RETURN_IF_ERROR(CheckpointStore::ValidateModelName(target));
-  if (format == ModelFormat::kUnspecified) {
+  if (format != ModelFormat::kStateDict && format != ModelFormat::kTorchScript &&
+      format != ModelFormat::kPickledModule) {
     return absl::InvalidArgumentError(
-        "format is unspecified, expected STATE_DICT, TORCHSCRIPT or PICKLED_MODULE");
+        absl::StrCat("format ", static_cast<int>(format), " (", ModelFormatName(format),
+                     ") is not a checkpoint format, expected STATE_DICT, TORCHSCRIPT or "
+                     "PICKLED_MODULE"));
   }
   ASSIGN_OR_RETURN(ModelHandle handle, Get(name, 0));
   CheckpointStore::NewVersion nv;
@@ -281,7 +313,8 @@ void ModelRegistry::StartPolling(absl::Duration interval) {
           todo.push_back({name, std::max(e.status.serving_version, e.last_failed_version)});
         }
       }
-      for (const auto& [name, known] : todo) {
+      for (auto [name, known] : todo) {
+        known = std::max(known, journal_.SkippedVersion(name));
         auto versions = options_.store->ListVersions(name);
         if (!versions.ok() || versions->empty() || versions->back() <= known) continue;
         LOG_INFO("model ", name, ": store has version ", versions->back(), ", reloading");

@@ -17,6 +17,7 @@
 #include "server/batching/batch_queue.h"
 #include "server/model/model.h"
 #include "server/model/model_loader.h"
+#include "server/serving/load_journal.h"
 #include "server/store/checkpoint_store.h"
 
 namespace modelserver {
@@ -51,6 +52,11 @@ class ModelRegistry {
     std::string device = "cpu";              // a ResolveDevice() result
     // Template for each model's batching queue (name is filled in per model).
     BatchQueue::Options batching;
+    // Skip the TorchScript safety checks (--trust_torchscript).
+    bool trust_torchscript = false;
+    // Directory of the load journal (crash-loop protection, see LoadJournal);
+    // empty: off. Must exist and be writable.
+    std::string state_dir;
     // CPU threads the forward passes share (0: leave LibTorch's setting alone).
     int intra_op_threads = 0;
     // Observers (may be null), called without the registry's lock.
@@ -64,7 +70,8 @@ class ModelRegistry {
   // Called after every state change with the model name and whether it is READY.
   using ReadyListener = std::function<void(const std::string& model_name, bool ready)>;
 
-  explicit ModelRegistry(Options options) : options_(std::move(options)) {}
+  explicit ModelRegistry(Options options)
+      : options_(std::move(options)), journal_(options_.state_dir) {}
   ~ModelRegistry() { Shutdown(); }
 
   // Called without the registry's lock held; set before the first Load.
@@ -141,6 +148,7 @@ class ModelRegistry {
   struct LoadedVersion {
     StoreVersion version;
     std::shared_ptr<const Model> model;
+    std::string note;  // kept in last_error although the load succeeded
   };
   // Load() after the `loading` flag was set: BeginLoad, LoadVersion, FinishLoad, logs.
   absl::Status DoLoad(const std::string& name, const std::string& architecture, int64_t version);
@@ -164,7 +172,13 @@ class ModelRegistry {
   ModelStatusInfo Snapshot(const std::string& name, const Entry* entry) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
 
+  // Resolves `version` (0: newest) to a store version, passing over a version the
+  // journal says killed the process (`note` then says so).
+  absl::StatusOr<StoreVersion> ResolveSkipping(const std::string& name, int64_t version,
+                                               std::string* note) const;
+
   const Options options_;
+  const LoadJournal journal_;
   ReadyListener listener_;
   mutable absl::Mutex mu_;
   std::map<std::string, Entry> models_ ABSL_GUARDED_BY(mu_);

@@ -284,9 +284,16 @@ absl::StatusOr<std::unique_ptr<PendingVersion>> CheckpointStore::BeginVersion(
   }
   const fs::path model_dir = fs::path(root_) / v.model_name;
   std::error_code ec;
-  fs::create_directories(model_dir, ec);
-  std::string templ = (model_dir / ".staging-XXXXXX").string();
-  if (ec || mkdtemp(templ.data()) == nullptr) {
+  std::string templ;
+  bool made = false;
+  // Another writer's failed version may remove the (empty) model directory
+  // between the two calls: try again then.
+  for (int attempt = 0; attempt < 3 && !made && !ec; ++attempt) {
+    fs::create_directories(model_dir, ec);
+    templ = (model_dir / ".staging-XXXXXX").string();
+    made = !ec && mkdtemp(templ.data()) != nullptr;
+  }
+  if (!made) {
     return absl::InternalError(absl::StrCat("cannot create a staging directory in ",
                                             model_dir.string(), ": ",
                                             ec ? ec.message() : std::strerror(errno)));
@@ -313,6 +320,10 @@ PendingVersion::~PendingVersion() {
   if (!committed_ && !staging_dir_.empty()) {
     std::error_code ec;
     fs::remove_all(staging_dir_, ec);
+    // A model directory this version created and nothing else uses goes too, so
+    // a refused upload leaves no model behind. rmdir only removes an empty
+    // directory: another writer's staging directory or a version keeps it.
+    rmdir(fs::path(staging_dir_).parent_path().c_str());
   }
 }
 

@@ -298,5 +298,53 @@ TEST(BatchQueueThreadsTest, WorkersAnswerConcurrentRequests) {
   q.Shutdown();
 }
 
+TEST_F(BatchQueueTest, ExceptionsFromTheModelAnswerTheWholeBatch) {
+  auto q = MakeQueue(2, absl::Milliseconds(1));
+  for (auto [kind, code] :
+       {std::pair{FakeModel::Throw::kRuntimeError, absl::StatusCode::kInternal},
+        std::pair{FakeModel::Throw::kBadAlloc, absl::StatusCode::kResourceExhausted}}) {
+    model()->set_throw(kind);
+    Outcome a, b;
+    ASSERT_TRUE(q->Enqueue(Task({1}, &a)).ok());
+    ASSERT_TRUE(q->Enqueue(Task({2}, &b)).ok());
+    EXPECT_EQ(q->RunReadyBatches(), 1);
+    EXPECT_TRUE(a.done && b.done);
+    EXPECT_EQ(a.status.code(), code) << a.status;
+    EXPECT_EQ(b.status.code(), code) << b.status;
+  }
+  model()->set_throw(FakeModel::Throw::kNothing);
+  Outcome ok;
+  ASSERT_TRUE(q->Enqueue(Task({3}, &ok)).ok());
+  clock_.Advance(absl::Milliseconds(1));
+  EXPECT_EQ(q->RunReadyBatches(), 1);
+  EXPECT_TRUE(ok.status.ok()) << ok.status;
+  EXPECT_THAT(ok.values, ElementsAre(6.f));  // the queue keeps serving
+}
+
+TEST_F(BatchQueueTest, ACallbackThatThrowsIsCalledAgainWithTheError) {
+  auto q = MakeQueue(1, absl::ZeroDuration());
+  std::vector<absl::StatusCode> calls;
+  BatchTask t = Task({1}, nullptr);
+  t.done = [&calls](absl::StatusOr<BatchTask::Result> r) {
+    calls.push_back(r.status().code());
+    if (calls.size() == 1) throw std::bad_alloc();
+  };
+  ASSERT_TRUE(q->Enqueue(std::move(t)).ok());
+  EXPECT_EQ(q->RunReadyBatches(), 1);
+  EXPECT_THAT(calls, ElementsAre(absl::StatusCode::kOk, absl::StatusCode::kResourceExhausted));
+}
+
+TEST_F(BatchQueueTest, ARequestLargerThanTheQueueIsInvalidNotRetryable) {
+  auto q = MakeQueue(2, absl::Milliseconds(1), /*max_queue=*/4);
+  Outcome big;
+  absl::Status s = q->Enqueue(Task({1, 2, 3, 4, 5}, &big));
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("--max_queue_size"));
+  Outcome fits;
+  EXPECT_TRUE(q->Enqueue(Task({1, 2, 3, 4}, &fits)).ok());
+  Outcome full;
+  EXPECT_EQ(q->Enqueue(Task({1}, &full)).code(), absl::StatusCode::kUnavailable);  // retryable
+}
+
 }  // namespace
 }  // namespace modelserver

@@ -429,5 +429,63 @@ TEST(UnpicklerTest, TensorArgumentsAreChecked) {
               HasSubstr("backward hooks"));
 }
 
+TEST(UnpicklerTest, NoneAndBoolsCostNoMemoryPerOccurrence) {
+  // 64 MiB of NONE, POP: once 6 GB of values; None is one shared value now.
+  P p;
+  p.Proto();
+  std::string bytes = p.str();
+  bytes.reserve(64 << 20);
+  while (bytes.size() < (64u << 20))
+    bytes +=
+        "N0\x88"
+        "0";
+  bytes += "N.";
+  auto r = Parse(bytes);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ((*r)->root()->kind, Kind::kNone);
+}
+
+TEST(UnpicklerTest, MemoryIsBudgetedByThePicklesSize) {
+  // EMPTY_LIST, POP over and over: each a new value.
+  P p;
+  p.Proto();
+  std::string bytes = p.str();
+  while (bytes.size() < (8u << 20)) bytes += "]0";
+  bytes += "N.";
+  auto r = Parse(bytes);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("MiB"));
+}
+
+TEST(UnpicklerTest, CopiesOfAMemoisedListCount) {
+  // A list of 20,000 ints, memoised, then set(list) of it 20,000 times: a 0.5 MB
+  // pickle asking for 3.2 GB of copies.
+  P p;
+  p.Proto().Op(']').Op('q').U8(0).Op('(');
+  for (int i = 0; i < 20000; ++i) p.Int1(static_cast<uint8_t>(i));
+  p.Op('e');
+  for (int i = 0; i < 20000; ++i) {
+    p.Global("__builtin__", "set").Op('h').U8(0).Op(0x85).Op('R').Op('0');
+  }
+  p.Op('N').Stop();
+  auto r = Parse(p.str());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kResourceExhausted);
+}
+
+TEST(UnpicklerTest, ManyDictKeysParseInLinearTime) {
+  // 200,000 int keys in one SETITEMS (once quadratic: a minute of CPU).
+  P p;
+  p.Proto().Op('}').Op('(');
+  for (int i = 0; i < 200000; ++i) p.Int(i).Int(i);
+  p.Int(7).Int(-1);  // a repeated key replaces the value, in place
+  p.Op('u').Stop();
+  auto r = Parse(p.str());
+  ASSERT_TRUE(r.ok()) << r.status();
+  const Value* root = (*r)->root();
+  ASSERT_EQ(root->entries.size(), 200000u);
+  EXPECT_EQ(root->entries[7].first->i, 7);
+  EXPECT_EQ(root->entries[7].second->i, -1);
+}
+
 }  // namespace
 }  // namespace modelserver::pickle

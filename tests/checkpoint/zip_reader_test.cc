@@ -50,7 +50,27 @@ TEST(ZipReaderTest, ReadsZip64AndChecksCrc) {
   EXPECT_TRUE((*bad)->ReadInto(**(*bad)->Find("a/data.pkl"), dst.data(), false).ok());
 }
 
-TEST(ZipReaderTest, ListsButNeverReadsCompressedRecords) {
+TEST(ZipReaderTest, InflatesDeflatedRecordsOnlyWhenAsked) {
+  auto zip = ZipReader::Open(Fixture("reader/deflated.zip"));
+  ASSERT_TRUE(zip.ok()) << zip.status();
+  const ZipReader::Entry& e = **(*zip)->Find("a/data.pkl");
+  auto s = (*zip)->ReadToString(e, 1 << 20, /*allow_deflated=*/true);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->size(), 1000u);
+  EXPECT_EQ(*s, std::string(1000, 'x'));
+  EXPECT_EQ((*zip)->ReadToString(e, 999, true).status().code(),
+            absl::StatusCode::kResourceExhausted);
+  // A record that inflates to something else than it declares is corrupt.
+  ZipReader::Entry lying = e;
+  lying.size = 999;
+  EXPECT_EQ((*zip)->ReadToString(lying, 1 << 20, true).status().code(),
+            absl::StatusCode::kDataLoss);
+  lying.size = 1001;
+  EXPECT_EQ((*zip)->ReadToString(lying, 1 << 20, true).status().code(),
+            absl::StatusCode::kDataLoss);
+}
+
+TEST(ZipReaderTest, ListsButNeverReadsCompressedRecordsByDefault) {
   auto zip = ZipReader::Open(Fixture("reader/deflated.zip"));
   ASSERT_TRUE(zip.ok()) << zip.status();
   auto e = (*zip)->Find("a/data.pkl");
@@ -100,6 +120,89 @@ TEST(ZipReaderTest, CorruptCentralDirectoryOffsetsAreDataLoss) {
   bad[cd + 22] = bad[cd + 26] = '\xff';
   bad[cd + 23] = bad[cd + 27] = '\x0f';
   EXPECT_EQ(ZipReader::FromBuffer(bad).status().code(), absl::StatusCode::kDataLoss);
+}
+
+// Hand-made archives of stored records, for what no zip writer produces.
+void Put(std::string* s, uint64_t v, int bytes) {
+  for (int i = 0; i < bytes; ++i) s->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+std::string LocalHeader(const std::string& name, uint32_t size) {
+  std::string h;
+  Put(&h, 0x04034b50, 4);
+  Put(&h, 20, 2);
+  Put(&h, 0, 2);
+  Put(&h, 0, 2);  // stored
+  Put(&h, 0, 4);  // time, date
+  Put(&h, 0, 4);  // crc
+  Put(&h, size, 4);
+  Put(&h, size, 4);
+  Put(&h, name.size(), 2);
+  Put(&h, 0, 2);
+  return h + name;
+}
+std::string CentralHeader(const std::string& name, uint32_t size, uint32_t offset) {
+  std::string h;
+  Put(&h, 0x02014b50, 4);
+  Put(&h, 20, 2);
+  Put(&h, 20, 2);
+  Put(&h, 0, 2);
+  Put(&h, 0, 2);
+  Put(&h, 0, 4);
+  Put(&h, 0, 4);  // crc
+  Put(&h, size, 4);
+  Put(&h, size, 4);
+  Put(&h, name.size(), 2);
+  Put(&h, 0, 2);
+  Put(&h, 0, 2);
+  Put(&h, 0, 2);
+  Put(&h, 0, 2);
+  Put(&h, 0, 4);
+  Put(&h, offset, 4);
+  return h + name;
+}
+// `records` bytes followed by a central directory of `central` entries.
+std::string Archive(const std::string& records, const std::vector<std::string>& central) {
+  std::string cd;
+  for (const std::string& c : central) cd += c;
+  std::string end;
+  Put(&end, 0x06054b50, 4);
+  Put(&end, 0, 4);
+  Put(&end, central.size(), 2);
+  Put(&end, central.size(), 2);
+  Put(&end, cd.size(), 4);
+  Put(&end, records.size(), 4);
+  Put(&end, 0, 2);
+  return records + cd + end;
+}
+
+TEST(ZipReaderTest, HandMadeArchiveParses) {
+  const std::string records = LocalHeader("a", 4) + "xxxx" + LocalHeader("b", 2) + "yy";
+  auto zip = ZipReader::FromBuffer(
+      Archive(records, {CentralHeader("a", 4, 0), CentralHeader("b", 2, 35)}));
+  ASSERT_TRUE(zip.ok()) << zip.status();
+  EXPECT_EQ((*zip)->entries().size(), 2u);
+}
+
+TEST(ZipReaderTest, LocalHeaderForAnotherNameIsRefused) {
+  const std::string records = LocalHeader("a", 4) + "xxxx";
+  auto zip = ZipReader::FromBuffer(Archive(records, {CentralHeader("b", 4, 0)}));
+  EXPECT_EQ(zip.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(zip.status().message()), HasSubstr("local header for another name"));
+}
+
+TEST(ZipReaderTest, OverlappingRecordsAreRefused) {
+  // Many names for one large record: each central entry points at a local header
+  // hidden inside the data of the one before.
+  std::string inner;
+  for (int i = 0; i < 3; ++i) inner += LocalHeader("r" + std::to_string(i), 4) + "data";
+  const std::string records = LocalHeader("outer", inner.size()) + inner;
+  std::vector<std::string> central = {CentralHeader("outer", inner.size(), 0)};
+  for (int i = 0; i < 3; ++i) {
+    central.push_back(CentralHeader("r" + std::to_string(i), 4, 35 + i * 36));
+  }
+  auto zip = ZipReader::FromBuffer(Archive(records, central));
+  EXPECT_EQ(zip.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(zip.status().message()), HasSubstr("overlap"));
 }
 
 }  // namespace

@@ -108,12 +108,13 @@ TEST_F(BatchingTest, ConcurrentClientsGetTheirUnbatchedOutputs) {
   EXPECT_LE(LargestBatch(), 8);
 }
 
-TEST_F(BatchingTest, RequestsThatDoNotFitTheQueueAreUnavailable) {
+TEST_F(BatchingTest, RequestsLargerThanTheQueueAreInvalid) {
   Start({"--max_batch_size=4", "--max_queue_size=2"});
   v1::PredictResponse r;
+  // More samples than the queue can ever hold: no retry would help.
   grpc::Status s = client_->Predict(MakePredictRequest("tiny", RandomInput(1, 3), 0), &r);
-  EXPECT_EQ(s.error_code(), grpc::UNAVAILABLE);
-  EXPECT_THAT(s.error_message(), HasSubstr("queue is full"));
+  EXPECT_EQ(s.error_code(), grpc::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("--max_queue_size"));
   s = client_->Predict(MakePredictRequest("tiny", RandomInput(1, 2), 0), &r);
   EXPECT_TRUE(s.ok()) << s.error_message();
   EXPECT_EQ(r.output().shape(0), 2);

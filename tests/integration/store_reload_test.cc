@@ -203,6 +203,10 @@ TEST_F(StoreReloadTest, BadRequestsGetTheirCodes) {
   sr.set_target_model_name("");
   sr.set_format(v1::CHECKPOINT_FORMAT_UNSPECIFIED);
   EXPECT_EQ(client_->SaveModel(sr, &sresp).error_code(), grpc::INVALID_ARGUMENT);
+  sr.set_format(static_cast<v1::CheckpointFormat>(42));  // an enum value no server knows
+  grpc::Status unknown = client_->SaveModel(sr, &sresp);
+  EXPECT_EQ(unknown.error_code(), grpc::INVALID_ARGUMENT);
+  EXPECT_THAT(unknown.error_message(), HasSubstr("format 42"));
   sr.set_format(v1::TORCHSCRIPT);  // a native VGG has no TorchScript
   EXPECT_EQ(client_->SaveModel(sr, &sresp).error_code(), grpc::UNIMPLEMENTED);
   // Nothing was written.
@@ -321,6 +325,14 @@ TEST_F(StoreReloadTest, BadUploadsWriteNothing) {
   grpc::Status s = client_->Upload(Fx("tiny"), h, &resp);
   EXPECT_EQ(s.error_code(), grpc::DATA_LOSS) << s.error_message();
   EXPECT_THAT(s.error_message(), HasSubstr("sha256"));
+  // Not a sha256 at all: 64 characters, not hex digits.
+  for (const std::string& bad :
+       {std::string(64, 'z'), std::string(63, 'a'), std::string(64, 'A')}) {
+    h.set_sha256(bad);
+    s = client_->Upload(Fx("tiny"), h, &resp);
+    EXPECT_EQ(s.error_code(), grpc::INVALID_ARGUMENT) << bad;
+    EXPECT_THAT(s.error_message(), HasSubstr("64 lower-case hex digits"));
+  }
   h.clear_sha256();
   // Over the limit: the announced size, and the streamed bytes.
   s = client_->Upload(Fx("vgg11_bn"), h, &resp);
@@ -458,6 +470,27 @@ TEST_F(StoreReloadTest, PollingServersConvergeOnANewVersion) {
     EXPECT_EQ(r.version(), 2);
     EXPECT_LE(testing::MaxAbsDiff(OutputTensor(r), expected), 1e-4);
   }
+}
+
+// A server killed while loading v2 left <store>/.state/m.loading behind: the
+// restarted server serves v1 and says why, instead of dying on v2 again.
+TEST_F(StoreReloadTest, RestartSkipsTheVersionWhoseLoadKilledTheServer) {
+  std::filesystem::create_directories(store_ + "/.state");
+  std::ofstream(store_ + "/.state/m.loading") << "2\n";
+  StartServer();
+  v1::ModelStatus st;
+  ASSERT_TRUE(client_->GetModelStatus("m", &st).ok());
+  EXPECT_EQ(st.state(), v1::READY);
+  EXPECT_EQ(st.serving_version(), 1);
+  EXPECT_THAT(st.last_error(), HasSubstr("version 2 was being loaded"));
+  v1::ListModelsResponse list;
+  ASSERT_TRUE(client_->ListModels(&list).ok());
+  ASSERT_EQ(list.models_size(), 1);  // the state directory is not a model
+  // LoadModel of v2 retries it; it loads, and the skip is gone.
+  v1::LoadModelResponse lr;
+  ASSERT_TRUE(client_->LoadModel("m", 2, &lr).ok());
+  EXPECT_EQ(lr.status().serving_version(), 2);
+  EXPECT_FALSE(std::filesystem::exists(store_ + "/.state/m.skip"));
 }
 
 }  // namespace

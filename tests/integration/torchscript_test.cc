@@ -3,6 +3,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
@@ -116,6 +117,93 @@ TEST_F(TorchScriptTest, ReloadAndSaveBackForPython) {
   EXPECT_EQ(r.version(), 2);
   req.set_format(v1::STATE_DICT);
   EXPECT_EQ(client_->SaveModel(req, &resp).error_code(), grpc::UNIMPLEMENTED);
+}
+
+// Hostile TorchScript: a forward that returns a server file's bytes, and a
+// __setstate__ (run by LibTorch while loading) that overwrites a file. Refused by
+// default; with --trust_torchscript both attacks work, which shows the refusal is
+// what stops them.
+class TorchScriptSafetyTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    store_ = testing::NewTempDir("ts_safety_store");
+    testing::PutVersion(store_, "ts_from_file", 1, FixturesDir() + "/ts_from_file/model.pt",
+                        "model.pt", "");
+    testing::PutVersion(store_, "ts_setstate", 1, FixturesDir() + "/ts_setstate/model.pt",
+                        "model.pt", "");
+    ResetMarker();
+  }
+  void Start(const std::vector<std::string>& extra) {
+    std::vector<std::string> args = {"--store=" + store_, "--model=ts_from_file",
+                                     "--model=ts_setstate"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    auto server = testing::ServerProcess::Start(args, store_ + "/server.log");
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+    client_ = ModelClient::Create(server_->target());
+    ASSERT_TRUE(testing::WaitForModels(*client_, {"ts_from_file", "ts_setstate"},
+                                       std::chrono::seconds(60)));
+  }
+  static std::string Marker() {
+    return testing::ReadFile(FixturesDir() + "/ts_setstate/marker.bin");
+  }
+  static void ResetMarker() {
+    std::ofstream(FixturesDir() + "/ts_setstate/marker.bin", std::ios::binary)
+        << std::string(16, '\0');
+  }
+  absl::StatusOr<std::string> PredictBytes() {
+    HostTensor x;
+    x.dtype = DType::kFloat32;
+    x.shape = {1, 3};
+    x.data.assign(12, '\0');
+    v1::PredictResponse r;
+    grpc::Status s = client_->Predict(MakePredictRequest("ts_from_file", x, 0), &r);
+    if (!s.ok()) {
+      return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+    }
+    std::string bytes;
+    const HostTensor out = OutputTensor(r);
+    for (size_t i = 0; i + 4 <= out.data.size(); i += 4) {
+      float v;
+      std::memcpy(&v, out.data.data() + i, 4);
+      bytes.push_back(static_cast<char>(v));
+    }
+    return bytes;
+  }
+  void TearDown() override { ResetMarker(); }
+
+  std::string store_;
+  std::unique_ptr<testing::ServerProcess> server_;
+  std::unique_ptr<ModelClient> client_;
+};
+
+TEST_F(TorchScriptSafetyTest, RefusedByDefaultAndNothingRuns) {
+  Start({});
+  v1::ModelStatus st;
+  ASSERT_TRUE(client_->GetModelStatus("ts_from_file", &st).ok());
+  EXPECT_EQ(st.state(), v1::FAILED);
+  EXPECT_THAT(st.last_error(), StartsWith("FAILED_PRECONDITION"));
+  EXPECT_THAT(st.last_error(), HasSubstr("aten::from_file"));
+  auto bytes = PredictBytes();
+  EXPECT_EQ(bytes.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(bytes.status().message()), ::testing::Not(HasSubstr("SECRET")));
+  ASSERT_TRUE(client_->GetModelStatus("ts_setstate", &st).ok());
+  EXPECT_EQ(st.state(), v1::FAILED);
+  EXPECT_THAT(st.last_error(), HasSubstr("__setstate__"));
+  EXPECT_EQ(Marker(), std::string(16, '\0'));  // __setstate__ never ran
+  // LoadModel gives the same refusal, and the marker stays untouched.
+  v1::LoadModelResponse lr;
+  grpc::Status s = client_->LoadModel("ts_setstate", 1, &lr);
+  EXPECT_EQ(s.error_code(), grpc::FAILED_PRECONDITION);
+  EXPECT_EQ(Marker(), std::string(16, '\0'));
+}
+
+TEST_F(TorchScriptSafetyTest, TrustTorchScriptLetsBothAttacksThrough) {
+  Start({"--trust_torchscript"});
+  auto bytes = PredictBytes();
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  EXPECT_EQ(*bytes, testing::ReadFile(FixturesDir() + "/ts_from_file/secret.bin"));
+  EXPECT_EQ(Marker(), std::string(16, '\1'));
 }
 
 }  // namespace

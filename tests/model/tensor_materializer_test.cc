@@ -50,6 +50,14 @@ TEST(CheckpointReaderTest, ReadsEveryStorageDtypeAndView) {
   // Views of one storage share memory, as in Python.
   EXPECT_EQ(t["transposed"].storage().data(), t["shared_full"].storage().data());
   EXPECT_EQ(t["slice"].storage().data(), t["shared_full"].storage().data());
+  EXPECT_TRUE(t["expanded"].equal(at::arange(3, at::kFloat).expand({4, 3})));
+}
+
+TEST(CheckpointReaderTest, HugeViewOfATinyStorageIsRefused) {
+  auto sd = ReadStateDict(Fixture("reader/stride0.pth"), {});
+  EXPECT_EQ(sd.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(sd.status().message()), HasSubstr("1156000000 elements"));
+  EXPECT_THAT(std::string(sd.status().message()), HasSubstr("storage of 1"));
 }
 
 TEST(CheckpointReaderTest, ReadsStateDictInFileOrder) {

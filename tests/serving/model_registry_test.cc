@@ -94,6 +94,7 @@ class RegistryTest : public ::testing::Test {
     o.batching.max_batch_size = 1;
     o.batching.batch_timeout = absl::ZeroDuration();
     o.batching.num_workers = 2;
+    o.state_dir = state_dir_;
     o.loader = [this](const ModelLoadOptions& lo) -> absl::StatusOr<std::shared_ptr<const Model>> {
       int64_t version = 0;
       EXPECT_TRUE(absl::SimpleAtoi(fs::path(lo.path).parent_path().filename().string(), &version));
@@ -128,6 +129,7 @@ class RegistryTest : public ::testing::Test {
   }
 
   fs::path root_;
+  std::string state_dir_;
   std::unique_ptr<CheckpointStore> store_;
   std::atomic<int> alive_{0};
   std::atomic<int64_t> fail_version_{-1};
@@ -259,6 +261,31 @@ TEST_F(RegistryTest, UnloadStopsServing) {
   EXPECT_EQ(registry->Unload("other").code(), absl::StatusCode::kNotFound);
   for (int i = 0; i < 100 && alive_.load() != 0; ++i) absl::SleepFor(absl::Milliseconds(10));
   EXPECT_EQ(alive_.load(), 0);
+}
+
+TEST_F(RegistryTest, AVersionWhoseLoadKilledTheProcessIsSkipped) {
+  AddVersion(1);
+  AddVersion(2);
+  state_dir_ = (root_ / ".state").string();
+  {
+    LoadJournal crashed(state_dir_);
+    ASSERT_TRUE(crashed.Init().ok());
+    crashed.BeginLoad("m", 2);  // as a process killed while loading v2 leaves it
+  }
+  auto registry = MakeRegistry();
+  ASSERT_TRUE(registry->Load("m", "", 0).ok());
+  auto status = registry->Status("m");
+  EXPECT_EQ(status->serving_version, 1);  // the newest version that did not kill it
+  EXPECT_THAT(status->last_error, ::testing::HasSubstr("version 2 was being loaded"));
+  registry->StartPolling(absl::Milliseconds(10));
+  absl::SleepFor(absl::Milliseconds(100));
+  EXPECT_EQ(registry->Status("m")->serving_version, 1);  // polling passes over it too
+  // An explicit load retries it; success clears the skip.
+  ASSERT_TRUE(registry->Load("m", "", 2).ok());
+  EXPECT_EQ(registry->Status("m")->serving_version, 2);
+  EXPECT_TRUE(registry->Status("m")->last_error.empty());
+  EXPECT_EQ(LoadJournal(state_dir_).SkippedVersion("m"), 0);
+  registry->Shutdown();
 }
 
 }  // namespace

@@ -2,6 +2,8 @@
 #define MODELSERVER_TESTS_TESTING_FAKE_MODEL_H_
 
 #include <cstring>
+#include <new>
+#include <stdexcept>
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
@@ -36,6 +38,8 @@ class FakeModel : public Model {
     batch_sizes_.push_back(batch.shape[0]);
     shapes_.push_back(batch.shape);
     if (clock_ != nullptr) clock_->Advance(latency_);
+    if (throw_ == Throw::kRuntimeError) throw std::runtime_error("fake model exploded");
+    if (throw_ == Throw::kBadAlloc) throw std::bad_alloc();
     if (!error_.ok()) return error_;
     const int64_t n = batch.shape[0];
     const size_t per = batch.data.size() / static_cast<size_t>(n);
@@ -51,6 +55,13 @@ class FakeModel : public Model {
       std::memcpy(out.data.data() + i * 4, &v, 4);
     }
     return out;
+  }
+
+  // What Forward throws (as a LibTorch model or an allocation can).
+  enum class Throw { kNothing, kRuntimeError, kBadAlloc };
+  void set_throw(Throw t) {
+    absl::MutexLock lock(&mu_);
+    throw_ = t;
   }
 
   void set_error(absl::Status s) {
@@ -77,6 +88,7 @@ class FakeModel : public Model {
   absl::Duration latency_;
   mutable absl::Mutex mu_;
   absl::Status error_ ABSL_GUARDED_BY(mu_);
+  Throw throw_ ABSL_GUARDED_BY(mu_) = Throw::kNothing;
   mutable std::vector<int64_t> batch_sizes_ ABSL_GUARDED_BY(mu_);
   mutable std::vector<std::vector<int64_t>> shapes_ ABSL_GUARDED_BY(mu_);
   mutable std::vector<float> seen_ ABSL_GUARDED_BY(mu_);

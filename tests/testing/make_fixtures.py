@@ -16,6 +16,7 @@ import pickle
 import subprocess
 import sys
 import zipfile
+from typing import Tuple
 
 import numpy as np
 import torch
@@ -106,6 +107,56 @@ class EvilPopen:
         return (subprocess.Popen, (["touch", MARKER],))
 
 
+class TsFromFile(nn.Module):
+    """TorchScript whose forward returns the bytes of a server file (64 bytes at `path`)."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
+
+    def forward(self, x):
+        data = torch.from_file(self.path, shared=False, size=64, dtype=torch.uint8)
+        return data.float().unsqueeze(0).expand(x.shape[0], 64) + x.sum() * 0
+
+
+class TsSetState(nn.Module):
+    """TorchScript whose __setstate__ (run by torch.jit.load) overwrites 16 bytes at `path`."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
+        self.marker = torch.zeros(1)
+
+    def forward(self, x):
+        return x * 2
+
+    @torch.jit.export
+    def __getstate__(self) -> Tuple[str, bool]:
+        return (self.path, self.training)
+
+    @torch.jit.export
+    def __setstate__(self, state: Tuple[str, bool]) -> None:
+        self.path = state[0]
+        self.training = state[1]
+        self.marker = torch.from_file(self.path, shared=True, size=16,
+                                      dtype=torch.uint8).fill_(1).float()
+
+
+def write_torchscript_attacks():
+    """ts_from_file reads ts_from_file/secret.bin; ts_setstate writes ts_setstate/marker.bin."""
+    d = os.path.join(os.path.abspath(out_dir), "ts_from_file")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "secret.bin"), "wb") as f:
+        f.write(b"SECRET-" * 9 + b"X")
+    torch.jit.script(TsFromFile(os.path.join(d, "secret.bin"))).save(os.path.join(d, "model.pt"))
+    d = os.path.join(os.path.abspath(out_dir), "ts_setstate")
+    os.makedirs(d, exist_ok=True)
+    marker = os.path.join(d, "marker.bin")
+    with open(marker, "wb") as f:
+        f.write(bytes(16))
+    torch.jit.script(TsSetState(marker)).save(os.path.join(d, "model.pt"))
+
+
 def main():
     os.makedirs(out_dir, exist_ok=True)
     torch.manual_seed(0)
@@ -128,6 +179,8 @@ def main():
         with torch.inference_mode():
             np.save(os.path.join(d, "output.npy"), tiny(x).numpy())
         np.save(os.path.join(d, "input.npy"), x.numpy())
+
+    write_torchscript_attacks()
 
     tiny_bn_arch = "vgg:cfg=8-M-16-M:bn:classes=10:hidden=32:pool=2"
     tiny_bn = tiny_vgg([8, "M", 16, "M"], True, 10, 32, 2)
@@ -158,6 +211,14 @@ def main():
         np.save(os.path.join(d, "output.npy"), y.numpy())
 
     write_pickled("pickled_tiny", tiny, (4, 3, 32, 32))
+    # 64 nested Sequentials, each holding the one below twice: a few KB on disk
+    # (pickle memoises), 2^64 modules if expanded.
+    shared = nn.ReLU()
+    for _ in range(64):
+        shared = nn.Sequential(shared, shared)
+    d = os.path.join(out_dir, "pickled_shared")
+    os.makedirs(d, exist_ok=True)
+    torch.save(shared, os.path.join(d, "model.pth"))
     seq = nn.Sequential(
         nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(inplace=True),
         nn.MaxPool2d(2, ceil_mode=True), nn.Conv2d(8, 16, 3, padding=2, dilation=2, groups=2),
@@ -179,6 +240,15 @@ def main():
         vgg11_bn = tvgg.vgg11_bn()
         randomize_bn(vgg11_bn)
         write_pickled("pickled_vgg11_bn", vgg11_bn, (2, 3, 64, 64))
+        # ResNet-18, scripted and traced: the operator allowlist must take both.
+        from torchvision.models import resnet18
+        r18 = resnet18().eval()
+        for name, make in (("resnet18_ts_script", lambda: torch.jit.script(r18)),
+                           ("resnet18_ts_trace",
+                            lambda: torch.jit.trace(r18, torch.randn(1, 3, 64, 64)))):
+            d = os.path.join(out_dir, name)
+            os.makedirs(d, exist_ok=True)
+            make().save(os.path.join(d, "model.pt"))
     # Refused: a user class, an os.system call nested in a module's __dict__, and one
     # smuggled through an allowed layer's BUILD state.
     for name, obj in (("pickled_userclass", MyNet()), ("pickled_evil_nested", None),
@@ -243,7 +313,11 @@ def main():
     tensors["transposed"] = shared.t()                  # non-contiguous view
     tensors["slice"] = shared[1:3, 2:5]                 # offset + strides, same storage
     tensors["shared_full"] = shared
+    tensors["expanded"] = torch.arange(3.0).expand(4, 3)  # stride 0, small: loaded
     torch.save(tensors, os.path.join(r, "dtypes.pth"))
+    # A 747-byte file whose one tensor is a stride-0 [34000, 34000] view of one
+    # float: 4.6 GB once materialised.
+    torch.save({"weight": torch.zeros(1).expand(34000, 34000)}, os.path.join(r, "stride0.pth"))
     # Raw pickle payloads for the unpickler tests.
     with open(os.path.join(r, "plain_p2.pkl"), "wb") as f:
         pickle.dump({"a": [1, -2, 3.5, True, None], "b": ("x", b"y\xe9z", 2 ** 40, -(2 ** 40))}, f,

@@ -95,6 +95,12 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> VggConfig::StateDictSh
   return out;
 }
 
+int VggConfig::MaxPools() const {
+  int pools = 0;
+  for (int v : layers) pools += v == kMaxPool ? 1 : 0;
+  return pools;
+}
+
 int64_t VggConfig::MinInputSize() const {
   int64_t size = 1;
   for (int v : layers) {
@@ -160,6 +166,12 @@ absl::StatusOr<VggConfig> ParseVggArchitecture(absl::string_view arch) {
   bool any_conv = false;
   for (int v : config.layers) any_conv |= v != M;
   if (!any_conv) return Bad(arch, "cfg has no convolution");
+  if (config.MaxPools() > VggConfig::kMaxMaxPools || config.layers.size() > VggConfig::kMaxLayers) {
+    return Bad(arch, absl::StrCat("cfg has ", config.layers.size(), " layers and ",
+                                  config.MaxPools(), " max-pools, at most ", VggConfig::kMaxLayers,
+                                  " and ", VggConfig::kMaxMaxPools,
+                                  " are served (each max-pool doubles the smallest input)"));
+  }
   return config;
 }
 
@@ -242,6 +254,10 @@ std::optional<VggConfig> VggConfigFromModuleTree(const ModuleNode& root) {
   }
   c.pool = (*pool)[0];
   if (!ReadClassifier(root.children[2].children, &c)) return std::nullopt;
+  // Deeper trees run as layer stacks (no warm-up at a huge input size).
+  if (c.MaxPools() > VggConfig::kMaxMaxPools || c.layers.size() > VggConfig::kMaxLayers) {
+    return std::nullopt;
+  }
   return c;
 }
 

@@ -17,6 +17,11 @@ namespace modelserver {
 // batch norm, classifier width and class count. Plain data, no torch.
 struct VggConfig {
   static constexpr int kMaxPool = -1;  // an 'M' in the layer list
+  // Limits of what is served: the smallest input is 2^pools per side (the
+  // warm-up runs at max(224, that)), so 8 max-pools (torchvision's VGGs have 5)
+  // keep it at 256; 64 layers is three times VGG19's.
+  static constexpr int kMaxMaxPools = 8;
+  static constexpr size_t kMaxLayers = 64;
 
   std::vector<int> layers;  // output channels of each conv, or kMaxPool
   bool batch_norm = false;
@@ -33,6 +38,8 @@ struct VggConfig {
   std::vector<std::pair<std::string, std::vector<int64_t>>> StateDictShapes() const;
   // The smallest input height/width the network accepts (each max-pool halves it).
   int64_t MinInputSize() const;
+  // How many kMaxPool entries `layers` has.
+  int MaxPools() const;
 };
 
 // Parses an architecture name:

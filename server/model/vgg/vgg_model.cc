@@ -81,6 +81,23 @@ std::vector<int64_t> VggModel::WarmupShape() const {
   return {1, c.in_channels, side, side};
 }
 
+int64_t VggModel::ForwardBytes(const std::vector<int64_t>& shape) const {
+  if (shape.size() != 4) return 0;
+  const VggConfig& c = vgg_->config();
+  const __int128 n = shape[0];
+  __int128 h = shape[2], w = shape[3], largest = n * shape[1] * h * w;
+  for (int v : c.layers) {
+    if (v == VggConfig::kMaxPool) {
+      h /= 2;
+      w /= 2;
+    } else {
+      largest = std::max<__int128>(largest, n * v * h * w);
+    }
+  }
+  const __int128 bytes = 4 * 4 * largest + 4 * n * shape[1] * shape[2] * shape[3];
+  return static_cast<int64_t>(std::min<__int128>(bytes, __int128{1} << 62));
+}
+
 absl::Status VggModel::Save(ModelFormat format, const std::string& path) const {
   if (format == ModelFormat::kStateDict) return WriteStateDict(vgg_->state_dict(), path);
   if (format == ModelFormat::kPickledModule) return WriteVggModule(*vgg_, path);

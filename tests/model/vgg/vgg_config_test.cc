@@ -79,5 +79,22 @@ TEST(VggConfigTest, RejectsBadNames) {
   }
 }
 
+TEST(VggConfigTest, DepthIsBoundedSoTheWarmUpShapeStaysSmall) {
+  // 16 max-pools would make the smallest input 65536 x 65536 (a 51 GB warm-up).
+  std::string deep = "vgg:cfg=8";
+  for (int i = 0; i < 16; ++i) deep += "-M";
+  auto c = ParseVggArchitecture(deep);
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(c.status().message()), HasSubstr("max-pools"));
+  std::string ok = "vgg:cfg=8";
+  for (int i = 0; i < VggConfig::kMaxMaxPools; ++i) ok += "-M";
+  auto fine = ParseVggArchitecture(ok);
+  ASSERT_TRUE(fine.ok()) << fine.status();
+  EXPECT_EQ(fine->MinInputSize(), 1 << VggConfig::kMaxMaxPools);
+  std::string wide = "vgg:cfg=8";
+  for (int i = 0; i < 70; ++i) wide += "-8";
+  EXPECT_EQ(ParseVggArchitecture(wide).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace modelserver

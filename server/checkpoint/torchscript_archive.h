@@ -1,0 +1,24 @@
+#ifndef MODELSERVER_SERVER_CHECKPOINT_TORCHSCRIPT_ARCHIVE_H_
+#define MODELSERVER_SERVER_CHECKPOINT_TORCHSCRIPT_ARCHIVE_H_
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "server/checkpoint/zip_reader.h"
+
+namespace modelserver {
+
+// What can be checked in a TorchScript archive (torch.jit.save) before LibTorch
+// reads it: that it holds TorchScript code (code/ records), and that none of its
+// classes defines __setstate__ -- torch::jit::load runs those while it unpickles
+// the module's state, before any check of the module's operators could run.
+// Reads (and inflates, bounded) every code/*.py record.
+//
+// FAILED_PRECONDITION for a non-TorchScript archive or a __setstate__ (naming
+// the record); DATA_LOSS / RESOURCE_EXHAUSTED from reading a record. `what`
+// prefixes messages. Thread-safe.
+absl::Status CheckTorchScriptArchive(const ZipReader& zip, const std::string& what);
+
+}  // namespace modelserver
+
+#endif  // MODELSERVER_SERVER_CHECKPOINT_TORCHSCRIPT_ARCHIVE_H_

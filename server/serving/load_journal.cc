@@ -1,0 +1,86 @@
+#include "server/serving/load_journal.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "server/util/logging.h"
+
+namespace modelserver {
+
+namespace fs = std::filesystem;
+
+absl::Status LoadJournal::Init() {
+  if (dir_.empty()) return absl::OkStatus();
+  std::error_code ec;
+  fs::create_directories(dir_, ec);
+  if (ec || access(dir_.c_str(), W_OK) != 0) {
+    return absl::InternalError(
+        absl::StrCat("load journal directory ", dir_, " is not writable: ", ec.message()));
+  }
+  return absl::OkStatus();
+}
+
+std::string LoadJournal::Path(const std::string& model, const char* suffix) const {
+  return (fs::path(dir_) / (model + suffix)).string();
+}
+
+void LoadJournal::Write(const std::string& path, int64_t version) const {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << version << "\n";
+    out.flush();
+    if (!out) {
+      LOG_WARNING("load journal: cannot write ", tmp);
+      return;
+    }
+  }
+  // fsync so that the record survives the crash it is there for.
+  const int fd = open(tmp.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    (void)fsync(fd);
+    close(fd);
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) LOG_WARNING("load journal: cannot write ", path);
+}
+
+int64_t LoadJournal::Read(const std::string& path) {
+  std::ifstream in(path);
+  std::string text;
+  if (!in || !std::getline(in, text)) return 0;
+  int64_t v = 0;
+  return absl::SimpleAtoi(absl::StripAsciiWhitespace(text), &v) && v > 0 ? v : 0;
+}
+
+void LoadJournal::BeginLoad(const std::string& model, int64_t version) const {
+  if (enabled()) Write(Path(model, ".loading"), version);
+}
+
+void LoadJournal::EndLoad(const std::string& model) const {
+  if (enabled()) std::remove(Path(model, ".loading").c_str());
+}
+
+int64_t LoadJournal::SkippedVersion(const std::string& model) const {
+  if (!enabled()) return 0;
+  if (const int64_t crashed = Read(Path(model, ".loading")); crashed > 0) {
+    Write(Path(model, ".skip"), crashed);
+    std::remove(Path(model, ".loading").c_str());
+  }
+  return Read(Path(model, ".skip"));
+}
+
+void LoadJournal::ClearSkip(const std::string& model, int64_t version) const {
+  if (!enabled()) return;
+  const std::string skip = Path(model, ".skip");
+  if (const int64_t v = Read(skip); v > 0 && v <= version) std::remove(skip.c_str());
+}
+
+}  // namespace modelserver
