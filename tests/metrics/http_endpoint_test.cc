@@ -20,17 +20,28 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
-// Sends `request` (with "Connection: close" added after its first line) and
-// reads until the server closes.
-std::string Http(int port, std::string request) {
-  const size_t eol = request.find("\r\n");
-  if (eol != std::string::npos) request.insert(eol + 2, "Connection: close\r\n");
+// A TCP connection to 127.0.0.1:port (-1 on failure).
+int Connect(int port) {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<uint16_t>(port));
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  EXPECT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// Sends `request` (with "Connection: close" added after its first line) and
+// reads until the server closes.
+std::string Http(int port, std::string request) {
+  const size_t eol = request.find("\r\n");
+  if (eol != std::string::npos) request.insert(eol + 2, "Connection: close\r\n");
+  const int fd = Connect(port);
+  EXPECT_GE(fd, 0);
+  if (fd < 0) return "";
   (void)!send(fd, request.data(), request.size(), MSG_NOSIGNAL);
   std::string out;
   char buf[4096];
@@ -81,12 +92,8 @@ TEST(HttpEndpointTest, SlowClientBlocksNeitherScrapesNorStop) {
   auto e = HttpEndpoint::Start("127.0.0.1:0", [] { return std::string("a_metric 1\n"); });
   ASSERT_TRUE(e.ok()) << e.status();
   const int port = (*e)->port();
-  const int slow = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(connect(slow, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  const int slow = Connect(port);
+  ASSERT_GE(slow, 0);
   std::atomic<bool> stop{false};
   std::atomic<int> sent{0};
   std::thread dribble([&] {
