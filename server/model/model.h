@@ -45,6 +45,11 @@ class Model {
   // empty when the model's input shape is unknown (no warm-up).
   virtual std::vector<int64_t> WarmupShape() const = 0;
 
+  // The rank of the batched output ([N, classes]: 2) when known -- from the
+  // architecture, or from the last forward pass -- else -1. Lets a request that
+  // needs a particular output (top_k) be refused before it is computed.
+  virtual int OutputRank() const { return -1; }
+
   // Estimated peak memory, in bytes, of one forward pass on a valid batched input
   // of `shape` (activations, workspace, input and output; not the weights); 0 when
   // the model cannot tell (the caller then bounds the input size instead).

@@ -35,6 +35,7 @@ absl::StatusOr<HostTensor> TorchModel::Forward(const HostTensor& batch) const {
     c10::InferenceMode guard;
     at::Tensor x = ToDevice(unbatched ? host.unsqueeze(0) : host, device_);
     ASSIGN_OR_RETURN(at::Tensor y, Run(x));
+    output_rank_.store(static_cast<int>(y.dim()));
     if (unbatched) y = y.squeeze(0);
     return ToHostTensor(y);
   } catch (const std::exception& e) {

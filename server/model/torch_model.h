@@ -3,6 +3,7 @@
 
 #include <ATen/ATen.h>
 
+#include <atomic>
 #include <string>
 #include <vector>
 
@@ -23,6 +24,8 @@ class TorchModel : public Model {
  public:
   const ModelInfo& info() const final { return info_; }
   absl::StatusOr<HostTensor> Forward(const HostTensor& batch) const final;
+  // The rank of the last batched output computed (-1 before the first).
+  int OutputRank() const override { return output_rank_.load(); }
 
  protected:
   // `error_code`: the code of an exception thrown by Run() that is not an
@@ -44,6 +47,7 @@ class TorchModel : public Model {
   at::Device device_;
   absl::StatusCode error_code_;
   std::string error_context_;
+  mutable std::atomic<int> output_rank_{-1};  // set by each successful Forward
 };
 
 // info->parameter_bytes += the bytes of every tensor in `tensors` (undefined ones skipped).

@@ -135,6 +135,11 @@ absl::Status ModelServiceImpl::StartPredict(grpc::CallbackServerContext* context
     return absl::InvalidArgumentError(
         absl::StrCat("top_k ", request.top_k(), " is negative, expected 0 (none) or more"));
   }
+  if (request.top_k() > 0 && handle.model->OutputRank() > 0 && handle.model->OutputRank() != 2) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "top_k needs a [N,C] output, and model '", request.model_name(), "' gives outputs of rank ",
+        handle.model->OutputRank(), "; ask with top_k 0"));
+  }
   if (!request.has_input()) return absl::InvalidArgumentError("input tensor is missing");
   ASSIGN_OR_RETURN(HostTensor input, FromProto(request.input()));
   RETURN_IF_ERROR(handle.model->ValidateInput(input.dtype, input.shape));

@@ -21,6 +21,7 @@ import time
 
 SKIP = 77
 server_bin, client_bin, tmp_root = sys.argv[1], sys.argv[2], sys.argv[3]
+os.makedirs(tmp_root, exist_ok=True)
 suffix = str(os.getpid() % 100000)
 ns = f'msadm{suffix}'
 veth_host, veth_ns = f'vmh{suffix}', f'vmn{suffix}'

@@ -33,6 +33,7 @@ from torchvision.models import vgg as tvgg
 
 SKIP = 77
 server_bin, client_bin, fixtures, tmp_root = sys.argv[1:5]
+os.makedirs(tmp_root, exist_ok=True)
 LIMIT = 6 << 30
 GRACE = 2
 env = {k: v for k, v in os.environ.items() if 'proxy' not in k.lower()}
@@ -196,6 +197,11 @@ class SparseOut(nn.Module):
         return x.to_sparse()
 
 
+class Rank3Out(nn.Module):
+    def forward(self, x):
+        return x.unsqueeze(1)
+
+
 class MetaOut(nn.Module):
     def forward(self, x):
         return x.to(device=torch.device('meta'))
@@ -259,6 +265,21 @@ def run_attacks(s):
     rc, out, secs = client(s, 'predict', '--model', 'a_meta', '--shape', '2,3')
     expect('TorchScript meta output: Predict INVALID_ARGUMENT, process alive',
            rc != 0 and 'INVALID_ARGUMENT' in out and s.proc.poll() is None and secs < 30, out)
+    # top_k on a model whose outputs are not [N, C]: the first request finds out
+    # after computing, later ones are refused before (no second batch runs).
+    path = os.path.join(work, 'rank3.pt')
+    torch.jit.script(Rank3Out()).save(path)
+    upload(s, 'a_rank3', path, 'TORCHSCRIPT')
+    client(s, 'load', 'a_rank3', '--version', '1')
+    first = client(s, 'predict', '--model', 'a_rank3', '--shape', '2,3', '--top_k', '3')
+    second = client(s, 'predict', '--model', 'a_rank3', '--shape', '2,3', '--top_k', '3')
+    with urllib.request.urlopen(f'http://127.0.0.1:{s.mport}/metrics', timeout=10) as r:
+        metrics = r.read().decode()
+    batches = [l for l in metrics.splitlines()
+               if l.startswith('modelserver_batch_size_count{model="a_rank3"}')]
+    expect('top_k on a rank-3 output: refused, the second time before computing',
+           'FAILED_PRECONDITION' in first[1] and 'FAILED_PRECONDITION' in second[1]
+           and batches and batches[0].split()[-1] == '1', f'{first[1]} {second[1]} {batches}')
     out = refused_load('TorchScript reading a server file', 'a_fromfile',
                        os.path.join(fixtures, 'ts_from_file', 'model.pt'), 'TORCHSCRIPT',
                        ['FAILED_PRECONDITION'])
@@ -300,6 +321,32 @@ def run_attacks(s):
         shared = nn.Sequential(shared, shared)
     refused_load('64 memoised Sequentials sharing children', 'a_shared',
                  save(shared, 'shared.pth'), 'PICKLED_MODULE', ['FAILED_PRECONDITION'])
+
+
+def download_of_a_shrinking_file(s):
+    """A stored file cut short while it is being downloaded: DATA_LOSS, and the
+    call is counted (so the drain does not wait for it)."""
+    os.makedirs(os.path.join(store, 'a_dl', '1'))
+    stored = os.path.join(store, 'a_dl', '1', 'model_weights.pth')
+    shutil.copy(os.path.join(fixtures, 'vgg16', 'model_weights.pth'), stored)
+    out = os.path.join(work, 'dl.pth')
+    proc = subprocess.Popen([client_bin, '--target', s.target, 'download', 'a_dl', '--file', out],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    part = out + '.part'  # the CLI writes here until the download completes
+    for _ in range(5000):
+        if os.path.exists(part) and os.path.getsize(part) > (8 << 20) or proc.poll() is not None:
+            break
+        time.sleep(0.001)
+    os.truncate(stored, 16 << 20)
+    text = proc.communicate(timeout=60)[0]
+    with urllib.request.urlopen(f'http://127.0.0.1:{s.mport}/metrics', timeout=10) as r:
+        metrics = r.read().decode()
+    counted = [l for l in metrics.splitlines() if l.startswith('modelserver_requests_total{')
+               and 'DownloadCheckpoint' in l and 'DATA_LOSS' in l]
+    expect('download of a file cut short: DATA_LOSS, and counted',
+           proc.returncode != 0 and 'DATA_LOSS' in text and counted and counted[0].endswith(' 1'),
+           f'{text} {counted}')
+    shutil.rmtree(os.path.join(store, 'a_dl'))
 
 
 def slow_metrics_client(port, stop):
@@ -345,6 +392,7 @@ def main():
         baseline = s.hwm()
         run_start = time.monotonic()
         run_attacks(s)
+        download_of_a_shrinking_file(s)
         ok, detail = vgg_ok(s)
         expect('after every attack: alive and VGG16 still equals Python',
                s.proc.poll() is None and ok, detail)

@@ -26,6 +26,7 @@ class VggModel : public TorchModel {
   absl::Status ValidateInput(DType dtype, const std::vector<int64_t>& shape) const override;
   bool IsUnbatched(const std::vector<int64_t>& shape) const override { return shape.size() == 3; }
   std::vector<int64_t> WarmupShape() const override;
+  int OutputRank() const override { return 2; }  // [N, classes]
   // 4x the largest activation (measured peak: ~3x, LibTorch 1.13 CPU) + input.
   int64_t ForwardBytes(const std::vector<int64_t>& shape) const override;
   absl::Status Save(ModelFormat format, const std::string& path) const override;
