@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# Builds fuzz/checkpoint_fuzzer with clang (libFuzzer + AddressSanitizer +
-# UndefinedBehaviorSanitizer) and runs it on a seed corpus made from the test
-# fixtures (whole .pth files and their data.pkl records).
+# Builds the fuzz targets with clang (libFuzzer + AddressSanitizer +
+# UndefinedBehaviorSanitizer) and runs them on a seed corpus made from the test
+# fixtures (whole .pth/.pt files and their data.pkl records):
+#   fuzz/checkpoint_fuzzer.cc  server/checkpoint/ (torch-free), SECONDS
+#   fuzz/torch_fuzzer.cc       tensor materializer + layer-stack builder (LibTorch),
+#                              TORCH_SECONDS (default SECONDS / 3)
 #
-#   bash fuzz/run_fuzzer.sh [SECONDS]      (default 300; needs `make test` fixtures in build/)
+#   bash fuzz/run_fuzzer.sh [SECONDS [TORCH_SECONDS]]   (default 300; needs `make test` fixtures)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_TO_RUN=${1:-300}
+TORCH_SECONDS=${2:-$((SECONDS_TO_RUN / 3))}
 out=build/fuzz
 mkdir -p "$out/corpus" "$out/crashes"
 command -v clang++ >/dev/null || { echo "clang++ is not installed (apt-get install clang libclang-rt-14-dev)"; exit 1; }
@@ -14,8 +18,16 @@ command -v clang++ >/dev/null || { echo "clang++ is not installed (apt-get insta
 srcs="fuzz/checkpoint_fuzzer.cc $(ls server/checkpoint/*.cc) server/util/logging.cc
       common/host_tensor.cc common/sha256.cc"
 absl_libs=$(pkg-config --libs absl_status absl_statusor absl_strings absl_str_format absl_time)
-clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-  -I. $srcs -o "$out/checkpoint_fuzzer" $absl_libs -lz -lcrypto
+flags="-std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined"
+clang++ $flags -I. $srcs -o "$out/checkpoint_fuzzer" $absl_libs -lz -lcrypto
+torch_srcs="fuzz/torch_fuzzer.cc server/model/tensor_materializer.cc server/model/layer_stack_model.cc
+            server/model/torch_model.cc server/model/tensor_convert.cc
+            $(ls server/checkpoint/*.cc | grep -v checkpoint_check) server/util/logging.cc
+            common/host_tensor.cc common/sha256.cc"
+# LibTorch itself is not instrumented; vptr checks would flag its own classes.
+clang++ $flags -fno-sanitize=vptr -D_GLIBCXX_USE_CXX11_ABI=1 -I. \
+  -isystem /usr/include/torch/csrc/api/include $torch_srcs -o "$out/torch_fuzzer" \
+  $absl_libs -lz -lcrypto -ltorch -ltorch_cpu -lc10
 # Seed corpus: real torch.save / torch.jit.save files (the crafted attack fixtures
 # included) and their pickles.
 for f in $(find build/fixtures -name '*.pth' -size -2M -o -name '*.pt' -size -2M); do
@@ -35,5 +47,11 @@ done
 cp build/fixtures/reader/*.pkl build/fixtures/reader/*.zip "$out/corpus/" 2>/dev/null || true
 
 echo "corpus: $(ls "$out/corpus" | wc -l) files"
+mkdir -p "$out/corpus_torch"
+cp -n "$out"/corpus/* "$out/corpus_torch/" 2>/dev/null || true
 "$out/checkpoint_fuzzer" "$out/corpus" -max_total_time="$SECONDS_TO_RUN" -max_len=65536 \
   -artifact_prefix="$out/crashes/" -print_final_stats=1
+# The torch target allocates tensors: cap each input's memory.
+"$out/torch_fuzzer" "$out/corpus_torch" -max_total_time="$TORCH_SECONDS" -max_len=65536 \
+  -rss_limit_mb=4096 -malloc_limit_mb=1024 -artifact_prefix="$out/crashes/torch-" \
+  -print_final_stats=1
