@@ -24,12 +24,16 @@ namespace v1 = modelserving::v1;
 struct ModelServiceImpl::Rpc {
   // Counts the RPC in flight until Record (copies do not count again).
   Rpc(const ModelServiceImpl* service, const char* name)
-      : metrics(service->metrics_), inflight(&service->inflight_), method(name) {
+      : metrics(service->metrics_),
+        inflight(&service->inflight_),
+        store(service->store_),
+        method(name) {
     ++*inflight;
   }
 
   ServerMetrics* metrics;
   std::atomic<int>* inflight;
+  const CheckpointStore* store;  // describes store paths in error messages
   const char* method;
   std::string model;
   absl::Time start = absl::Now();
@@ -45,9 +49,14 @@ struct ModelServiceImpl::Rpc {
                            absl::StatusCodeToString(static_cast<absl::StatusCode>(s.error_code())),
                            absl::ToDoubleSeconds(absl::Now() - start));
   }
+  // `status` with server paths replaced by what the store calls them.
+  absl::Status Described(const absl::Status& status) const {
+    if (status.ok() || store == nullptr) return status;
+    return absl::Status(status.code(), store->Describe(status.message()));
+  }
   // Finishes a unary call.
   void Finish(grpc::ServerUnaryReactor* reactor, const absl::Status& status) const {
-    const grpc::Status s = ToGrpcStatus(status);
+    const grpc::Status s = ToGrpcStatus(Described(status));
     Record(s);
     reactor->Finish(s);
   }
@@ -74,6 +83,7 @@ void ToProto(const ModelStatusInfo& info, v1::ModelStatus* proto) {
   proto->set_architecture(info.architecture);
   proto->set_device(info.device);
   proto->set_last_error(info.last_error);
+  proto->set_pinned_version(info.pinned_version);
 }
 
 namespace {
@@ -136,9 +146,9 @@ absl::Status ModelServiceImpl::StartPredict(grpc::CallbackServerContext* context
         absl::StrCat("top_k ", request.top_k(), " is negative, expected 0 (none) or more"));
   }
   if (request.top_k() > 0 && handle.model->OutputRank() > 0 && handle.model->OutputRank() != 2) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "top_k needs a [N,C] output, and model '", request.model_name(), "' gives outputs of rank ",
-        handle.model->OutputRank(), "; ask with top_k 0"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("top_k needs a [N,C] output, and model '", request.model_name(),
+                     "' gives outputs of rank ", handle.model->OutputRank(), "; ask with top_k 0"));
   }
   if (!request.has_input()) return absl::InvalidArgumentError("input tensor is missing");
   ASSIGN_OR_RETURN(HostTensor input, FromProto(request.input()));
@@ -341,7 +351,7 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadCheckpointRequest
 
   void Fail(const absl::Status& s) {
     pending_.reset();  // removes the staging directory
-    const grpc::Status g = ToGrpcStatus(s);
+    const grpc::Status g = ToGrpcStatus(rpc_.Described(s));
     rpc_.Record(g);
     Finish(g);
   }
@@ -365,7 +375,7 @@ class DownloadReactor : public grpc::ServerWriteReactor<v1::DownloadCheckpointRe
       : chunk_bytes_(chunk_bytes), rpc_(std::move(rpc)) {
     absl::Status s = auth.ok() ? Start(store, request) : auth;
     if (!s.ok()) {
-      Done(ToGrpcStatus(s));
+      Done(ToGrpcStatus(rpc_.Described(s)));
       return;
     }
     rpc_.model = request.model_name();
@@ -483,9 +493,16 @@ grpc::ServerUnaryReactor* ModelServiceImpl::LoadModel(grpc::CallbackServerContex
   }
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   const std::string name = request->model_name();
+  const int64_t version = request->version();
+  // Version 0 returns the model to following the newest: unpin first, for every
+  // replica on the store. A version > 0 is pinned once it serves.
+  if (version == 0 && CheckpointStore::ValidateModelName(name).ok()) {
+    if (absl::Status s = store_->SetPin(name, 0); !s.ok()) return FinishNow(context, rpc, s);
+  }
   // Returns once the version serves, or with why it failed.
-  registry_->LoadAsync(name, request->version(),
-                       [this, reactor, response, name, rpc](absl::Status s) mutable {
+  registry_->LoadAsync(name, version,
+                       [this, reactor, response, name, version, rpc](absl::Status s) mutable {
+                         if (s.ok() && version > 0) s = store_->SetPin(name, version);
                          if (auto status = registry_->Status(name); status.ok()) {
                            ToProto(*status, response->mutable_status());
                            rpc.model = name;

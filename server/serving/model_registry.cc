@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "server/model/device.h"
@@ -83,6 +84,10 @@ absl::StatusOr<ModelRegistry::LoadedVersion> ModelRegistry::LoadVersion(const st
 absl::StatusOr<StoreVersion> ModelRegistry::ResolveSkipping(const std::string& name,
                                                             int64_t version,
                                                             std::string* note) const {
+  if (version == 0) {
+    ASSIGN_OR_RETURN(const int64_t pin, options_.store->Pin(name));
+    if (pin > 0) return options_.store->Resolve(name, pin);  // the store's policy
+  }
   const int64_t skipped = version == 0 ? journal_.SkippedVersion(name) : 0;
   if (skipped == 0) return options_.store->Resolve(name, version);
   ASSIGN_OR_RETURN(std::vector<int64_t> versions, options_.store->ListVersions(name));
@@ -179,6 +184,12 @@ absl::Status ModelRegistry::DoLoad(const std::string& name, const std::string& a
     result = absl::ResourceExhaustedError("out of memory while loading the checkpoint");
   } catch (const std::exception& e) {
     result = absl::InternalError(absl::StrCat("loading the checkpoint failed: ", e.what()));
+  }
+  if (!result.ok()) {  // named as the store knows it, never by a server path
+    std::string msg = options_.store->Describe(result.status().message());
+    const std::string what = absl::StrCat("model '", name, "' version ", resolved);
+    if (resolved > 0 && !absl::StrContains(msg, what)) msg = absl::StrCat(what, ": ", msg);
+    result = absl::Status(result.status().code(), msg);
   }
   const double ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
@@ -298,30 +309,48 @@ void ModelRegistry::StartPolling(absl::Duration interval) {
   poller_started_ = true;
   poller_ = std::thread([this, interval] {
     while (true) {
-      std::vector<std::pair<std::string, int64_t>> todo;
+      struct Known {
+        std::string name;
+        int64_t serving, failed;
+      };
+      std::vector<Known> todo;
       {
         absl::MutexLock lock(&mu_);
         mu_.AwaitWithTimeout(absl::Condition(&shutdown_), interval);
         if (shutdown_) return;
         for (const auto& [name, e] : models_) {
-          // Models that serve (or failed to): a newer store version is loaded,
-          // except one that already failed. Unloaded models stay unloaded.
+          // Models that serve (or failed to) follow the store; unloaded ones stay
+          // unloaded. No store I/O under the lock.
           if (e.loading || e.status.state == ModelState::kUnloaded ||
               e.status.state == ModelState::kLoading) {
             continue;
           }
-          todo.push_back({name, std::max(e.status.serving_version, e.last_failed_version)});
+          todo.push_back({name, e.status.serving_version, e.last_failed_version});
         }
       }
-      for (auto [name, known] : todo) {
-        known = std::max(known, journal_.SkippedVersion(name));
-        auto versions = options_.store->ListVersions(name);
-        if (!versions.ok() || versions->empty() || versions->back() <= known) continue;
-        LOG_INFO("model ", name, ": store has version ", versions->back(), ", reloading");
-        LoadAsync(name, versions->back(), nullptr);
-      }
+      for (const Known& k : todo) PollOne(k.name, k.serving, k.failed);
     }
   });
+}
+
+void ModelRegistry::PollOne(const std::string& name, int64_t serving, int64_t failed) {
+  // A pin (kept in the store by any replica's LoadModel) wins; else the newest
+  // version that neither failed here nor killed a process (the journal).
+  const absl::StatusOr<int64_t> pin = options_.store->Pin(name);
+  if (pin.ok() && *pin > 0) {
+    if (*pin != serving && *pin != failed) {
+      LOG_INFO("model ", name, ": pinned to version ", *pin, " in the store, loading it");
+      LoadAsync(name, *pin, nullptr);
+    }
+    return;
+  }
+  const int64_t known = std::max({serving, failed, journal_.SkippedVersion(name)});
+  auto versions = options_.store->ListVersions(name);
+  if (!versions.ok() || versions->empty()) return;
+  if (versions->back() > known) {  // also back to the newest after an unpin
+    LOG_INFO("model ", name, ": store has version ", versions->back(), ", reloading");
+    LoadAsync(name, versions->back(), nullptr);
+  }
 }
 
 absl::StatusOr<ModelHandle> ModelRegistry::Get(const std::string& name, int64_t version) const {
@@ -392,17 +421,28 @@ ModelStatusInfo ModelRegistry::Snapshot(const std::string& name, const Entry* en
     s.model_name = name;
     s.state = ModelState::kUnloaded;
   }
-  auto versions = options_.store->ListVersions(name);
-  if (versions.ok()) s.store_versions = *std::move(versions);
   return s;
+}
+
+void ModelRegistry::FillFromStore(ModelStatusInfo* s) const {
+  auto versions = options_.store->ListVersions(s->model_name);
+  if (versions.ok()) s->store_versions = *std::move(versions);
+  auto pin = options_.store->Pin(s->model_name);
+  if (pin.ok()) s->pinned_version = *pin;
 }
 
 absl::StatusOr<ModelStatusInfo> ModelRegistry::Status(const std::string& name) const {
   RETURN_IF_ERROR(CheckpointStore::ValidateModelName(name));
-  absl::ReaderMutexLock lock(&mu_);
-  auto it = models_.find(name);
-  ModelStatusInfo s = Snapshot(name, it == models_.end() ? nullptr : &it->second);
-  if (it == models_.end() && s.store_versions.empty()) {
+  ModelStatusInfo s;
+  bool known = false;
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    auto it = models_.find(name);
+    known = it != models_.end();
+    s = Snapshot(name, known ? &it->second : nullptr);
+  }
+  FillFromStore(&s);  // store I/O after the lock: a slow store never stalls Predict
+  if (!known && s.store_versions.empty()) {
     return absl::NotFoundError(
         absl::StrCat("model '", name, "' is neither loaded nor in the store"));
   }
@@ -411,12 +451,15 @@ absl::StatusOr<ModelStatusInfo> ModelRegistry::Status(const std::string& name) c
 
 absl::StatusOr<std::vector<ModelStatusInfo>> ModelRegistry::List() const {
   ASSIGN_OR_RETURN(std::vector<std::string> stored, options_.store->ListModels());
-  absl::ReaderMutexLock lock(&mu_);
-  std::map<std::string, const Entry*> all;
-  for (const std::string& n : stored) all[n] = nullptr;
-  for (const auto& [n, e] : models_) all[n] = &e;
   std::vector<ModelStatusInfo> out;
-  for (const auto& [n, e] : all) out.push_back(Snapshot(n, e));
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    std::map<std::string, const Entry*> all;
+    for (const std::string& n : stored) all[n] = nullptr;
+    for (const auto& [n, e] : models_) all[n] = &e;
+    for (const auto& [n, e] : all) out.push_back(Snapshot(n, e));
+  }
+  for (ModelStatusInfo& s : out) FillFromStore(&s);
   return out;
 }
 

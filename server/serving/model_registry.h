@@ -34,6 +34,7 @@ struct ModelStatusInfo {
   std::string architecture;
   std::string device;
   std::string last_error;
+  int64_t pinned_version = 0;  // the store's pin; 0 = follows the newest
 };
 
 // The models in memory: loads versions from the store, hands out the serving
@@ -103,8 +104,10 @@ class ModelRegistry {
   absl::StatusOr<StoreVersion> Save(const std::string& name, ModelFormat format,
                                     const std::string& target_name);
 
-  // Every `interval`, loads any store version newer than what each model serves
-  // (or last failed to load). Idempotent; stopped by Shutdown.
+  // Every `interval`, makes each loaded model follow the store's policy: the
+  // version it is pinned to (CheckpointStore::Pin), else the newest version
+  // (not one that failed, or whose load killed a process). Idempotent; stopped
+  // by Shutdown.
   void StartPolling(absl::Duration interval);
 
   // The serving model of `name`; `version` 0 or equal to the serving version.
@@ -171,6 +174,11 @@ class ModelRegistry {
   void LoaderLoop();
   ModelStatusInfo Snapshot(const std::string& name, const Entry* entry) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // store_versions and pinned_version, read from the store (call without the lock).
+  void FillFromStore(ModelStatusInfo* s) const ABSL_LOCKS_EXCLUDED(mu_);
+  // One polling step for one model: load the pinned version, or the newest.
+  void PollOne(const std::string& name, int64_t serving, int64_t failed)
+      ABSL_LOCKS_EXCLUDED(mu_);
 
   // Resolves `version` (0: newest) to a store version, passing over a version the
   // journal says killed the process (`note` then says so).

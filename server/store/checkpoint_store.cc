@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <stdio.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -14,9 +15,13 @@
 #include <sstream>
 #include <system_error>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
@@ -303,6 +308,8 @@ absl::StatusOr<std::unique_ptr<PendingVersion>> CheckpointStore::BeginVersion(
   p->store_ = this;
   p->model_name_ = v.model_name;
   p->staging_dir_ = templ;
+  p->lock_fd_ = open(templ.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (p->lock_fd_ >= 0) (void)flock(p->lock_fd_, LOCK_EX | LOCK_NB);
   p->file_path_ = (fs::path(templ) / FileNameFor(v.format)).string();
   p->manifest_.present = true;
   p->manifest_.format = v.format;
@@ -317,6 +324,7 @@ absl::StatusOr<std::unique_ptr<PendingVersion>> CheckpointStore::BeginVersion(
 
 PendingVersion::~PendingVersion() {
   if (fd_ >= 0) close(fd_);
+  if (lock_fd_ >= 0) close(lock_fd_);  // releases the flock
   if (!committed_ && !staging_dir_.empty()) {
     std::error_code ec;
     fs::remove_all(staging_dir_, ec);
@@ -415,22 +423,148 @@ absl::StatusOr<StoreVersion> PendingVersion::Commit() {
 absl::StatusOr<int64_t> CheckpointStore::PublishStaging(const std::string& model,
                                                         const std::string& staging) const {
   absl::MutexLock lock(&publish_mu_);
+  const fs::path model_dir = fs::path(root_) / model;
   ASSIGN_OR_RETURN(std::vector<int64_t> versions, ListVersions(model));
   int64_t next = versions.empty() ? 1 : versions.back() + 1;
-  const std::string model_dir = (fs::path(root_) / model).string();
-  // Another process may publish at the same time: never replace, take the next.
-  for (int attempt = 0; attempt < 1000; ++attempt, ++next) {
-    const std::string target = (fs::path(model_dir) / std::to_string(next)).string();
-    if (renameat2(AT_FDCWD, staging.c_str(), AT_FDCWD, target.c_str(), RENAME_NOREPLACE) == 0) {
-      RETURN_IF_ERROR(FsyncPath(model_dir, true));
-      return next;
-    }
-    if (errno != EEXIST && errno != ENOTEMPTY) {
-      return absl::InternalError(
-          absl::StrCat("rename ", staging, " to ", target, ": ", std::strerror(errno)));
+  // Claims left by writers that died are passed over, not reused.
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(model_dir, ec)) {
+    int64_t claimed = 0;
+    const std::string name = entry.path().filename().string();
+    if (absl::StartsWith(name, kClaimPrefix) &&
+        ParseVersionDir(name.substr(sizeof(kClaimPrefix) - 1), &claimed)) {
+      next = std::max(next, claimed + 1);
     }
   }
+  // Another process may publish at the same time. Without rename flags (NFS and
+  // many FUSE filesystems refuse them): claim the number with an exclusive create,
+  // which is atomic on NFSv3 and later, then move the complete staging directory
+  // into place with a plain rename. Only the claimant renames to that number.
+  for (int attempt = 0; attempt < 1000; ++attempt, ++next) {
+    const fs::path claim = model_dir / absl::StrCat(kClaimPrefix, next);
+    const int fd = open(claim.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0) {
+      if (errno == EEXIST) continue;
+      return absl::InternalError(absl::StrCat("cannot claim version ", next, " of model '", model,
+                                              "': ", std::strerror(errno)));
+    }
+    close(fd);
+    const fs::path target = model_dir / std::to_string(next);
+    std::error_code exists;
+    if (fs::exists(target, exists)) continue;  // a hand-copied version took it; keep the claim
+    if (std::rename(staging.c_str(), target.c_str()) != 0) {
+      const int err = errno;
+      unlink(claim.c_str());
+      return absl::InternalError(absl::StrCat("cannot publish version ", next, " of model '", model,
+                                              "': ", std::strerror(err)));
+    }
+    RETURN_IF_ERROR(FsyncPath(model_dir.string(), true));
+    unlink(claim.c_str());
+    return next;
+  }
   return absl::InternalError("could not allocate a version number");
+}
+
+namespace {
+
+// The newest mtime of `dir` and of the entries directly inside it.
+fs::file_time_type NewestWrite(const fs::path& dir) {
+  std::error_code ec;
+  fs::file_time_type newest = fs::last_write_time(dir, ec);
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    std::error_code ec2;
+    const fs::file_time_type t = fs::last_write_time(e.path(), ec2);
+    if (!ec2 && t > newest) newest = t;
+  }
+  return newest;
+}
+
+// True when a writer holds the staging directory's lock.
+bool Locked(const fs::path& dir) {
+  const int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return false;
+  const bool locked = flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+  close(fd);  // releases it again if we got it
+  return locked;
+}
+
+}  // namespace
+
+absl::StatusOr<int64_t> CheckpointStore::Pin(absl::string_view name) const {
+  RETURN_IF_ERROR(ValidateModelName(name));
+  std::ifstream in(fs::path(root_) / std::string(name) / ".pin");
+  std::string text;
+  if (!in || !std::getline(in, text)) return 0;
+  int64_t v = 0;
+  if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(text), &v) || v < 0) {
+    return absl::DataLossError(absl::StrCat("model '", name, "' has a corrupt pin file"));
+  }
+  return v;
+}
+
+absl::Status CheckpointStore::SetPin(absl::string_view name, int64_t version) const {
+  RETURN_IF_ERROR(ValidateModelName(name));
+  const fs::path pin = fs::path(root_) / std::string(name) / ".pin";
+  if (version <= 0) {
+    if (std::remove(pin.c_str()) != 0) {
+      if (errno == ENOENT) return absl::OkStatus();  // not pinned: nothing to do
+      return absl::InternalError(
+          absl::StrCat("cannot unpin model '", name, "': ", std::strerror(errno)));
+    }
+    return FsyncPath(pin.parent_path().string(), true);
+  }
+  const std::string tmp = absl::StrCat(pin.string(), ".tmp-", getpid());
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << version << "\n";
+    if (!out.flush()) {
+      return absl::InternalError(absl::StrCat("cannot pin model '", name, "'"));
+    }
+  }
+  RETURN_IF_ERROR(FsyncPath(tmp, false));
+  if (std::rename(tmp.c_str(), pin.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    return absl::InternalError(
+        absl::StrCat("cannot pin model '", name, "': ", std::strerror(errno)));
+  }
+  return FsyncPath(pin.parent_path().string(), true);
+}
+
+std::string CheckpointStore::Describe(absl::string_view message) const {
+  const std::string prefix = root_ + "/";
+  std::string out;
+  size_t pos = 0;
+  while (true) {
+    const size_t at = message.find(prefix, pos);
+    if (at == absl::string_view::npos) break;
+    absl::StrAppend(&out, message.substr(pos, at - pos));
+    size_t end = at + prefix.size();
+    while (end < message.size() &&
+           (absl::ascii_isalnum(message[end]) ||
+            absl::string_view("._-/").find(message[end]) != absl::string_view::npos)) {
+      ++end;
+    }
+    const std::vector<std::string> parts = absl::StrSplit(
+        message.substr(at + prefix.size(), end - at - prefix.size()), '/', absl::SkipEmpty());
+    std::string text = "a file in the store";
+    if (!parts.empty()) {
+      const std::string model = absl::StrCat("model '", parts[0], "'");
+      if (parts.size() == 1) {
+        text = model;
+      } else if (absl::StartsWith(parts[1], ".staging-")) {
+        text = absl::StrCat("an upload of ", model,
+                            parts.size() > 2 ? absl::StrCat(" (file '", parts[2], "')") : "");
+      } else {
+        text = absl::StrCat(model, " version ", parts[1],
+                            parts.size() > 2 ? absl::StrCat(" file '", parts[2], "'") : "");
+      }
+    }
+    out.append(text);
+    pos = end;
+  }
+  absl::StrAppend(&out, message.substr(pos));
+  // The root itself (without a trailing slash).
+  return absl::StrReplaceAll(out, {{root_, "the store"}});
 }
 
 int CheckpointStore::RemoveStaleStaging(absl::Duration age) const {
@@ -441,12 +575,15 @@ int CheckpointStore::RemoveStaleStaging(absl::Duration age) const {
     if (!model.is_directory()) continue;
     std::error_code ec2;
     for (const auto& entry : fs::directory_iterator(model.path(), ec2)) {
-      if (!absl::StartsWith(entry.path().filename().string(), ".staging-")) continue;
+      const std::string name = entry.path().filename().string();
+      const bool staging = absl::StartsWith(name, ".staging-");
+      if (!staging && !absl::StartsWith(name, kClaimPrefix)) continue;
       std::error_code ec3;
-      if (fs::last_write_time(entry.path(), ec3) < cutoff && !ec3) {
-        fs::remove_all(entry.path(), ec3);
-        ++removed;
-      }
+      const fs::file_time_type written =
+          staging ? NewestWrite(entry.path()) : fs::last_write_time(entry.path(), ec3);
+      if (ec3 || written >= cutoff || (staging && Locked(entry.path()))) continue;
+      fs::remove_all(entry.path(), ec3);
+      ++removed;
     }
   }
   return removed;

@@ -76,6 +76,9 @@ class PendingVersion {
   std::string expected_sha256_;
   int64_t expected_size_ = -1;
   int fd_ = -1;  // open while streaming
+  // The staging directory, open and flock()ed for the writer's whole life: a
+  // cleanup in any process skips locked staging directories.
+  int lock_fd_ = -1;
   std::unique_ptr<Sha256> sha_;
   uint64_t bytes_ = 0;
   bool committed_ = false;
@@ -140,17 +143,36 @@ class CheckpointStore {
 
   // Removes staging directories older than `age` (left by a crash). Returns how
   // many were removed.
+  // The version policy of `name`, kept in the store for every replica: the
+  // version it is pinned to, 0 = follows the newest. SetPin writes
+  // "<store>/<name>/.pin" atomically (a temporary file renamed into place);
+  // version 0 removes it. INTERNAL on I/O errors.
+  absl::StatusOr<int64_t> Pin(absl::string_view name) const;
+  absl::Status SetPin(absl::string_view name, int64_t version) const;
+
+  // `message` with every path inside the store described as the store knows it
+  // ("<root>/m/3/model.pt" -> "model 'm' version 3 file 'model.pt'", a staging
+  // path -> "an upload of model 'm'"), so errors never show server paths.
+  std::string Describe(absl::string_view message) const;
+
+  // A staging directory counts as stale when nothing inside it changed for `age`
+  // (the newest mtime of the directory and its files) and no writer holds its
+  // lock (flock, also honoured over NFSv4); stale claims (.claim-N) likewise.
   int RemoveStaleStaging(absl::Duration age) const;
 
  private:
   friend class PendingVersion;
   explicit CheckpointStore(std::string root) : root_(std::move(root)) {}
-  // Renames `staging` to the next free version of `model` (never replacing one).
+  // Moves `staging` to the next free version of `model` (never replacing one):
+  // claims the number with an exclusive create of .claim-<N>, then a plain
+  // rename (no rename flags, which NFS refuses), then removes the claim.
   absl::StatusOr<int64_t> PublishStaging(const std::string& model,
                                          const std::string& staging) const;
 
   std::string root_;                // canonical absolute path; constant after construction
   mutable absl::Mutex publish_mu_;  // serialises version numbering in this process
+  // "<model>/.claim-<N>": version N is being published (O_EXCL create).
+  static constexpr char kClaimPrefix[] = ".claim-";
 };
 
 }  // namespace modelserver

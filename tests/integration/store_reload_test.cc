@@ -168,6 +168,9 @@ TEST_F(StoreReloadTest, CorruptVersionsAreRefusedAndTheOldOneKeepsServing) {
     EXPECT_EQ(st.serving_version(), 1) << version;
     EXPECT_EQ(st.state(), v1::READY);
     EXPECT_THAT(st.last_error(), HasSubstr(s.error_message()));
+    // Named as the store knows it, never by a server path.
+    EXPECT_THAT(s.error_message(), ::testing::Not(HasSubstr(store_)));
+    EXPECT_THAT(s.error_message(), HasSubstr(absl::StrCat("model 'm' version ", version)));
     v1::PredictResponse r = Predict();
     EXPECT_EQ(r.version(), 1);
     EXPECT_LE(testing::MaxAbsDiff(OutputTensor(r), v1_out), 1e-4);
@@ -470,6 +473,55 @@ TEST_F(StoreReloadTest, PollingServersConvergeOnANewVersion) {
     EXPECT_EQ(r.version(), 2);
     EXPECT_LE(testing::MaxAbsDiff(OutputTensor(r), expected), 1e-4);
   }
+}
+
+// Waits (bounded) until `c` serves `version` of m; returns what it serves then.
+int64_t WaitForServing(ModelClient* c, int64_t version, v1::ModelStatus* st) {
+  int64_t serving = 0;
+  for (int i = 0; i < 200 && serving != version; ++i) {
+    if (c->GetModelStatus("m", st).ok()) serving = st->serving_version();
+    if (serving != version) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return serving;
+}
+
+// A rollback stays rolled back: LoadModel of v1 on one replica pins the model in
+// the store; both polling replicas serve v1 (not the newer v2), so does a
+// restarted one; LoadModel of version 0 unpins and both return to v2.
+TEST_F(StoreReloadTest, PinnedVersionHoldsForEveryReplicaUntilUnpinned) {
+  StartServer({"--poll_store_seconds=1"});
+  std::vector<std::string> args = {"--store=" + store_, "--model=m=" + Arch("tiny"),
+                                   "--poll_store_seconds=1"};
+  auto second = testing::ServerProcess::Start(args, store_ + "/server2.log");
+  ASSERT_TRUE(second.ok()) << second.status();
+  auto client2 = ModelClient::Create((*second)->target());
+  ASSERT_TRUE(testing::WaitForModels(*client2, {"m"}, std::chrono::seconds(60)));
+  v1::ModelStatus st;
+  ASSERT_EQ(WaitForServing(client2.get(), 2, &st), 2);
+  v1::LoadModelResponse lr;
+  ASSERT_TRUE(client_->LoadModel("m", 1, &lr).ok());
+  EXPECT_EQ(lr.status().pinned_version(), 1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(3500));  // three poll intervals
+  for (ModelClient* c : {client_.get(), client2.get()}) {
+    EXPECT_EQ(WaitForServing(c, 1, &st), 1);
+    EXPECT_EQ(st.pinned_version(), 1);
+    EXPECT_EQ(st.serving_version(), 1);  // polling did not undo the rollback
+  }
+  // A restarted replica honours the pin from the store.
+  second->reset();
+  auto third = testing::ServerProcess::Start(args, store_ + "/server3.log");
+  ASSERT_TRUE(third.ok()) << third.status();
+  auto client3 = ModelClient::Create((*third)->target());
+  ASSERT_TRUE(testing::WaitForModels(*client3, {"m"}, std::chrono::seconds(60)));
+  ASSERT_TRUE(client3->GetModelStatus("m", &st).ok());
+  EXPECT_EQ(st.serving_version(), 1);
+  EXPECT_EQ(st.pinned_version(), 1);
+  // Unpin: both return to the newest.
+  ASSERT_TRUE(client_->LoadModel("m", 0, &lr).ok());
+  EXPECT_EQ(lr.status().pinned_version(), 0);
+  EXPECT_EQ(lr.status().serving_version(), 2);
+  EXPECT_EQ(WaitForServing(client3.get(), 2, &st), 2);
+  EXPECT_EQ(st.pinned_version(), 0);
 }
 
 // A server killed while loading v2 left <store>/.state/m.loading behind: the
