@@ -1,13 +1,42 @@
 #include "server/checkpoint/checkpoint_check.h"
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "server/checkpoint/module_tree.h"
 #include "server/checkpoint/state_dict_parser.h"
 
 namespace modelserver {
 
+namespace {
+
+bool HasTorchScriptCode(const ZipReader& zip) {
+  for (const ZipReader::Entry& e : zip.entries()) {
+    if (absl::StrContains(e.name, "/code/")) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
 absl::Status CheckCheckpointFile(const std::string& path, ModelFormat format) {
   ASSIGN_OR_RETURN(std::unique_ptr<ZipReader> zip, ZipReader::Open(path));
+  const bool torchscript = HasTorchScriptCode(*zip);
+  if (format == ModelFormat::kTorchScript) {
+    if (torchscript) return absl::OkStatus();
+    return absl::InvalidArgumentError(
+        "the file is not a TorchScript archive (it has no code/ records): a torch.save file "
+        "is format STATE_DICT (a state dict) or PICKLED_MODULE (a whole module)");
+  }
+  if (torchscript) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the file is a TorchScript archive (torch.jit.save), not ",
+                     ModelFormatName(format), "; upload it with format TORCHSCRIPT"));
+  }
+  if (format == ModelFormat::kPickledModule) {
+    ASSIGN_OR_RETURN(PickledModuleTree tree, ParsePickledModule(*zip, "the file"));
+    return absl::OkStatus();
+  }
   if (format != ModelFormat::kStateDict) return absl::OkStatus();
   ASSIGN_OR_RETURN(PickledStateDict sd, ParseStateDictPickle(*zip, path, 64ull << 20));
   for (const pickle::Value* s : sd.pickled->storages()) {

@@ -9,8 +9,11 @@
 namespace modelserver {
 
 // A cheap structural check of a checkpoint file before it is published: a
-// readable zip archive and, for STATE_DICT, a state-dict pickle whose storages
-// all have records of the right size. Tensor bytes are not read. Thread-safe.
+// readable zip archive of the declared format -- INVALID_ARGUMENT for a
+// TorchScript archive declared as another format or the reverse; FAILED_PRECONDITION
+// for a state dict declared PICKLED_MODULE -- and, for STATE_DICT, a state-dict pickle
+// whose storages all have records of the right size; for PICKLED_MODULE, a
+// module tree of allowlisted classes. Tensor bytes are not read. Thread-safe.
 absl::Status CheckCheckpointFile(const std::string& path, ModelFormat format);
 
 }  // namespace modelserver

@@ -162,6 +162,12 @@ absl::StatusOr<PickledModuleTree> ParsePickledModule(const ZipReader& zip,
                                                      const std::string& what) {
   ASSIGN_OR_RETURN(PickledStateDict parsed,
                    ParseArchivePickle(zip, what, kMaxPickleBytes, PickledModuleUnpicklerOptions()));
+  if (parsed.pickled->root()->kind == Kind::kDict) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        what,
+        " holds a dict (a state dict, torch.save(model.state_dict())), not a module; use "
+        "format STATE_DICT with an architecture"));
+  }
   PickledModuleTree out;
   ASSIGN_OR_RETURN(out.root, ParseModuleTree(parsed.pickled->root()));
   out.prefix = std::move(parsed.prefix);

@@ -2,6 +2,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "server/checkpoint/state_dict_parser.h"
+#include "server/checkpoint/torchscript_archive.h"
+#include "server/checkpoint/zip_reader.h"
 #include "server/model/pickled_module.h"
 #include "server/model/tensor_convert.h"
 #include "server/model/tensor_materializer.h"
@@ -12,14 +15,20 @@
 
 namespace modelserver {
 
+namespace {
+
+constexpr char kNeedsArchitecture[] =
+    " is a state dict, which needs an architecture to serve: give one (vgg16, vgg11_bn, "
+    "vgg:cfg=...) with the upload's --architecture, in manifest.json or as --model NAME=ARCH; "
+    "or save the whole model as TorchScript (torch.jit.script(model).save(path))";
+
+}  // namespace
+
 absl::StatusOr<std::shared_ptr<const Model>> LoadModelFromFile(const ModelLoadOptions& options) {
   switch (options.format) {
     case ModelFormat::kStateDict: {
       if (options.architecture.empty()) {
-        return absl::FailedPreconditionError(
-            absl::StrCat(options.path,
-                         " is a state dict, which needs an architecture (e.g. vgg16): give it "
-                         "in manifest.json or as --model NAME=ARCH"));
+        return absl::FailedPreconditionError(absl::StrCat(options.path, kNeedsArchitecture));
       }
       ASSIGN_OR_RETURN(VggConfig config, ParseVggArchitecture(options.architecture));
       CheckpointReadOptions read;
@@ -50,6 +59,23 @@ absl::StatusOr<std::shared_ptr<const Model>> LoadModelFromFile(const ModelLoadOp
       break;
   }
   return absl::InvalidArgumentError("checkpoint format is unspecified");
+}
+
+absl::Status CheckLoadable(const std::string& path, ModelFormat format,
+                           const std::string& architecture, bool trust_torchscript) {
+  ASSIGN_OR_RETURN(std::unique_ptr<ZipReader> zip, ZipReader::Open(path));
+  if (format == ModelFormat::kTorchScript) {
+    return trust_torchscript ? absl::OkStatus() : CheckTorchScriptArchive(*zip, "the file");
+  }
+  if (format != ModelFormat::kStateDict) return absl::OkStatus();
+  if (architecture.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat("the file", kNeedsArchitecture));
+  }
+  ASSIGN_OR_RETURN(VggConfig config, ParseVggArchitecture(architecture));
+  ASSIGN_OR_RETURN(PickledStateDict sd, ParseStateDictPickle(*zip, "the file", 64ull << 20));
+  std::map<std::string, std::vector<int64_t>> shapes;
+  for (const auto& [k, v] : sd.pickled->root()->entries) shapes[k->s] = v->tensor.sizes;
+  return CheckVggStateDict(config, shapes);
 }
 
 absl::Status CheckArchitecture(const std::string& architecture) {

@@ -28,6 +28,14 @@ struct ModelLoadOptions {
 // not served yet. Thread-safe.
 absl::StatusOr<std::shared_ptr<const Model>> LoadModelFromFile(const ModelLoadOptions& options);
 
+// Whether a checkpoint file would load, checked without reading its tensors
+// (for uploads, before anything is published): for STATE_DICT the architecture
+// (required) and the state dict's key names and shapes as load_state_dict(strict)
+// checks them; for TORCHSCRIPT no __setstate__ unless `trust_torchscript`.
+// FAILED_PRECONDITION / INVALID_ARGUMENT naming the problem. Thread-safe.
+absl::Status CheckLoadable(const std::string& path, ModelFormat format,
+                           const std::string& architecture, bool trust_torchscript);
+
 // OK when `architecture` names an architecture LoadModelFromFile can build a
 // state dict into ("vgg16", "vgg:cfg=..."); INVALID_ARGUMENT naming the problem
 // otherwise. Thread-safe.

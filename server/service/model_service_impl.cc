@@ -244,10 +244,11 @@ absl::Status ValidateName(const std::string& name) {
 class UploadReactor : public grpc::ServerReadReactor<v1::UploadCheckpointRequest> {
  public:
   UploadReactor(grpc::CallbackServerContext* context, const CheckpointStore* store,
-                TaskRunner* committer, uint64_t max_bytes, v1::UploadCheckpointResponse* response,
-                Rpc rpc, const absl::Status& auth)
+                const ModelRegistry* registry, TaskRunner* committer, uint64_t max_bytes,
+                v1::UploadCheckpointResponse* response, Rpc rpc, const absl::Status& auth)
       : context_(context),
         store_(store),
+        registry_(registry),
         committer_(committer),
         max_bytes_(max_bytes),
         response_(response),
@@ -341,6 +342,12 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadCheckpointRequest
       nv.max_bytes = max_bytes_;
       nv.expected_sha256 = h.sha256();
       nv.expected_size = h.size_bytes() > 0 ? h.size_bytes() : -1;
+      // Never publish what could not load: the full check runs at Commit (off
+      // gRPC's threads), before the version exists.
+      nv.validate = [registry = registry_, name = h.model_name(), format = nv.format,
+                     arch = h.architecture()](const std::string& file) {
+        return registry->CheckUpload(name, file, format, arch);
+      };
       ASSIGN_OR_RETURN(pending_, store_->BeginVersion(nv));
       rpc_.model = h.model_name();
       return absl::OkStatus();
@@ -358,7 +365,8 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadCheckpointRequest
 
   grpc::CallbackServerContext* context_;
   const CheckpointStore* store_;
-  TaskRunner* const committer_;  // not owned; runs Commit
+  const ModelRegistry* const registry_;  // not owned; checks loadability
+  TaskRunner* const committer_;          // not owned; runs Commit
   const uint64_t max_bytes_;
   v1::UploadCheckpointResponse* response_;
   Rpc rpc_;
@@ -529,7 +537,7 @@ grpc::ServerUnaryReactor* ModelServiceImpl::UnloadModel(grpc::CallbackServerCont
 
 grpc::ServerReadReactor<v1::UploadCheckpointRequest>* ModelServiceImpl::UploadCheckpoint(
     grpc::CallbackServerContext* context, v1::UploadCheckpointResponse* response) {
-  return new UploadReactor(context, store_, &admin_, options_.max_upload_bytes, response,
+  return new UploadReactor(context, store_, registry_, &admin_, options_.max_upload_bytes, response,
                            Rpc{this, "UploadCheckpoint"}, auth_.Check(*context));
 }
 

@@ -26,6 +26,16 @@ const char* ModelStateName(ModelState state) {
   return "?";
 }
 
+absl::Status ModelRegistry::CheckUpload(const std::string& name, const std::string& path,
+                                        ModelFormat format, const std::string& architecture) const {
+  std::string arch = architecture;
+  if (arch.empty()) {
+    absl::ReaderMutexLock lock(&mu_);
+    if (auto it = models_.find(name); it != models_.end()) arch = it->second.arch_hint;
+  }
+  return CheckLoadable(path, format, arch, options_.trust_torchscript);
+}
+
 absl::Status ModelRegistry::CheckArchitecture(const std::string& architecture) {
   return modelserver::CheckArchitecture(architecture);
 }

@@ -129,6 +129,12 @@ class ModelRegistry {
   absl::StatusOr<ModelStatusInfo> Status(const std::string& name) const;
   // Every model in memory or in the store, sorted by name.
   absl::StatusOr<std::vector<ModelStatusInfo>> List() const;
+  // Whether an uploaded file would load as `name` in `format` (CheckLoadable):
+  // a state dict without an architecture uses the one `name` was started with
+  // (--model NAME=ARCH), if any. Blocks while reading the file's pickle.
+  absl::Status CheckUpload(const std::string& name, const std::string& path, ModelFormat format,
+                           const std::string& architecture) const;
+
   // OK when a state dict can be served as `architecture`; else INVALID_ARGUMENT.
   static absl::Status CheckArchitecture(const std::string& architecture);
 
@@ -177,8 +183,7 @@ class ModelRegistry {
   // store_versions and pinned_version, read from the store (call without the lock).
   void FillFromStore(ModelStatusInfo* s) const ABSL_LOCKS_EXCLUDED(mu_);
   // One polling step for one model: load the pinned version, or the newest.
-  void PollOne(const std::string& name, int64_t serving, int64_t failed)
-      ABSL_LOCKS_EXCLUDED(mu_);
+  void PollOne(const std::string& name, int64_t serving, int64_t failed) ABSL_LOCKS_EXCLUDED(mu_);
 
   // Resolves `version` (0: newest) to a store version, passing over a version the
   // journal says killed the process (`note` then says so).

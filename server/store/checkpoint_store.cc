@@ -315,6 +315,7 @@ absl::StatusOr<std::unique_ptr<PendingVersion>> CheckpointStore::BeginVersion(
   p->manifest_.format = v.format;
   p->manifest_.architecture = v.architecture;
   p->manifest_.file = FileNameFor(v.format);
+  p->validate_ = v.validate;
   p->manifest_.source = v.source;
   p->max_bytes_ = v.max_bytes;
   p->expected_sha256_ = v.expected_sha256;
@@ -398,6 +399,7 @@ absl::StatusOr<StoreVersion> PendingVersion::Commit() {
                                             ", the header announced ", expected_sha256_));
   }
   RETURN_IF_ERROR(CheckCheckpointFile(file_path_, manifest_.format));
+  if (validate_) RETURN_IF_ERROR(validate_(file_path_));
   manifest_.sha256 = sha;
   manifest_.size_bytes = static_cast<int64_t>(bytes_);
   manifest_.created_at = NowRfc3339();

@@ -2,6 +2,7 @@
 #define MODELSERVER_SERVER_STORE_CHECKPOINT_STORE_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -75,7 +76,8 @@ class PendingVersion {
   uint64_t max_bytes_ = 0;
   std::string expected_sha256_;
   int64_t expected_size_ = -1;
-  int fd_ = -1;  // open while streaming
+  int fd_ = -1;                                               // open while streaming
+  std::function<absl::Status(const std::string&)> validate_;  // NewVersion::validate
   // The staging directory, open and flock()ed for the writer's whole life: a
   // cleanup in any process skips locked staging directories.
   int lock_fd_ = -1;
@@ -136,6 +138,10 @@ class CheckpointStore {
     uint64_t max_bytes = 0;       // Append limit; 0 = none
     std::string expected_sha256;  // optional, checked at Commit
     int64_t expected_size = -1;   // optional, checked at Commit
+    // Optional: run by Commit on the complete, verified file (its path) after the
+    // structural check and before anything is published; an error refuses the
+    // version (the store does not know models: the caller checks loadability).
+    std::function<absl::Status(const std::string& file)> validate;
   };
   // Starts a new version of `model_name`. INVALID_ARGUMENT for a bad name or an
   // unspecified format; INTERNAL when the staging directory cannot be made.

@@ -319,8 +319,8 @@ def run_attacks(s):
     shared = nn.ReLU()
     for _ in range(64):
         shared = nn.Sequential(shared, shared)
-    refused_load('64 memoised Sequentials sharing children', 'a_shared',
-                 save(shared, 'shared.pth'), 'PICKLED_MODULE', ['FAILED_PRECONDITION'])
+    refused_upload('64 memoised Sequentials sharing children', 'a_shared',
+                   save(shared, 'shared.pth'), 'PICKLED_MODULE', ['FAILED_PRECONDITION'])
 
 
 def download_of_a_shrinking_file(s):

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -371,9 +372,69 @@ TEST_F(StoreReloadTest, BadUploadsWriteNothing) {
     EXPECT_TRUE(fs::is_empty(store_ + "/u"));
   }
   // A good upload still works.
-  h.set_architecture("");
+  h.set_architecture(Arch("tiny"));
   ASSERT_TRUE(client_->Upload(Fx("tiny"), h, &resp).ok());
   EXPECT_EQ(resp.version(), 1);
+}
+
+// Every file of the store (but the server logs) with its bytes.
+std::map<std::string, std::string> StoreContents(const std::string& root) {
+  std::map<std::string, std::string> out;
+  for (const auto& e : fs::recursive_directory_iterator(root)) {
+    const std::string rel = fs::relative(e.path(), root).string();
+    if (rel.rfind("server", 0) == 0 && rel.find(".log") != std::string::npos) continue;
+    out[rel] = e.is_regular_file() ? testing::ReadFile(e.path().string()) : "<dir>";
+  }
+  return out;
+}
+
+// Uploads that could never load are refused before anything is published: the
+// store is byte-for-byte unchanged and no version number is used.
+TEST_F(StoreReloadTest, NeverLoadableUploadsAreRefusedAndTheStoreIsUnchanged) {
+  StartServer();
+  const auto before = StoreContents(store_);
+  struct Case {
+    const char* what;
+    std::string file;
+    v1::CheckpointFormat format;
+    std::string architecture;
+    grpc::StatusCode code;
+    const char* says;
+  };
+  const std::string dir = FixturesDir();
+  const Case cases[] = {
+      {"state dict without an architecture", Fx("tiny"), v1::STATE_DICT, "",
+       grpc::FAILED_PRECONDITION, "needs an architecture"},
+      {"state dict that does not fit its architecture", Fx("tiny"), v1::STATE_DICT, "vgg16",
+       grpc::FAILED_PRECONDITION, "missing keys"},
+      {"torch.save(model) of a user class", dir + "/pickled_userclass/model.pth",
+       v1::PICKLED_MODULE, "", grpc::FAILED_PRECONDITION, "MyNet"},
+      {"TorchScript uploaded as STATE_DICT", dir + "/tiny_ts_script/model.pt", v1::STATE_DICT,
+       Arch("tiny"), grpc::INVALID_ARGUMENT, "format TORCHSCRIPT"},
+      {"state dict uploaded as TORCHSCRIPT", Fx("tiny"), v1::TORCHSCRIPT, "",
+       grpc::INVALID_ARGUMENT, "not a TorchScript archive"},
+      {"state dict uploaded as PICKLED_MODULE", Fx("tiny"), v1::PICKLED_MODULE, "",
+       grpc::FAILED_PRECONDITION, "format STATE_DICT"},
+  };
+  for (const Case& c : cases) {
+    v1::UploadHeader h;
+    h.set_model_name("u");
+    h.set_format(c.format);
+    h.set_architecture(c.architecture);
+    v1::UploadCheckpointResponse resp;
+    grpc::Status s = client_->Upload(c.file, h, &resp);
+    EXPECT_EQ(s.error_code(), c.code) << c.what << ": " << s.error_message();
+    EXPECT_THAT(s.error_message(), HasSubstr(c.says)) << c.what;
+    EXPECT_THAT(s.error_message(), ::testing::Not(HasSubstr(store_))) << c.what;
+    EXPECT_EQ(StoreContents(store_), before) << c.what;
+  }
+  v1::UploadHeader h;
+  h.set_model_name("u");
+  h.set_format(v1::STATE_DICT);
+  h.set_architecture(Arch("tiny"));
+  v1::UploadCheckpointResponse resp;
+  ASSERT_TRUE(client_->Upload(Fx("tiny"), h, &resp).ok());
+  EXPECT_EQ(resp.version(), 1);  // no number was used by the refused ones
 }
 
 TEST_F(StoreReloadTest, SigkillMidUploadAndMidSaveLeavesOnlyCompleteVersions) {

@@ -1,6 +1,7 @@
 #include "server/store/checkpoint_store.h"
 
 #include <fcntl.h>
+#include <unistd.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -24,7 +25,8 @@ using ::testing::HasSubstr;
 class CheckpointStoreTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    root_ = ::testing::TempDir() + "/store_" +
+    // Per process: the suite also runs at once under the rename shim.
+    root_ = ::testing::TempDir() + "/store_" + std::to_string(getpid()) + "_" +
             ::testing::UnitTest::GetInstance()->current_test_info()->name();
     fs::remove_all(root_);
     auto s = CheckpointStore::Create({root_, true});
@@ -136,7 +138,8 @@ TEST_F(CheckpointStoreTest, BadManifests) {
 }
 
 TEST_F(CheckpointStoreTest, SymlinkOutOfTheStoreIsRefused) {
-  const std::string outside = ::testing::TempDir() + "/outside_weights.pth";
+  const std::string outside =
+      ::testing::TempDir() + "/outside_weights_" + std::to_string(getpid()) + ".pth";
   std::ofstream(outside) << "secret";
   fs::create_directories(fs::path(root_) / "m" / "1");
   fs::create_symlink(outside, fs::path(root_) / "m" / "1" / "model_weights.pth");
@@ -161,10 +164,35 @@ class PublishTest : public CheckpointStoreTest {
     v.source = "test";
     return v;
   }
-  // A minimal valid zip (end-of-central-directory only).
+  // A minimal archive that passes the TorchScript format check: one stored
+  // record named m/code/x.py (the store sniffs names; it does not run code).
   static std::string EmptyZip() {
-    std::string z = "PK\x05\x06";
-    z.append(18, '\0');
+    auto put = [](std::string* z, uint32_t v, int n) {
+      for (int i = 0; i < n; ++i) z->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+    };
+    const std::string name = "m/code/x.py";
+    std::string z;
+    put(&z, 0x04034b50, 4);
+    for (int v : {20, 0, 0, 0, 0}) put(&z, v, 2);
+    for (uint32_t v : {0u, 0u, 0u}) put(&z, v, 4);  // crc, sizes: an empty record
+    put(&z, name.size(), 2);
+    put(&z, 0, 2);
+    z += name;
+    const uint32_t cd_offset = z.size();
+    put(&z, 0x02014b50, 4);
+    for (int v : {20, 20, 0, 0, 0, 0}) put(&z, v, 2);
+    for (uint32_t v : {0u, 0u, 0u}) put(&z, v, 4);
+    put(&z, name.size(), 2);
+    for (int v : {0, 0, 0, 0}) put(&z, v, 2);
+    put(&z, 0, 4);  // external attributes
+    put(&z, 0, 4);  // local header offset
+    z += name;
+    const uint32_t cd_size = z.size() - cd_offset;
+    put(&z, 0x06054b50, 4);
+    for (int v : {0, 0, 1, 1}) put(&z, v, 2);
+    put(&z, cd_size, 4);
+    put(&z, cd_offset, 4);
+    put(&z, 0, 2);
     return z;
   }
   std::vector<std::string> Staging(const std::string& model) {
@@ -192,7 +220,7 @@ TEST_F(PublishTest, CommitPublishesTheNextVersionWithAManifest) {
   ASSERT_TRUE(r.ok());
   EXPECT_TRUE(r->manifest.present);
   EXPECT_EQ(r->manifest.format, ModelFormat::kTorchScript);
-  EXPECT_EQ(r->manifest.size_bytes, 22);
+  EXPECT_EQ(r->manifest.size_bytes, static_cast<int64_t>(EmptyZip().size()));
   EXPECT_EQ(r->manifest.sha256, *Sha256File(r->path));
   EXPECT_EQ(r->manifest.source, "test");
   EXPECT_TRUE(*store_->Verify(*r));
@@ -216,10 +244,10 @@ TEST_F(PublishTest, AbandonedOrFailedVersionsLeaveNothing) {
   ASSERT_TRUE((*p)->Append(EmptyZip()).ok());
   EXPECT_EQ((*p)->Commit().status().code(), absl::StatusCode::kDataLoss);
   nv = NV();
-  nv.expected_size = 100;
+  nv.expected_size = 1000;  // more than is sent
   p = store_->BeginVersion(nv);
   ASSERT_TRUE((*p)->Append(EmptyZip()).ok());
-  EXPECT_THAT(std::string((*p)->Commit().status().message()), HasSubstr("announced 100"));
+  EXPECT_THAT(std::string((*p)->Commit().status().message()), HasSubstr("announced 1000"));
   // Over the limit.
   nv = NV();
   nv.max_bytes = 10;
@@ -341,7 +369,8 @@ TEST(RenameFlagsShim, RefusesFlagsWhenLoaded) {
     std::printf("note: the rename_noflags shim is not loaded in this run; not checked\n");
     return;
   }
-  const std::string a = ::testing::TempDir() + "/shim_a", b = ::testing::TempDir() + "/shim_b";
+  const std::string a = ::testing::TempDir() + "/shim_a" + std::to_string(getpid()),
+                    b = ::testing::TempDir() + "/shim_b" + std::to_string(getpid());
   std::ofstream(a) << "x";
   std::remove(b.c_str());
   EXPECT_EQ(renameat2(AT_FDCWD, a.c_str(), AT_FDCWD, b.c_str(), RENAME_NOREPLACE), -1);

@@ -11,8 +11,6 @@
 namespace modelserver {
 namespace {
 
-std::string Shape(at::IntArrayRef s) { return absl::StrCat("[", absl::StrJoin(s, ","), "]"); }
-
 // A leaf module holding one layer's tensors under torchvision's names.
 class LeafModule : public torch::nn::Module {
  public:
@@ -22,48 +20,19 @@ class LeafModule : public torch::nn::Module {
   void AddBuffer(const std::string& name, const at::Tensor& t) { register_buffer(name, t); }
 };
 
-// "a, b, c, ... (N more)": at most 20 items.
-std::string ShortList(const std::vector<std::string>& v) {
-  const size_t kShown = 20;
-  std::vector<std::string> head(v.begin(), v.begin() + std::min(v.size(), kShown));
-  std::string s = absl::StrJoin(head, ", ");
-  if (v.size() > kShown) absl::StrAppend(&s, ", ... (", v.size() - kShown, " more)");
-  return s;
-}
-
-// What load_state_dict(strict=True) checks: the exact key set, every shape, and
-// floating dtypes (num_batches_tracked aside), all problems in one message.
+// load_state_dict(strict=True): CheckVggStateDict on the shapes, plus floating
+// dtypes (num_batches_tracked aside).
 absl::Status CheckStrict(const VggConfig& config, const std::map<std::string, at::Tensor>& given) {
-  std::vector<std::string> missing, unexpected, mismatched;
-  std::map<std::string, std::vector<int64_t>> expected;
-  for (const auto& [k, shape] : config.StateDictShapes()) {
-    expected[k] = shape;
-    auto it = given.find(k);
-    if (it == given.end()) {
-      missing.push_back(k);
-      continue;
-    }
-    const at::Tensor& t = it->second;
-    if (t.sizes() != at::IntArrayRef(shape)) {
-      mismatched.push_back(absl::StrCat(k, " is ", Shape(t.sizes()), ", expected ", Shape(shape)));
-    } else if (!absl::EndsWith(k, "num_batches_tracked") && !at::isFloatingType(t.scalar_type())) {
-      mismatched.push_back(absl::StrCat(k, " has dtype ", c10::toString(t.scalar_type()),
-                                        ", expected a floating type"));
-    }
-  }
+  std::map<std::string, std::vector<int64_t>> shapes;
+  std::vector<std::string> dtype_problems;
   for (const auto& [k, t] : given) {
-    if (expected.count(k) == 0) unexpected.push_back(k);
+    shapes[k] = std::vector<int64_t>(t.sizes().begin(), t.sizes().end());
+    if (!absl::EndsWith(k, "num_batches_tracked") && !at::isFloatingType(t.scalar_type())) {
+      dtype_problems.push_back(absl::StrCat(k, " has dtype ", c10::toString(t.scalar_type()),
+                                            ", expected a floating type"));
+    }
   }
-  if (missing.empty() && unexpected.empty() && mismatched.empty()) return absl::OkStatus();
-  std::vector<std::string> parts;
-  if (!missing.empty()) parts.push_back(absl::StrCat("missing keys: ", ShortList(missing)));
-  if (!unexpected.empty())
-    parts.push_back(absl::StrCat("unexpected keys: ", ShortList(unexpected)));
-  if (!mismatched.empty()) {
-    parts.push_back(absl::StrCat("shape mismatches: ", ShortList(mismatched)));
-  }
-  return absl::FailedPreconditionError(absl::StrCat(
-      "checkpoint does not fit architecture ", config.Name(), ": ", absl::StrJoin(parts, "; ")));
+  return CheckVggStateDict(config, shapes, std::move(dtype_problems));
 }
 
 }  // namespace

@@ -1,5 +1,7 @@
 #include "server/model/vgg/vgg_config.h"
 
+#include <algorithm>
+
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -259,6 +261,51 @@ std::optional<VggConfig> VggConfigFromModuleTree(const ModuleNode& root) {
     return std::nullopt;
   }
   return c;
+}
+
+namespace {
+
+// "a, b, c, ... (N more)": at most 20 items.
+std::string ShortList(const std::vector<std::string>& v) {
+  const size_t kShown = 20;
+  std::vector<std::string> head(v.begin(), v.begin() + std::min(v.size(), kShown));
+  std::string s = absl::StrJoin(head, ", ");
+  if (v.size() > kShown) absl::StrAppend(&s, ", ... (", v.size() - kShown, " more)");
+  return s;
+}
+
+std::string Shape(const std::vector<int64_t>& s) {
+  return absl::StrCat("[", absl::StrJoin(s, ","), "]");
+}
+
+}  // namespace
+
+absl::Status CheckVggStateDict(const VggConfig& config,
+                               const std::map<std::string, std::vector<int64_t>>& shapes,
+                               std::vector<std::string> problems) {
+  std::vector<std::string> missing, unexpected;
+  std::map<std::string, std::vector<int64_t>> expected;
+  for (const auto& [k, shape] : config.StateDictShapes()) {
+    expected[k] = shape;
+    auto it = shapes.find(k);
+    if (it == shapes.end()) {
+      missing.push_back(k);
+    } else if (it->second != shape) {
+      problems.push_back(absl::StrCat(k, " is ", Shape(it->second), ", expected ", Shape(shape)));
+    }
+  }
+  for (const auto& [k, shape] : shapes) {
+    if (expected.count(k) == 0) unexpected.push_back(k);
+  }
+  if (missing.empty() && unexpected.empty() && problems.empty()) return absl::OkStatus();
+  std::vector<std::string> parts;
+  if (!missing.empty()) parts.push_back(absl::StrCat("missing keys: ", ShortList(missing)));
+  if (!unexpected.empty()) {
+    parts.push_back(absl::StrCat("unexpected keys: ", ShortList(unexpected)));
+  }
+  if (!problems.empty()) parts.push_back(absl::StrCat("shape mismatches: ", ShortList(problems)));
+  return absl::FailedPreconditionError(absl::StrCat(
+      "checkpoint does not fit architecture ", config.Name(), ": ", absl::StrJoin(parts, "; ")));
 }
 
 }  // namespace modelserver

@@ -2,11 +2,13 @@
 #define MODELSERVER_SERVER_MODEL_VGG_VGG_CONFIG_H_
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "server/checkpoint/module_tree.h"
@@ -54,6 +56,15 @@ absl::StatusOr<VggConfig> ParseVggArchitecture(absl::string_view arch);
 // max-pools, a square AdaptiveAvgPool2d, the 7-layer classifier); nullopt for
 // any other tree.
 std::optional<VggConfig> VggConfigFromModuleTree(const ModuleNode& root);
+
+// What load_state_dict(strict=True) checks of a state dict's key names and
+// shapes against `config`: the exact key set and every shape; `problems` adds
+// other per-key problems (dtypes). One FAILED_PRECONDITION listing all (missing
+// keys, unexpected keys, mismatches), else OK. Torch-free (the upload check uses
+// the shapes from the pickle).
+absl::Status CheckVggStateDict(const VggConfig& config,
+                               const std::map<std::string, std::vector<int64_t>>& shapes,
+                               std::vector<std::string> problems = {});
 
 // True when `arch` names a VGG (starts with "vgg").
 bool IsVggArchitecture(absl::string_view arch);
