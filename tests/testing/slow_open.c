@@ -15,24 +15,23 @@ static int call_real(const char* name, const char* path, int flags, mode_t mode)
   return real(path, flags, mode);
 }
 
+/* The mode argument, present only with O_CREAT. */
+static mode_t mode_arg(int flags, va_list ap) {
+  return (flags & O_CREAT) ? (mode_t)va_arg(ap, int) : 0;
+}
+
 int open(const char* path, int flags, ...) {
-  mode_t mode = 0;
-  if (flags & O_CREAT) {
-    va_list ap;
-    va_start(ap, flags);
-    mode = (mode_t)va_arg(ap, int);
-    va_end(ap);
-  }
+  va_list ap;
+  va_start(ap, flags);
+  const mode_t mode = mode_arg(flags, ap);
+  va_end(ap);
   return call_real("open", path, flags, mode);
 }
 
 int open64(const char* path, int flags, ...) {
-  mode_t mode = 0;
-  if (flags & O_CREAT) {
-    va_list ap;
-    va_start(ap, flags);
-    mode = (mode_t)va_arg(ap, int);
-    va_end(ap);
-  }
+  va_list ap;
+  va_start(ap, flags);
+  const mode_t mode = mode_arg(flags, ap);
+  va_end(ap);
   return call_real("open64", path, flags, mode);
 }
