@@ -310,17 +310,25 @@ class HealthReporter {
   HealthReporter(grpc::HealthCheckServiceInterface* health,
                  const std::vector<StartupModel>& startup)
       : health_(health) {
-    for (const StartupModel& s : startup) pending_.insert(s.name);
+    for (const StartupModel& s : startup) not_ready_.insert(s.name);
+    startup_ = not_ready_;
     health_->SetServingStatus("", true);
-    health_->SetServingStatus(kServiceName, pending_.empty());
+    health_->SetServingStatus(kServiceName, not_ready_.empty());
   }
 
-  // The registry's ready listener.
+  // The registry's ready listener: readiness follows the live state, so a
+  // startup model that is unloaded or fails turns it NOT_SERVING again.
   void OnModel(const std::string& name, bool ready) ABSL_LOCKS_EXCLUDED(mu_) {
     absl::MutexLock lock(&mu_);
     health_->SetServingStatus(name, ready);
-    if (ready) pending_.erase(name);
-    health_->SetServingStatus(kServiceName, pending_.empty());
+    if (startup_.count(name) != 0) {
+      if (ready) {
+        not_ready_.erase(name);
+      } else {
+        not_ready_.insert(name);
+      }
+    }
+    health_->SetServingStatus(kServiceName, not_ready_.empty());
   }
 
   // Every name NOT_SERVING at once, for good.
@@ -332,7 +340,8 @@ class HealthReporter {
  private:
   grpc::HealthCheckServiceInterface* const health_;
   absl::Mutex mu_;
-  std::set<std::string> pending_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> startup_ ABSL_GUARDED_BY(mu_);    // the --model names
+  std::set<std::string> not_ready_ ABSL_GUARDED_BY(mu_);  // of those, not READY now
 };
 
 // Blocks SIGTERM and SIGINT in every thread (call before any thread starts);

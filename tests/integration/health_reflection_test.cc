@@ -74,6 +74,25 @@ TEST_F(HealthReflectionTest, HealthNames) {
   EXPECT_EQ(Check(ch, "never-loaded", &st).error_code(), grpc::NOT_FOUND);
 }
 
+// Readiness follows the live state: unloading the startup model turns it
+// NOT_SERVING, loading it again SERVING (set synchronously by the registry).
+TEST_F(HealthReflectionTest, ReadinessFollowsUnloadAndLoad) {
+  grpc::Channel* ch = client_->channel().get();
+  HealthResponse::ServingStatus st;
+  modelserving::v1::UnloadModelResponse ur;
+  ASSERT_TRUE(client_->UnloadModel("tiny", &ur).ok());
+  ASSERT_TRUE(Check(ch, "modelserving.v1.ModelService", &st).ok());
+  EXPECT_EQ(st, HealthResponse::NOT_SERVING);
+  ASSERT_TRUE(Check(ch, "tiny", &st).ok());
+  EXPECT_EQ(st, HealthResponse::NOT_SERVING);
+  modelserving::v1::LoadModelResponse lr;
+  ASSERT_TRUE(client_->LoadModel("tiny", 0, &lr).ok());
+  ASSERT_TRUE(Check(ch, "modelserving.v1.ModelService", &st).ok());
+  EXPECT_EQ(st, HealthResponse::SERVING);
+  ASSERT_TRUE(Check(ch, "tiny", &st).ok());
+  EXPECT_EQ(st, HealthResponse::SERVING);
+}
+
 TEST_F(HealthReflectionTest, ReadinessWaitsForEveryStartupModel) {
   // A second server whose second startup model cannot load: live, never ready.
   const std::string store = testing::NewTempDir("health_failing");
