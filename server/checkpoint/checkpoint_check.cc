@@ -5,19 +5,9 @@
 #include "common/status_macros.h"
 #include "server/checkpoint/module_tree.h"
 #include "server/checkpoint/state_dict_parser.h"
+#include "server/checkpoint/torchscript_archive.h"
 
 namespace modelserver {
-
-namespace {
-
-bool HasTorchScriptCode(const ZipReader& zip) {
-  for (const ZipReader::Entry& e : zip.entries()) {
-    if (absl::StrContains(e.name, "/code/")) return true;
-  }
-  return false;
-}
-
-}  // namespace
 
 absl::Status CheckCheckpointFile(const std::string& path, ModelFormat format) {
   ASSIGN_OR_RETURN(std::unique_ptr<ZipReader> zip, ZipReader::Open(path));

@@ -12,12 +12,24 @@ constexpr uint64_t kMaxCodeBytes = 64ull << 20;
 
 }  // namespace
 
-absl::Status CheckTorchScriptArchive(const ZipReader& zip, const std::string& what) {
-  bool has_code = false;
+bool HasTorchScriptCode(const ZipReader& zip) {
   for (const ZipReader::Entry& e : zip.entries()) {
-    const bool code = absl::StrContains(e.name, "/code/");
-    has_code |= code || absl::EndsWith(e.name, "/constants.pkl");
-    if (!code || !absl::EndsWith(e.name, ".py")) continue;
+    if (absl::StrContains(e.name, "/code/") || absl::EndsWith(e.name, "/constants.pkl")) {
+      return true;
+    }
+  }
+  return false;
+}
+
+absl::Status CheckTorchScriptArchive(const ZipReader& zip, const std::string& what) {
+  if (!HasTorchScriptCode(zip)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(what,
+                     " is not a TorchScript archive (no code/ records); a file written by "
+                     "torch.save(model.state_dict()) is format STATE_DICT"));
+  }
+  for (const ZipReader::Entry& e : zip.entries()) {
+    if (!absl::StrContains(e.name, "/code/") || !absl::EndsWith(e.name, ".py")) continue;
     ASSIGN_OR_RETURN(std::string text, zip.ReadToString(e, kMaxCodeBytes, /*allow_deflated=*/true));
     if (absl::StrContains(text, "def __setstate__(")) {
       return absl::FailedPreconditionError(
@@ -25,12 +37,6 @@ absl::Status CheckTorchScriptArchive(const ZipReader& zip, const std::string& wh
                        "' defines __setstate__, which LibTorch would run while loading the file; "
                        "such modules are served only with --trust_torchscript"));
     }
-  }
-  if (!has_code) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(what,
-                     " is not a TorchScript archive (no code/ records); a file written by "
-                     "torch.save(model.state_dict()) is format STATE_DICT"));
   }
   return absl::OkStatus();
 }

@@ -19,6 +19,10 @@ namespace modelserver {
 // prefixes messages. Thread-safe.
 absl::Status CheckTorchScriptArchive(const ZipReader& zip, const std::string& what);
 
+// Whether the archive holds TorchScript code (code/ records or constants.pkl):
+// how a torch.jit.save file is told from a torch.save one.
+bool HasTorchScriptCode(const ZipReader& zip);
+
 }  // namespace modelserver
 
 #endif  // MODELSERVER_SERVER_CHECKPOINT_TORCHSCRIPT_ARCHIVE_H_

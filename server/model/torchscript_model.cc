@@ -34,9 +34,11 @@ absl::StatusOr<std::shared_ptr<TorchScriptModel>> TorchScriptModel::Load(const s
   ASSIGN_OR_RETURN(std::unique_ptr<ZipReader> zip, ZipReader::Open(path));
   if (!trusted) {
     RETURN_IF_ERROR(CheckTorchScriptArchive(*zip, path));
-  } else if (absl::Status s = CheckTorchScriptArchive(*zip, path);
-             !s.ok() && absl::StrContains(s.message(), "no code/")) {
-    return s;
+  } else if (!HasTorchScriptCode(*zip)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(path,
+                     " is not a TorchScript archive (no code/ records); a file written by "
+                     "torch.save(model.state_dict()) is format STATE_DICT"));
   }
   auto impl = std::make_unique<Impl>();
   ModelInfo info;

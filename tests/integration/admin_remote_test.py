@@ -48,8 +48,11 @@ def setup_netns():
 
 
 def teardown_netns():
-    sh('ip', 'link', 'del', veth_host, check=False)
-    sh('ip', 'netns', 'del', ns, check=False)
+    try:
+        sh('ip', 'link', 'del', veth_host, check=False)
+        sh('ip', 'netns', 'del', ns, check=False)
+    except FileNotFoundError:
+        pass
 
 
 class Server:
@@ -111,6 +114,9 @@ def main():
     except subprocess.CalledProcessError as e:
         teardown_netns()
         print(f'SKIPPED: cannot create a network namespace here: {e.stderr.strip()}')
+        return SKIP
+    except FileNotFoundError:
+        print('SKIPPED: no `ip` command (Debian package iproute2)')
         return SKIP
     store = tempfile.mkdtemp(dir=tmp_root)
     upload = os.path.join(store, '..', f'upload-{suffix}.pth')

@@ -24,8 +24,8 @@ absl::StatusOr<std::shared_ptr<VggModel>> VggModel::Create(std::shared_ptr<VggIm
   try {
     dev = at::Device(device);
     if (!dev.is_cpu()) vgg->to(dev);
-    for (const auto& p : vgg->parameters()) info.parameter_bytes += p.nbytes();
-    for (const auto& b : vgg->buffers()) info.parameter_bytes += b.nbytes();
+    AddParameterBytes(vgg->parameters(), &info);
+    AddParameterBytes(vgg->buffers(), &info);
   } catch (const std::exception& e) {
     return TorchError(e, absl::StrCat("moving the model to ", device));
   }
