@@ -47,6 +47,11 @@ ABSL_FLAG(std::string, format, "STATE_DICT",
           "save/upload: STATE_DICT | TORCHSCRIPT | PICKLED_MODULE");
 ABSL_FLAG(std::string, target_model, "", "save: store the version under this name");
 ABSL_FLAG(std::string, architecture, "", "upload: architecture for a state dict (vgg16, ...)");
+ABSL_FLAG(std::string, architecture_file, "",
+          "upload: an architecture template for a state dict -- a TorchScript module "
+          "(torch.jit.script(Net()).save('arch.pt')) -- stored beside it as architecture.pt");
+ABSL_FLAG(std::string, precision, "",
+          "upload: what the version serves in (fp32, bf16, fp16); empty: the server's --precision");
 ABSL_FLAG(std::string, file, "", "upload: the checkpoint file; download: where to write it");
 ABSL_FLAG(std::string, json, "", "bench: also write the results as JSON to this file");
 ABSL_FLAG(std::string, csv, "", "bench: also write the results as CSV to this file");
@@ -78,12 +83,15 @@ bool ParseShape(int64_t min, std::vector<int64_t>* shape) {
 }
 
 void PrintStatus(const v1::ModelStatus& m) {
-  std::printf("%-24s %-8s serving=%lld store=[%s] format=%s arch=%s device=%s%s%s\n",
-              m.model_name().c_str(), v1::ModelState_Name(m.state()).c_str(),
-              static_cast<long long>(m.serving_version()),
-              absl::StrJoin(m.store_versions(), ",").c_str(),
-              v1::CheckpointFormat_Name(m.format()).c_str(), m.architecture().c_str(),
-              m.device().c_str(), m.last_error().empty() ? "" : " error=", m.last_error().c_str());
+  std::printf(
+      "%-24s %-8s serving=%lld store=[%s] format=%s arch=%s device=%s%s%s%s%s pinned=%lld%s%s\n",
+      m.model_name().c_str(), v1::ModelState_Name(m.state()).c_str(),
+      static_cast<long long>(m.serving_version()), absl::StrJoin(m.store_versions(), ",").c_str(),
+      v1::CheckpointFormat_Name(m.format()).c_str(), m.architecture().c_str(), m.device().c_str(),
+      m.precision().empty() ? "" : " precision=", m.precision().c_str(),
+      m.memory_format().empty() ? "" : " memory_format=", m.memory_format().c_str(),
+      static_cast<long long>(m.pinned_version()),
+      m.last_error().empty() ? "" : " error=", m.last_error().c_str());
 }
 
 void PrintPrediction(const v1::PredictResponse& response, double ms);
@@ -275,8 +283,10 @@ int Upload(const Command& c) {
   header.set_model_name(c.model);
   header.set_format(c.format);
   header.set_architecture(absl::GetFlag(FLAGS_architecture));
+  header.set_precision(absl::GetFlag(FLAGS_precision));
   v1::UploadCheckpointResponse resp;
-  grpc::Status s = c.client.Upload(absl::GetFlag(FLAGS_file), header, &resp);
+  grpc::Status s = c.client.Upload(absl::GetFlag(FLAGS_file), header, &resp, 1 << 20,
+                                   absl::GetFlag(FLAGS_architecture_file));
   if (!s.ok()) return Fail("upload", s);
   std::printf("uploaded %s version %lld (%lld bytes, sha256 %s)\n", resp.model_name().c_str(),
               static_cast<long long>(resp.version()), static_cast<long long>(resp.size_bytes()),
@@ -334,7 +344,7 @@ constexpr char kUsage[] =
     "  model-client load NAME [--version N]\n"
     "  model-client unload NAME\n"
     "  model-client upload NAME --file model_weights.pth [--format STATE_DICT]"
-    " [--architecture vgg16]\n"
+    " [--architecture vgg16 | --architecture_file arch.pt] [--precision bf16]\n"
     "  model-client download NAME [--version N] --file out.pth";
 
 int Run(int argc, char** argv) {

@@ -91,10 +91,46 @@ grpc::Status ModelClient::UnloadModel(const std::string& model_name,
   return stub_->UnloadModel(&context, request, response);
 }
 
+namespace {
+
+// Writes the file as chunk (or architecture_chunk) messages; false once the
+// stream broke.
+bool StreamFile(std::ifstream& in, size_t chunk_bytes,
+                grpc::ClientWriter<v1::UploadCheckpointRequest>* writer, bool architecture) {
+  std::string buf(chunk_bytes, '\0');
+  v1::UploadCheckpointRequest message;
+  while (in) {
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    const std::streamsize n = in.gcount();
+    if (n <= 0) break;
+    message.Clear();
+    if (architecture) {
+      message.set_architecture_chunk(buf.data(), static_cast<size_t>(n));
+    } else {
+      message.set_chunk(buf.data(), static_cast<size_t>(n));
+    }
+    if (!writer->Write(message)) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
 grpc::Status ModelClient::Upload(const std::string& path, v1::UploadHeader header,
-                                 v1::UploadCheckpointResponse* response, size_t chunk_bytes) const {
+                                 v1::UploadCheckpointResponse* response, size_t chunk_bytes,
+                                 const std::string& architecture_path) const {
   std::ifstream in(path, std::ios::binary);
   if (!in) return grpc::Status(grpc::StatusCode::NOT_FOUND, "cannot open " + path);
+  std::ifstream arch;
+  if (!architecture_path.empty()) {
+    arch.open(architecture_path, std::ios::binary);
+    if (!arch) return grpc::Status(grpc::StatusCode::NOT_FOUND, "cannot open " + architecture_path);
+    auto sha = Sha256File(architecture_path);
+    if (!sha.ok()) {
+      return grpc::Status(grpc::StatusCode::NOT_FOUND, std::string(sha.status().message()));
+    }
+    header.set_architecture_sha256(*sha);
+  }
   if (header.sha256().empty()) {
     auto sha = Sha256File(path);
     if (!sha.ok())
@@ -110,15 +146,10 @@ grpc::Status ModelClient::Upload(const std::string& path, v1::UploadHeader heade
   v1::UploadCheckpointRequest message;
   *message.mutable_header() = header;
   bool ok = writer->Write(message);
-  std::string buf(chunk_bytes, '\0');
-  while (ok && in) {
-    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-    const std::streamsize n = in.gcount();
-    if (n <= 0) break;
-    message.Clear();
-    message.set_chunk(buf.data(), static_cast<size_t>(n));
-    ok = writer->Write(message);
+  if (ok && arch.is_open()) {
+    ok = StreamFile(arch, chunk_bytes, writer.get(), /*architecture=*/true);
   }
+  if (ok) ok = StreamFile(in, chunk_bytes, writer.get(), /*architecture=*/false);
   if (ok) writer->WritesDone();
   return writer->Finish();
 }

@@ -22,12 +22,14 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/status_macros.h"
 #include "server/metrics/server_metrics.h"
 #include "server/model/device.h"
+#include "server/model/precision.h"
 #include "server/service/admin_auth.h"
 #include "server/service/model_service_impl.h"
 #include "server/serving/load_journal.h"
@@ -60,6 +62,15 @@ ABSL_FLAG(std::vector<std::string>, model, {},
           "NAME[=ARCH] to load at startup (newest version); repeatable. ARCH (vgg16, vgg11_bn, "
           "vgg:cfg=...) is used when the version's manifest names none");
 ABSL_FLAG(std::string, device, "auto", "auto|cpu|cuda|cuda:N");
+ABSL_FLAG(std::string, precision, "fp32",
+          "what models compute in: fp32, bf16 (CPU with AVX512-BF16/AMX, or GPU) or fp16 (GPU "
+          "only); inputs and outputs keep their wire dtype. Per version: manifest \"precision\"; "
+          "per model: --model_precision");
+ABSL_FLAG(std::vector<std::string>, model_precision, {},
+          "NAME=fp32|bf16|fp16[,...]: a model's precision, over its manifest and --precision");
+ABSL_FLAG(std::string, memory_format, "auto",
+          "auto|contiguous|channels_last: layout of 4-D activations; auto is channels-last for "
+          "native VGGs and pickled layer stacks, contiguous for TorchScript");
 ABSL_FLAG(bool, trust_torchscript, false,
           "serve TorchScript files without the safety checks: by default a module that defines "
           "__setstate__ or calls an operator off the allowlist of tensor operators (file, "
@@ -89,6 +100,10 @@ ABSL_FLAG(int, shutdown_grace_seconds, 10,
           "on SIGTERM/SIGINT, how long in-flight requests may take before the server stops");
 ABSL_FLAG(int, poll_store_seconds, 0,
           "every N seconds, load any store version newer than what a model serves; 0 = off");
+ABSL_FLAG(int, store_listing_seconds, 10,
+          "how often the store listing that status, ListModels and /metrics report is re-read "
+          "(they never list the store themselves); 0: only at startup and after this server's "
+          "writes");
 ABSL_FLAG(int64_t, max_upload_bytes, int64_t{4} << 30, "largest UploadCheckpoint, in bytes");
 ABSL_FLAG(std::string, metrics_port_file, "",
           "if set, the bound metrics port is written to this file");
@@ -221,6 +236,20 @@ absl::StatusOr<ModelRegistry::Options> RegistryOptions(const CheckpointStore* st
       MemoryLimit() / (2 * std::max(1, absl::GetFlag(FLAGS_batch_workers)));
   o.intra_op_threads = IntraOpThreads();
   o.trust_torchscript = absl::GetFlag(FLAGS_trust_torchscript);
+  o.listing_interval = absl::Seconds(absl::GetFlag(FLAGS_store_listing_seconds));
+  ASSIGN_OR_RETURN(o.precision, ParsePrecision(absl::GetFlag(FLAGS_precision)));
+  RETURN_IF_ERROR(CheckPrecisionOnDevice(o.precision, device));
+  ASSIGN_OR_RETURN(o.memory_layout, ParseMemoryLayout(absl::GetFlag(FLAGS_memory_format)));
+  for (const std::string& item : absl::GetFlag(FLAGS_model_precision)) {
+    const std::vector<std::string> kv = absl::StrSplit(item, absl::MaxSplits('=', 1));
+    if (kv.size() != 2) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--model_precision '", item, "' is not NAME=fp32|bf16|fp16"));
+    }
+    ASSIGN_OR_RETURN(const Precision p, ParsePrecision(kv[1]));
+    RETURN_IF_ERROR(CheckPrecisionOnDevice(p, device));
+    o.model_precision[kv[0]] = p;
+  }
   o.state_dir = StateDir(store->root());
   if (o.batching.max_batch_size < 1 || o.batching.max_queue_size < 1 ||
       o.batching.num_workers < 1 || absl::GetFlag(FLAGS_batch_timeout_us) < 0) {
@@ -248,6 +277,7 @@ absl::Status StartMetrics(ServerMetrics* metrics, const ModelRegistry* registry)
     if (auto models = registry->List(); models.ok()) {
       for (const ModelStatusInfo& s : *models) {
         m->SetServing(s.model_name, s.serving_version, s.state == ModelState::kReady);
+        m->SetDeviceMemory(s.model_name, s.state == ModelState::kReady ? s.parameter_bytes : 0);
       }
     }
   });
@@ -401,6 +431,7 @@ void StopLoads(ModelRegistry* registry, std::thread* loader) {
 int Serve(const std::vector<StartupModel>& startup, sigset_t signals) {
   SetIntraOpThreads(absl::GetFlag(FLAGS_intra_op_threads));
   auto device = ResolveDevice(absl::GetFlag(FLAGS_device));
+  if (device.ok()) ConfigureDevice(*device);
   auto store = CheckpointStore::Create({absl::GetFlag(FLAGS_store), /*create_root=*/true});
   ServerMetrics metrics;
   absl::StatusOr<ModelRegistry::Options> registry_options =

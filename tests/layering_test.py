@@ -33,11 +33,11 @@ RULES = {
                         (r'"server/model/(?!model\.h")', 'batching/ sees only model/model.h'),
                         (r'"server/(serving|service|store)/', 'batching/ is below serving/')],
     'server/serving': [(TORCH, 'no torch in serving/'), (GRPC, 'no gRPC in serving/'),
-                       (r'"server/model/(?!(model|model_loader|device)\.h")',
+                       (r'"server/model/(?!(model|model_loader|device|precision)\.h")',
                         'serving/ sees only the torch-free model headers'),
                        (r'"server/service/', 'serving/ is below service/')],
     'server/service': [(TORCH, 'no torch in service/'),
-                       (r'"server/model/(?!(model|model_loader|device)\.h")',
+                       (r'"server/model/(?!(model|model_loader|device|precision)\.h")',
                         'service/ goes through serving/')],
     'client': [(SERVER, 'the client never includes server/'), (TORCH, 'no torch in client/')],
 }

@@ -102,8 +102,12 @@ pickle::UnpicklerOptions PickledModuleUnpicklerOptions() {
   options.refusal_hint =
       "torch.save(model) files may only hold torchvision's VGG and the layers torch.nn.Sequential, "
       "Conv2d, Linear, ReLU, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, BatchNorm2d, Dropout, "
-      "Flatten; export other models with torch.jit.script/trace (TORCHSCRIPT) or save their "
-      "state dict";
+      "Flatten. To serve any other model: save it as TorchScript, "
+      "torch.jit.script(model).save('model.pt') (format TORCHSCRIPT); or keep the weights as a "
+      "state dict with the class as an architecture template: "
+      "torch.save(model.state_dict(), 'model_weights.pth'); "
+      "torch.jit.script(model).save('arch.pt'), then upload model_weights.pth with "
+      "--architecture_file arch.pt";
   return options;
 }
 

@@ -67,7 +67,13 @@ ServerMetrics::ServerMetrics()
       ready_(prometheus::BuildGauge()
                  .Name("modelserver_model_ready")
                  .Help("1 when the model is READY.")
-                 .Register(*registry_)) {}
+                 .Register(*registry_)),
+      device_memory_(prometheus::BuildGauge()
+                         .Name("modelserver_device_memory_bytes")
+                         .Help("Bytes of the serving version's weights on its device (GPU "
+                               "memory for a CUDA model), in its precision; 0 when nothing "
+                               "serves. The device is in GetModelStatus.")
+                         .Register(*registry_)) {}
 
 ServerMetrics::~ServerMetrics() {
   if (http_ != nullptr) http_->Stop();
@@ -100,6 +106,10 @@ void ServerMetrics::SetQueueDepth(const std::string& model, int64_t samples) {
 void ServerMetrics::SetServing(const std::string& model, int64_t version, bool ready) {
   serving_version_.Add({{"model", model}}).Set(static_cast<double>(version));
   ready_.Add({{"model", model}}).Set(ready ? 1 : 0);
+}
+
+void ServerMetrics::SetDeviceMemory(const std::string& model, int64_t bytes) {
+  device_memory_.Add({{"model", model}}).Set(static_cast<double>(bytes));
 }
 
 void ServerMetrics::set_collect_hook(std::function<void(ServerMetrics*)> hook) {

@@ -40,6 +40,8 @@ class ServerMetrics {
   void RecordLoad(const std::string& model, bool ok, double seconds);
   void SetQueueDepth(const std::string& model, int64_t samples);
   void SetServing(const std::string& model, int64_t version, bool ready);
+  // The serving version's weight bytes on its device (0 when nothing serves).
+  void SetDeviceMemory(const std::string& model, int64_t bytes);
 
   // Called before each scrape (sets the state gauges).
   void set_collect_hook(std::function<void(ServerMetrics*)> hook);
@@ -66,6 +68,7 @@ class ServerMetrics {
   prometheus::Family<prometheus::Histogram>& load_duration_;
   prometheus::Family<prometheus::Gauge>& serving_version_;
   prometheus::Family<prometheus::Gauge>& ready_;
+  prometheus::Family<prometheus::Gauge>& device_memory_;
   absl::Mutex hook_mu_;
   std::function<void(ServerMetrics*)> hook_ ABSL_GUARDED_BY(hook_mu_);
   std::unique_ptr<HttpEndpoint> http_;

@@ -5,6 +5,9 @@
 #include <dlfcn.h>
 #include <torch/cuda.h>
 #include <torch/version.h>
+#ifdef MODELSERVER_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
 
 #include <algorithm>
 #include <thread>
@@ -54,6 +57,24 @@ void SetThisThreadIntraOpThreads(int n) {
   using SetThreads = void (*)(int);
   static auto* omp_set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"));
   if (omp_set != nullptr && n > 0) omp_set(n);
+}
+
+void ConfigureDevice(absl::string_view device) {
+  if (absl::StartsWith(device, "cuda")) at::globalContext().setBenchmarkCuDNN(true);
+}
+
+int64_t DeviceAllocatedBytes(absl::string_view device) {
+#ifdef MODELSERVER_WITH_CUDA
+  int index = 0;
+  if (device == "cuda" ||
+      (absl::StartsWith(device, "cuda:") && absl::SimpleAtoi(device.substr(5), &index))) {
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(index);
+    return stats.allocated_bytes[0].current;  // StatType::AGGREGATE
+  }
+#else
+  (void)device;
+#endif
+  return -1;
 }
 
 std::string TorchBuildSummary() {

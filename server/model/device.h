@@ -22,6 +22,15 @@ int IntraOpThreads();
 // cores between them.
 void SetThisThreadIntraOpThreads(int n);
 
+// On a CUDA device: cuDNN benchmark mode (it times the convolution algorithms per
+// input shape on first use and keeps the fastest; the registry's warm-up runs
+// every batch size). No-op on a CPU. Call once at startup.
+void ConfigureDevice(absl::string_view device);
+
+// Bytes the device's allocator has handed out (current), or -1 where it cannot
+// tell (a CPU, or a LibTorch built without CUDA).
+int64_t DeviceAllocatedBytes(absl::string_view device);
+
 // "LibTorch 1.13.1, CUDA: no, BLAS/LAPACK: ..." for the startup log.
 std::string TorchBuildSummary();
 

@@ -24,7 +24,8 @@ struct Layer {
 // Turns a module tree into layers, materialising tensors as float32.
 class LayerBuilder {
  public:
-  explicit LayerBuilder(const TensorMaterializer& tensors) : tensors_(tensors) {}
+  LayerBuilder(const TensorMaterializer& tensors, const Numerics& numerics)
+      : tensors_(tensors), numerics_(numerics) {}
 
   absl::Status Add(const ModuleNode& n, std::vector<Layer>* out) const {
     if (n.cls == mc::kSequential) {
@@ -60,8 +61,7 @@ class LayerBuilder {
     if (it == n.tensors.end())
       return UnsupportedModule(n.path, absl::StrCat(n.cls, " has no ", name));
     ASSIGN_OR_RETURN(at::Tensor t, tensors_.Tensor(*it->second));
-    if (at::isFloatingType(t.scalar_type()) && t.scalar_type() != at::kFloat) t = t.to(at::kFloat);
-    return t.contiguous();
+    return numerics_.Apply(t);  // the serving precision and layout, once
   }
   // An optional one: undefined when absent.
   absl::StatusOr<at::Tensor> Maybe(const ModuleNode& n, const char* name) const {
@@ -170,15 +170,17 @@ class LayerBuilder {
   }
 
   const TensorMaterializer& tensors_;
+  const Numerics numerics_;
 };
 
 // A tree of allowlisted layers run in order, eval mode, on the CPU. Immutable;
 // thread-safe.
 class LayerStackModel : public TorchModel {
  public:
-  LayerStackModel(std::vector<Layer> layers, ModelInfo info, int64_t in_channels)
-      : TorchModel(std::move(info), at::Device(at::kCPU), absl::StatusCode::kInvalidArgument,
-                   "the model rejected the input"),
+  LayerStackModel(std::vector<Layer> layers, ModelInfo info, int64_t in_channels,
+                  const Numerics& numerics)
+      : TorchModel(std::move(info), at::Device(at::kCPU), numerics,
+                   absl::StatusCode::kInvalidArgument, "the model rejected the input"),
         layers_(std::move(layers)),
         in_channels_(in_channels) {}
 
@@ -227,17 +229,18 @@ int64_t FirstConvInChannels(const ModuleNode& root) {
 
 }  // namespace
 
-absl::StatusOr<std::shared_ptr<const Model>> BuildLayerStackModel(
-    const ModuleNode& root, const TensorMaterializer& tensors) {
+absl::StatusOr<std::shared_ptr<const Model>> BuildLayerStackModel(const ModuleNode& root,
+                                                                  const TensorMaterializer& tensors,
+                                                                  const Numerics& numerics) {
   std::vector<Layer> layers;
-  RETURN_IF_ERROR(LayerBuilder(tensors).Add(root, &layers));
+  RETURN_IF_ERROR(LayerBuilder(tensors, numerics).Add(root, &layers));
   ModelInfo info;
   info.architecture = root.cls;
   info.format = ModelFormat::kPickledModule;
   info.device = "cpu";
   for (const Layer& l : layers) AddParameterBytes(l.tensors, &info);
   return std::shared_ptr<const Model>(std::make_shared<LayerStackModel>(
-      std::move(layers), std::move(info), FirstConvInChannels(root)));
+      std::move(layers), std::move(info), FirstConvInChannels(root), numerics));
 }
 
 }  // namespace modelserver

@@ -7,6 +7,7 @@
 #include "server/checkpoint/module_tree.h"
 #include "server/model/model.h"
 #include "server/model/tensor_materializer.h"
+#include "server/model/torch_model.h"
 
 namespace modelserver {
 
@@ -16,9 +17,11 @@ namespace modelserver {
 // MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, Flatten. `tensors` materialises the
 // tree's tensors (its storages must be loaded). FAILED_PRECONDITION
 // (UnsupportedModule) naming any other class or unsupported attribute.
-// The model is immutable and thread-safe.
-absl::StatusOr<std::shared_ptr<const Model>> BuildLayerStackModel(
-    const ModuleNode& root, const TensorMaterializer& tensors);
+// Tensors are converted once, at build, to `numerics`. The model is immutable
+// and thread-safe.
+absl::StatusOr<std::shared_ptr<const Model>> BuildLayerStackModel(const ModuleNode& root,
+                                                                  const TensorMaterializer& tensors,
+                                                                  const Numerics& numerics);
 
 }  // namespace modelserver
 

@@ -16,8 +16,12 @@ namespace modelserver {
 struct ModelInfo {
   std::string architecture;  // canonical ("vgg16", "vgg:cfg=8-M:classes=10", ...)
   ModelFormat format = ModelFormat::kUnspecified;
-  std::string device;  // "cpu", "cuda:0"
-  int64_t parameter_bytes = 0;
+  std::string device;                        // "cpu", "cuda:0"
+  int64_t parameter_bytes = 0;               // on the device
+  std::string precision = "fp32";            // what the weights compute in
+  std::string memory_format = "contiguous";  // or "channels_last"
+  // A state dict served in an architecture template (TorchScript) beside it.
+  bool from_template = false;
 };
 
 // One loaded, eval-mode model version on its device. Its header is torch-free so

@@ -18,15 +18,30 @@ namespace modelserver {
 namespace {
 
 constexpr char kNeedsArchitecture[] =
-    " is a state dict, which needs an architecture to serve: give one (vgg16, vgg11_bn, "
-    "vgg:cfg=...) with the upload's --architecture, in manifest.json or as --model NAME=ARCH; "
-    "or save the whole model as TorchScript (torch.jit.script(model).save(path))";
+    " is a state dict, which needs an architecture to serve. Three ways: (1) a torchvision VGG "
+    "name (vgg16, vgg11_bn, vgg:cfg=...) with the upload's --architecture, in manifest.json or "
+    "as --model NAME=ARCH; (2) an architecture template beside it -- "
+    "torch.jit.script(Net()).save('arch.pt'), uploaded with --architecture_file arch.pt (or "
+    "copied into the version directory as architecture.pt); (3) the whole model as TorchScript "
+    "instead (torch.jit.script(model).save('model.pt'), format TORCHSCRIPT)";
 
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<const Model>> LoadModelFromFile(const ModelLoadOptions& options) {
+  // Native VGGs and layer stacks are written for any layout; TorchScript code may
+  // assume a contiguous one, so it is channels-last only when asked.
+  ASSIGN_OR_RETURN(const Numerics numerics,
+                   ResolveNumerics(options.precision, options.memory_layout, options.device,
+                                   options.format != ModelFormat::kTorchScript));
   switch (options.format) {
     case ModelFormat::kStateDict: {
+      if (options.architecture.empty() && !options.architecture_path.empty()) {
+        ASSIGN_OR_RETURN(std::shared_ptr<TorchScriptModel> model,
+                         TorchScriptModel::LoadTemplate(options.architecture_path, options.path,
+                                                        options.device, options.trust_torchscript,
+                                                        numerics, options.verify_crc));
+        return std::shared_ptr<const Model>(std::move(model));
+      }
       if (options.architecture.empty()) {
         return absl::FailedPreconditionError(absl::StrCat(options.path, kNeedsArchitecture));
       }
@@ -35,23 +50,25 @@ absl::StatusOr<std::shared_ptr<const Model>> LoadModelFromFile(const ModelLoadOp
       read.verify_crc = options.verify_crc;
       try {
         ASSIGN_OR_RETURN(StateDict state, ReadStateDict(options.path, read));
-        ASSIGN_OR_RETURN(std::shared_ptr<VggImpl> vgg, VggImpl::Create(config, std::move(state)));
-        ASSIGN_OR_RETURN(std::shared_ptr<VggModel> model,
-                         VggModel::Create(std::move(vgg), options.format, options.device));
+        ASSIGN_OR_RETURN(std::shared_ptr<VggImpl> vgg,
+                         VggImpl::Create(config, std::move(state), numerics));
+        ASSIGN_OR_RETURN(
+            std::shared_ptr<VggModel> model,
+            VggModel::Create(std::move(vgg), options.format, options.device, numerics));
         return std::shared_ptr<const Model>(std::move(model));
       } catch (const std::exception& e) {
         return TorchError(e, absl::StrCat("loading ", options.path));
       }
     }
     case ModelFormat::kTorchScript: {
-      ASSIGN_OR_RETURN(
-          std::shared_ptr<TorchScriptModel> model,
-          TorchScriptModel::Load(options.path, options.device, options.trust_torchscript));
+      ASSIGN_OR_RETURN(std::shared_ptr<TorchScriptModel> model,
+                       TorchScriptModel::Load(options.path, options.device,
+                                              options.trust_torchscript, numerics));
       return std::shared_ptr<const Model>(std::move(model));
     }
     case ModelFormat::kPickledModule:
       try {
-        return LoadPickledModule(options.path, options.device, options.verify_crc);
+        return LoadPickledModule(options.path, options.device, options.verify_crc, numerics);
       } catch (const std::exception& e) {
         return TorchError(e, absl::StrCat("loading ", options.path));
       }
@@ -62,12 +79,19 @@ absl::StatusOr<std::shared_ptr<const Model>> LoadModelFromFile(const ModelLoadOp
 }
 
 absl::Status CheckLoadable(const std::string& path, ModelFormat format,
-                           const std::string& architecture, bool trust_torchscript) {
+                           const std::string& architecture, bool trust_torchscript,
+                           const std::string& architecture_path) {
   ASSIGN_OR_RETURN(std::unique_ptr<ZipReader> zip, ZipReader::Open(path));
   if (format == ModelFormat::kTorchScript) {
     return trust_torchscript ? absl::OkStatus() : CheckTorchScriptArchive(*zip, "the file");
   }
   if (format != ModelFormat::kStateDict) return absl::OkStatus();
+  if (architecture.empty() && !architecture_path.empty()) {
+    ASSIGN_OR_RETURN(PickledStateDict sd, ParseStateDictPickle(*zip, "the file", 64ull << 20));
+    std::map<std::string, std::vector<int64_t>> shapes;
+    for (const auto& [k, v] : sd.pickled->root()->entries) shapes[k->s] = v->tensor.sizes;
+    return CheckTemplateStateDict(architecture_path, shapes, trust_torchscript);
+  }
   if (architecture.empty()) {
     return absl::FailedPreconditionError(absl::StrCat("the file", kNeedsArchitecture));
   }

@@ -6,19 +6,27 @@
 
 #include "absl/status/statusor.h"
 #include "server/model/model.h"
+#include "server/model/precision.h"
 
 namespace modelserver {
 
 struct ModelLoadOptions {
   std::string path;  // the checkpoint file
   ModelFormat format = ModelFormat::kStateDict;
-  std::string architecture;    // required for kStateDict ("vgg16", ...)
+  std::string architecture;  // for kStateDict: "vgg16", ... or empty with a template
+  // For kStateDict: an architecture template (TorchScript) the state dict fills.
+  std::string architecture_path;
   std::string device = "cpu";  // a ResolveDevice() result
   // Check zip CRCs; the store turns this off once it verified the file's sha256.
   bool verify_crc = true;
   // Serve TorchScript without the __setstate__ and operator allowlist checks
   // (--trust_torchscript).
   bool trust_torchscript = false;
+  // What the weights compute in (fp16 needs CUDA) and the activation layout
+  // (kAuto: channels-last for native VGGs and pickled layer stacks, contiguous
+  // for TorchScript).
+  Precision precision = Precision::kFp32;
+  MemoryLayout memory_layout = MemoryLayout::kAuto;
 };
 
 // Reads a checkpoint and builds an eval-mode model on the device. Blocks for the
@@ -30,11 +38,13 @@ absl::StatusOr<std::shared_ptr<const Model>> LoadModelFromFile(const ModelLoadOp
 
 // Whether a checkpoint file would load, checked without reading its tensors
 // (for uploads, before anything is published): for STATE_DICT the architecture
-// (required) and the state dict's key names and shapes as load_state_dict(strict)
-// checks them; for TORCHSCRIPT no __setstate__ unless `trust_torchscript`.
-// FAILED_PRECONDITION / INVALID_ARGUMENT naming the problem. Thread-safe.
+// or the template at `architecture_path` (one is required) and the state dict's
+// key names and shapes as load_state_dict(strict) checks them; for TORCHSCRIPT no __setstate__
+// unless `trust_torchscript`. FAILED_PRECONDITION / INVALID_ARGUMENT naming the problem.
+// Thread-safe.
 absl::Status CheckLoadable(const std::string& path, ModelFormat format,
-                           const std::string& architecture, bool trust_torchscript);
+                           const std::string& architecture, bool trust_torchscript,
+                           const std::string& architecture_path = "");
 
 // OK when `architecture` names an architecture LoadModelFromFile can build a
 // state dict into ("vgg16", "vgg:cfg=..."); INVALID_ARGUMENT naming the problem

@@ -6,6 +6,7 @@
 
 #include "absl/status/statusor.h"
 #include "server/model/model.h"
+#include "server/model/torch_model.h"
 
 namespace modelserver {
 
@@ -19,10 +20,12 @@ namespace modelserver {
 //
 // Errors: FAILED_PRECONDITION naming a refused class (export TorchScript or save
 // a state dict instead) or an unsupported layer setting; DATA_LOSS for a corrupt
-// file; those of the reader otherwise. Thread-safe.
+// file; those of the reader otherwise. Weights are converted to `numerics` as
+// they are built. Thread-safe.
 absl::StatusOr<std::shared_ptr<const Model>> LoadPickledModule(const std::string& path,
                                                                const std::string& device,
-                                                               bool verify_crc);
+                                                               bool verify_crc,
+                                                               const Numerics& numerics = {});
 
 }  // namespace modelserver
 

@@ -2,9 +2,12 @@
 
 #include <cstring>
 #include <new>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "common/status_macros.h"
 
 namespace modelserver {
@@ -91,11 +94,22 @@ absl::StatusOr<HostTensor> ToHostTensor(const at::Tensor& t, int64_t max_bytes) 
   return out;
 }
 
+std::string TorchErrorCause(absl::string_view message) {
+  std::vector<absl::string_view> lines = absl::StrSplit(message, '\n', absl::SkipWhitespace());
+  if (lines.empty()) return "";
+  // TorchScript's interpreter puts its traceback first and the cause last
+  // ("RuntimeError: mat1 and mat2 shapes cannot be multiplied (1x11 and 10x2)").
+  if (absl::StrContains(lines.front(), "TorchScript interpreter")) {
+    return std::string(absl::StripAsciiWhitespace(lines.back()));
+  }
+  return std::string(lines.front());
+}
+
 absl::Status TorchError(const std::exception& e, absl::string_view what, absl::StatusCode code) {
   std::string msg = e.what();
   // c10::Error appends a C++ backtrace after the first line; keep the message.
   if (const auto* c10e = dynamic_cast<const c10::Error*>(&e)) msg = c10e->msg();
-  if (const size_t nl = msg.find('\n'); nl != std::string::npos) msg.resize(nl);
+  msg = TorchErrorCause(msg);
   if (dynamic_cast<const std::bad_alloc*>(&e) != nullptr ||
       absl::StrContains(msg, "out of memory") || absl::StrContains(msg, "can't allocate memory")) {
     return absl::ResourceExhaustedError(absl::StrCat(what, ": out of memory: ", msg));

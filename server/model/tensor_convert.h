@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 
 #include <exception>
+#include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -22,6 +23,10 @@ absl::StatusOr<at::Tensor> ViewHostTensor(const HostTensor& t);
 // sparse or meta tensor, RESOURCE_EXHAUSTED when it would take more than
 // `max_bytes` (checked before anything is allocated).
 absl::StatusOr<HostTensor> ToHostTensor(const at::Tensor& t, int64_t max_bytes = 1ll << 30);
+
+// The line of a torch error message that says what went wrong: the first line,
+// or, for an error from TorchScript's interpreter (traceback first), the last.
+std::string TorchErrorCause(absl::string_view message);
 
 // Turns an exception thrown by torch into a Status: out-of-memory is
 // RESOURCE_EXHAUSTED, anything else gets `code`. `what` says what was being done.

@@ -4,12 +4,18 @@
 #include <torch/script.h>
 #include <unistd.h>
 
+#include <map>
+#include <vector>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/status_macros.h"
 #include "server/checkpoint/torchscript_archive.h"
 #include "server/checkpoint/zip_reader.h"
+#include "server/model/state_dict_writer.h"
 #include "server/model/tensor_convert.h"
+#include "server/model/tensor_materializer.h"
 #include "server/model/torchscript_ops.h"
 
 namespace modelserver {
@@ -18,28 +24,111 @@ struct TorchScriptModel::Impl {
   mutable torch::jit::Module module;
 };
 
-TorchScriptModel::TorchScriptModel(std::unique_ptr<Impl> impl, ModelInfo info, at::Device device)
+TorchScriptModel::TorchScriptModel(std::unique_ptr<Impl> impl, ModelInfo info, at::Device device,
+                                   const Numerics& numerics)
     // The module's own checks (shapes, dtypes) are the caller's input errors.
-    : TorchModel(std::move(info), device, absl::StatusCode::kInvalidArgument,
+    : TorchModel(std::move(info), device, numerics, absl::StatusCode::kInvalidArgument,
                  "the TorchScript module rejected the input"),
       impl_(std::move(impl)) {}
 
 TorchScriptModel::~TorchScriptModel() = default;
 
-absl::StatusOr<std::shared_ptr<TorchScriptModel>> TorchScriptModel::Load(const std::string& path,
-                                                                         const std::string& device,
-                                                                         bool trusted) {
+namespace {
+
+// A TorchScript archive loaded onto `device` in eval mode, after the checks that
+// make it safe to hand to LibTorch (unless `trusted`). `what` names the file in
+// messages.
+absl::Status OpenModule(const std::string& path, const std::string& what, const at::Device& device,
+                        bool trusted, torch::jit::Module* module) {
   // A readable archive that holds TorchScript code and runs none while loading,
   // before LibTorch sees it.
   ASSIGN_OR_RETURN(std::unique_ptr<ZipReader> zip, ZipReader::Open(path));
   if (!trusted) {
-    RETURN_IF_ERROR(CheckTorchScriptArchive(*zip, path));
+    RETURN_IF_ERROR(CheckTorchScriptArchive(*zip, what));
   } else if (!HasTorchScriptCode(*zip)) {
     return absl::FailedPreconditionError(
-        absl::StrCat(path,
+        absl::StrCat(what,
                      " is not a TorchScript archive (no code/ records); a file written by "
                      "torch.save(model.state_dict()) is format STATE_DICT"));
   }
+  *module = torch::jit::load(path, device);
+  module->eval();
+  if (!trusted) RETURN_IF_ERROR(CheckTorchScriptOperators(*module));
+  return absl::OkStatus();
+}
+
+// The module's parameters and buffers by state-dict key ("features.0.weight").
+std::map<std::string, at::Tensor> NamedTensors(const torch::jit::Module& module) {
+  std::map<std::string, at::Tensor> out;
+  for (const auto& p : module.named_parameters(/*recurse=*/true)) out[p.name] = p.value;
+  for (const auto& b : module.named_buffers(/*recurse=*/true)) out[b.name] = b.value;
+  return out;
+}
+
+std::string Shape(const std::vector<int64_t>& s) { return "[" + absl::StrJoin(s, ", ") + "]"; }
+
+// "a", "b", ... (at most 20, then how many more).
+std::string KeyList(const std::vector<std::string>& keys) {
+  std::vector<std::string> shown;
+  for (size_t i = 0; i < keys.size() && i < 20; ++i) shown.push_back("\"" + keys[i] + "\"");
+  std::string out = absl::StrJoin(shown, ", ");
+  if (keys.size() > 20) absl::StrAppend(&out, " and ", keys.size() - 20, " more");
+  return out;
+}
+
+// OK when `given` (key -> shape) is exactly the module's parameters and buffers,
+// as load_state_dict(strict=True) checks; else FAILED_PRECONDITION listing the
+// missing and unexpected keys and the shape mismatches. `what` names the state dict.
+absl::Status CheckStateDictFitsModule(const torch::jit::Module& module,
+                                      const std::map<std::string, std::vector<int64_t>>& given,
+                                      const std::string& what) {
+  const std::map<std::string, at::Tensor> expected = NamedTensors(module);
+  std::vector<std::string> missing, unexpected, mismatched;
+  for (const auto& [k, t] : expected) {
+    auto it = given.find(k);
+    if (it == given.end()) {
+      missing.push_back(k);
+    } else if (std::vector<int64_t>(t.sizes().begin(), t.sizes().end()) != it->second) {
+      mismatched.push_back(absl::StrCat(
+          "size mismatch for ", k, ": the checkpoint has ", Shape(it->second), ", the template ",
+          Shape(std::vector<int64_t>(t.sizes().begin(), t.sizes().end()))));
+    }
+  }
+  for (const auto& [k, shape] : given) {
+    if (expected.count(k) == 0) unexpected.push_back(k);
+  }
+  if (missing.empty() && unexpected.empty() && mismatched.empty()) return absl::OkStatus();
+  std::vector<std::string> parts;
+  if (!missing.empty()) parts.push_back("missing key(s) in the state dict: " + KeyList(missing));
+  if (!unexpected.empty()) {
+    parts.push_back("unexpected key(s) in the state dict: " + KeyList(unexpected));
+  }
+  for (size_t i = 0; i < mismatched.size() && i < 20; ++i) parts.push_back(mismatched[i]);
+  return absl::FailedPreconditionError(absl::StrCat(
+      what, " does not fit the architecture template ", module.type()->name()->qualifiedName(),
+      " (load_state_dict(strict=True) would fail): ", absl::StrJoin(parts, "; ")));
+}
+
+}  // namespace
+
+absl::Status CheckTemplateStateDict(const std::string& template_path,
+                                    const std::map<std::string, std::vector<int64_t>>& given,
+                                    bool trusted) {
+  try {
+    torch::jit::Module module;
+    RETURN_IF_ERROR(OpenModule(template_path, "the architecture template", at::Device(at::kCPU),
+                               trusted, &module));
+    return CheckStateDictFitsModule(module, given, "the state dict");
+  } catch (const std::exception& e) {
+    return TorchError(e, "loading the architecture template",
+                      absl::StatusCode::kFailedPrecondition);
+  }
+}
+
+absl::StatusOr<std::shared_ptr<TorchScriptModel>> TorchScriptModel::Load(const std::string& path,
+                                                                         const std::string& device,
+                                                                         bool trusted,
+                                                                         const Numerics& numerics) {
   auto impl = std::make_unique<Impl>();
   ModelInfo info;
   info.format = ModelFormat::kTorchScript;
@@ -47,18 +136,69 @@ absl::StatusOr<std::shared_ptr<TorchScriptModel>> TorchScriptModel::Load(const s
   at::Device dev(at::kCPU);
   try {
     dev = at::Device(device);
-    impl->module = torch::jit::load(path, dev);
-    impl->module.eval();
-    if (!trusted) RETURN_IF_ERROR(CheckTorchScriptOperators(impl->module));
-    info.architecture = impl->module.type()->name()->qualifiedName();
-    for (const auto& p : impl->module.parameters()) info.parameter_bytes += p.nbytes();
-    for (const auto& b : impl->module.buffers()) info.parameter_bytes += b.nbytes();
+    RETURN_IF_ERROR(OpenModule(path, path, dev, trusted, &impl->module));
   } catch (const std::exception& e) {
     return TorchError(e, absl::StrCat("loading TorchScript ", path),
                       absl::StatusCode::kFailedPrecondition);
   }
+  return Finish(std::move(impl), std::move(info), dev, numerics);
+}
+
+absl::StatusOr<std::shared_ptr<TorchScriptModel>> TorchScriptModel::LoadTemplate(
+    const std::string& template_path, const std::string& weights_path, const std::string& device,
+    bool trusted, const Numerics& numerics, bool verify_crc) {
+  auto impl = std::make_unique<Impl>();
+  ModelInfo info;
+  info.format = ModelFormat::kStateDict;
+  info.device = device;
+  info.from_template = true;
+  at::Device dev(at::kCPU);
+  try {
+    dev = at::Device(device);
+    RETURN_IF_ERROR(OpenModule(template_path, "the architecture template", at::Device(at::kCPU),
+                               trusted, &impl->module));
+    CheckpointReadOptions read;
+    read.verify_crc = verify_crc;
+    ASSIGN_OR_RETURN(StateDict state, ReadStateDict(weights_path, read));
+    std::map<std::string, std::vector<int64_t>> given;
+    for (const auto& [k, t] : state)
+      given[k] = std::vector<int64_t>(t.sizes().begin(), t.sizes().end());
+    RETURN_IF_ERROR(CheckStateDictFitsModule(impl->module, given, weights_path));
+    // The checkpoint's tensors become the module's (no copy when the dtype is the
+    // template's; the device move and the precision conversion below copy once).
+    std::map<std::string, at::Tensor> slots = NamedTensors(impl->module);
+    for (auto& [k, t] : state) {
+      at::Tensor& slot = slots.at(k);
+      slot.set_data(t.scalar_type() == slot.scalar_type() ? t : t.to(slot.scalar_type()));
+    }
+    state.clear();
+    if (!dev.is_cpu()) impl->module.to(dev);
+  } catch (const std::exception& e) {
+    return TorchError(e, absl::StrCat("loading ", weights_path, " into its architecture template"),
+                      absl::StatusCode::kFailedPrecondition);
+  }
+  return Finish(std::move(impl), std::move(info), dev, numerics);
+}
+
+absl::StatusOr<std::shared_ptr<TorchScriptModel>> TorchScriptModel::Finish(
+    std::unique_ptr<Impl> impl, ModelInfo info, const at::Device& device,
+    const Numerics& numerics) {
+  try {
+    if (numerics.dtype() != at::kFloat) impl->module.to(numerics.dtype());
+    if (numerics.channels_last) {
+      for (at::Tensor p : impl->module.parameters()) {
+        if (p.dim() == 4) p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
+      }
+    }
+    info.architecture = impl->module.type()->name()->qualifiedName();
+    if (info.from_template) info.architecture = "template " + info.architecture;
+    for (const auto& p : impl->module.parameters()) info.parameter_bytes += p.nbytes();
+    for (const auto& b : impl->module.buffers()) info.parameter_bytes += b.nbytes();
+  } catch (const std::exception& e) {
+    return TorchError(e, "preparing the TorchScript module", absl::StatusCode::kFailedPrecondition);
+  }
   return std::shared_ptr<TorchScriptModel>(
-      new TorchScriptModel(std::move(impl), std::move(info), dev));
+      new TorchScriptModel(std::move(impl), std::move(info), device, numerics));
 }
 
 absl::Status TorchScriptModel::ValidateInput(DType dtype, const std::vector<int64_t>& shape) const {
@@ -75,10 +215,25 @@ absl::Status TorchScriptModel::ValidateInput(DType dtype, const std::vector<int6
 }
 
 absl::Status TorchScriptModel::Save(ModelFormat format, const std::string& path) const {
+  if (format == ModelFormat::kStateDict) {
+    // Its parameters and buffers by key, float32 on the CPU whatever it serves in:
+    // what load_state_dict(strict=True) of the original nn.Module takes.
+    try {
+      StateDict state;
+      for (auto& [k, t] : NamedTensors(impl_->module)) {
+        at::Tensor c = t.to(at::kCPU);
+        if (c.scalar_type() == numerics().dtype() && c.scalar_type() != at::kFloat)
+          c = c.to(at::kFloat);
+        state.emplace_back(k, c.contiguous());
+      }
+      return WriteStateDict(state, path);
+    } catch (const std::exception& e) {
+      return TorchError(e, "writing the state dict");
+    }
+  }
   if (format != ModelFormat::kTorchScript) {
     return absl::UnimplementedError(
-        absl::StrCat("a TorchScript model can only be saved as "
-                     "TORCHSCRIPT, not ",
+        absl::StrCat("a TorchScript model can be saved as TORCHSCRIPT or STATE_DICT, not ",
                      ModelFormatName(format)));
   }
   try {

@@ -1,6 +1,7 @@
 #ifndef MODELSERVER_SERVER_MODEL_TORCHSCRIPT_MODEL_H_
 #define MODELSERVER_SERVER_MODEL_TORCHSCRIPT_MODEL_H_
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -21,9 +22,23 @@ class TorchScriptModel : public TorchModel {
   // (--trust_torchscript), also FAILED_PRECONDITION for a module that defines
   // __setstate__ (checked before LibTorch reads the file) or calls an operator
   // off the allowlist (CheckTorchScriptOperators, after loading, before serving).
+  // `numerics`: the module's floating parameters and buffers are converted to its
+  // precision, and its 4-D ones made channels-last when asked (inputs follow).
   static absl::StatusOr<std::shared_ptr<TorchScriptModel>> Load(const std::string& path,
                                                                 const std::string& device,
-                                                                bool trusted = false);
+                                                                bool trusted = false,
+                                                                const Numerics& numerics = {});
+  // A state dict (`weights_path`, torch.save(model.state_dict())) served in an
+  // architecture template (`template_path`, a TorchScript module of the same
+  // nn.Module class, weights irrelevant): the template is checked and loaded as
+  // Load() does, the state dict must hold exactly its parameters and buffers
+  // (FAILED_PRECONDITION listing missing / unexpected keys and shape mismatches,
+  // as load_state_dict(strict=True)), and its tensors become the module's.
+  // Saves as STATE_DICT (loads into the original class in Python) or TORCHSCRIPT
+  // (the template with these weights).
+  static absl::StatusOr<std::shared_ptr<TorchScriptModel>> LoadTemplate(
+      const std::string& template_path, const std::string& weights_path, const std::string& device,
+      bool trusted, const Numerics& numerics, bool verify_crc);
   ~TorchScriptModel() override;
 
   // Any known dtype, rank >= 1, a non-empty batch; the module checks the rest (its
@@ -40,10 +55,24 @@ class TorchScriptModel : public TorchModel {
 
  private:
   struct Impl;
-  TorchScriptModel(std::unique_ptr<Impl> impl, ModelInfo info, at::Device device);
+  TorchScriptModel(std::unique_ptr<Impl> impl, ModelInfo info, at::Device device,
+                   const Numerics& numerics);
+  // Converts the loaded module to `numerics`, fills in `info`, builds the model.
+  static absl::StatusOr<std::shared_ptr<TorchScriptModel>> Finish(std::unique_ptr<Impl> impl,
+                                                                  ModelInfo info,
+                                                                  const at::Device& device,
+                                                                  const Numerics& numerics);
 
   std::unique_ptr<Impl> impl_;  // constant after construction
 };
+
+// Whether a state dict whose tensors have these shapes (by key) fits the
+// architecture template at `template_path` (checked and loaded on the CPU as
+// TorchScriptModel::Load does, unless `trusted`): FAILED_PRECONDITION as
+// LoadTemplate reports it. For uploads: no tensor is read.
+absl::Status CheckTemplateStateDict(const std::string& template_path,
+                                    const std::map<std::string, std::vector<int64_t>>& given,
+                                    bool trusted);
 
 }  // namespace modelserver
 

@@ -9,8 +9,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/dtype_convert.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
+#include "server/model/precision.h"
 #include "server/service/status_mapping.h"
 #include "server/service/tensor_proto.h"
 #include "server/store/checkpoint_store.h"
@@ -84,6 +86,9 @@ void ToProto(const ModelStatusInfo& info, v1::ModelStatus* proto) {
   proto->set_device(info.device);
   proto->set_last_error(info.last_error);
   proto->set_pinned_version(info.pinned_version);
+  proto->set_precision(info.precision);
+  proto->set_memory_format(info.memory_format);
+  proto->set_parameter_bytes(info.parameter_bytes);
 }
 
 namespace {
@@ -93,9 +98,13 @@ absl::Time ToAbslTime(std::chrono::system_clock::time_point t) {
   return absl::FromChrono(t);
 }
 
-// Fills the response from a batch's output rows for this request.
-absl::Status FillResponse(const std::string& model_name, int top_k, bool unbatched,
+// Fills the response from a batch's output rows for this request; a float32
+// output goes back in the request's floating dtype (`wire`).
+absl::Status FillResponse(const std::string& model_name, int top_k, bool unbatched, DType wire,
                           BatchTask::Result result, v1::PredictResponse* response) {
+  if (result.output.dtype == DType::kFloat32 && wire != DType::kFloat32) {
+    ASSIGN_OR_RETURN(result.output, ConvertFloat(result.output, wire));
+  }
   if (top_k > 0) {
     ASSIGN_OR_RETURN(auto top, TopK(result.output, top_k));
     for (const auto& sample : top) {
@@ -152,6 +161,12 @@ absl::Status ModelServiceImpl::StartPredict(grpc::CallbackServerContext* context
   }
   if (!request.has_input()) return absl::InvalidArgumentError("input tensor is missing");
   ASSIGN_OR_RETURN(HostTensor input, FromProto(request.input()));
+  // float64 (numpy's default), float16 and bfloat16 inputs are computed as
+  // float32 -- the model converts to its own precision -- and answered in kind.
+  const DType wire = IsWireFloat(input.dtype) ? input.dtype : DType::kFloat32;
+  if (wire != DType::kFloat32) {
+    ASSIGN_OR_RETURN(input, ConvertFloat(input, DType::kFloat32));
+  }
   RETURN_IF_ERROR(handle.model->ValidateInput(input.dtype, input.shape));
   const bool unbatched = handle.model->IsUnbatched(input.shape);
   if (unbatched) input.shape.insert(input.shape.begin(), 1);
@@ -163,10 +178,12 @@ absl::Status ModelServiceImpl::StartPredict(grpc::CallbackServerContext* context
   task.version = request.version();
   task.deadline = ToAbslTime(context->deadline());
   task.is_cancelled = [context] { return context->IsCancelled(); };
-  task.done = [reactor, response, unbatched, top_k = request.top_k(), name = request.model_name(),
-               rpc = *rpc](absl::StatusOr<BatchTask::Result> result) {
+  task.done = [reactor, response, unbatched, wire, top_k = request.top_k(),
+               name = request.model_name(), rpc = *rpc](absl::StatusOr<BatchTask::Result> result) {
     absl::Status status = result.status();
-    if (result.ok()) status = FillResponse(name, top_k, unbatched, *std::move(result), response);
+    if (result.ok()) {
+      status = FillResponse(name, top_k, unbatched, wire, *std::move(result), response);
+    }
     rpc.Finish(reactor, status);
   };
   return registry_->Enqueue(request.model_name(), std::move(task));
@@ -294,6 +311,7 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadCheckpointRequest
     try {
       auto v = pending_->Commit();
       if (!v.ok()) return Fail(v.status());
+      registry_->StoreChanged(v->model_name);
       response_->set_model_name(v->model_name);
       response_->set_version(v->version);
       response_->set_sha256(v->manifest.sha256);
@@ -331,6 +349,11 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadCheckpointRequest
             absl::StrCat("upload header sha256 has ", h.sha256().size(),
                          " characters, expected 64 lower-case hex digits (or none)"));
       }
+      std::string precision;
+      if (!h.precision().empty()) {
+        ASSIGN_OR_RETURN(const Precision p, ParsePrecision(h.precision()));
+        precision = PrecisionName(p);
+      }
       if (h.format() == v1::STATE_DICT && !h.architecture().empty()) {
         RETURN_IF_ERROR(ModelRegistry::CheckArchitecture(h.architecture()));
       }
@@ -338,21 +361,27 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadCheckpointRequest
       nv.model_name = h.model_name();
       nv.format = static_cast<ModelFormat>(h.format());
       nv.architecture = h.architecture();
+      nv.precision = precision;
       nv.source = absl::StrCat("UploadCheckpoint from ", context_->peer());
       nv.max_bytes = max_bytes_;
       nv.expected_sha256 = h.sha256();
       nv.expected_size = h.size_bytes() > 0 ? h.size_bytes() : -1;
       // Never publish what could not load: the full check runs at Commit (off
       // gRPC's threads), before the version exists.
+      nv.expected_architecture_sha256 = h.architecture_sha256();
       nv.validate = [registry = registry_, name = h.model_name(), format = nv.format,
-                     arch = h.architecture()](const std::string& file) {
-        return registry->CheckUpload(name, file, format, arch);
+                     arch = h.architecture()](const std::string& file,
+                                              const std::string& architecture_file) {
+        return registry->CheckUpload(name, file, format, arch, architecture_file);
       };
       ASSIGN_OR_RETURN(pending_, store_->BeginVersion(nv));
       rpc_.model = h.model_name();
       return absl::OkStatus();
     }
     if (pending_ == nullptr) return absl::InvalidArgumentError("upload must start with a header");
+    if (request_.has_architecture_chunk()) {
+      return pending_->AppendArchitecture(request_.architecture_chunk());
+    }
     return pending_->Append(request_.chunk());
   }
 
@@ -511,6 +540,7 @@ grpc::ServerUnaryReactor* ModelServiceImpl::LoadModel(grpc::CallbackServerContex
   registry_->LoadAsync(name, version,
                        [this, reactor, response, name, version, rpc](absl::Status s) mutable {
                          if (s.ok() && version > 0) s = store_->SetPin(name, version);
+                         registry_->StoreChanged(name);
                          if (auto status = registry_->Status(name); status.ok()) {
                            ToProto(*status, response->mutable_status());
                            rpc.model = name;

@@ -27,13 +27,14 @@ const char* ModelStateName(ModelState state) {
 }
 
 absl::Status ModelRegistry::CheckUpload(const std::string& name, const std::string& path,
-                                        ModelFormat format, const std::string& architecture) const {
+                                        ModelFormat format, const std::string& architecture,
+                                        const std::string& architecture_file) const {
   std::string arch = architecture;
-  if (arch.empty()) {
+  if (arch.empty() && architecture_file.empty()) {
     absl::ReaderMutexLock lock(&mu_);
     if (auto it = models_.find(name); it != models_.end()) arch = it->second.arch_hint;
   }
-  return CheckLoadable(path, format, arch, options_.trust_torchscript);
+  return CheckLoadable(path, format, arch, options_.trust_torchscript, architecture_file);
 }
 
 absl::Status ModelRegistry::CheckArchitecture(const std::string& architecture) {
@@ -80,10 +81,15 @@ absl::StatusOr<ModelRegistry::LoadedVersion> ModelRegistry::LoadVersion(const st
   ModelLoadOptions lo;
   lo.path = v.path;
   lo.format = v.manifest.format;
-  lo.architecture = v.manifest.architecture.empty() ? arch : v.manifest.architecture;
+  lo.architecture = v.manifest.architecture;
+  lo.architecture_path = v.architecture_path;
+  // A template in the version directory wins over the --model NAME=ARCH hint.
+  if (lo.architecture.empty() && lo.architecture_path.empty()) lo.architecture = arch;
   lo.device = options_.device;
   lo.verify_crc = v.manifest.sha256.empty();
   lo.trust_torchscript = options_.trust_torchscript;
+  ASSIGN_OR_RETURN(lo.precision, PrecisionFor(name, v.manifest));
+  lo.memory_layout = options_.memory_layout;
   absl::StatusOr<std::shared_ptr<const Model>> model =
       options_.loader ? options_.loader(lo) : LoadModelFromFile(lo);
   RETURN_IF_ERROR(model.status());
@@ -114,16 +120,40 @@ absl::StatusOr<StoreVersion> ModelRegistry::ResolveSkipping(const std::string& n
   return options_.store->Resolve(name, pick);
 }
 
-absl::Status ModelRegistry::WarmUp(const Model& model) {
-  HostTensor warm;
-  warm.dtype = DType::kFloat32;
-  warm.shape = model.WarmupShape();
-  if (warm.shape.empty()) return absl::OkStatus();  // input shape unknown
-  warm.data.assign(static_cast<size_t>(warm.NumElements()) * 4, '\0');
-  absl::StatusOr<HostTensor> out = model.Forward(warm);
-  if (out.ok()) return absl::OkStatus();
-  return absl::Status(out.status().code(),
-                      absl::StrCat("warm-up forward pass failed: ", out.status().message()));
+absl::StatusOr<Precision> ModelRegistry::PrecisionFor(const std::string& name,
+                                                      const Manifest& manifest) const {
+  if (auto it = options_.model_precision.find(name); it != options_.model_precision.end()) {
+    return it->second;  // the operator's --model_precision wins
+  }
+  if (manifest.precision.empty()) return options_.precision;
+  absl::StatusOr<Precision> p = ParsePrecision(manifest.precision);
+  if (!p.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat("manifest.json: ", p.status().message()));
+  }
+  return p;
+}
+
+absl::Status ModelRegistry::WarmUp(const Model& model) const {
+  std::vector<int64_t> shape = model.WarmupShape();
+  if (shape.empty()) return absl::OkStatus();  // input shape unknown
+  // On a GPU, every batch size the queue can form (cuDNN picks its kernels per
+  // shape on first use); on a CPU one pass.
+  const int64_t sizes = absl::StartsWith(model.info().device, "cuda")
+                            ? std::max<int64_t>(1, options_.batching.max_batch_size)
+                            : 1;
+  for (int64_t n = 1; n <= sizes; ++n) {
+    HostTensor warm;
+    warm.dtype = DType::kFloat32;
+    warm.shape = shape;
+    warm.shape[0] = n;
+    warm.data.assign(static_cast<size_t>(warm.NumElements()) * 4, '\0');
+    absl::StatusOr<HostTensor> out = model.Forward(warm);
+    if (!out.ok()) {
+      return absl::Status(out.status().code(), absl::StrCat("warm-up forward pass (batch ", n,
+                                                            ") failed: ", out.status().message()));
+    }
+  }
+  return absl::OkStatus();
 }
 
 void ModelRegistry::EnsureQueue(const std::string& name) {
@@ -165,6 +195,9 @@ bool ModelRegistry::FinishLoad(const std::string& name, const absl::StatusOr<Loa
     e.status.format = info.format;
     e.status.architecture = info.architecture;
     e.status.device = info.device;
+    e.status.precision = info.precision;
+    e.status.memory_format = info.memory_format;
+    e.status.parameter_bytes = info.parameter_bytes;
     e.status.last_error = result->note;
     e.last_failed_version = 0;
     EnsureQueue(name);
@@ -280,6 +313,7 @@ absl::Status ModelRegistry::Unload(const std::string& name) {
     e.status.state = ModelState::kUnloaded;
     e.status.serving_version = 0;
     e.status.device.clear();
+    e.status.parameter_bytes = 0;
   }
   old.reset();  // freed when its last batch finishes
   if (listener_) listener_(name, false);
@@ -300,14 +334,28 @@ absl::StatusOr<StoreVersion> ModelRegistry::Save(const std::string& name, ModelF
                      "PICKLED_MODULE"));
   }
   ASSIGN_OR_RETURN(ModelHandle handle, Get(name, 0));
+  const ModelInfo& info = handle.model->info();
   CheckpointStore::NewVersion nv;
   nv.model_name = target;
   nv.format = format;
-  nv.architecture = handle.model->info().architecture;
+  // A TorchScript module's (or template's) name is no VGG architecture: its state
+  // dict is served through the template linked below instead.
+  if (info.format != ModelFormat::kTorchScript && !info.from_template) {
+    nv.architecture = info.architecture;
+  }
   nv.source = absl::StrCat("SaveModel of ", name, " version ", handle.version);
   ASSIGN_OR_RETURN(std::unique_ptr<PendingVersion> pending, options_.store->BeginVersion(nv));
   RETURN_IF_ERROR(handle.model->Save(format, pending->file_path()));
+  if (format == ModelFormat::kStateDict &&
+      (info.from_template || info.format == ModelFormat::kTorchScript)) {
+    // The state dict of a template model or a TorchScript module serves with that
+    // module as its architecture template (the same file, linked where possible).
+    ASSIGN_OR_RETURN(StoreVersion source, options_.store->Resolve(name, handle.version));
+    RETURN_IF_ERROR(
+        pending->AddArchitectureFrom(info.from_template ? source.architecture_path : source.path));
+  }
   ASSIGN_OR_RETURN(StoreVersion v, pending->Commit());
+  listing_.Refresh(target);
   LOG_INFO("model ", name, ": version ", handle.version, " saved as ", target, " version ",
            v.version, " (", ModelFormatName(format), ", ", v.manifest.size_bytes, " bytes)");
   return v;
@@ -338,6 +386,7 @@ void ModelRegistry::StartPolling(absl::Duration interval) {
           todo.push_back({name, e.status.serving_version, e.last_failed_version});
         }
       }
+      listing_.RefreshAll();  // one listing per tick serves the poll and status
       for (const Known& k : todo) PollOne(k.name, k.serving, k.failed);
     }
   });
@@ -346,20 +395,20 @@ void ModelRegistry::StartPolling(absl::Duration interval) {
 void ModelRegistry::PollOne(const std::string& name, int64_t serving, int64_t failed) {
   // A pin (kept in the store by any replica's LoadModel) wins; else the newest
   // version that neither failed here nor killed a process (the journal).
-  const absl::StatusOr<int64_t> pin = options_.store->Pin(name);
-  if (pin.ok() && *pin > 0) {
-    if (*pin != serving && *pin != failed) {
-      LOG_INFO("model ", name, ": pinned to version ", *pin, " in the store, loading it");
-      LoadAsync(name, *pin, nullptr);
+  const std::optional<StoreListing::Entry> stored = listing_.Find(name);
+  if (!stored.has_value() || stored->versions.empty()) return;
+  const int64_t pin = stored->pinned_version;
+  if (pin > 0) {
+    if (pin != serving && pin != failed) {
+      LOG_INFO("model ", name, ": pinned to version ", pin, " in the store, loading it");
+      LoadAsync(name, pin, nullptr);
     }
     return;
   }
   const int64_t known = std::max({serving, failed, journal_.SkippedVersion(name)});
-  auto versions = options_.store->ListVersions(name);
-  if (!versions.ok() || versions->empty()) return;
-  if (versions->back() > known) {  // also back to the newest after an unpin
-    LOG_INFO("model ", name, ": store has version ", versions->back(), ", reloading");
-    LoadAsync(name, versions->back(), nullptr);
+  if (stored->versions.back() > known) {  // also back to the newest after an unpin
+    LOG_INFO("model ", name, ": store has version ", stored->versions.back(), ", reloading");
+    LoadAsync(name, stored->versions.back(), nullptr);
   }
 }
 
@@ -434,11 +483,9 @@ ModelStatusInfo ModelRegistry::Snapshot(const std::string& name, const Entry* en
   return s;
 }
 
-void ModelRegistry::FillFromStore(ModelStatusInfo* s) const {
-  auto versions = options_.store->ListVersions(s->model_name);
-  if (versions.ok()) s->store_versions = *std::move(versions);
-  auto pin = options_.store->Pin(s->model_name);
-  if (pin.ok()) s->pinned_version = *pin;
+void ModelRegistry::FillFromStore(const StoreListing::Entry& stored, ModelStatusInfo* s) {
+  s->store_versions = stored.versions;
+  s->pinned_version = stored.pinned_version;
 }
 
 absl::StatusOr<ModelStatusInfo> ModelRegistry::Status(const std::string& name) const {
@@ -451,8 +498,9 @@ absl::StatusOr<ModelStatusInfo> ModelRegistry::Status(const std::string& name) c
     known = it != models_.end();
     s = Snapshot(name, known ? &it->second : nullptr);
   }
-  FillFromStore(&s);  // store I/O after the lock: a slow store never stalls Predict
-  if (!known && s.store_versions.empty()) {
+  const std::optional<StoreListing::Entry> stored = listing_.Find(name);
+  if (stored.has_value()) FillFromStore(*stored, &s);
+  if (!known && !stored.has_value()) {
     return absl::NotFoundError(
         absl::StrCat("model '", name, "' is neither loaded nor in the store"));
   }
@@ -460,16 +508,18 @@ absl::StatusOr<ModelStatusInfo> ModelRegistry::Status(const std::string& name) c
 }
 
 absl::StatusOr<std::vector<ModelStatusInfo>> ModelRegistry::List() const {
-  ASSIGN_OR_RETURN(std::vector<std::string> stored, options_.store->ListModels());
+  const std::map<std::string, StoreListing::Entry> stored = listing_.All();
   std::vector<ModelStatusInfo> out;
   {
     absl::ReaderMutexLock lock(&mu_);
     std::map<std::string, const Entry*> all;
-    for (const std::string& n : stored) all[n] = nullptr;
+    for (const auto& [n, e] : stored) all[n] = nullptr;
     for (const auto& [n, e] : models_) all[n] = &e;
     for (const auto& [n, e] : all) out.push_back(Snapshot(n, e));
   }
-  for (ModelStatusInfo& s : out) FillFromStore(&s);
+  for (ModelStatusInfo& s : out) {
+    if (auto it = stored.find(s.model_name); it != stored.end()) FillFromStore(it->second, &s);
+  }
   return out;
 }
 

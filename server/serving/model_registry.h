@@ -14,10 +14,13 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "server/batching/batch_queue.h"
 #include "server/model/model.h"
 #include "server/model/model_loader.h"
+#include "server/model/precision.h"
 #include "server/serving/load_journal.h"
+#include "server/serving/store_listing.h"
 #include "server/store/checkpoint_store.h"
 
 namespace modelserver {
@@ -34,7 +37,10 @@ struct ModelStatusInfo {
   std::string architecture;
   std::string device;
   std::string last_error;
-  int64_t pinned_version = 0;  // the store's pin; 0 = follows the newest
+  int64_t pinned_version = 0;   // the store's pin; 0 = follows the newest
+  std::string precision;        // of the serving version: "fp32", "bf16", "fp16"
+  std::string memory_format;    // of the serving version: "contiguous", "channels_last"
+  int64_t parameter_bytes = 0;  // of the serving version, on its device
 };
 
 // The models in memory: loads versions from the store, hands out the serving
@@ -67,12 +73,23 @@ class ModelRegistry {
     // Builds a model from a store file; LoadModelFromFile when empty (tests inject
     // fakes). Called on the loading thread, without the registry's lock.
     std::function<absl::StatusOr<std::shared_ptr<const Model>>(const ModelLoadOptions&)> loader;
+    // What models compute in, unless the version's manifest or
+    // `model_precision` (by model name; from --model_precision) says otherwise.
+    Precision precision = Precision::kFp32;
+    std::map<std::string, Precision> model_precision;
+    MemoryLayout memory_layout = MemoryLayout::kAuto;
+    // How often the cached store listing (what Status and List report) is
+    // re-read; not positive: only at construction and after this server's writes.
+    absl::Duration listing_interval = absl::Seconds(10);
   };
   // Called after every state change with the model name and whether it is READY.
   using ReadyListener = std::function<void(const std::string& model_name, bool ready)>;
 
+  // Lists the store once (blocking).
   explicit ModelRegistry(Options options)
-      : options_(std::move(options)), journal_(options_.state_dir) {}
+      : options_(std::move(options)),
+        journal_(options_.state_dir),
+        listing_(options_.store, options_.listing_interval) {}
   ~ModelRegistry() { Shutdown(); }
 
   // Called without the registry's lock held; set before the first Load.
@@ -127,13 +144,19 @@ class ModelRegistry {
   // One model's status, also for models only in the store. NOT_FOUND when neither
   // memory nor store knows it.
   absl::StatusOr<ModelStatusInfo> Status(const std::string& name) const;
-  // Every model in memory or in the store, sorted by name.
+  // Every model in memory or in the store, sorted by name. Status and List read
+  // the store through a cached listing (StoreListing): no filesystem I/O.
   absl::StatusOr<std::vector<ModelStatusInfo>> List() const;
+  // Re-reads `name`'s store listing after a write this server made outside the
+  // registry (an upload, a pin). Blocking.
+  void StoreChanged(const std::string& name) const { listing_.Refresh(name); }
   // Whether an uploaded file would load as `name` in `format` (CheckLoadable):
   // a state dict without an architecture uses the one `name` was started with
   // (--model NAME=ARCH), if any. Blocks while reading the file's pickle.
+  // `architecture_file`: the template uploaded beside a state dict (or empty).
   absl::Status CheckUpload(const std::string& name, const std::string& path, ModelFormat format,
-                           const std::string& architecture) const;
+                           const std::string& architecture,
+                           const std::string& architecture_file = "") const;
 
   // OK when a state dict can be served as `architecture`; else INVALID_ARGUMENT.
   static absl::Status CheckArchitecture(const std::string& architecture);
@@ -169,8 +192,12 @@ class ModelRegistry {
   absl::StatusOr<LoadedVersion> LoadVersion(const std::string& name, int64_t version,
                                             const std::string& arch, int64_t* resolved) const
       ABSL_LOCKS_EXCLUDED(mu_);
-  // One forward pass at the model's WarmupShape() (none when it is unknown).
-  static absl::Status WarmUp(const Model& model);
+  // One forward pass at the model's WarmupShape() (none when it is unknown), in
+  // its serving precision; on a GPU one per batch size up to max_batch_size.
+  absl::Status WarmUp(const Model& model) const;
+  // The precision a version of `name` loads in: --model_precision, else the
+  // manifest's, else the server's. FAILED_PRECONDITION for a bad manifest value.
+  absl::StatusOr<Precision> PrecisionFor(const std::string& name, const Manifest& manifest) const;
   // Swaps a loaded version in, or records the failure; the replaced model goes to
   // *old (freed by the caller outside the lock). Returns whether the model is READY.
   bool FinishLoad(const std::string& name, const absl::StatusOr<LoadedVersion>& result,
@@ -180,8 +207,8 @@ class ModelRegistry {
   void LoaderLoop();
   ModelStatusInfo Snapshot(const std::string& name, const Entry* entry) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  // store_versions and pinned_version, read from the store (call without the lock).
-  void FillFromStore(ModelStatusInfo* s) const ABSL_LOCKS_EXCLUDED(mu_);
+  // store_versions and pinned_version from the cached listing.
+  static void FillFromStore(const StoreListing::Entry& stored, ModelStatusInfo* s);
   // One polling step for one model: load the pinned version, or the newest.
   void PollOne(const std::string& name, int64_t serving, int64_t failed) ABSL_LOCKS_EXCLUDED(mu_);
 
@@ -192,6 +219,7 @@ class ModelRegistry {
 
   const Options options_;
   const LoadJournal journal_;
+  mutable StoreListing listing_;  // refreshing a cache is not a change of the registry
   ReadyListener listener_;
   mutable absl::Mutex mu_;
   std::map<std::string, Entry> models_ ABSL_GUARDED_BY(mu_);

@@ -144,6 +144,14 @@ absl::StatusOr<Manifest> CheckpointStore::ParseManifest(absl::string_view text) 
     str("sha256", &m.sha256);
     str("created_at", &m.created_at);
     str("source", &m.source);
+    str("precision", &m.precision);
+    str("architecture_file", &m.architecture_file);
+    str("architecture_sha256", &m.architecture_sha256);
+    if (!m.architecture_file.empty() && m.architecture_file != kArchitectureFile) {
+      return absl::DataLossError(absl::StrCat("manifest.json names architecture_file '",
+                                              m.architecture_file, "', expected '",
+                                              kArchitectureFile, "'"));
+    }
     if (j.contains("size_bytes") && j["size_bytes"].is_number_integer()) {
       m.size_bytes = j["size_bytes"].get<int64_t>();
     }
@@ -225,6 +233,22 @@ absl::StatusOr<StoreVersion> CheckpointStore::Resolve(absl::string_view name,
     return absl::PermissionDeniedError(absl::StrCat("checkpoint file ", v.path, " resolves to ",
                                                     real.string(), ", outside the store"));
   }
+  // A template beside a state dict, named by the manifest or just present.
+  const fs::path arch = fs::path(v.dir) / kArchitectureFile;
+  if (v.manifest.format == ModelFormat::kStateDict &&
+      (!v.manifest.architecture_file.empty() || fs::exists(arch, ec))) {
+    const fs::path real_arch = fs::canonical(arch, ec);
+    if (ec) {
+      return absl::DataLossError(
+          absl::StrCat("architecture file ", arch.string(), " is missing: ", ec.message()));
+    }
+    if (!absl::StartsWith(real_arch.string(), prefix)) {
+      return absl::PermissionDeniedError(absl::StrCat("architecture file ", arch.string(),
+                                                      " resolves to ", real_arch.string(),
+                                                      ", outside the store"));
+    }
+    v.architecture_path = arch.string();
+  }
   return v;
 }
 
@@ -237,6 +261,14 @@ absl::StatusOr<bool> CheckpointStore::Verify(const StoreVersion& v) const {
                                             v.manifest.size_bytes,
                                             "; the file is truncated or "
                                             "was changed"));
+  }
+  if (!v.architecture_path.empty() && !v.manifest.architecture_sha256.empty()) {
+    ASSIGN_OR_RETURN(std::string arch_sha, Sha256File(v.architecture_path));
+    if (arch_sha != v.manifest.architecture_sha256) {
+      return absl::DataLossError(absl::StrCat(v.architecture_path, " has sha256 ", arch_sha,
+                                              ", manifest says ", v.manifest.architecture_sha256,
+                                              "; the file is corrupt"));
+    }
   }
   if (v.manifest.sha256.empty()) return false;
   ASSIGN_OR_RETURN(std::string sha, Sha256File(v.path));
@@ -277,6 +309,11 @@ std::string CheckpointStore::ManifestJson(const Manifest& m) {
   j["size_bytes"] = m.size_bytes;
   j["created_at"] = m.created_at;
   j["source"] = m.source;
+  if (!m.precision.empty()) j["precision"] = m.precision;
+  if (!m.architecture_file.empty()) {
+    j["architecture_file"] = m.architecture_file;
+    j["architecture_sha256"] = m.architecture_sha256;
+  }
   return j.dump(2) + "\n";
 }
 
@@ -316,7 +353,9 @@ absl::StatusOr<std::unique_ptr<PendingVersion>> CheckpointStore::BeginVersion(
   p->manifest_.architecture = v.architecture;
   p->manifest_.file = FileNameFor(v.format);
   p->validate_ = v.validate;
+  p->expected_arch_sha256_ = v.expected_architecture_sha256;
   p->manifest_.source = v.source;
+  p->manifest_.precision = v.precision;
   p->max_bytes_ = v.max_bytes;
   p->expected_sha256_ = v.expected_sha256;
   p->expected_size_ = v.expected_size;
@@ -325,6 +364,7 @@ absl::StatusOr<std::unique_ptr<PendingVersion>> CheckpointStore::BeginVersion(
 
 PendingVersion::~PendingVersion() {
   if (fd_ >= 0) close(fd_);
+  if (arch_fd_ >= 0) close(arch_fd_);
   if (lock_fd_ >= 0) close(lock_fd_);  // releases the flock
   if (!committed_ && !staging_dir_.empty()) {
     std::error_code ec;
@@ -334,6 +374,107 @@ PendingVersion::~PendingVersion() {
     // directory: another writer's staging directory or a version keeps it.
     rmdir(fs::path(staging_dir_).parent_path().c_str());
   }
+}
+
+namespace {
+
+absl::Status WriteAll(int fd, absl::string_view chunk, const std::string& path) {
+  const char* p = chunk.data();
+  size_t left = chunk.size();
+  while (left > 0) {
+    const ssize_t n = write(fd, p, left);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return absl::InternalError(absl::StrCat("write ", path, ": ", std::strerror(errno)));
+    }
+    p += n;
+    left -= static_cast<size_t>(n);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status PendingVersion::AppendArchitecture(absl::string_view chunk) {
+  if (max_bytes_ > 0 && bytes_ + arch_bytes_ + chunk.size() > max_bytes_) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "checkpoint and architecture are larger than the upload limit of ", max_bytes_, " bytes"));
+  }
+  const std::string path = (fs::path(staging_dir_) / CheckpointStore::kArchitectureFile).string();
+  if (arch_fd_ < 0) {
+    arch_fd_ = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (arch_fd_ < 0) {
+      return absl::InternalError(
+          absl::StrCat("cannot create the architecture file: ", std::strerror(errno)));
+    }
+    arch_sha_ = std::make_unique<Sha256>();
+  }
+  RETURN_IF_ERROR(WriteAll(arch_fd_, chunk, path));
+  arch_sha_->Update(chunk);
+  arch_bytes_ += chunk.size();
+  return absl::OkStatus();
+}
+
+absl::Status PendingVersion::AddArchitectureFrom(const std::string& path) {
+  const fs::path target = fs::path(staging_dir_) / CheckpointStore::kArchitectureFile;
+  if (link(path.c_str(), target.c_str()) == 0) return absl::OkStatus();
+  std::error_code ec;
+  fs::copy_file(path, target, ec);
+  if (ec)
+    return absl::InternalError(absl::StrCat("cannot copy the architecture file: ", ec.message()));
+  return absl::OkStatus();
+}
+
+absl::Status PendingVersion::CommitArchitecture() {
+  const std::string path = (fs::path(staging_dir_) / CheckpointStore::kArchitectureFile).string();
+  std::string sha;
+  if (arch_fd_ >= 0) {
+    if (fsync(arch_fd_) != 0) {
+      return absl::InternalError(
+          absl::StrCat("fsync of the architecture file: ", std::strerror(errno)));
+    }
+    close(arch_fd_);
+    arch_fd_ = -1;
+    sha = arch_sha_->HexDigest();
+  } else {
+    std::error_code ec;
+    if (!fs::exists(path, ec)) {
+      if (!expected_arch_sha256_.empty()) {
+        return absl::InvalidArgumentError(
+            "the header announced an architecture file, but none was sent");
+      }
+      return absl::OkStatus();
+    }
+    ASSIGN_OR_RETURN(sha, Sha256File(path));
+    RETURN_IF_ERROR(FsyncPath(path, false));
+  }
+  if (manifest_.format != ModelFormat::kStateDict) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "an architecture file goes with a STATE_DICT checkpoint, not ",
+        ModelFormatName(manifest_.format), " (a TorchScript or pickled module carries its own)"));
+  }
+  if (!expected_arch_sha256_.empty() && sha != expected_arch_sha256_) {
+    return absl::DataLossError(absl::StrCat("received architecture file has sha256 ", sha,
+                                            ", the header announced ", expected_arch_sha256_));
+  }
+  RETURN_IF_ERROR(CheckCheckpointFile(path, ModelFormat::kTorchScript));
+  manifest_.architecture_file = CheckpointStore::kArchitectureFile;
+  manifest_.architecture_sha256 = sha;
+  // One template on disk for every version that uses it: replace this copy by a
+  // hard link to an earlier version's identical file (kept as is if linking fails).
+  auto versions = store_->ListVersions(model_name_);
+  for (int64_t v : versions.ok() ? *versions : std::vector<int64_t>()) {
+    const fs::path dir = fs::path(store_->root()) / model_name_ / std::to_string(v);
+    auto m = CheckpointStore::ReadManifest(dir.string());
+    if (!m.ok() || m->architecture_sha256 != sha) continue;
+    const std::string tmp = path + ".link";
+    if (link((dir / CheckpointStore::kArchitectureFile).c_str(), tmp.c_str()) == 0 &&
+        std::rename(tmp.c_str(), path.c_str()) == 0) {
+      break;
+    }
+    unlink(tmp.c_str());
+  }
+  return absl::OkStatus();
 }
 
 absl::Status PendingVersion::Append(absl::string_view chunk) {
@@ -353,17 +494,7 @@ absl::Status PendingVersion::Append(absl::string_view chunk) {
     }
     sha_ = std::make_unique<Sha256>();
   }
-  const char* p = chunk.data();
-  size_t left = chunk.size();
-  while (left > 0) {
-    const ssize_t n = write(fd_, p, left);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return absl::InternalError(absl::StrCat("write ", file_path_, ": ", std::strerror(errno)));
-    }
-    p += n;
-    left -= static_cast<size_t>(n);
-  }
+  RETURN_IF_ERROR(WriteAll(fd_, chunk, file_path_));
   sha_->Update(chunk);
   bytes_ += chunk.size();
   return absl::OkStatus();
@@ -399,7 +530,13 @@ absl::StatusOr<StoreVersion> PendingVersion::Commit() {
                                             ", the header announced ", expected_sha256_));
   }
   RETURN_IF_ERROR(CheckCheckpointFile(file_path_, manifest_.format));
-  if (validate_) RETURN_IF_ERROR(validate_(file_path_));
+  RETURN_IF_ERROR(CommitArchitecture());
+  if (validate_) {
+    RETURN_IF_ERROR(validate_(
+        file_path_, manifest_.architecture_file.empty()
+                        ? std::string()
+                        : (fs::path(staging_dir_) / CheckpointStore::kArchitectureFile).string()));
+  }
   manifest_.sha256 = sha;
   manifest_.size_bytes = static_cast<int64_t>(bytes_);
   manifest_.created_at = NowRfc3339();

@@ -28,6 +28,11 @@ struct Manifest {
   int64_t size_bytes = -1;
   std::string created_at;
   std::string source;
+  std::string precision;  // optional: what the version serves in; empty = the server's
+  // An architecture template (TorchScript) beside a state dict: its file name in
+  // the version directory ("architecture.pt") and sha256; empty when none.
+  std::string architecture_file;
+  std::string architecture_sha256;
 };
 
 // One resolved store version.
@@ -36,6 +41,9 @@ struct StoreVersion {
   int64_t version = 0;
   std::string dir;   // <store>/<model>/<version>
   std::string path;  // the checkpoint file inside it
+  // The architecture template beside a state dict (architecture.pt, with or
+  // without a manifest); empty when the version has none.
+  std::string architecture_path;
   Manifest manifest;
 };
 
@@ -58,6 +66,13 @@ class PendingVersion {
   // Streams bytes into the file (hashing as it goes). RESOURCE_EXHAUSTED past the
   // size limit (the version is then dead: destroy it).
   absl::Status Append(absl::string_view chunk);
+  // Streams bytes of an architecture template (TorchScript) into
+  // architecture.pt beside the checkpoint; same limits as Append (counted
+  // together).
+  absl::Status AppendArchitecture(absl::string_view chunk);
+  // Puts the template at `path` (another version's architecture.pt) beside the
+  // checkpoint: a hard link where the filesystem allows, else a copy.
+  absl::Status AddArchitectureFrom(const std::string& path);
   // Publishes. DATA_LOSS when the sha256 or size differs from what the uploader
   // announced; the structural check's error when the file is no valid checkpoint.
   absl::StatusOr<StoreVersion> Commit();
@@ -76,8 +91,15 @@ class PendingVersion {
   uint64_t max_bytes_ = 0;
   std::string expected_sha256_;
   int64_t expected_size_ = -1;
-  int fd_ = -1;                                               // open while streaming
-  std::function<absl::Status(const std::string&)> validate_;  // NewVersion::validate
+  int fd_ = -1;       // open while streaming
+  int arch_fd_ = -1;  // architecture.pt, same
+  std::unique_ptr<Sha256> arch_sha_;
+  uint64_t arch_bytes_ = 0;
+  std::string expected_arch_sha256_;
+  // Publishes architecture.pt (verified, fsynced, deduplicated by sha256 against
+  // the model's other versions) into the manifest; no-op without one.
+  absl::Status CommitArchitecture();
+  std::function<absl::Status(const std::string&, const std::string&)> validate_;
   // The staging directory, open and flock()ed for the writer's whole life: a
   // cleanup in any process skips locked staging directories.
   int lock_fd_ = -1;
@@ -105,6 +127,7 @@ class CheckpointStore {
   static absl::Status ValidateModelName(absl::string_view name);
   // File name a format is stored under ("model_weights.pth", ...).
   static const char* FileNameFor(ModelFormat format);
+  static constexpr char kArchitectureFile[] = "architecture.pt";
 
   const std::string& root() const { return root_; }
 
@@ -135,13 +158,17 @@ class CheckpointStore {
     ModelFormat format = ModelFormat::kStateDict;
     std::string architecture;
     std::string source;           // manifest "source": who wrote it
+    std::string precision;        // manifest "precision" (optional)
     uint64_t max_bytes = 0;       // Append limit; 0 = none
     std::string expected_sha256;  // optional, checked at Commit
     int64_t expected_size = -1;   // optional, checked at Commit
     // Optional: run by Commit on the complete, verified file (its path) after the
     // structural check and before anything is published; an error refuses the
     // version (the store does not know models: the caller checks loadability).
-    std::function<absl::Status(const std::string& file)> validate;
+    // `architecture_file` is the template's path (empty when there is none).
+    std::function<absl::Status(const std::string& file, const std::string& architecture_file)>
+        validate;
+    std::string expected_architecture_sha256;  // optional, checked at Commit
   };
   // Starts a new version of `model_name`. INVALID_ARGUMENT for a bad name or an
   // unspecified format; INTERNAL when the staging directory cannot be made.

@@ -120,7 +120,8 @@ TEST_F(OpsTest, MetricsFromTheRealServerParseWithPrometheusClient) {
       {"modelserver_model_loads", "counter"},
       {"modelserver_model_load_duration_seconds", "histogram"},
       {"modelserver_model_serving_version", "gauge"},
-      {"modelserver_model_ready", "gauge"}};
+      {"modelserver_model_ready", "gauge"},
+      {"modelserver_device_memory_bytes", "gauge"}};
   for (const auto& [family, type] : types) {
     ASSERT_TRUE(m.contains(family)) << family << " missing";
     EXPECT_EQ(m[family]["type"], type) << family;
@@ -166,6 +167,13 @@ TEST_F(OpsTest, MetricsFromTheRealServerParseWithPrometheusClient) {
             1);
   EXPECT_EQ(Sample(m, "modelserver_queue_depth", "modelserver_queue_depth", {{"model", "tiny"}}),
             0);
+  // The weights' bytes on the device, as the status reports them (tiny: float32).
+  v1::ModelStatus st;
+  ASSERT_TRUE(client_->GetModelStatus("tiny", &st).ok());
+  EXPECT_GT(st.parameter_bytes(), 0);
+  EXPECT_EQ(Sample(m, "modelserver_device_memory_bytes", "modelserver_device_memory_bytes",
+                   {{"model", "tiny"}}),
+            static_cast<double>(st.parameter_bytes()));
   // A bucketed histogram, not just count and sum.
   EXPECT_GE(Sample(m, "modelserver_request_duration_seconds",
                    "modelserver_request_duration_seconds_bucket",

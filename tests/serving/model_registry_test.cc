@@ -211,6 +211,42 @@ TEST_F(RegistryTest, FailedLoadKeepsTheOldVersionServing) {
   EXPECT_EQ(Value(r), 1.0f);
 }
 
+// Status and List report the cached listing: a version written behind the
+// registry's back appears only after a refresh (StoreChanged, or the thread).
+TEST_F(RegistryTest, StatusReadsTheCachedStoreListing) {
+  AddVersion(1);
+  ModelRegistry::Options o;
+  o.store = store_.get();
+  o.listing_interval = absl::ZeroDuration();  // refreshed only by StoreChanged
+  ModelRegistry registry(o);
+  ASSERT_TRUE(registry.Status("m").ok());
+  EXPECT_THAT(registry.Status("m")->store_versions, ::testing::ElementsAre(1));
+  AddVersion(2);
+  EXPECT_THAT(registry.Status("m")->store_versions, ::testing::ElementsAre(1));
+  EXPECT_EQ(registry.Status("other").status().code(), absl::StatusCode::kNotFound);
+  registry.StoreChanged("m");
+  EXPECT_THAT(registry.Status("m")->store_versions, ::testing::ElementsAre(1, 2));
+  auto list = registry.List();
+  ASSERT_TRUE(list.ok());
+  ASSERT_EQ(list->size(), 1u);
+  EXPECT_THAT((*list)[0].store_versions, ::testing::ElementsAre(1, 2));
+}
+
+TEST_F(RegistryTest, TheListingThreadPicksUpNewVersions) {
+  AddVersion(1);
+  ModelRegistry::Options o;
+  o.store = store_.get();
+  o.listing_interval = absl::Milliseconds(20);
+  ModelRegistry registry(o);
+  AddVersion(2);
+  std::vector<int64_t> seen;
+  for (int i = 0; i < 500 && seen.size() < 2; ++i) {  // up to 10 s on a loaded machine
+    absl::SleepFor(absl::Milliseconds(20));
+    seen = registry.Status("m")->store_versions;
+  }
+  EXPECT_THAT(seen, ::testing::ElementsAre(1, 2));
+}
+
 TEST_F(RegistryTest, FailedFirstLoadIsFailedAndNotServed) {
   AddVersion(1);
   fail_version_ = 1;

@@ -1,9 +1,9 @@
 #include "server/store/checkpoint_store.h"
 
 #include <fcntl.h>
-#include <unistd.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -225,6 +225,27 @@ TEST_F(PublishTest, CommitPublishesTheNextVersionWithAManifest) {
   EXPECT_EQ(r->manifest.source, "test");
   EXPECT_TRUE(*store_->Verify(*r));
   p->reset();
+  EXPECT_TRUE(Staging("m").empty());
+}
+
+// An architecture template goes only with a state dict; an announced template
+// that never arrives, or differs, is refused. Nothing is published either way.
+TEST_F(PublishTest, ArchitectureFilesAreCheckedBeforePublishing) {
+  auto p = store_->BeginVersion(NV());  // TORCHSCRIPT
+  ASSERT_TRUE(p.ok());
+  ASSERT_TRUE((*p)->AppendArchitecture(EmptyZip()).ok());
+  ASSERT_TRUE((*p)->Append(EmptyZip()).ok());
+  absl::Status s = (*p)->Commit().status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("goes with a STATE_DICT"));
+  CheckpointStore::NewVersion nv = NV();
+  nv.expected_architecture_sha256 = std::string(64, '0');
+  p = store_->BeginVersion(nv);
+  ASSERT_TRUE((*p)->Append(EmptyZip()).ok());
+  EXPECT_THAT(std::string((*p)->Commit().status().message()),
+              HasSubstr("announced an architecture file"));
+  p->reset();
+  EXPECT_TRUE(store_->ListVersions("m")->empty());
   EXPECT_TRUE(Staging("m").empty());
 }
 

@@ -157,6 +157,52 @@ def write_torchscript_attacks():
     torch.jit.script(TsSetState(marker)).save(os.path.join(d, "model.pt"))
 
 
+def save_with_location(obj, path, location):
+    """torch.save, with every storage's location tag written as `location` ("cuda:0",
+    "mps") as if the tensors had been on that device when saved."""
+    from torch import serialization
+    entry = (0, lambda storage: location, lambda obj, loc: None)
+    serialization._package_registry.insert(0, entry)
+    try:
+        torch.save(obj, path)
+    finally:
+        serialization._package_registry.remove(entry)
+    with zipfile.ZipFile(path) as z:
+        pkl = [n for n in z.namelist() if n.endswith("data.pkl")][0]
+        assert location.encode() in z.read(pkl), "location tag not written"
+
+
+def write_templates():
+    """Architecture template (torch.jit.script of a fresh instance: other weights) +
+    state dict of the served instance, per tutorial network and a ResNet-18:
+    tmpl_<name>/{architecture.pt, model_weights.pth, input.npy, output.npy,
+    v2_model_weights.pth, v2_output.npy}; and LeNet's state dict tagged as saved on
+    cuda:0 and on mps."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import template_models
+    for name, (make, shape) in template_models.MODELS.items():
+        d = os.path.join(out_dir, "tmpl_" + name)
+        os.makedirs(d, exist_ok=True)
+        torch.jit.script(make().eval()).save(os.path.join(d, "architecture.pt"))
+        x = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
+        np.save(os.path.join(d, "input.npy"), x.numpy())
+        for prefix in ("", "v2_"):
+            model = make()
+            if any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
+                model.train()  # non-trivial running statistics
+                with torch.no_grad():
+                    for _ in range(3):
+                        model(torch.randn(8, *shape[1:]) * 2 + 0.5)
+            model.eval()
+            torch.save(model.state_dict(), os.path.join(d, prefix + "model_weights.pth"))
+            with torch.inference_mode():
+                np.save(os.path.join(d, prefix + "output.npy"), model(x).numpy())
+            if name == "lenet" and not prefix:
+                for loc, tag in (("cuda:0", "cuda"), ("mps", "mps")):
+                    save_with_location(model.state_dict(),
+                                       os.path.join(d, f"{tag}_model_weights.pth"), loc)
+
+
 def main():
     os.makedirs(out_dir, exist_ok=True)
     torch.manual_seed(0)
@@ -181,6 +227,7 @@ def main():
         np.save(os.path.join(d, "input.npy"), x.numpy())
 
     write_torchscript_attacks()
+    write_templates()
 
     tiny_bn_arch = "vgg:cfg=8-M-16-M:bn:classes=10:hidden=32:pool=2"
     tiny_bn = tiny_vgg([8, "M", 16, "M"], True, 10, 32, 2)

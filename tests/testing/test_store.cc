@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "client/npy.h"
 #include "common/sha256.h"
+#include "common/status_macros.h"
 #include "tests/testing/server_process.h"
 
 namespace modelserver::testing {
@@ -39,6 +40,18 @@ bool WaitForModels(const ModelClient& client, const std::vector<std::string>& na
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   return false;
+}
+
+absl::StatusOr<Serving> StartServing(const std::vector<std::string>& args,
+                                     const std::string& log_path,
+                                     const std::vector<std::string>& models) {
+  Serving s;
+  ASSIGN_OR_RETURN(s.server, ServerProcess::Start(args, log_path));
+  s.client = ModelClient::Create(s.server->target());
+  if (!WaitForModels(*s.client, models, std::chrono::seconds(120))) {
+    return absl::DeadlineExceededError("models did not load in 120 s: " + s.server->Log());
+  }
+  return s;
 }
 
 HostTensor FixtureNpy(const std::string& name, const std::string& file) {

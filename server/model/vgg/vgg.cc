@@ -41,8 +41,8 @@ absl::Status CheckStrict(const VggConfig& config, const std::map<std::string, at
 // modules under torchvision's names, and collects the layers forward() runs.
 class VggImpl::Builder {
  public:
-  Builder(VggImpl* vgg, std::map<std::string, at::Tensor> given)
-      : vgg_(vgg), given_(std::move(given)) {}
+  Builder(VggImpl* vgg, std::map<std::string, at::Tensor> given, const Numerics& numerics)
+      : vgg_(vgg), given_(std::move(given)), numerics_(numerics) {}
 
   void Build() {
     AddFeatures();
@@ -53,13 +53,14 @@ class VggImpl::Builder {
   }
 
  private:
-  // A checked tensor as the network uses it: float32 (the counter aside), contiguous.
+  // A checked tensor as the network uses it: in the serving precision and layout
+  // (the counter aside), converted straight from the checkpoint's tensor -- no
+  // float32 copy is kept when serving bf16/fp16.
   at::Tensor Take(const std::string& key) const {
     at::Tensor t = given_.at(key);
-    if (!absl::EndsWith(key, "num_batches_tracked") && t.scalar_type() != at::kFloat) {
-      t = t.to(at::kFloat);
-    }
-    return t.is_contiguous() ? t : t.contiguous();
+    if (absl::EndsWith(key, "num_batches_tracked")) return t.contiguous();
+    if (t.scalar_type() != at::kFloat && numerics_.dtype() == at::kFloat) t = t.to(at::kFloat);
+    return numerics_.Apply(t);
   }
 
   // A layer without tensors (ReLU, MaxPool2d, Dropout) at `index` of `parent`.
@@ -122,16 +123,18 @@ class VggImpl::Builder {
 
   VggImpl* vgg_;
   std::map<std::string, at::Tensor> given_;
+  const Numerics numerics_;
   std::shared_ptr<torch::nn::Module> features_ = std::make_shared<torch::nn::Module>();
   std::shared_ptr<torch::nn::Module> classifier_ = std::make_shared<torch::nn::Module>();
 };
 
-absl::StatusOr<std::shared_ptr<VggImpl>> VggImpl::Create(const VggConfig& config, StateDict state) {
+absl::StatusOr<std::shared_ptr<VggImpl>> VggImpl::Create(const VggConfig& config, StateDict state,
+                                                         const Numerics& numerics) {
   std::map<std::string, at::Tensor> given;
   for (auto& [k, t] : state) given[k] = std::move(t);
   if (absl::Status s = CheckStrict(config, given); !s.ok()) return s;
   std::shared_ptr<VggImpl> vgg(new VggImpl(config));
-  Builder(vgg.get(), std::move(given)).Build();
+  Builder(vgg.get(), std::move(given), numerics).Build();
   vgg->eval();
   return vgg;
 }
@@ -170,7 +173,10 @@ StateDict VggImpl::state_dict() const {
   for (const auto& p : named_parameters(/*recurse=*/true)) all[p.key()] = p.value();
   for (const auto& b : named_buffers(/*recurse=*/true)) all[b.key()] = b.value();
   for (const auto& [k, shape] : config_.StateDictShapes()) {
-    out.emplace_back(k, all.at(k));
+    // As PyTorch keeps them: float32 (whatever the serving precision), contiguous.
+    at::Tensor t = all.at(k);
+    if (at::isFloatingType(t.scalar_type()) && t.scalar_type() != at::kFloat) t = t.to(at::kFloat);
+    out.emplace_back(k, t.contiguous());
   }
   return out;
 }

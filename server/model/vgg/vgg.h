@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "server/model/tensor_materializer.h"
+#include "server/model/torch_model.h"
 #include "server/model/vgg/vgg_config.h"
 
 namespace modelserver {
@@ -28,14 +29,16 @@ class VggImpl : public torch::nn::Module {
   // Checks `state` against `config` strictly (exact key set, shapes, floating
   // dtypes) and builds the network from it. All problems are reported at once as
   // one FAILED_PRECONDITION: missing keys, unexpected keys, shape mismatches.
-  static absl::StatusOr<std::shared_ptr<VggImpl>> Create(const VggConfig& config, StateDict state);
+  static absl::StatusOr<std::shared_ptr<VggImpl>> Create(const VggConfig& config, StateDict state,
+                                                         const Numerics& numerics = {});
 
   const VggConfig& config() const { return config_; }
 
   // x: [N, C, H, W] float32 on the module's device.
   at::Tensor forward(const at::Tensor& x) const;
 
-  // The state dict in torchvision order (parameters and buffers).
+  // The state dict in torchvision order (parameters and buffers), float32 and
+  // contiguous whatever the serving precision and layout.
   StateDict state_dict() const;
 
  private:

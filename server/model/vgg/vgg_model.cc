@@ -15,7 +15,8 @@ constexpr int64_t kMaxSide = 8192;
 
 absl::StatusOr<std::shared_ptr<VggModel>> VggModel::Create(std::shared_ptr<VggImpl> vgg,
                                                            ModelFormat format,
-                                                           const std::string& device) {
+                                                           const std::string& device,
+                                                           const Numerics& numerics) {
   ModelInfo info;
   info.architecture = vgg->config().Name();
   info.format = format;
@@ -29,11 +30,12 @@ absl::StatusOr<std::shared_ptr<VggModel>> VggModel::Create(std::shared_ptr<VggIm
   } catch (const std::exception& e) {
     return TorchError(e, absl::StrCat("moving the model to ", device));
   }
-  return std::shared_ptr<VggModel>(new VggModel(std::move(vgg), dev, std::move(info)));
+  return std::shared_ptr<VggModel>(new VggModel(std::move(vgg), dev, numerics, std::move(info)));
 }
 
-VggModel::VggModel(std::shared_ptr<VggImpl> vgg, at::Device device, ModelInfo info)
-    : TorchModel(info, device, absl::StatusCode::kInternal,
+VggModel::VggModel(std::shared_ptr<VggImpl> vgg, at::Device device, const Numerics& numerics,
+                   ModelInfo info)
+    : TorchModel(info, device, numerics, absl::StatusCode::kInternal,
                  absl::StrCat(info.architecture, " forward pass")),
       vgg_(std::move(vgg)) {}
 

@@ -18,10 +18,12 @@ namespace modelserver {
 // Thread-safe: immutable after Create.
 class VggModel : public TorchModel {
  public:
-  // Moves `vgg` to `device` ("cpu", "cuda:N").
+  // Moves `vgg` to `device` ("cpu", "cuda:N"); `numerics` are those `vgg` was
+  // built with (VggImpl::Create).
   static absl::StatusOr<std::shared_ptr<VggModel>> Create(std::shared_ptr<VggImpl> vgg,
                                                           ModelFormat format,
-                                                          const std::string& device);
+                                                          const std::string& device,
+                                                          const Numerics& numerics = {});
 
   absl::Status ValidateInput(DType dtype, const std::vector<int64_t>& shape) const override;
   bool IsUnbatched(const std::vector<int64_t>& shape) const override { return shape.size() == 3; }
@@ -37,7 +39,8 @@ class VggModel : public TorchModel {
   absl::StatusOr<at::Tensor> Run(const at::Tensor& x) const override;
 
  private:
-  VggModel(std::shared_ptr<VggImpl> vgg, at::Device device, ModelInfo info);
+  VggModel(std::shared_ptr<VggImpl> vgg, at::Device device, const Numerics& numerics,
+           ModelInfo info);
 
   std::shared_ptr<VggImpl> vgg_;  // constant after construction
 };
