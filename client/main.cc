@@ -12,6 +12,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -47,6 +48,9 @@ ABSL_FLAG(std::string, format, "STATE_DICT",
           "save/upload: STATE_DICT | TORCHSCRIPT | PICKLED_MODULE");
 ABSL_FLAG(std::string, target_model, "", "save: store the version under this name");
 ABSL_FLAG(std::string, architecture, "", "upload: architecture for a state dict (vgg16, ...)");
+ABSL_FLAG(std::string, protocol, "v1",
+          "predict/bench: v1 (modelserving.v1 Predict) or v2 (the Open Inference Protocol's "
+          "ModelInfer, KServe v2 / Triton clients' protocol)");
 ABSL_FLAG(std::string, architecture_file, "",
           "upload: an architecture template for a state dict -- a TorchScript module "
           "(torch.jit.script(Net()).save('arch.pt')) -- stored beside it as architecture.pt");
@@ -195,8 +199,8 @@ int Bench(const ModelClient& client) {
   return 0;
 }
 
-// The client options from the connection and token flags; false (after a
-// message) when --token_file cannot be read.
+// The client options from the connection, protocol and token flags; false
+// (after a message) for a bad --protocol or when --token_file cannot be read.
 bool ClientOptions(ModelClient::Options* options) {
   options->target = absl::GetFlag(FLAGS_target);
   options->timeout = std::chrono::milliseconds(absl::GetFlag(FLAGS_timeout_ms));
@@ -204,6 +208,12 @@ bool ClientOptions(ModelClient::Options* options) {
   options->tls_ca = absl::GetFlag(FLAGS_tls_ca);
   options->tls_cert = absl::GetFlag(FLAGS_tls_cert);
   options->tls_key = absl::GetFlag(FLAGS_tls_key);
+  const std::string protocol = absl::AsciiStrToLower(absl::GetFlag(FLAGS_protocol));
+  if (protocol != "v1" && protocol != "v2") {
+    std::fprintf(stderr, "--protocol '%s' is not v1 or v2\n", protocol.c_str());
+    return false;
+  }
+  options->open_inference = protocol == "v2";
   options->token = absl::GetFlag(FLAGS_token);
   if (options->token.empty() && !absl::GetFlag(FLAGS_token_file).empty()) {
     std::ifstream in(absl::GetFlag(FLAGS_token_file));

@@ -5,6 +5,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "absl/strings/numbers.h"
+#include "common/oip_datatype.h"
 #include "common/sha256.h"
 
 namespace modelserver {
@@ -35,6 +37,7 @@ std::unique_ptr<ModelClient> ModelClient::Create(const Options& options) {
   }
   client->channel_ = grpc::CreateCustomChannel(options.target, creds, args);
   client->stub_ = v1::ModelService::NewStub(client->channel_);
+  client->v2_stub_ = inference::GRPCInferenceService::NewStub(client->channel_);
   return client;
 }
 
@@ -47,7 +50,40 @@ grpc::Status ModelClient::Predict(const v1::PredictRequest& request,
                                   v1::PredictResponse* response) const {
   grpc::ClientContext context;
   Prepare(&context);
+  if (options_.open_inference) return PredictV2(request, response);
   return stub_->Predict(&context, request, response);
+}
+
+grpc::Status ModelClient::PredictV2(const v1::PredictRequest& request,
+                                    v1::PredictResponse* response) const {
+  grpc::ClientContext context;
+  Prepare(&context);
+  inference::ModelInferRequest infer;
+  infer.set_model_name(request.model_name());
+  if (request.version() > 0) infer.set_model_version(std::to_string(request.version()));
+  auto* in = infer.add_inputs();
+  in->set_name("input");
+  in->set_datatype(DatatypeOf(static_cast<DType>(request.input().dtype())));
+  in->mutable_shape()->CopyFrom(request.input().shape());
+  infer.add_raw_input_contents(request.input().data());
+  inference::ModelInferResponse out;
+  grpc::Status s = v2_stub_->ModelInfer(&context, infer, &out);
+  if (!s.ok()) return s;
+  if (out.outputs_size() != 1 || out.raw_output_contents_size() != 1) {
+    return grpc::Status(grpc::StatusCode::INTERNAL, "ModelInfer answered without one raw output");
+  }
+  auto dtype = DTypeFromDatatype(out.outputs(0).datatype());
+  if (!dtype.ok()) {
+    return grpc::Status(grpc::StatusCode::INTERNAL, std::string(dtype.status().message()));
+  }
+  response->set_model_name(out.model_name());
+  int64_t version = 0;
+  if (absl::SimpleAtoi(out.model_version(), &version)) response->set_version(version);
+  v1::Tensor* t = response->mutable_output();
+  t->set_dtype(static_cast<v1::DataType>(*dtype));
+  t->mutable_shape()->CopyFrom(out.outputs(0).shape());
+  t->set_data(out.raw_output_contents(0));
+  return grpc::Status::OK;
 }
 
 grpc::Status ModelClient::ListModels(v1::ListModelsResponse* response) const {

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "common/host_tensor.h"
+#include "inference/v2/grpc_predict_v2.grpc.pb.h"
 #include "proto/modelserving/v1/model_service.grpc.pb.h"
 
 namespace modelserver {
@@ -29,6 +30,10 @@ class ModelClient {
     std::string tls_ca, tls_cert, tls_key;
     // Admin token, sent as `authorization: Bearer <token>` on every call.
     std::string token;
+    // Predict through the Open Inference Protocol (KServe v2 ModelInfer, raw
+    // tensors) instead of modelserving.v1; the answer is converted back (top-k
+    // classes are not asked for).
+    bool open_inference = false;
   };
   // Fails only when a TLS file cannot be read.
   static std::unique_ptr<ModelClient> Create(const Options& options);
@@ -73,6 +78,11 @@ class ModelClient {
   Options options_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<modelserving::v1::ModelService::Stub> stub_;
+  std::unique_ptr<inference::GRPCInferenceService::Stub> v2_stub_;
+
+  // Predict as ModelInfer (Options::open_inference).
+  grpc::Status PredictV2(const modelserving::v1::PredictRequest& request,
+                         modelserving::v1::PredictResponse* response) const;
 };
 
 // A PredictRequest for `input` (data copied).

@@ -25,7 +25,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (auto tree = modelserver::ParsePickledModule(**zip, "fuzz"); tree.ok()) {
     modelserver::TensorMaterializer tensors(**zip, tree->prefix, /*verify_crc=*/true);
     if (tensors.LoadStorages(*tree->pickled).ok()) {
-      (void)modelserver::BuildLayerStackModel(tree->root, tensors);
+      (void)modelserver::BuildLayerStackModel(tree->root, tensors, modelserver::Numerics{});
     }
   }
   return 0;

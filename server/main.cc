@@ -31,6 +31,7 @@
 #include "server/model/device.h"
 #include "server/model/precision.h"
 #include "server/service/admin_auth.h"
+#include "server/service/inference_service_impl.h"
 #include "server/service/model_service_impl.h"
 #include "server/serving/load_journal.h"
 #include "server/serving/model_registry.h"
@@ -312,7 +313,8 @@ absl::StatusOr<ModelServiceImpl::Options> ServiceOptions(ServerMetrics* metrics)
 
 // The gRPC server with `service`, health and reflection, listening on --listen;
 // *port is the bound port.
-absl::StatusOr<std::unique_ptr<grpc::Server>> StartGrpc(grpc::Service* service, int* port) {
+absl::StatusOr<std::unique_ptr<grpc::Server>> StartGrpc(const std::vector<grpc::Service*>& services,
+                                                        int* port) {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -325,7 +327,7 @@ absl::StatusOr<std::unique_ptr<grpc::Server>> StartGrpc(grpc::Service* service, 
   grpc::ResourceQuota quota("model-server");
   quota.Resize(static_cast<size_t>(MemoryLimit() / 8));
   builder.SetResourceQuota(quota);
-  builder.RegisterService(service);
+  for (grpc::Service* service : services) builder.RegisterService(service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || *port == 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", absl::GetFlag(FLAGS_listen)));
@@ -451,8 +453,12 @@ int Serve(const std::vector<StartupModel>& startup, sigset_t signals) {
   const int removed = (*store)->RemoveStaleStaging(absl::Hours(1));
   if (removed > 0) LOG_INFO("removed ", removed, " stale staging directories from the store");
   ModelServiceImpl service(&registry, store->get(), *service_options);
+  InferenceServiceImpl::Options v2_options;
+  for (const StartupModel& s : startup) v2_options.startup_models.push_back(s.name);
+  v2_options.server_version = MODELSERVER_VERSION;
+  InferenceServiceImpl v2(&service, &registry, v2_options);  // Open Inference Protocol
   int port = 0;
-  absl::StatusOr<std::unique_ptr<grpc::Server>> server = StartGrpc(&service, &port);
+  absl::StatusOr<std::unique_ptr<grpc::Server>> server = StartGrpc({&service, &v2}, &port);
   if (!server.ok()) {
     LOG_ERROR(server.status().message());
     return server.status().code() == absl::StatusCode::kUnavailable ? 1 : 2;

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <functional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -13,6 +14,7 @@
 #include "common/sha256.h"
 #include "common/status_macros.h"
 #include "server/model/precision.h"
+#include "server/service/rpc.h"
 #include "server/service/status_mapping.h"
 #include "server/service/tensor_proto.h"
 #include "server/store/checkpoint_store.h"
@@ -21,48 +23,6 @@ namespace modelserver {
 
 namespace v1 = modelserving::v1;
 
-// `model` stays empty until the request named a model the server knows (user
-// input never becomes a label).
-struct ModelServiceImpl::Rpc {
-  // Counts the RPC in flight until Record (copies do not count again).
-  Rpc(const ModelServiceImpl* service, const char* name)
-      : metrics(service->metrics_),
-        inflight(&service->inflight_),
-        store(service->store_),
-        method(name) {
-    ++*inflight;
-  }
-
-  ServerMetrics* metrics;
-  std::atomic<int>* inflight;
-  const CheckpointStore* store;  // describes store paths in error messages
-  const char* method;
-  std::string model;
-  absl::Time start = absl::Now();
-  // Request bytes this call holds against the in-flight budget (Predict).
-  std::atomic<int64_t>* held_bytes = nullptr;
-  int64_t bytes = 0;
-
-  void Record(const grpc::Status& s) const {
-    --*inflight;
-    if (held_bytes != nullptr) *held_bytes -= bytes;
-    if (metrics == nullptr) return;
-    metrics->RecordRequest(model, method,
-                           absl::StatusCodeToString(static_cast<absl::StatusCode>(s.error_code())),
-                           absl::ToDoubleSeconds(absl::Now() - start));
-  }
-  // `status` with server paths replaced by what the store calls them.
-  absl::Status Described(const absl::Status& status) const {
-    if (status.ok() || store == nullptr) return status;
-    return absl::Status(status.code(), store->Describe(status.message()));
-  }
-  // Finishes a unary call.
-  void Finish(grpc::ServerUnaryReactor* reactor, const absl::Status& status) const {
-    const grpc::Status s = ToGrpcStatus(Described(status));
-    Record(s);
-    reactor->Finish(s);
-  }
-};
 using Rpc = ModelServiceImpl::Rpc;
 
 namespace {
@@ -201,11 +161,23 @@ bool ModelServiceImpl::WaitIdle(absl::Duration timeout) const {
 grpc::ServerUnaryReactor* ModelServiceImpl::Predict(grpc::CallbackServerContext* context,
                                                     const v1::PredictRequest* request,
                                                     v1::PredictResponse* response) {
+  return PredictVia(context, *request, absl::OkStatus(), response, Rpc{this, "Predict"},
+                    static_cast<int64_t>(request->ByteSizeLong()));
+}
+
+grpc::ServerUnaryReactor* ModelServiceImpl::PredictVia(grpc::CallbackServerContext* context,
+                                                       const v1::PredictRequest& request,
+                                                       const absl::Status& parsed,
+                                                       v1::PredictResponse* response, Rpc rpc,
+                                                       int64_t request_bytes) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  Rpc rpc{this, "Predict"};
+  if (!parsed.ok()) {
+    rpc.Finish(reactor, parsed);
+    return reactor;
+  }
   // Requests held in memory are budgeted: past the limit, answer at once (the
   // request's memory goes as soon as it is answered).
-  rpc.bytes = static_cast<int64_t>(request->ByteSizeLong());
+  rpc.bytes = request_bytes;
   rpc.held_bytes = &inflight_request_bytes_;
   const int64_t held = inflight_request_bytes_.fetch_add(rpc.bytes) + rpc.bytes;
   if (options_.max_inflight_request_bytes > 0 && held > options_.max_inflight_request_bytes) {
@@ -217,7 +189,7 @@ grpc::ServerUnaryReactor* ModelServiceImpl::Predict(grpc::CallbackServerContext*
     return reactor;
   }
   // On success the batch worker finishes the reactor; this thread returns at once.
-  absl::Status status = StartPredict(context, *request, response, reactor, &rpc);
+  absl::Status status = StartPredict(context, request, response, reactor, &rpc);
   if (!status.ok()) rpc.Finish(reactor, status);
   return reactor;
 }

@@ -83,6 +83,17 @@ class ModelServiceImpl final : public modelserving::v1::ModelService::CallbackSe
   // The forward memory of `input` (batched shape) on `model`: its estimate, else
   // input bytes x kUnknownForwardBytesPerInputByte within max_input_elements.
   absl::StatusOr<int64_t> ForwardBytes(const Model& model, const HostTensor& input) const;
+  friend class InferenceServiceImpl;  // the second front door, through the same paths
+
+  // Predict's path for both front doors: the in-flight byte budget
+  // (`request_bytes` held), validation (`parsed`: the front door's own parse
+  // of the request), the batching queue; `rpc` records it and converts the
+  // response for the other front door.
+  grpc::ServerUnaryReactor* PredictVia(grpc::CallbackServerContext* context,
+                                       const modelserving::v1::PredictRequest& request,
+                                       const absl::Status& parsed,
+                                       modelserving::v1::PredictResponse* response, Rpc rpc,
+                                       int64_t request_bytes);
   // Validates the request and queues it; on OK the batch worker owns `reactor`.
   absl::Status StartPredict(grpc::CallbackServerContext* context,
                             const modelserving::v1::PredictRequest& request,

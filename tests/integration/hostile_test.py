@@ -31,25 +31,17 @@ import torch
 import torch.nn as nn
 from torchvision.models import vgg as tvgg
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'testing'))
+from checks import expect, summary  # noqa: E402
+
 SKIP = 77
 server_bin, client_bin, fixtures, tmp_root = sys.argv[1:5]
 os.makedirs(tmp_root, exist_ok=True)
 LIMIT = 6 << 30
 GRACE = 2
 env = {k: v for k, v in os.environ.items() if 'proxy' not in k.lower()}
-failures, passed = [], 0
 work = tempfile.mkdtemp(prefix='hostile-', dir=tmp_root)
 store = os.path.join(work, 'store')
-
-
-def expect(name, cond, detail=''):
-    global passed
-    if cond:
-        passed += 1
-        print(f'ok   {name}', flush=True)
-    else:
-        failures.append(name)
-        print(f'FAIL {name}: {detail}', flush=True)
 
 
 def make_cgroup():
@@ -430,8 +422,7 @@ def main():
         except OSError:
             pass
         shutil.rmtree(work, ignore_errors=True)
-    print(f'{passed} passed, {len(failures)} failed')
-    return 1 if failures else 0
+    return summary()
 
 
 if __name__ == '__main__':

@@ -22,6 +22,9 @@ import urllib.request
 
 import numpy as np
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'testing'))
+from checks import expect, summary  # noqa: E402
+
 server_bin, client_bin, fixtures, source, tmp_root = sys.argv[1:6]
 os.makedirs(tmp_root, exist_ok=True)
 work = tempfile.mkdtemp(prefix='listing-', dir=tmp_root)
@@ -46,22 +49,6 @@ proc = subprocess.Popen([server_bin, '--store', store, '--model', f'tiny={arch}'
                          '--metrics_port_file', metrics_port_file,
                          '--store_listing_seconds', '1', '--shutdown_grace_seconds', '1'],
                         stdout=subprocess.DEVNULL, stderr=open(log_path, 'w'), env=server_env)
-failures, passed = [], 0
-
-
-last = [time.monotonic()]
-
-
-def expect(name, cond, detail=''):
-    global passed
-    took = time.monotonic() - last[0]
-    last[0] = time.monotonic()
-    if cond:
-        passed += 1
-        print(f'ok   {name} ({took:.2f} s)', flush=True)
-    else:
-        failures.append(name)
-        print(f'FAIL {name}: {detail}', flush=True)
 
 
 def client(*args):
@@ -137,5 +124,4 @@ finally:
     except subprocess.TimeoutExpired:
         proc.kill()
 
-print(f'{passed} passed, {len(failures)} failed')
-sys.exit(1 if failures else 0)
+sys.exit(summary())

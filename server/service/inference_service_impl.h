@@ -1,0 +1,72 @@
+#ifndef MODELSERVER_SERVER_SERVICE_INFERENCE_SERVICE_IMPL_H_
+#define MODELSERVER_SERVER_SERVICE_INFERENCE_SERVICE_IMPL_H_
+
+#include <string>
+#include <vector>
+
+#include "inference/v2/grpc_predict_v2.grpc.pb.h"
+#include "server/service/model_service_impl.h"
+#include "server/serving/model_registry.h"
+
+namespace modelserver {
+
+// The Open Inference Protocol ("KServe v2", inference.GRPCInferenceService) with
+// Triton's classification and model-repository extensions: a second front door
+// onto the same registry, batching queue, budgets, metrics and admin auth as
+// ModelService (ModelInfer runs through ModelServiceImpl's Predict path; errors
+// carry Predict's codes and messages). Model versions are decimal strings;
+// platform "pytorch_libtorch"; one input (any name; "input" in the metadata) and
+// one output, "output".
+//
+// Thread-safe; stateless.
+class InferenceServiceImpl final : public inference::GRPCInferenceService::CallbackService {
+ public:
+  struct Options {
+    // The --model names given at startup: ServerReady is true when all serve.
+    std::vector<std::string> startup_models;
+    std::string server_version;
+  };
+  // `service` and `registry` are not owned and outlive this.
+  InferenceServiceImpl(ModelServiceImpl* service, ModelRegistry* registry, Options options)
+      : service_(service), registry_(registry), options_(std::move(options)) {}
+
+  grpc::ServerUnaryReactor* ServerLive(grpc::CallbackServerContext* context,
+                                       const inference::ServerLiveRequest* request,
+                                       inference::ServerLiveResponse* response) override;
+  grpc::ServerUnaryReactor* ServerReady(grpc::CallbackServerContext* context,
+                                        const inference::ServerReadyRequest* request,
+                                        inference::ServerReadyResponse* response) override;
+  grpc::ServerUnaryReactor* ModelReady(grpc::CallbackServerContext* context,
+                                       const inference::ModelReadyRequest* request,
+                                       inference::ModelReadyResponse* response) override;
+  grpc::ServerUnaryReactor* ServerMetadata(grpc::CallbackServerContext* context,
+                                           const inference::ServerMetadataRequest* request,
+                                           inference::ServerMetadataResponse* response) override;
+  grpc::ServerUnaryReactor* ModelMetadata(grpc::CallbackServerContext* context,
+                                          const inference::ModelMetadataRequest* request,
+                                          inference::ModelMetadataResponse* response) override;
+  grpc::ServerUnaryReactor* ModelInfer(grpc::CallbackServerContext* context,
+                                       const inference::ModelInferRequest* request,
+                                       inference::ModelInferResponse* response) override;
+  grpc::ServerUnaryReactor* RepositoryIndex(grpc::CallbackServerContext* context,
+                                            const inference::RepositoryIndexRequest* request,
+                                            inference::RepositoryIndexResponse* response) override;
+  grpc::ServerUnaryReactor* RepositoryModelLoad(
+      grpc::CallbackServerContext* context, const inference::RepositoryModelLoadRequest* request,
+      inference::RepositoryModelLoadResponse* response) override;
+  grpc::ServerUnaryReactor* RepositoryModelUnload(
+      grpc::CallbackServerContext* context, const inference::RepositoryModelUnloadRequest* request,
+      inference::RepositoryModelUnloadResponse* response) override;
+
+ private:
+  // The serving model of `name` at `version` ("" = serving): Predict's errors.
+  absl::StatusOr<ModelHandle> Serving(const std::string& name, const std::string& version) const;
+
+  ModelServiceImpl* const service_;
+  ModelRegistry* const registry_;
+  const Options options_;
+};
+
+}  // namespace modelserver
+
+#endif  // MODELSERVER_SERVER_SERVICE_INFERENCE_SERVICE_IMPL_H_

@@ -1,0 +1,238 @@
+#include "server/service/oip_convert.h"
+
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/status_macros.h"
+#include "server/service/tensor_proto.h"
+
+namespace modelserver {
+namespace {
+
+namespace v1 = modelserving::v1;
+using inference::ModelInferRequest;
+using inference::ModelInferResponse;
+
+template <typename T>
+void Put(std::string* out, T v) {
+  out->append(reinterpret_cast<const char*>(&v), sizeof(T));
+}
+
+template <typename T>
+T Get(const std::string& data, size_t i) {
+  T v;
+  std::memcpy(&v, data.data() + i * sizeof(T), sizeof(T));
+  return v;
+}
+
+// The typed contents of one input as little-endian bytes of `dtype`.
+absl::StatusOr<std::string> ContentBytes(const ModelInferRequest::InferInputTensor& in, DType dtype,
+                                         int64_t count) {
+  const inference::InferTensorContents& c = in.contents();
+  std::string out;
+  auto check = [&](int64_t n) -> absl::Status {
+    if (n == count) return absl::OkStatus();
+    return absl::InvalidArgumentError(
+        absl::StrCat("input '", in.name(), "' has ", n, " values in its contents, its shape ",
+                     ShapeString({in.shape().begin(), in.shape().end()}), " needs ", count));
+  };
+  auto range = [&](int64_t v, int64_t lo, int64_t hi) -> absl::Status {
+    if (v >= lo && v <= hi) return absl::OkStatus();
+    return absl::InvalidArgumentError(
+        absl::StrCat("input '", in.name(), "' value ", v, " is out of range for ", in.datatype()));
+  };
+  switch (dtype) {
+    case DType::kFloat32:
+      RETURN_IF_ERROR(check(c.fp32_contents_size()));
+      for (float v : c.fp32_contents()) Put(&out, v);
+      return out;
+    case DType::kFloat64:
+      RETURN_IF_ERROR(check(c.fp64_contents_size()));
+      for (double v : c.fp64_contents()) Put(&out, v);
+      return out;
+    case DType::kInt64:
+      RETURN_IF_ERROR(check(c.int64_contents_size()));
+      for (int64_t v : c.int64_contents()) Put(&out, v);
+      return out;
+    case DType::kInt32:
+      RETURN_IF_ERROR(check(c.int_contents_size()));
+      for (int32_t v : c.int_contents()) Put(&out, v);
+      return out;
+    case DType::kInt8:
+      RETURN_IF_ERROR(check(c.int_contents_size()));
+      for (int32_t v : c.int_contents()) {
+        RETURN_IF_ERROR(range(v, -128, 127));
+        Put(&out, static_cast<int8_t>(v));
+      }
+      return out;
+    case DType::kUInt8:
+      RETURN_IF_ERROR(check(c.uint_contents_size()));
+      for (uint32_t v : c.uint_contents()) {
+        RETURN_IF_ERROR(range(v, 0, 255));
+        Put(&out, static_cast<uint8_t>(v));
+      }
+      return out;
+    case DType::kBool:
+      RETURN_IF_ERROR(check(c.bool_contents_size()));
+      for (bool v : c.bool_contents()) Put(&out, static_cast<uint8_t>(v ? 1 : 0));
+      return out;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat(
+          "input '", in.name(), "' is ", in.datatype(),
+          ", which has no typed contents in the protocol: send it as raw_input_contents"));
+  }
+}
+
+// Our output tensor as the protocol's typed contents.
+void ToContents(const HostTensor& t, inference::InferTensorContents* c) {
+  const size_t n = static_cast<size_t>(t.NumElements());
+  for (size_t i = 0; i < n; ++i) {
+    switch (t.dtype) {
+      case DType::kFloat32:
+        c->add_fp32_contents(Get<float>(t.data, i));
+        break;
+      case DType::kFloat64:
+        c->add_fp64_contents(Get<double>(t.data, i));
+        break;
+      case DType::kInt64:
+        c->add_int64_contents(Get<int64_t>(t.data, i));
+        break;
+      case DType::kInt32:
+        c->add_int_contents(Get<int32_t>(t.data, i));
+        break;
+      case DType::kInt8:
+        c->add_int_contents(Get<int8_t>(t.data, i));
+        break;
+      case DType::kUInt8:
+        c->add_uint_contents(Get<uint8_t>(t.data, i));
+        break;
+      case DType::kBool:
+        c->add_bool_contents(Get<uint8_t>(t.data, i) != 0);
+        break;
+      default:  // float16 / bfloat16 outputs only answer raw requests
+        break;
+    }
+  }
+}
+
+// The "classification" parameter of the requested outputs (0 when none).
+absl::StatusOr<int> Classification(const ModelInferRequest& request) {
+  int k = 0;
+  for (const auto& out : request.outputs()) {
+    if (out.name() != "output") {
+      return absl::InvalidArgumentError(
+          absl::StrCat("requested output '", out.name(), "' is unknown; the model has 'output'"));
+    }
+    auto it = out.parameters().find("classification");
+    if (it == out.parameters().end()) continue;
+    if (it->second.parameter_choice_case() != inference::InferParameter::kInt64Param ||
+        it->second.int64_param() < 1 || it->second.int64_param() > 1000000) {
+      return absl::InvalidArgumentError(
+          "the classification parameter must be an int64 between 1 and 1000000");
+    }
+    k = static_cast<int>(it->second.int64_param());
+  }
+  return k;
+}
+
+}  // namespace
+
+absl::StatusOr<int64_t> ParseModelVersion(absl::string_view version) {
+  if (version.empty()) return 0;
+  int64_t v = 0;
+  if (!absl::SimpleAtoi(version, &v) || v < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model version '", version, "' is not a positive decimal number"));
+  }
+  return v;
+}
+
+absl::Status ToPredictRequest(const ModelInferRequest& request, v1::PredictRequest* predict) {
+  predict->set_model_name(request.model_name());
+  ASSIGN_OR_RETURN(const int64_t version, ParseModelVersion(request.model_version()));
+  predict->set_version(version);
+  if (request.inputs_size() != 1) {
+    return absl::InvalidArgumentError(absl::StrCat("the request has ", request.inputs_size(),
+                                                   " inputs; the models served here take one"));
+  }
+  const auto& in = request.inputs(0);
+  ASSIGN_OR_RETURN(const DType dtype, DTypeFromDatatype(in.datatype()));
+  v1::Tensor* t = predict->mutable_input();
+  t->set_dtype(static_cast<v1::DataType>(dtype));
+  for (int64_t d : in.shape()) {
+    if (d < 0) {
+      return absl::InvalidArgumentError(absl::StrCat("input '", in.name(), "' shape has ", d));
+    }
+    t->add_shape(d);
+  }
+  if (request.raw_input_contents_size() > 0) {
+    if (request.raw_input_contents_size() != 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "raw_input_contents has ", request.raw_input_contents_size(), " entries for 1 input"));
+    }
+    if (in.has_contents()) {
+      return absl::InvalidArgumentError(
+          "input has contents although raw_input_contents is used; send one or the other");
+    }
+    t->set_data(request.raw_input_contents(0));
+  } else {
+    HostTensor shape_only;
+    shape_only.shape.assign(in.shape().begin(), in.shape().end());
+    ASSIGN_OR_RETURN(std::string bytes, ContentBytes(in, dtype, shape_only.NumElements()));
+    t->set_data(std::move(bytes));
+  }
+  ASSIGN_OR_RETURN(const int k, Classification(request));
+  predict->set_top_k(k);
+  return absl::OkStatus();
+}
+
+absl::Status FromPredictResponse(const ModelInferRequest& request,
+                                 const v1::PredictResponse& predict, ModelInferResponse* response) {
+  response->set_model_name(predict.model_name());
+  response->set_model_version(absl::StrCat(predict.version()));
+  response->set_id(request.id());
+  const bool raw = request.raw_input_contents_size() > 0;
+  ASSIGN_OR_RETURN(HostTensor out, FromProto(predict.output()));
+  auto* o = response->add_outputs();
+  o->set_name("output");
+  ASSIGN_OR_RETURN(const int k, Classification(request));
+  if (k == 0) {
+    o->set_datatype(DatatypeOf(out.dtype));
+    for (int64_t d : out.shape) o->add_shape(d);
+    if (raw) {
+      response->add_raw_output_contents(std::move(out.data));
+    } else {
+      ToContents(out, o->mutable_contents());
+    }
+    return absl::OkStatus();
+  }
+  // Triton's classification extension: "<score>:<index>" per class, best first.
+  if (out.dtype != DType::kFloat32 || predict.top_k_size() == 0) {
+    return absl::InvalidArgumentError("classification needs a float32 [N, C] output");
+  }
+  const int64_t classes = out.shape.back();
+  o->set_datatype("BYTES");
+  if (out.shape.size() == 2) o->add_shape(predict.top_k_size());
+  o->add_shape(predict.top_k(0).classes_size());
+  std::string raw_bytes;
+  for (int i = 0; i < predict.top_k_size(); ++i) {
+    for (const v1::Class& c : predict.top_k(i).classes()) {
+      const float score = Get<float>(out.data, static_cast<size_t>(i * classes + c.index()));
+      const std::string s = absl::StrFormat("%f:%d", score, c.index());
+      if (raw) {
+        Put(&raw_bytes, static_cast<uint32_t>(s.size()));
+        raw_bytes += s;
+      } else {
+        o->mutable_contents()->add_bytes_contents(s);
+      }
+    }
+  }
+  if (raw) response->add_raw_output_contents(std::move(raw_bytes));
+  return absl::OkStatus();
+}
+
+}  // namespace modelserver

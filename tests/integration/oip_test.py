@@ -1,0 +1,289 @@
+#!/usr/bin/env python3
+"""The Open Inference Protocol (KServe v2) front door, spoken by an independent client.
+
+The client's message classes are built here from the protocol's published message and
+field numbers (written out below from the protocol's specification, not generated from
+the server's .proto), and called with grpcio's generic stubs on the real server's port:
+ServerLive/Ready, ModelReady, ServerMetadata, ModelMetadata, ModelInfer (raw and typed
+contents, several shapes and datatypes, id echo, Triton's classification extension),
+the error codes, and Triton's RepositoryIndex/Load/Unload. VGG16 outputs must equal
+Python's to 1e-4. Then model-client's own --protocol v2 (predict and bench).
+Usage: oip_test.py SERVER_BIN CLIENT_BIN FIXTURES TMP
+"""
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import grpc
+import numpy as np
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'testing'))
+from checks import expect, summary  # noqa: E402
+
+server_bin, client_bin, fixtures, tmp_root = sys.argv[1:5]
+os.makedirs(tmp_root, exist_ok=True)
+
+# ------------------------------------------------------------------ the protocol
+F = descriptor_pb2.FieldDescriptorProto
+T = {'bool': F.TYPE_BOOL, 'string': F.TYPE_STRING, 'int64': F.TYPE_INT64, 'int32': F.TYPE_INT32,
+     'uint32': F.TYPE_UINT32, 'uint64': F.TYPE_UINT64, 'float': F.TYPE_FLOAT,
+     'double': F.TYPE_DOUBLE, 'bytes': F.TYPE_BYTES}
+PARAM = [('bool_param', 1, 'bool'), ('int64_param', 2, 'int64'), ('string_param', 3, 'string'),
+         ('double_param', 4, 'double'), ('uint64_param', 5, 'uint64')]
+TENSOR = [('name', 1, 'string'), ('datatype', 2, 'string'), ('shape', 3, '*int64'),
+          ('parameters', 4, 'map:InferParameter'), ('contents', 5, '.InferTensorContents')]
+MESSAGES = {
+    'ServerLiveRequest': [], 'ServerLiveResponse': [('live', 1, 'bool')],
+    'ServerReadyRequest': [], 'ServerReadyResponse': [('ready', 1, 'bool')],
+    'ModelReadyRequest': [('name', 1, 'string'), ('version', 2, 'string')],
+    'ModelReadyResponse': [('ready', 1, 'bool')],
+    'ServerMetadataRequest': [],
+    'ServerMetadataResponse': [('name', 1, 'string'), ('version', 2, 'string'),
+                               ('extensions', 3, '*string')],
+    'ModelMetadataRequest': [('name', 1, 'string'), ('version', 2, 'string')],
+    'TensorMetadata': [('name', 1, 'string'), ('datatype', 2, 'string'), ('shape', 3, '*int64')],
+    'ModelMetadataResponse': [('name', 1, 'string'), ('versions', 2, '*string'),
+                              ('platform', 3, 'string'), ('inputs', 4, '*.TensorMetadata'),
+                              ('outputs', 5, '*.TensorMetadata')],
+    'InferParameter': [(n, i, t, 'choice') for n, i, t in PARAM],
+    'InferTensorContents': [('bool_contents', 1, '*bool'), ('int_contents', 2, '*int32'),
+                            ('int64_contents', 3, '*int64'), ('uint_contents', 4, '*uint32'),
+                            ('uint64_contents', 5, '*uint64'), ('fp32_contents', 6, '*float'),
+                            ('fp64_contents', 7, '*double'), ('bytes_contents', 8, '*bytes')],
+    'InferInputTensor': TENSOR, 'InferOutputTensor': TENSOR,
+    'InferRequestedOutputTensor': [('name', 1, 'string'), ('parameters', 2, 'map:InferParameter')],
+    'ModelInferRequest': [('model_name', 1, 'string'), ('model_version', 2, 'string'),
+                          ('id', 3, 'string'), ('parameters', 4, 'map:InferParameter'),
+                          ('inputs', 5, '*.InferInputTensor'),
+                          ('outputs', 6, '*.InferRequestedOutputTensor'),
+                          ('raw_input_contents', 7, '*bytes')],
+    'ModelInferResponse': [('model_name', 1, 'string'), ('model_version', 2, 'string'),
+                           ('id', 3, 'string'), ('parameters', 4, 'map:InferParameter'),
+                           ('outputs', 5, '*.InferOutputTensor'),
+                           ('raw_output_contents', 6, '*bytes')],
+    'RepositoryIndexRequest': [('repository_name', 1, 'string'), ('ready', 2, 'bool')],
+    'ModelIndex': [('name', 1, 'string'), ('version', 2, 'string'), ('state', 3, 'string'),
+                   ('reason', 4, 'string')],
+    'RepositoryIndexResponse': [('models', 1, '*.ModelIndex')],
+    'ModelRepositoryParameter': [('bool_param', 1, 'bool', 'choice'),
+                                 ('int64_param', 2, 'int64', 'choice'),
+                                 ('string_param', 3, 'string', 'choice'),
+                                 ('bytes_param', 4, 'bytes', 'choice')],
+    'RepositoryModelLoadRequest': [('repository_name', 1, 'string'), ('model_name', 2, 'string'),
+                                   ('parameters', 3, 'map:ModelRepositoryParameter')],
+    'RepositoryModelLoadResponse': [],
+}
+MESSAGES['RepositoryModelUnloadRequest'] = MESSAGES['RepositoryModelLoadRequest']
+MESSAGES['RepositoryModelUnloadResponse'] = []
+
+
+def build_pool():
+    f = descriptor_pb2.FileDescriptorProto(name='oip_test_client.proto', package='inference',
+                                           syntax='proto3')
+    for name, fields in MESSAGES.items():
+        m = f.message_type.add(name=name)
+        for spec in fields:
+            fname, num, typ = spec[:3]
+            fd = m.field.add(name=fname, number=num, label=F.LABEL_OPTIONAL)
+            if len(spec) == 4:  # oneof member
+                if not m.oneof_decl:
+                    m.oneof_decl.add(name='parameter_choice')
+                fd.oneof_index = 0
+            if typ.startswith('map:'):
+                entry = m.nested_type.add(name=fname.title().replace('_', '') + 'Entry')
+                entry.options.map_entry = True
+                entry.field.add(name='key', number=1, label=F.LABEL_OPTIONAL, type=F.TYPE_STRING)
+                entry.field.add(name='value', number=2, label=F.LABEL_OPTIONAL,
+                                type=F.TYPE_MESSAGE, type_name='.inference.' + typ[4:])
+                fd.label, fd.type = F.LABEL_REPEATED, F.TYPE_MESSAGE
+                fd.type_name = f'.inference.{name}.{entry.name}'
+                continue
+            if typ.startswith('*'):
+                fd.label, typ = F.LABEL_REPEATED, typ[1:]
+            if typ.startswith('.'):
+                fd.type, fd.type_name = F.TYPE_MESSAGE, '.inference' + typ
+            else:
+                fd.type = T[typ]
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(f)
+    return {n: message_factory.MessageFactory(pool).GetPrototype(
+        pool.FindMessageTypeByName('inference.' + n)) for n in MESSAGES}
+
+
+M = build_pool()
+
+
+def call(channel, method, request, reply_type):
+    stub = channel.unary_unary(f'/inference.GRPCInferenceService/{method}',
+                               request_serializer=lambda m: m.SerializeToString(),
+                               response_deserializer=M[reply_type].FromString)
+    return stub(request, timeout=60)
+
+
+# ------------------------------------------------------------------ the server
+work = tempfile.mkdtemp(prefix='oip-', dir=tmp_root)
+store = os.path.join(work, 'store')
+for name in ('vgg16', 'tiny'):
+    d = os.path.join(store, name, '1')
+    os.makedirs(d)
+    os.link(os.path.join(fixtures, name, 'model_weights.pth'), os.path.join(d, 'model_weights.pth'))
+arch = {n: open(os.path.join(fixtures, n, 'arch.txt')).read().strip() for n in ('vgg16', 'tiny')}
+port_file = os.path.join(work, 'port')
+env = {k: v for k, v in os.environ.items() if 'proxy' not in k.lower()}
+proc = subprocess.Popen([server_bin, '--store', store, '--model', f'vgg16={arch["vgg16"]}',
+                         '--model', f'tiny={arch["tiny"]}', '--listen', '127.0.0.1:0',
+                         '--port_file', port_file, '--metrics_listen', ''],
+                        stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, 'log'), 'w'),
+                        env=env)
+
+
+def code_of(fn):
+    try:
+        fn()
+        return grpc.StatusCode.OK, ''
+    except grpc.RpcError as e:
+        return e.code(), e.details()
+
+
+def infer_request(model, x, datatype='FP32', raw=True, version='', rid='', classes=0):
+    r = M['ModelInferRequest'](model_name=model, model_version=version, id=rid)
+    t = r.inputs.add(name='input', datatype=datatype, shape=list(x.shape))
+    if raw:
+        r.raw_input_contents.append(x.tobytes())
+    elif datatype == 'FP32':
+        t.contents.fp32_contents.extend(x.ravel().tolist())
+    elif datatype == 'FP64':
+        t.contents.fp64_contents.extend(x.ravel().tolist())
+    if classes:
+        out = r.outputs.add(name='output')
+        out.parameters['classification'].int64_param = classes
+    return r
+
+
+try:
+    for _ in range(600):
+        if os.path.exists(port_file):
+            break
+        time.sleep(0.1)
+    ch = grpc.insecure_channel('127.0.0.1:' + open(port_file).read().strip(),
+                               options=[('grpc.max_receive_message_length', 64 << 20)])
+    for _ in range(600):
+        if call(ch, 'ServerReady', M['ServerReadyRequest'](), 'ServerReadyResponse').ready:
+            break
+        time.sleep(0.2)
+    expect('ServerLive', call(ch, 'ServerLive', M['ServerLiveRequest'](), 'ServerLiveResponse').live)
+    expect('ServerReady once both startup models serve',
+           call(ch, 'ServerReady', M['ServerReadyRequest'](), 'ServerReadyResponse').ready)
+    ready = lambda n, v='': call(ch, 'ModelReady', M['ModelReadyRequest'](name=n, version=v),
+                                 'ModelReadyResponse').ready
+    expect('ModelReady vgg16', ready('vgg16') and ready('vgg16', '1'))
+    expect('ModelReady of a version that does not serve is false', not ready('vgg16', '7'))
+    expect('ModelReady of an unknown model is NOT_FOUND',
+           code_of(lambda: ready('nope'))[0] == grpc.StatusCode.NOT_FOUND)
+    md = call(ch, 'ServerMetadata', M['ServerMetadataRequest'](), 'ServerMetadataResponse')
+    expect('ServerMetadata', md.name == 'model-server' and md.version and
+           set(md.extensions) >= {'classification', 'model_repository'}, str(md))
+    mm = call(ch, 'ModelMetadata', M['ModelMetadataRequest'](name='vgg16'), 'ModelMetadataResponse')
+    expect('ModelMetadata', mm.name == 'vgg16' and list(mm.versions) == ['1'] and
+           mm.platform == 'pytorch_libtorch' and mm.inputs[0].datatype == 'FP32' and
+           list(mm.inputs[0].shape) == [-1, 3, -1, -1] and mm.outputs[0].name == 'output', str(mm))
+
+    # ModelInfer: raw in -> raw out, VGG16 against Python.
+    x = np.load(os.path.join(fixtures, 'vgg16', 'input.npy'))
+    y = np.load(os.path.join(fixtures, 'vgg16', 'output.npy'))
+    r = call(ch, 'ModelInfer', infer_request('vgg16', x, rid='req-42'), 'ModelInferResponse')
+    got = np.frombuffer(r.raw_output_contents[0], dtype=np.float32).reshape(list(r.outputs[0].shape))
+    expect('ModelInfer raw VGG16 = Python (1e-4)', got.shape == y.shape and
+           np.abs(got - y).max() <= 1e-4, f'shape {got.shape}')
+    expect('id, name, version and datatype come back', r.id == 'req-42' and r.model_name == 'vgg16'
+           and r.model_version == '1' and r.outputs[0].datatype == 'FP32', str(r.outputs[0]))
+    # Typed contents in -> typed out; a batch of 4, then one unbatched sample, then FP64.
+    x = np.load(os.path.join(fixtures, 'tiny', 'input.npy'))
+    y = np.load(os.path.join(fixtures, 'tiny', 'output.npy'))
+    r = call(ch, 'ModelInfer', infer_request('tiny', x, raw=False), 'ModelInferResponse')
+    got = np.array(r.outputs[0].contents.fp32_contents, dtype=np.float32).reshape(
+        list(r.outputs[0].shape))
+    expect('ModelInfer typed FP32 [4,3,32,32] = Python', len(r.raw_output_contents) == 0 and
+           got.shape == y.shape and np.abs(got - y).max() <= 1e-4)
+    r = call(ch, 'ModelInfer', infer_request('tiny', x[1], raw=False), 'ModelInferResponse')
+    got = np.array(r.outputs[0].contents.fp32_contents, dtype=np.float32)
+    expect('ModelInfer unbatched [3,32,32] -> [10]', list(r.outputs[0].shape) == [10] and
+           np.abs(got - y[1]).max() <= 1e-4, str(list(r.outputs[0].shape)))
+    r = call(ch, 'ModelInfer', infer_request('tiny', x.astype(np.float64), 'FP64', raw=False),
+             'ModelInferResponse')
+    got = np.array(r.outputs[0].contents.fp64_contents).reshape(list(r.outputs[0].shape))
+    expect('ModelInfer typed FP64 answered in FP64', r.outputs[0].datatype == 'FP64' and
+           np.abs(got - y).max() <= 1e-4)
+    r = call(ch, 'ModelInfer', infer_request('tiny', x, raw=False, classes=3), 'ModelInferResponse')
+    top = [s.decode() for s in r.outputs[0].contents.bytes_contents]
+    want = [f'{y[i, j]:.6f}:{j}' for i in range(4) for j in np.argsort(-y[i])[:3]]
+    expect('classification 3 -> BYTES "<score>:<index>", best first',
+           r.outputs[0].datatype == 'BYTES' and list(r.outputs[0].shape) == [4, 3] and
+           [t.split(':')[1] for t in top] == [w.split(':')[1] for w in want] and
+           all(abs(float(a.split(':')[0]) - float(b.split(':')[0])) <= 1e-4
+               for a, b in zip(top, want)), f'{top[:3]} vs {want[:3]}')
+
+    # Errors: the codes the protocol's users expect, with Predict's messages.
+    def infer(req):
+        return lambda: call(ch, 'ModelInfer', req, 'ModelInferResponse')
+
+    bad = infer_request('tiny', x)
+    bad.inputs[0].datatype = 'FOO'
+    code, msg = code_of(infer(bad))
+    expect('unknown datatype -> INVALID_ARGUMENT', code == grpc.StatusCode.INVALID_ARGUMENT, msg)
+    bad = infer_request('tiny', x)
+    bad.raw_input_contents[0] = bad.raw_input_contents[0][:-4]
+    code, msg = code_of(infer(bad))
+    expect('byte count -> INVALID_ARGUMENT', code == grpc.StatusCode.INVALID_ARGUMENT, msg)
+    code, msg = code_of(infer(infer_request('tiny', x[:, :2].copy())))
+    expect('wrong channels -> INVALID_ARGUMENT with Predict\'s message',
+           code == grpc.StatusCode.INVALID_ARGUMENT and 'has 2 channels, expected' in msg, msg)
+    code, msg = code_of(infer(infer_request('nope', x)))
+    expect('unknown model -> NOT_FOUND', code == grpc.StatusCode.NOT_FOUND, msg)
+    code, msg = code_of(infer(infer_request('tiny', x, version='9')))
+    expect('unknown version -> NOT_FOUND', code == grpc.StatusCode.NOT_FOUND, msg)
+
+    # Triton's repository extension.
+    idx = lambda ready=False: call(ch, 'RepositoryIndex', M['RepositoryIndexRequest'](ready=ready),
+                                   'RepositoryIndexResponse').models
+    expect('RepositoryIndex', {(m.name, m.version, m.state) for m in idx()} ==
+           {('tiny', '1', 'READY'), ('vgg16', '1', 'READY')}, str(idx()))
+    call(ch, 'RepositoryModelUnload', M['RepositoryModelUnloadRequest'](model_name='tiny'),
+         'RepositoryModelUnloadResponse')
+    expect('RepositoryModelUnload -> not ready, UNAVAILABLE, ServerReady false',
+           not ready('tiny') and [m.state for m in idx() if m.name == 'tiny'] == ['UNAVAILABLE'] and
+           [m.name for m in idx(ready=True)] == ['vgg16'] and
+           not call(ch, 'ServerReady', M['ServerReadyRequest'](), 'ServerReadyResponse').ready)
+    call(ch, 'RepositoryModelLoad', M['RepositoryModelLoadRequest'](model_name='tiny'),
+         'RepositoryModelLoadResponse')
+    expect('RepositoryModelLoad -> ready again', ready('tiny'))
+    code, msg = code_of(lambda: call(ch, 'RepositoryModelLoad',
+                                     M['RepositoryModelLoadRequest'](model_name='nope'),
+                                     'RepositoryModelLoadResponse'))
+    expect('RepositoryModelLoad of a model not in the store -> NOT_FOUND',
+           code == grpc.StatusCode.NOT_FOUND, f'{code} {msg}')
+
+    # model-client --protocol v2: predict and bench go through ModelInfer.
+    target = '127.0.0.1:' + open(port_file).read().strip()
+    out = os.path.join(work, 'v2_out.npy')
+    r = subprocess.run([client_bin, '--target', target, '--protocol', 'v2', 'predict', '--model',
+                        'tiny', '--input', os.path.join(fixtures, 'tiny', 'input.npy'),
+                        '--top_k', '0', '--output', out], capture_output=True, text=True, env=env)
+    expect('model-client --protocol v2 predict = Python', r.returncode == 0 and
+           np.abs(np.load(out) - y).max() <= 1e-4, r.stdout + r.stderr)
+    r = subprocess.run([client_bin, '--target', target, '--protocol', 'v2', 'bench', '--model',
+                        'tiny', '--shape', '3,32,32', '--concurrency', '2', '--duration', '1s',
+                        '--warmup', '0s'], capture_output=True, text=True, env=env)
+    metrics_ok = r.returncode == 0
+    expect('model-client --protocol v2 bench runs without errors', metrics_ok, r.stdout + r.stderr)
+finally:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+sys.exit(summary())

@@ -1,0 +1,23 @@
+"""Named checks for the Python integration tests: `expect` prints ok/FAIL per check (with the time since the previous one);
+`summary` prints the counts and returns the exit status (1 when any check failed)."""
+import time
+
+_failures, _passed = [], [0]
+_last = [time.monotonic()]
+
+
+def expect(name, cond, detail=''):
+    took = time.monotonic() - _last[0]
+    _last[0] = time.monotonic()
+    suffix = f' ({took:.2f} s since the last check)'
+    if cond:
+        _passed[0] += 1
+        print(f'ok   {name}{suffix}', flush=True)
+    else:
+        _failures.append(name)
+        print(f'FAIL {name}{suffix}: {detail}', flush=True)
+
+
+def summary():
+    print(f'{_passed[0]} passed, {len(_failures)} failed')
+    return 1 if _failures else 0
