@@ -31,7 +31,7 @@ RUN apt-get update \
 COPY --from=build /build/server/model-server /build/client/model-client /usr/local/bin/
 USER 10001:10001
 # gRPC, Prometheus metrics
-EXPOSE 50051 9090
+EXPOSE 50051 8000 9090
 ENTRYPOINT ["/usr/local/bin/model-server"]
 CMD ["--store=/models", "--listen=0.0.0.0:50051", "--metrics_listen=0.0.0.0:9090"]
 
@@ -72,7 +72,7 @@ ENV LD_LIBRARY_PATH=/opt/libtorch/lib \
     NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
 USER 10001:10001
-EXPOSE 50051 9090
+EXPOSE 50051 8000 9090
 ENTRYPOINT ["/usr/local/bin/model-server"]
 CMD ["--store=/models", "--device=cuda", "--listen=0.0.0.0:50051", "--metrics_listen=0.0.0.0:9090"]
 

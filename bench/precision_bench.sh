@@ -36,7 +36,7 @@ for mode in ${MODES//,/ }; do
   echo "server $mode ..." >&2
   rm -f "$W/port"
   "$BUILD/server/model-server" --store "$W" --model vgg16=vgg16 --listen 127.0.0.1:0 \
-    --port_file "$W/port" --metrics_listen '' --intra_op_threads "$THREADS" \
+    --port_file "$W/port" --metrics_listen '' --http_listen '' --intra_op_threads "$THREADS" \
     --precision "${mode%%:*}" --memory_format "${mode##*:}" > "$W/server.log" 2>&1 &
   server_pid=$!
   for _ in $(seq 600); do [ -s "$W/port" ] && break; sleep 0.1; done

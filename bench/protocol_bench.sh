@@ -13,7 +13,7 @@ mkdir -p "$work" bench/results
 [ -f "$work/vgg16/1/model_weights.pth" ] || /usr/bin/python3 scripts/make_demo_store.py "$work" >/dev/null
 rm -f "$work/port"
 "$BUILD/server/model-server" --store "$work" --model vgg16=vgg16 --listen 127.0.0.1:0 \
-  --port_file "$work/port" --metrics_listen '' > "$work/server-protocols.log" 2>&1 &
+  --port_file "$work/port" --metrics_listen '' --http_listen '' > "$work/server-protocols.log" 2>&1 &
 server_pid=$!
 trap 'kill $server_pid 2>/dev/null || true' EXIT
 for _ in $(seq 600); do [ -s "$work/port" ] && break; sleep 0.1; done

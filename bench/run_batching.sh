@@ -29,7 +29,7 @@ run_server_bench() {  # name, extra server flags...
   local name=$1; shift
   rm -f "$work/port"
   "$BUILD/server/model-server" --store "$work" --model vgg16=vgg16 --listen 127.0.0.1:0 \
-    --port_file "$work/port" --metrics_listen 127.0.0.1:0 "$@" > "$work/server-$name.log" 2>&1 &
+    --port_file "$work/port" --metrics_listen 127.0.0.1:0 --http_listen '' "$@" > "$work/server-$name.log" 2>&1 &
   server_pid=$!
   for _ in $(seq 600); do [ -s "$work/port" ] && break; sleep 0.1; done
   local target="127.0.0.1:$(cat "$work/port")"

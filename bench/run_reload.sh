@@ -23,7 +23,7 @@ fi
 client="$BUILD/client/model-client"
 rm -f "$work/port"
 "$BUILD/server/model-server" --store "$work" --model vgg16=vgg16 --listen 127.0.0.1:0 \
-  --port_file "$work/port" --metrics_listen 127.0.0.1:0 > "$work/server-reload.log" 2>&1 &
+  --port_file "$work/port" --metrics_listen 127.0.0.1:0 --http_listen '' > "$work/server-reload.log" 2>&1 &
 server_pid=$!
 trap 'kill $server_pid 2>/dev/null || true' EXIT
 for _ in $(seq 600); do [ -s "$work/port" ] && break; sleep 0.1; done

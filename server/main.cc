@@ -27,12 +27,14 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/status_macros.h"
+#include "server/metrics/http_endpoint.h"
 #include "server/metrics/server_metrics.h"
 #include "server/model/device.h"
 #include "server/model/precision.h"
 #include "server/service/admin_auth.h"
 #include "server/service/inference_service_impl.h"
 #include "server/service/model_service_impl.h"
+#include "server/service/rest_gateway.h"
 #include "server/serving/load_journal.h"
 #include "server/serving/model_registry.h"
 #include "server/store/checkpoint_store.h"
@@ -41,6 +43,11 @@
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:50051",
           "gRPC listen address (host:port; port 0 picks one)");
+ABSL_FLAG(std::string, http_listen, "0.0.0.0:8000",
+          "host:port for the Open Inference Protocol's HTTP/REST binding (/v2/..., and "
+          "/metrics); empty: off");
+ABSL_FLAG(std::string, http_port_file, "",
+          "if set, the bound HTTP/REST port is written to this file");
 ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:9090",
           "Prometheus /metrics HTTP address (host:port; port 0 picks one; empty = off)");
 ABSL_FLAG(std::string, admin_token_file, "",
@@ -335,6 +342,29 @@ absl::StatusOr<std::unique_ptr<grpc::Server>> StartGrpc(const std::vector<grpc::
   return server;
 }
 
+// The Open Inference Protocol's HTTP/REST binding on --http_listen (null when
+// empty), calling the gRPC front door in process; /metrics is served there too.
+absl::StatusOr<std::unique_ptr<HttpEndpoint>> StartRest(grpc::Server* server,
+                                                        ServerMetrics* metrics,
+                                                        const AdminAuth& auth) {
+  const std::string address = absl::GetFlag(FLAGS_http_listen);
+  if (address.empty()) return nullptr;
+  const int64_t max_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(static_cast<int>(std::min<int64_t>(max_bytes, INT32_MAX)));
+  args.SetMaxSendMessageSize(static_cast<int>(std::min<int64_t>(max_bytes, INT32_MAX)));
+  std::shared_ptr<grpc::Channel> channel = server->InProcessChannel(args);
+  ASSIGN_OR_RETURN(
+      std::unique_ptr<HttpEndpoint> rest,
+      HttpEndpoint::Start(
+          address, [metrics] { return metrics->Serialize(); },
+          [channel, auth](httplib::Server* s) { AddOpenInferenceRoutes(s, channel, auth); },
+          static_cast<size_t>(max_bytes), "--http_listen"));
+  WritePortFile(absl::GetFlag(FLAGS_http_port_file), rest->port());
+  LOG_INFO("Open Inference Protocol HTTP/REST on port ", rest->port(), " (", address, ")");
+  return rest;
+}
+
 // The health service's names: liveness "", readiness kServiceName (every startup
 // model READY) and one per model. Thread-safe.
 class HealthReporter {
@@ -392,7 +422,7 @@ sigset_t BlockShutdownSignals() {
 // and finish every accepted request (queued ones included); past a second grace
 // period gRPC cancels what is left.
 void Drain(int sig, HealthReporter* health, ModelServiceImpl* service, grpc::Server* server,
-           ServerMetrics* metrics) {
+           ServerMetrics* metrics, HttpEndpoint* rest) {
   const int grace = absl::GetFlag(FLAGS_shutdown_grace_seconds);
   LOG_INFO("received ", sig == SIGTERM ? "SIGTERM" : "SIGINT",
            "; health NOT_SERVING, draining for ", grace, " s");
@@ -403,6 +433,7 @@ void Drain(int sig, HealthReporter* health, ModelServiceImpl* service, grpc::Ser
   if (!service->WaitIdle(absl::Seconds(grace))) {
     LOG_WARNING("requests still running after the drain; cancelling them");
   }
+  if (rest != nullptr) rest->Stop();  // its calls go through the gRPC server
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(grace));
   metrics->StopHttp();
 }
@@ -464,6 +495,12 @@ int Serve(const std::vector<StartupModel>& startup, sigset_t signals) {
     return server.status().code() == absl::StatusCode::kUnavailable ? 1 : 2;
   }
   HealthReporter health((*server)->GetHealthCheckService(), startup);
+  absl::StatusOr<std::unique_ptr<HttpEndpoint>> rest =
+      StartRest(server->get(), &metrics, service_options->auth);
+  if (!rest.ok()) {
+    LOG_ERROR(rest.status().message());
+    return rest.status().code() == absl::StatusCode::kUnavailable ? 1 : 2;
+  }
   registry.set_ready_listener(
       [&health](const std::string& name, bool ready) { health.OnModel(name, ready); });
   LOG_INFO("model-server listening on port ", port, " (", absl::GetFlag(FLAGS_listen), "), store ",
@@ -483,7 +520,7 @@ int Serve(const std::vector<StartupModel>& startup, sigset_t signals) {
   }
   int sig = 0;
   sigwait(&signals, &sig);
-  Drain(sig, &health, &service, server->get(), &metrics);
+  Drain(sig, &health, &service, server->get(), &metrics, rest->get());
   StopLoads(&registry, &loader);
   LOG_INFO("model-server stopped");
   return 0;

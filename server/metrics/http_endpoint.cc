@@ -15,13 +15,13 @@ namespace {
 constexpr char kIndex[] =
     "<html><body><a href=\"/metrics\">/metrics</a> (Prometheus text format)</body></html>\n";
 
-void Configure(httplib::Server* s, std::function<std::string()> body) {
+void Configure(httplib::Server* s, std::function<std::string()> body, size_t max_body_bytes) {
   s->new_task_queue = [] { return new httplib::ThreadPool(HttpEndpoint::kThreads); };
   s->set_read_timeout(2, 0);
   s->set_write_timeout(5, 0);
   s->set_keep_alive_timeout(2);
   s->set_keep_alive_max_count(16);
-  s->set_payload_max_length(64 << 10);
+  s->set_payload_max_length(max_body_bytes);
   s->Get("/metrics", [body = std::move(body)](const httplib::Request&, httplib::Response& res) {
     res.set_content(body(), "text/plain; version=0.0.4; charset=utf-8");
   });
@@ -43,12 +43,18 @@ void Configure(httplib::Server* s, std::function<std::string()> body) {
 
 absl::StatusOr<std::unique_ptr<HttpEndpoint>> HttpEndpoint::Start(
     const std::string& address, std::function<std::string()> body) {
+  return Start(address, std::move(body), nullptr, 64 << 10, "--metrics_listen");
+}
+
+absl::StatusOr<std::unique_ptr<HttpEndpoint>> HttpEndpoint::Start(
+    const std::string& address, std::function<std::string()> body,
+    const std::function<void(httplib::Server*)>& routes, size_t max_body_bytes,
+    const std::string& flag) {
   const size_t colon = address.rfind(':');
   int port = 0;
   if (colon == std::string::npos || !absl::SimpleAtoi(address.substr(colon + 1), &port) ||
       port < 0 || port > 65535) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--metrics_listen '", address, "' is not host:port"));
+    return absl::InvalidArgumentError(absl::StrCat(flag, " '", address, "' is not host:port"));
   }
   std::string host = address.substr(0, colon);
   if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
@@ -57,11 +63,12 @@ absl::StatusOr<std::unique_ptr<HttpEndpoint>> HttpEndpoint::Start(
   if (host.empty()) host = "0.0.0.0";
   std::unique_ptr<HttpEndpoint> e(new HttpEndpoint());
   e->server_ = std::make_unique<httplib::Server>();
-  Configure(e->server_.get(), std::move(body));
+  Configure(e->server_.get(), std::move(body), max_body_bytes);
+  if (routes) routes(e->server_.get());
   e->port_ = port == 0 ? e->server_->bind_to_any_port(host)
                        : (e->server_->bind_to_port(host, port) ? port : -1);
   if (e->port_ <= 0) {
-    return absl::UnavailableError(absl::StrCat("cannot listen on ", address, " for metrics"));
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", address, " (", flag, ")"));
   }
   std::promise<void> finished;
   e->finished_ = finished.get_future();

@@ -41,6 +41,13 @@ class HttpEndpoint {
   // Binds `address` ("host:port", port 0 picks one) and starts serving.
   static absl::StatusOr<std::unique_ptr<HttpEndpoint>> Start(const std::string& address,
                                                              std::function<std::string()> body);
+  // The same, plus the handlers `routes` registers (another protocol's HTTP
+  // binding), with request bodies up to `max_body_bytes`; `flag` names the
+  // address's flag in errors.
+  static absl::StatusOr<std::unique_ptr<HttpEndpoint>> Start(
+      const std::string& address, std::function<std::string()> body,
+      const std::function<void(httplib::Server*)>& routes, size_t max_body_bytes,
+      const std::string& flag);
   ~HttpEndpoint();  // Stop()
   void Stop();
   int port() const { return port_; }

@@ -38,6 +38,11 @@ class AdminAuth {
   static absl::StatusOr<std::string> ReadTokenFile(const std::string& path);
 
   absl::Status Check(const grpc::CallbackServerContext& context) const;
+  // In-process calls of the REST gateway carry this secret (random per process,
+  // shared by copies of this object) in kGatewayHeader; Check then treats them
+  // as loopback calls -- the gateway checked its HTTP peer with CheckHeader.
+  static constexpr char kGatewayHeader[] = "x-modelserver-gateway";
+  const std::string& gateway_secret() const { return gateway_secret_; }
   // `peer` as grpc::ServerContext::peer() gives it; empty is a loopback caller
   // (in-process tests of the token logic).
   absl::Status CheckHeader(const std::string* authorization, absl::string_view peer = "") const;
@@ -46,6 +51,9 @@ class AdminAuth {
   bool read_only_ = false;
   bool insecure_remote_ = false;
   std::string token_sha256_;  // empty: no token required
+  std::string gateway_secret_ = NewGatewaySecret();
+  static std::string NewGatewaySecret();
+  static bool ConstantTimeEquals(absl::string_view a, absl::string_view b);
 };
 
 }  // namespace modelserver

@@ -172,6 +172,8 @@ class Rendered(unittest.TestCase):
             flags = self.flagfile(o)
             self.assertIn("--listen=0.0.0.0:50051", flags)
             self.assertIn("--metrics_listen=0.0.0.0:9090", flags)
+            self.assertIn("--http_listen=0.0.0.0:8000", flags)
+            self.assertIn(8000, numbers)
 
     def test_every_flag_is_accepted_by_the_server(self):
         self.assertIn("store", self.helpfull)  # --helpfull was read
@@ -218,7 +220,7 @@ class Dockerfile(unittest.TestCase):
                                      capture_output=True, text=True).stdout
                 self.assertIn("install ok installed", out, f"runtime package {p} unknown here")
         self.assertRegex(self.text, r"USER 10001")
-        self.assertIn("EXPOSE 50051 9090", self.text)
+        self.assertIn("EXPOSE 50051 8000 9090", self.text)
         self.assertIn('ENTRYPOINT ["/usr/local/bin/model-server"]', self.text)
 
     def test_gpu_variant(self):

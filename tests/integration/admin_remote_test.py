@@ -61,7 +61,7 @@ class Server:
         port_file = os.path.join(self.dir, 'port')
         self.log_path = os.path.join(self.dir, 'server.log')
         self.proc = subprocess.Popen(
-            [server_bin, '--store', store, '--listen', '0.0.0.0:0', '--metrics_listen', '',
+            [server_bin, '--store', store, '--listen', '0.0.0.0:0', '--metrics_listen', '', '--http_listen', '',
              '--port_file', port_file, '--shutdown_grace_seconds', '0', *flags],
             stdout=subprocess.DEVNULL, stderr=open(self.log_path, 'w'), env=env)
         for _ in range(300):

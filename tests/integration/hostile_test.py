@@ -69,7 +69,7 @@ class Server:
 
         self.proc = subprocess.Popen(
             [server_bin, '--store', store, '--model', 'vgg16=vgg16', '--listen', '127.0.0.1:0',
-             '--port_file', port_file, '--metrics_listen', '127.0.0.1:0', '--metrics_port_file',
+             '--port_file', port_file, '--metrics_listen', '127.0.0.1:0', '--http_listen', '', '--metrics_port_file',
              mport_file, '--shutdown_grace_seconds', str(GRACE)],
             stdout=subprocess.DEVNULL, stderr=open(self.log_path, 'w'), env=env,
             preexec_fn=enter_cgroup)

@@ -7,7 +7,9 @@ the server's .proto), and called with grpcio's generic stubs on the real server'
 ServerLive/Ready, ModelReady, ServerMetadata, ModelMetadata, ModelInfer (raw and typed
 contents, several shapes and datatypes, id echo, Triton's classification extension),
 the error codes, and Triton's RepositoryIndex/Load/Unload. VGG16 outputs must equal
-Python's to 1e-4. Then model-client's own --protocol v2 (predict and bench).
+Python's to 1e-4. Then model-client's own --protocol v2 (predict and bench), and the
+protocol's HTTP/REST binding with Python's urllib: health codes, metadata, JSON and
+binary-extension inference equal to Python's outputs, repository calls, errors, 404s.
 Usage: oip_test.py SERVER_BIN CLIENT_BIN FIXTURES TMP
 """
 import os
@@ -15,6 +17,11 @@ import subprocess
 import sys
 import tempfile
 import time
+
+import json
+import struct
+import urllib.error
+import urllib.request
 
 import grpc
 import numpy as np
@@ -135,7 +142,7 @@ port_file = os.path.join(work, 'port')
 env = {k: v for k, v in os.environ.items() if 'proxy' not in k.lower()}
 proc = subprocess.Popen([server_bin, '--store', store, '--model', f'vgg16={arch["vgg16"]}',
                          '--model', f'tiny={arch["tiny"]}', '--listen', '127.0.0.1:0',
-                         '--port_file', port_file, '--metrics_listen', ''],
+                         '--port_file', port_file, '--metrics_listen', '', '--http_listen', '127.0.0.1:0', '--http_port_file', os.path.join(work, 'http_port')],
                         stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, 'log'), 'w'),
                         env=env)
 
@@ -279,6 +286,81 @@ try:
                         '--warmup', '0s'], capture_output=True, text=True, env=env)
     metrics_ok = r.returncode == 0
     expect('model-client --protocol v2 bench runs without errors', metrics_ok, r.stdout + r.stderr)
+
+    # ------------------------------------------------------------ HTTP/REST
+    base = 'http://127.0.0.1:' + open(os.path.join(work, 'http_port')).read().strip()
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def http(method, path, body=None, headers=None):
+        # As protocol clients do: JSON (or binary) content types. (A form-encoded
+        # body is capped at 8 KiB by cpp-httplib.)
+        headers = dict({'Content-Type': 'application/json'}, **(headers or {}))
+        if method == 'POST' and body is None:
+            body = b''
+        req = urllib.request.Request(base + path, data=body, method=method, headers=headers)
+        try:
+            with opener.open(req, timeout=60) as r:
+                return r.status, r.headers, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.headers, e.read()
+
+    codes = {p: http('GET', p)[0] for p in (
+        '/v2/health/live', '/v2/health/ready', '/v2/models/vgg16/ready',
+        '/v2/models/vgg16/versions/1/ready', '/v2/models/vgg16/versions/7/ready',
+        '/v2/models/nope/ready', '/v2/nothing-here')}
+    expect('REST health and readiness codes', codes == {
+        '/v2/health/live': 200, '/v2/health/ready': 200, '/v2/models/vgg16/ready': 200,
+        '/v2/models/vgg16/versions/1/ready': 200, '/v2/models/vgg16/versions/7/ready': 400,
+        '/v2/models/nope/ready': 404, '/v2/nothing-here': 404}, str(codes))
+    st, _, body = http('GET', '/v2')
+    expect('REST GET /v2', st == 200 and json.loads(body)['name'] == 'model-server', body)
+    st, _, body = http('GET', '/v2/models/tiny')
+    meta = json.loads(body) if st == 200 else {}
+    expect('REST model metadata', meta.get('versions') == ['1'] and
+           meta.get('inputs', [{}])[0].get('shape') == [-1, 3, -1, -1], body)
+    req = {'id': 'r1', 'inputs': [{'name': 'input', 'shape': list(x.shape), 'datatype': 'FP32',
+                                   'data': x.tolist()}]}
+    st, _, body = http('POST', '/v2/models/tiny/infer', json.dumps(req).encode(),
+                       {'Content-Type': 'application/json'})
+    out = json.loads(body) if st == 200 else {}
+    got = np.array(out.get('outputs', [{}])[0].get('data', []), dtype=np.float32)
+    expect('REST JSON infer = Python', st == 200 and out.get('id') == 'r1' and
+           got.size == y.size and np.abs(got.reshape(y.shape) - y).max() <= 1e-4, body[:300])
+    header = json.dumps({'inputs': [{'name': 'input', 'shape': list(x.shape), 'datatype': 'FP32',
+                                     'parameters': {'binary_data_size': x.nbytes}}],
+                         'outputs': [{'name': 'output', 'parameters': {'binary_data': True}}]})
+    st, hdrs, body = http('POST', '/v2/models/tiny/versions/1/infer',
+                          header.encode() + x.astype(np.float32).tobytes(),
+                          {'Inference-Header-Content-Length': str(len(header)),
+                           'Content-Type': 'application/octet-stream'})
+    ok = st == 200
+    if ok:
+        n = int(hdrs['Inference-Header-Content-Length'])
+        meta = json.loads(body[:n])
+        got = np.frombuffer(body[n:], dtype=np.float32).reshape(meta['outputs'][0]['shape'])
+        ok = (meta['outputs'][0]['parameters']['binary_data_size'] == y.nbytes and
+              np.abs(got - y).max() <= 1e-4)
+    expect('REST binary-data extension in and out = Python', ok, body[:300])
+    bad = dict(req, inputs=[dict(req['inputs'][0], datatype='FOO')])
+    st, _, body = http('POST', '/v2/models/tiny/infer', json.dumps(bad).encode())
+    expect('REST bad datatype -> 400 {"error"}', st == 400 and 'FOO' in json.loads(body)['error'],
+           body)
+    st, _, body = http('POST', '/v2/models/nope/infer', json.dumps(req).encode())
+    expect('REST unknown model -> 404 {"error"}', st == 404 and 'error' in json.loads(body), body)
+    st, _, body = http('POST', '/v2/models/tiny/infer', b'{not json')
+    expect('REST malformed JSON -> 400', st == 400, body)
+    st, _, body = http('POST', '/v2/repository/index', b'{}')
+    expect('REST repository index', st == 200 and
+           {m['name'] for m in json.loads(body)} == {'tiny', 'vgg16'}, body)
+    st1 = http('POST', '/v2/repository/models/tiny/unload')[0]
+    st2 = http('GET', '/v2/models/tiny/ready')[0]
+    st3 = http('POST', '/v2/repository/models/tiny/load')[0]
+    st4 = http('GET', '/v2/models/tiny/ready')[0]
+    expect('REST unload / load (loopback admin)', (st1, st2, st3, st4) == (200, 400, 200, 200),
+           str((st1, st2, st3, st4)))
+    st, _, body = http('GET', '/metrics')
+    expect('/metrics on the HTTP port counts the REST inferences as ModelInfer', st == 200 and
+           b'method="ModelInfer"' in body, body[:200])
 finally:
     proc.terminate()
     try:

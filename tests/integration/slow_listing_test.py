@@ -45,7 +45,7 @@ server_env = dict(env, LD_PRELOAD=shim, SLOWLIST_ARM=arm, SLOWLIST_MARKER=marker
                   SLOWLIST_SECONDS='20')
 proc = subprocess.Popen([server_bin, '--store', store, '--model', f'tiny={arch}',
                          '--model', f'slowlist={arch}', '--listen', '127.0.0.1:0',
-                         '--port_file', port_file, '--metrics_listen', '127.0.0.1:0',
+                         '--port_file', port_file, '--metrics_listen', '127.0.0.1:0', '--http_listen', '',
                          '--metrics_port_file', metrics_port_file,
                          '--store_listing_seconds', '1', '--shutdown_grace_seconds', '1'],
                         stdout=subprocess.DEVNULL, stderr=open(log_path, 'w'), env=server_env)

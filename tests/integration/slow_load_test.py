@@ -31,7 +31,7 @@ env = dict(os.environ, LD_PRELOAD=shim)
 grace = 1
 proc = subprocess.Popen([server_bin, '--store', store, '--model', f'slowload={arch}',
                          '--listen', '127.0.0.1:0', '--port_file', port_file,
-                         '--metrics_listen', '', '--shutdown_grace_seconds', str(grace)],
+                         '--metrics_listen', '', '--http_listen', '', '--shutdown_grace_seconds', str(grace)],
                         stdout=subprocess.DEVNULL, stderr=open(log_path, 'w'), env=env)
 failures = []
 for _ in range(300):

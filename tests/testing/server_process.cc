@@ -81,6 +81,7 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
                                    "--port_file=" + port_file,
                                    "--metrics_listen=127.0.0.1:0",
                                    "--metrics_port_file=" + metrics_port_file,
+                                   "--http_listen=127.0.0.1:0",
                                    "--shutdown_grace_seconds=1"};
   argv.insert(argv.end(), args.begin(), args.end());
   std::unique_ptr<ServerProcess> p(new ServerProcess());
