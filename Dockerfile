@@ -15,7 +15,7 @@ ARG CUDA_RUNTIME_TAG=12.4.1-cudnn-runtime-ubuntu24.04
 # ---------------------------------------------------------------- CPU build
 FROM ${DEBIAN_IMAGE} AS build
 COPY scripts/packages.txt scripts/setup.sh /src/scripts/
-RUN bash /src/scripts/setup.sh && rm -rf /var/lib/apt/lists/*
+RUN MODELSERVER_NO_TEST_TOOLS=1 bash /src/scripts/setup.sh && rm -rf /var/lib/apt/lists/*
 COPY . /src
 RUN cmake -S /src -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release -DMODELSERVER_BUILD_TESTS=OFF \
     && cmake --build /build --target model-server model-client -j"$(nproc)"

@@ -9,7 +9,7 @@
 
 #include "common/host_tensor.h"
 #include "inference/v2/grpc_predict_v2.grpc.pb.h"
-#include "proto/modelserving/v1/model_service.grpc.pb.h"
+#include "modelserving/v1/model_service.grpc.pb.h"
 
 namespace modelserver {
 

@@ -27,6 +27,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/status_macros.h"
+#include "grpc/health/v1/health.pb.h"
 #include "server/metrics/http_endpoint.h"
 #include "server/metrics/server_metrics.h"
 #include "server/model/device.h"
@@ -280,6 +281,7 @@ absl::StatusOr<ModelRegistry::Options> RegistryOptions(const CheckpointStore* st
 // Gauges read from the registry at each scrape; the /metrics listener when
 // --metrics_listen is set.
 absl::Status StartMetrics(ServerMetrics* metrics, const ModelRegistry* registry) {
+  metrics->SetBuildInfo(MODELSERVER_VERSION, TorchVersion(), TorchHasCuda());
   metrics->set_collect_hook([registry](ServerMetrics* m) {
     for (const auto& [model, depth] : registry->QueueDepths()) m->SetQueueDepth(model, depth);
     if (auto models = registry->List(); models.ok()) {
@@ -322,6 +324,10 @@ absl::StatusOr<ModelServiceImpl::Options> ServiceOptions(ServerMetrics* metrics)
 // *port is the bound port.
 absl::StatusOr<std::unique_ptr<grpc::Server>> StartGrpc(const std::vector<grpc::Service*>& services,
                                                         int* port) {
+  // Reflection describes what the generated descriptor pool holds: this links the
+  // health service's descriptors in (the service itself is gRPC's), so grpcurl and
+  // buf curl can describe and call grpc.health.v1.Health.
+  (void)grpc::health::v1::HealthCheckRequest::descriptor();
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;

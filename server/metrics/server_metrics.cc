@@ -73,7 +73,18 @@ ServerMetrics::ServerMetrics()
                          .Help("Bytes of the serving version's weights on its device (GPU "
                                "memory for a CUDA model), in its precision; 0 when nothing "
                                "serves. The device is in GetModelStatus.")
-                         .Register(*registry_)) {}
+                         .Register(*registry_)),
+      build_info_(prometheus::BuildGauge()
+                      .Name("modelserver_build_info")
+                      .Help("1, labelled with the server's version, LibTorch's version and "
+                            "whether LibTorch has CUDA.")
+                      .Register(*registry_)),
+      inflight_(prometheus::BuildGauge()
+                    .Name("modelserver_inflight_requests")
+                    .Help("RPCs accepted and not yet answered (queued Predicts included).")
+                    .Register(*registry_)
+                    .Add({})),
+      process_(std::make_unique<ProcessMetrics>(*registry_)) {}
 
 ServerMetrics::~ServerMetrics() {
   if (http_ != nullptr) http_->Stop();
@@ -108,6 +119,11 @@ void ServerMetrics::SetServing(const std::string& model, int64_t version, bool r
   ready_.Add({{"model", model}}).Set(ready ? 1 : 0);
 }
 
+void ServerMetrics::SetBuildInfo(const std::string& version, const std::string& libtorch,
+                                 const std::string& cuda) {
+  build_info_.Add({{"version", version}, {"libtorch", libtorch}, {"cuda", cuda}}).Set(1);
+}
+
 void ServerMetrics::SetDeviceMemory(const std::string& model, int64_t bytes) {
   device_memory_.Add({{"model", model}}).Set(static_cast<double>(bytes));
 }
@@ -118,6 +134,7 @@ void ServerMetrics::set_collect_hook(std::function<void(ServerMetrics*)> hook) {
 }
 
 std::string ServerMetrics::Serialize() {
+  process_->Update();
   {
     absl::MutexLock lock(&hook_mu_);
     if (hook_) hook_(this);

@@ -14,6 +14,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "server/metrics/http_endpoint.h"
+#include "server/metrics/process_metrics.h"
 
 namespace modelserver {
 
@@ -42,6 +43,11 @@ class ServerMetrics {
   void SetServing(const std::string& model, int64_t version, bool ready);
   // The serving version's weight bytes on its device (0 when nothing serves).
   void SetDeviceMemory(const std::string& model, int64_t bytes);
+  // modelserver_build_info{version, libtorch, cuda} 1.
+  void SetBuildInfo(const std::string& version, const std::string& libtorch,
+                    const std::string& cuda);
+  // modelserver_inflight_requests: RPCs accepted and not yet answered.
+  void AddInflight(int delta) { inflight_.Increment(delta); }
 
   // Called before each scrape (sets the state gauges).
   void set_collect_hook(std::function<void(ServerMetrics*)> hook);
@@ -69,6 +75,9 @@ class ServerMetrics {
   prometheus::Family<prometheus::Gauge>& serving_version_;
   prometheus::Family<prometheus::Gauge>& ready_;
   prometheus::Family<prometheus::Gauge>& device_memory_;
+  prometheus::Family<prometheus::Gauge>& build_info_;
+  prometheus::Gauge& inflight_;
+  std::unique_ptr<ProcessMetrics> process_;  // process_* series
   absl::Mutex hook_mu_;
   std::function<void(ServerMetrics*)> hook_ ABSL_GUARDED_BY(hook_mu_);
   std::unique_ptr<HttpEndpoint> http_;

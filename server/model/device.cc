@@ -77,6 +77,16 @@ int64_t DeviceAllocatedBytes(absl::string_view device) {
   return -1;
 }
 
+std::string TorchVersion() { return TORCH_VERSION; }
+
+std::string TorchHasCuda() {
+#ifdef MODELSERVER_WITH_CUDA
+  return "yes";
+#else
+  return "no";
+#endif
+}
+
 std::string TorchBuildSummary() {
   return absl::StrCat("LibTorch ", TORCH_VERSION, ", CUDA ",
                       torch::cuda::is_available() ? "available" : "not available",

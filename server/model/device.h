@@ -31,6 +31,10 @@ void ConfigureDevice(absl::string_view device);
 // tell (a CPU, or a LibTorch built without CUDA).
 int64_t DeviceAllocatedBytes(absl::string_view device);
 
+// "1.13.1"; "yes" / "no" for whether LibTorch has CUDA (for build info).
+std::string TorchVersion();
+std::string TorchHasCuda();
+
 // "LibTorch 1.13.1, CUDA: no, BLAS/LAPACK: ..." for the startup log.
 std::string TorchBuildSummary();
 

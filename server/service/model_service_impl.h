@@ -4,7 +4,7 @@
 #include <atomic>
 
 #include "absl/time/time.h"
-#include "proto/modelserving/v1/model_service.grpc.pb.h"
+#include "modelserving/v1/model_service.grpc.pb.h"
 #include "server/metrics/server_metrics.h"
 #include "server/service/admin_auth.h"
 #include "server/serving/model_registry.h"

@@ -8,7 +8,7 @@
 #include "common/host_tensor.h"
 #include "common/oip_datatype.h"
 #include "inference/v2/grpc_predict_v2.pb.h"
-#include "proto/modelserving/v1/model_service.pb.h"
+#include "modelserving/v1/model_service.pb.h"
 
 namespace modelserver {
 

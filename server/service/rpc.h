@@ -25,6 +25,7 @@ struct ModelServiceImpl::Rpc {
         store(service->store_),
         method(name) {
     ++*inflight;
+    if (metrics != nullptr) metrics->AddInflight(1);
   }
 
   ServerMetrics* metrics;
@@ -42,6 +43,7 @@ struct ModelServiceImpl::Rpc {
 
   void Record(const grpc::Status& s) const {
     --*inflight;
+    if (metrics != nullptr) metrics->AddInflight(-1);
     if (held_bytes != nullptr) *held_bytes -= bytes;
     if (metrics == nullptr) return;
     metrics->RecordRequest(model, method,

@@ -5,7 +5,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/host_tensor.h"
-#include "proto/modelserving/v1/model_service.pb.h"
+#include "modelserving/v1/model_service.pb.h"
 
 namespace modelserver {
 

@@ -5,11 +5,12 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <map>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "client/model_client.h"
-#include "grpc_compat/health.grpc.pb.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "grpc_compat/reflection.grpc.pb.h"
 #include "tests/testing/server_process.h"
 #include "tests/testing/test_store.h"
@@ -139,7 +140,7 @@ TEST_F(HealthReflectionTest, ReflectionListsAndDescribesTheService) {
   ASSERT_GE(resp.file_descriptor_response().file_descriptor_proto_size(), 1);
   google::protobuf::FileDescriptorProto file;
   ASSERT_TRUE(file.ParseFromString(resp.file_descriptor_response().file_descriptor_proto(0)));
-  EXPECT_EQ(file.name(), "proto/modelserving/v1/model_service.proto");
+  EXPECT_EQ(file.name(), "modelserving/v1/model_service.proto");
   EXPECT_EQ(file.package(), "modelserving.v1");
   ASSERT_EQ(file.service_size(), 1);
   std::vector<std::string> methods;
@@ -147,6 +148,25 @@ TEST_F(HealthReflectionTest, ReflectionListsAndDescribesTheService) {
   EXPECT_EQ(methods, (std::vector<std::string>{"Predict", "SaveModel", "LoadModel", "UnloadModel",
                                                "ListModels", "GetModelStatus", "UploadCheckpoint",
                                                "DownloadCheckpoint"}));
+  // Every listed service can be described, under its import-path file name:
+  // health and the Open Inference Protocol too (grpcurl / buf curl describe them).
+  const std::map<std::string, std::string> files = {
+      {"grpc.health.v1.Health", "grpc/health/v1/health.proto"},
+      {"inference.GRPCInferenceService", "inference/v2/grpc_predict_v2.proto"}};
+  EXPECT_THAT(names, Contains("inference.GRPCInferenceService"));
+  for (const auto& [symbol, name] : files) {
+    req.set_file_containing_symbol(symbol);
+    ASSERT_TRUE(stream->Write(req));
+    ASSERT_TRUE(stream->Read(&resp));
+    ASSERT_GE(resp.file_descriptor_response().file_descriptor_proto_size(), 1)
+        << symbol << ": " << resp.error_response().error_message();
+    std::vector<std::string> sent;  // the file and its dependencies, in some order
+    for (const std::string& bytes : resp.file_descriptor_response().file_descriptor_proto()) {
+      ASSERT_TRUE(file.ParseFromString(bytes));
+      sent.push_back(file.name());
+    }
+    EXPECT_THAT(sent, Contains(name)) << symbol;
+  }
   stream->WritesDone();
   EXPECT_TRUE(stream->Finish().ok());
 }

@@ -17,7 +17,7 @@
 #include "absl/time/time.h"
 #include "client/model_client.h"
 #include "client/npy.h"
-#include "grpc_compat/health.grpc.pb.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "server/store/checkpoint_store.h"
 #include "tests/testing/server_process.h"
 #include "tests/testing/test_store.h"
@@ -121,7 +121,15 @@ TEST_F(OpsTest, MetricsFromTheRealServerParseWithPrometheusClient) {
       {"modelserver_model_load_duration_seconds", "histogram"},
       {"modelserver_model_serving_version", "gauge"},
       {"modelserver_model_ready", "gauge"},
-      {"modelserver_device_memory_bytes", "gauge"}};
+      {"modelserver_device_memory_bytes", "gauge"},
+      {"modelserver_build_info", "gauge"},
+      {"modelserver_inflight_requests", "gauge"},
+      {"process_cpu_seconds", "counter"},
+      {"process_resident_memory_bytes", "gauge"},
+      {"process_virtual_memory_bytes", "gauge"},
+      {"process_open_fds", "gauge"},
+      {"process_max_fds", "gauge"},
+      {"process_start_time_seconds", "gauge"}};
   for (const auto& [family, type] : types) {
     ASSERT_TRUE(m.contains(family)) << family << " missing";
     EXPECT_EQ(m[family]["type"], type) << family;
@@ -167,6 +175,18 @@ TEST_F(OpsTest, MetricsFromTheRealServerParseWithPrometheusClient) {
             1);
   EXPECT_EQ(Sample(m, "modelserver_queue_depth", "modelserver_queue_depth", {{"model", "tiny"}}),
             0);
+  // Process series as Prometheus clients export them; build info; nothing in flight
+  // but the scrape's own absence of RPCs.
+  EXPECT_GT(Sample(m, "process_resident_memory_bytes", "process_resident_memory_bytes", {}),
+            50e6);  // LibTorch alone maps more than this
+  EXPECT_GT(Sample(m, "process_cpu_seconds", "process_cpu_seconds_total", {}), 0);
+  EXPECT_GT(Sample(m, "process_open_fds", "process_open_fds", {}), 3);
+  const double start = Sample(m, "process_start_time_seconds", "process_start_time_seconds", {});
+  const double now = absl::ToUnixSeconds(absl::Now());
+  EXPECT_GT(start, now - 600);
+  EXPECT_LE(start, now + 1);
+  EXPECT_EQ(Sample(m, "modelserver_build_info", "modelserver_build_info", {{"cuda", "no"}}), 1);
+  EXPECT_EQ(Sample(m, "modelserver_inflight_requests", "modelserver_inflight_requests", {}), 0);
   // The weights' bytes on the device, as the status reports them (tiny: float32).
   v1::ModelStatus st;
   ASSERT_TRUE(client_->GetModelStatus("tiny", &st).ok());
