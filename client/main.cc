@@ -2,6 +2,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <random>
@@ -12,7 +13,9 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -48,6 +51,10 @@ ABSL_FLAG(std::string, format, "STATE_DICT",
           "save/upload: STATE_DICT | TORCHSCRIPT | PICKLED_MODULE");
 ABSL_FLAG(std::string, target_model, "", "save: store the version under this name");
 ABSL_FLAG(std::string, architecture, "", "upload: architecture for a state dict (vgg16, ...)");
+ABSL_FLAG(std::string, lb, "pick_first",
+          "gRPC load balancing over the addresses --target resolves to: pick_first or "
+          "round_robin (with dns:///service:port, one connection per replica)");
+ABSL_FLAG(bool, force, false, "download: overwrite --file if it exists");
 ABSL_FLAG(std::string, protocol, "v1",
           "predict/bench: v1 (modelserving.v1 Predict) or v2 (the Open Inference Protocol's "
           "ModelInfer, KServe v2 / Triton clients' protocol)");
@@ -214,6 +221,12 @@ bool ClientOptions(ModelClient::Options* options) {
     return false;
   }
   options->open_inference = protocol == "v2";
+  options->lb_policy = absl::GetFlag(FLAGS_lb);
+  if (options->lb_policy != "pick_first" && options->lb_policy != "round_robin") {
+    std::fprintf(stderr, "--lb '%s' is not pick_first or round_robin\n",
+                 options->lb_policy.c_str());
+    return false;
+  }
   options->token = absl::GetFlag(FLAGS_token);
   if (options->token.empty() && !absl::GetFlag(FLAGS_token_file).empty()) {
     std::ifstream in(absl::GetFlag(FLAGS_token_file));
@@ -306,6 +319,11 @@ int Upload(const Command& c) {
 
 int Download(const Command& c) {
   if (!c.NeedModelAndFile()) return 2;
+  if (std::filesystem::exists(absl::GetFlag(FLAGS_file)) && !absl::GetFlag(FLAGS_force)) {
+    std::fprintf(stderr, "download: %s exists; pass --force to overwrite it\n",
+                 absl::GetFlag(FLAGS_file).c_str());
+    return 2;
+  }
   v1::DownloadHeader header;
   grpc::Status s =
       c.client.Download(c.model, absl::GetFlag(FLAGS_version), absl::GetFlag(FLAGS_file), &header);
@@ -344,6 +362,7 @@ int WithModelFlag(const Command& c, int (*command)(const ModelClient&)) {
 
 constexpr char kUsage[] =
     "Talks to a model-server.\n"
+    "  model-client help [COMMAND]\n"
     "  model-client [--target host:port] predict --model NAME [--input x.npy | --shape "
     "1,3,224,224] [--top_k 5] [--output y.npy]\n"
     "  model-client [--target host:port] list\n"
@@ -357,18 +376,40 @@ constexpr char kUsage[] =
     " [--architecture vgg16 | --architecture_file arch.pt] [--precision bf16]\n"
     "  model-client download NAME [--version N] --file out.pth";
 
+// `model-client help [COMMAND]`: the usage lines (of COMMAND), then where the
+// flags are described.
+int Help(const std::vector<char*>& args) {
+  const std::string want = args.size() > 2 ? args[2] : "";
+  for (absl::string_view line : absl::StrSplit(kUsage, '\n')) {
+    if (want.empty() || absl::StrContains(line, absl::StrCat(" ", want, " ")) ||
+        absl::EndsWith(line, absl::StrCat(" ", want))) {
+      std::printf("%s\n", std::string(line).c_str());
+    }
+  }
+  std::printf("Flags: model-client --help\n");
+  return 0;
+}
+
 int Run(int argc, char** argv) {
   absl::SetProgramUsageMessage(kUsage);
+  // --help lists this file's flags (absl's default matches files named like the
+  // program, which would list none).
+  absl::FlagsUsageConfig usage;
+  usage.contains_help_flags = [](absl::string_view file) {
+    return absl::EndsWith(file, "client/main.cc");
+  };
+  absl::SetFlagsUsageConfig(usage);
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (args.size() < 2) {
     std::fprintf(stderr, "%s\n", absl::ProgramUsageMessage().data());
     return 2;
   }
+  if (std::string(args[1]) == "help") return Help(args);
   ModelClient::Options options;
   if (!ClientOptions(&options)) return 2;
   auto client = ModelClient::Create(options);
   v1::CheckpointFormat format = v1::CHECKPOINT_FORMAT_UNSPECIFIED;
-  if (!v1::CheckpointFormat_Parse(absl::GetFlag(FLAGS_format), &format)) {
+  if (!v1::CheckpointFormat_Parse(absl::AsciiStrToUpper(absl::GetFlag(FLAGS_format)), &format)) {
     std::fprintf(stderr, "--format %s is not STATE_DICT, TORCHSCRIPT or PICKLED_MODULE\n",
                  absl::GetFlag(FLAGS_format).c_str());
     return 2;

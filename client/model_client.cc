@@ -18,6 +18,7 @@ std::unique_ptr<ModelClient> ModelClient::Create(const Options& options) {
   client->options_ = options;
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(static_cast<int>(options.max_message_bytes));
+  if (!options.lb_policy.empty()) args.SetLoadBalancingPolicyName(options.lb_policy);
   args.SetMaxSendMessageSize(static_cast<int>(options.max_message_bytes));
   std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
   if (!options.tls_ca.empty()) {

@@ -34,6 +34,10 @@ class ModelClient {
     // tensors) instead of modelserving.v1; the answer is converted back (top-k
     // classes are not asked for).
     bool open_inference = false;
+    // gRPC load-balancing policy: "pick_first" (gRPC's default) or "round_robin"
+    // (spreads calls over every address a dns:/// target resolves to, e.g. a
+    // Kubernetes headless Service's pods).
+    std::string lb_policy;
   };
   // Fails only when a TLS file cannot be read.
   static std::unique_ptr<ModelClient> Create(const Options& options);

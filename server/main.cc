@@ -19,6 +19,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -533,6 +534,11 @@ int Serve(const std::vector<StartupModel>& startup, sigset_t signals) {
 }
 
 int Run(int argc, char** argv) {
+  absl::FlagsUsageConfig usage;  // --help: this file's flags (not "No flags matched")
+  usage.contains_help_flags = [](absl::string_view file) {
+    return absl::EndsWith(file, "server/main.cc");
+  };
+  absl::SetFlagsUsageConfig(usage);
   absl::SetProgramUsageMessage(
       "Serves PyTorch models over gRPC.\n"
       "  model-server --store DIR --model vgg16=vgg16 [--listen 0.0.0.0:50051]");

@@ -51,7 +51,8 @@ class BatchQueueTest : public ::testing::Test {
   BatchTask Task(std::vector<float> values, Outcome* out, std::vector<int64_t> sample = {2}) {
     BatchTask t;
     t.input.dtype = DType::kFloat32;
-    t.input.shape = {static_cast<int64_t>(values.size())};
+    // (a fresh vector, not assign(): GCC 12 at -O3 false-positives -Wnonnull on it)
+    t.input.shape = std::vector<int64_t>(1, static_cast<int64_t>(values.size()));
     t.input.shape.insert(t.input.shape.end(), sample.begin(), sample.end());
     int64_t per = 1;
     for (int64_t d : sample) per *= d;
@@ -278,7 +279,7 @@ TEST(BatchQueueThreadsTest, WorkersAnswerConcurrentRequests) {
         const int id = t * kPer + i;
         BatchTask task;
         task.input.dtype = DType::kFloat32;
-        task.input.shape = {1, 1};
+        task.input.shape = std::vector<int64_t>(2, 1);
         const float v = static_cast<float>(id);
         task.input.data.assign(reinterpret_cast<const char*>(&v), 4);
         task.done = [&, id](absl::StatusOr<BatchTask::Result> r) {
