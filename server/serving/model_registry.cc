@@ -242,7 +242,11 @@ absl::Status ModelRegistry::DoLoad(const std::string& name, const std::string& a
   const bool ready = FinishLoad(name, result, resolved, &old);
   old.reset();  // the previous version goes when its last batch finishes
   if (listener_) listener_(name, ready);
-  if (options_.on_load) options_.on_load(name, result.ok(), ms / 1000.0);
+  // A name the store does not have is no model: it leaves no trace, not even a
+  // metric label (unknown names would grow the series without bound).
+  const bool unknown = !result.ok() && result.status().code() == absl::StatusCode::kNotFound &&
+                       !ready && !listing_.Find(name).has_value();
+  if (options_.on_load && !unknown) options_.on_load(name, result.ok(), ms / 1000.0);
   if (!result.ok()) {
     LOG_WARNING("model ", name, ": load of version ",
                 version == 0 ? "newest" : std::to_string(version), " failed after ",

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
@@ -201,6 +202,40 @@ TEST_F(OpsTest, MetricsFromTheRealServerParseWithPrometheusClient) {
             8);
   // No line per request in the log by default.
   EXPECT_THAT(server_->Log(), ::testing::Not(HasSubstr("batch of")));
+}
+
+// Names nobody serves never become label values: 100 unknown names through
+// Predict, GetModelStatus and LoadModel add no series to /metrics.
+TEST_F(OpsTest, UnknownModelNamesAddNoSeries) {
+  Start({});
+  ASSERT_TRUE(testing::WaitForModels(*client_, {"tiny"}, std::chrono::seconds(60)));
+  HostTensor x = testing::FixtureNpy("tiny", "input.npy");
+  for (int i = 0; i < 100; ++i) {
+    const std::string name = absl::StrCat("ghost", i);
+    v1::PredictResponse r;
+    EXPECT_EQ(client_->Predict(MakePredictRequest(name, x, 0), &r).error_code(), grpc::NOT_FOUND);
+    v1::ModelStatus st;
+    EXPECT_EQ(client_->GetModelStatus(name, &st).error_code(), grpc::NOT_FOUND);
+    if (i % 10 == 0) {
+      v1::LoadModelResponse lr;
+      EXPECT_EQ(client_->LoadModel(name, 0, &lr).error_code(), grpc::NOT_FOUND);
+    }
+  }
+  const nlohmann::json m = Scrape(server_->metrics_port());
+  int ghosts = 0;
+  for (const auto& [family, body] : m.items()) {
+    if (family == "_content_type") continue;
+    for (const auto& sample : body["samples"]) {
+      for (const auto& [k, v] : sample[1].items()) {
+        if (v.is_string() && absl::StartsWith(v.get<std::string>(), "ghost")) ++ghosts;
+      }
+    }
+  }
+  EXPECT_EQ(ghosts, 0);
+  // The refusals are counted, without the names.
+  EXPECT_GE(Sample(m, "modelserver_requests", "modelserver_requests_total",
+                   {{"model", ""}, {"method", "Predict"}, {"code", "NOT_FOUND"}}),
+            100);
 }
 
 TEST_F(OpsTest, SigtermDrainsAnswersEverythingAndExitsZero) {
