@@ -26,9 +26,14 @@ fi
 # buf (npm's @bufbuild/buf): the grpcurl stand-in that the reflection tests call
 # (`buf curl`), into a per-user tool directory that CMake looks in.
 tools="${MODELSERVER_TOOLS:-$HOME/.cache/modelserver}"
+# Also kubernetes-models (the Kubernetes OpenAPI schemas) for the manifest test.
 buf_version=1.75.0
+k8s_models_version=4.5.1
 if [ "$test_tools" = 1 ] &&
-  [ "$("$tools/npm/node_modules/.bin/buf" --version 2>/dev/null)" != "$buf_version" ]; then
-  echo "setup: installing @bufbuild/buf@$buf_version into $tools/npm"
-  npm install --no-audit --no-fund --silent --prefix "$tools/npm" "@bufbuild/buf@$buf_version"
+  { [ "$("$tools/npm/node_modules/.bin/buf" --version 2>/dev/null)" != "$buf_version" ] ||
+    ! grep -q "\"version\": \"$k8s_models_version\"" \
+      "$tools/npm/node_modules/kubernetes-models/package.json" 2>/dev/null; }; then
+  echo "setup: installing @bufbuild/buf@$buf_version kubernetes-models@$k8s_models_version into $tools/npm"
+  npm install --no-audit --no-fund --silent --prefix "$tools/npm" "@bufbuild/buf@$buf_version" \
+    "kubernetes-models@$k8s_models_version"
 fi

@@ -8,6 +8,7 @@ container, and the Dockerfile installs the set-up script's package list.
 usage: deploy_test.py SOURCE_DIR MODEL_SERVER_BINARY
 """
 import glob
+import json
 import os
 import re
 import shutil
@@ -78,6 +79,24 @@ class Rendered(unittest.TestCase):
     def flagfile(self, overlay):
         cm = by_kind(self.overlays[overlay], "ConfigMap")[0]
         return cm["data"]["server.flags"].split()
+
+    def test_objects_validate_against_the_kubernetes_schemas(self):
+        # npm's kubernetes-models (scripts/setup.sh installs it) holds the Kubernetes
+        # OpenAPI schemas: every rendered object of a Kubernetes API group, and the
+        # examples, must validate; CRDs (PodMonitor) have no schema there.
+        tools = os.environ.get("MODELSERVER_TOOLS", os.path.expanduser("~/.cache/modelserver"))
+        node_path = os.path.join(tools, "npm", "node_modules")
+        self.assertTrue(os.path.isdir(os.path.join(node_path, "kubernetes-models")),
+                        f"kubernetes-models is not installed in {node_path}: run scripts/setup.sh")
+        objs = self.overlays["cpu"] + self.overlays["gpu"]
+        for f in glob.glob(os.path.join(DEPLOY, "examples", "*.yaml")):
+            with open(f) as fh:
+                objs += [d for d in yaml.safe_load_all(fh) if d]
+        r = subprocess.run(["node", os.path.join(SRC, "tests", "deploy", "validate_k8s.js")],
+                           input=json.dumps(objs), capture_output=True, text=True,
+                           env=dict(os.environ, NODE_PATH=node_path))
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertGreaterEqual(r.stdout.count("valid "), 16, r.stdout)
 
     def test_every_kind_is_there(self):
         for o, objs in self.overlays.items():
