@@ -1,9 +1,12 @@
 // model-client: predict, list, status against a model-server.
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <random>
 #include <sstream>
@@ -206,6 +209,26 @@ int Bench(const ModelClient& client) {
   return 0;
 }
 
+// A progress line on stderr for uploads and downloads when it is a terminal
+// (nothing when piped): percent, bytes, rate, time left.
+std::function<void(uint64_t, uint64_t)> ProgressBar() {
+  if (!isatty(STDERR_FILENO)) return nullptr;
+  const auto start = std::chrono::steady_clock::now();
+  return [start](uint64_t done, uint64_t total) {
+    const double s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double mb = static_cast<double>(done) / 1e6, rate = s > 0 ? mb / s : 0;
+    const double pct =
+        total > 0 ? 100.0 * static_cast<double>(done) / static_cast<double>(total) : 0;
+    const double eta =
+        rate > 0 && total > done ? (static_cast<double>(total - done) / 1e6) / rate : 0;
+    std::fprintf(stderr, "\r%5.1f%%  %.1f / %.1f MB  %.1f MB/s  ETA %.0f s   ", pct, mb,
+                 static_cast<double>(total) / 1e6, rate, eta);
+    if (done >= total) std::fprintf(stderr, "\n");
+    std::fflush(stderr);
+  };
+}
+
 // The client options from the connection, protocol and token flags; false
 // (after a message) for a bad --protocol or when --token_file cannot be read.
 bool ClientOptions(ModelClient::Options* options) {
@@ -222,6 +245,7 @@ bool ClientOptions(ModelClient::Options* options) {
   }
   options->open_inference = protocol == "v2";
   options->lb_policy = absl::GetFlag(FLAGS_lb);
+  options->progress = ProgressBar();
   if (options->lb_policy != "pick_first" && options->lb_policy != "round_robin") {
     std::fprintf(stderr, "--lb '%s' is not pick_first or round_robin\n",
                  options->lb_policy.c_str());

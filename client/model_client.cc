@@ -133,7 +133,8 @@ namespace {
 // Writes the file as chunk (or architecture_chunk) messages; false once the
 // stream broke.
 bool StreamFile(std::ifstream& in, size_t chunk_bytes,
-                grpc::ClientWriter<v1::UploadCheckpointRequest>* writer, bool architecture) {
+                grpc::ClientWriter<v1::UploadCheckpointRequest>* writer, bool architecture,
+                const std::function<void(uint64_t)>& sent) {
   std::string buf(chunk_bytes, '\0');
   v1::UploadCheckpointRequest message;
   while (in) {
@@ -147,6 +148,7 @@ bool StreamFile(std::ifstream& in, size_t chunk_bytes,
       message.set_chunk(buf.data(), static_cast<size_t>(n));
     }
     if (!writer->Write(message)) return false;
+    if (sent) sent(static_cast<uint64_t>(n));
   }
   return true;
 }
@@ -183,10 +185,16 @@ grpc::Status ModelClient::Upload(const std::string& path, v1::UploadHeader heade
   v1::UploadCheckpointRequest message;
   *message.mutable_header() = header;
   bool ok = writer->Write(message);
+  uint64_t done = 0;
+  const uint64_t total = static_cast<uint64_t>(header.size_bytes());
+  auto sent = [this, &done, total](uint64_t n) {
+    done += n;
+    if (options_.progress) options_.progress(done, total);
+  };
   if (ok && arch.is_open()) {
-    ok = StreamFile(arch, chunk_bytes, writer.get(), /*architecture=*/true);
+    ok = StreamFile(arch, chunk_bytes, writer.get(), /*architecture=*/true, nullptr);
   }
-  if (ok) ok = StreamFile(in, chunk_bytes, writer.get(), /*architecture=*/false);
+  if (ok) ok = StreamFile(in, chunk_bytes, writer.get(), /*architecture=*/false, sent);
   if (ok) writer->WritesDone();
   return writer->Finish();
 }
@@ -204,6 +212,7 @@ grpc::Status ModelClient::Download(const std::string& model_name, int64_t versio
   Sha256 sha;
   v1::DownloadCheckpointResponse message;
   bool have_header = false;
+  uint64_t done = 0;
   while (reader->Read(&message)) {
     if (message.has_header()) {
       *header = message.header();
@@ -211,6 +220,10 @@ grpc::Status ModelClient::Download(const std::string& model_name, int64_t versio
     } else {
       out.write(message.chunk().data(), static_cast<std::streamsize>(message.chunk().size()));
       sha.Update(message.chunk());
+      done += message.chunk().size();
+      if (options_.progress) {
+        options_.progress(done, static_cast<uint64_t>(std::max<int64_t>(0, header->size_bytes())));
+      }
     }
   }
   grpc::Status s = reader->Finish();

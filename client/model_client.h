@@ -4,6 +4,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -38,6 +39,8 @@ class ModelClient {
     // (spreads calls over every address a dns:/// target resolves to, e.g. a
     // Kubernetes headless Service's pods).
     std::string lb_policy;
+    // Called as Upload / Download move bytes: (bytes so far, total bytes).
+    std::function<void(uint64_t done, uint64_t total)> progress;
   };
   // Fails only when a TLS file cannot be read.
   static std::unique_ptr<ModelClient> Create(const Options& options);

@@ -19,6 +19,7 @@ import tempfile
 import time
 
 import json
+import pty
 import struct
 import urllib.error
 import urllib.request
@@ -308,6 +309,28 @@ try:
     r = subprocess.run([client_bin, '--target', target, 'save', 'tiny', '--format', 'state_dict',
                         '--target_model', 'tiny_copy'], capture_output=True, text=True, env=env)
     expect('--format in lower case', r.returncode == 0, r.stdout + r.stderr)
+    # A progress line on a terminal (a pseudo-TTY here), none when piped.
+    up = [client_bin, '--target', target, 'upload', 'tiny_up', '--file',
+          os.path.join(fixtures, 'tiny', 'model_weights.pth'), '--architecture', arch['tiny']]
+    master, slave = pty.openpty()
+    p = subprocess.Popen(up, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave,
+                         env=env)
+    os.close(slave)
+    tty_out = b''
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        tty_out += chunk
+    p.wait(timeout=60)
+    os.close(master)
+    piped = subprocess.run(up, capture_output=True, text=True, env=env)
+    expect('upload shows progress on a TTY only', p.returncode == 0 and b'100.0%' in tty_out and
+           b'MB/s' in tty_out and piped.returncode == 0 and '%' not in piped.stderr,
+           repr(tty_out[-200:]) + piped.stderr)
 
     # ------------------------------------------------------------ HTTP/REST
     base = 'http://127.0.0.1:' + open(os.path.join(work, 'http_port')).read().strip()
