@@ -305,115 +305,129 @@ std::string ModelPath(const std::string& suffix) {
   return R"(/v2/models/([A-Za-z0-9._-]+)(?:/versions/([0-9]+))?)" + suffix;
 }
 
+void Health(Stub* stub, bool ready_call, const httplib::Request& req, httplib::Response& res) {
+  grpc::ClientContext context;
+  Prepare(req, &context);
+  bool yes = false;
+  grpc::Status s;
+  if (ready_call) {
+    inference::ServerReadyResponse r;
+    s = stub->ServerReady(&context, inference::ServerReadyRequest(), &r);
+    yes = r.ready();
+  } else {
+    inference::ServerLiveResponse r;
+    s = stub->ServerLive(&context, inference::ServerLiveRequest(), &r);
+    yes = r.live();
+  }
+  if (s.ok() && !yes) return Error(res, 400, ready_call ? "not ready" : "not live");
+  Reply(res, s, json::object());
+}
+
+void ModelReady(Stub* stub, const httplib::Request& req, httplib::Response& res) {
+  grpc::ClientContext context;
+  Prepare(req, &context);
+  inference::ModelReadyRequest r;
+  r.set_name(req.matches[1]);
+  r.set_version(req.matches[2]);
+  inference::ModelReadyResponse out;
+  grpc::Status s = stub->ModelReady(&context, r, &out);
+  if (s.ok() && !out.ready()) return Error(res, 400, "model is not ready");
+  Reply(res, s, json::object());
+}
+
+void ServerMetadata(Stub* stub, const httplib::Request& req, httplib::Response& res) {
+  grpc::ClientContext context;
+  Prepare(req, &context);
+  inference::ServerMetadataResponse m;
+  grpc::Status s = stub->ServerMetadata(&context, inference::ServerMetadataRequest(), &m);
+  Reply(res, s, {{"name", m.name()}, {"version", m.version()}, {"extensions", m.extensions()}});
+}
+
+void ModelMetadata(Stub* stub, const httplib::Request& req, httplib::Response& res) {
+  grpc::ClientContext context;
+  Prepare(req, &context);
+  inference::ModelMetadataRequest r;
+  r.set_name(req.matches[1]);
+  r.set_version(req.matches[2]);
+  inference::ModelMetadataResponse m;
+  grpc::Status s = stub->ModelMetadata(&context, r, &m);
+  Reply(res, s,
+        {{"name", m.name()},
+         {"versions", m.versions()},
+         {"platform", m.platform()},
+         {"inputs", TensorsJson(m.inputs())},
+         {"outputs", TensorsJson(m.outputs())}});
+}
+
+void RepositoryIndex(Stub* stub, const httplib::Request& req, httplib::Response& res) {
+  grpc::ClientContext context;
+  Prepare(req, &context);
+  inference::RepositoryIndexRequest r;
+  try {
+    if (!req.body.empty()) r.set_ready(json::parse(req.body).value("ready", false));
+  } catch (const json::exception& e) {
+    return Error(res, 400, absl::StrCat("the request is not JSON: ", e.what()));
+  }
+  inference::RepositoryIndexResponse out;
+  grpc::Status s = stub->RepositoryIndex(&context, r, &out);
+  json models = json::array();
+  for (const auto& m : out.models()) {
+    json entry = {{"name", m.name()}, {"state", m.state()}, {"reason", m.reason()}};
+    if (!m.version().empty()) entry["version"] = m.version();
+    models.push_back(std::move(entry));
+  }
+  Reply(res, s, models);
+}
+
+// Load / unload: the HTTP caller is checked here (the in-process call that
+// follows carries the gateway's secret, so the gRPC side takes it as loopback);
+// its token goes along as well.
+void RepositoryAdmin(Stub* stub, const AdminAuth& auth, const httplib::Request& req,
+                     httplib::Response& res) {
+  const std::string header = req.get_header_value("Authorization");
+  if (absl::Status a =
+          auth.CheckHeader(req.has_header("Authorization") ? &header : nullptr, Peer(req));
+      !a.ok()) {
+    return Error(res, HttpStatus(static_cast<grpc::StatusCode>(a.code())),
+                 std::string(a.message()));
+  }
+  grpc::ClientContext context;
+  Prepare(req, &context);
+  context.AddMetadata(AdminAuth::kGatewayHeader, auth.gateway_secret());
+  grpc::Status s;
+  if (req.matches[2] == "load") {
+    inference::RepositoryModelLoadRequest r;
+    r.set_model_name(req.matches[1]);
+    inference::RepositoryModelLoadResponse out;
+    s = stub->RepositoryModelLoad(&context, r, &out);
+  } else {
+    inference::RepositoryModelUnloadRequest r;
+    r.set_model_name(req.matches[1]);
+    inference::RepositoryModelUnloadResponse out;
+    s = stub->RepositoryModelUnload(&context, r, &out);
+  }
+  Reply(res, s, json::object());
+}
+
 }  // namespace
 
 void AddOpenInferenceRoutes(httplib::Server* server, const std::shared_ptr<grpc::Channel>& channel,
                             const AdminAuth& auth) {
   std::shared_ptr<Stub> stub = inference::GRPCInferenceService::NewStub(channel);
-  auto health = [stub](bool ready_call) {
-    return [stub, ready_call](const httplib::Request& req, httplib::Response& res) {
-      grpc::ClientContext context;
-      Prepare(req, &context);
-      bool yes = false;
-      grpc::Status s;
-      if (ready_call) {
-        inference::ServerReadyResponse r;
-        s = stub->ServerReady(&context, inference::ServerReadyRequest(), &r);
-        yes = r.ready();
-      } else {
-        inference::ServerLiveResponse r;
-        s = stub->ServerLive(&context, inference::ServerLiveRequest(), &r);
-        yes = r.live();
-      }
-      if (s.ok() && !yes) return Error(res, 400, ready_call ? "not ready" : "not live");
-      Reply(res, s, json::object());
-    };
-  };
-  server->Get("/v2/health/live", health(false));
-  server->Get("/v2/health/ready", health(true));
-  server->Get(ModelPath("/ready"), [stub](const httplib::Request& req, httplib::Response& res) {
-    grpc::ClientContext context;
-    Prepare(req, &context);
-    inference::ModelReadyRequest r;
-    r.set_name(req.matches[1]);
-    r.set_version(req.matches[2]);
-    inference::ModelReadyResponse out;
-    grpc::Status s = stub->ModelReady(&context, r, &out);
-    if (s.ok() && !out.ready()) return Error(res, 400, "model is not ready");
-    Reply(res, s, json::object());
-  });
-  server->Get("/v2", [stub](const httplib::Request& req, httplib::Response& res) {
-    grpc::ClientContext context;
-    Prepare(req, &context);
-    inference::ServerMetadataResponse m;
-    grpc::Status s = stub->ServerMetadata(&context, inference::ServerMetadataRequest(), &m);
-    Reply(res, s, {{"name", m.name()}, {"version", m.version()}, {"extensions", m.extensions()}});
-  });
-  server->Get(ModelPath(""), [stub](const httplib::Request& req, httplib::Response& res) {
-    grpc::ClientContext context;
-    Prepare(req, &context);
-    inference::ModelMetadataRequest r;
-    r.set_name(req.matches[1]);
-    r.set_version(req.matches[2]);
-    inference::ModelMetadataResponse m;
-    grpc::Status s = stub->ModelMetadata(&context, r, &m);
-    Reply(res, s,
-          {{"name", m.name()},
-           {"versions", m.versions()},
-           {"platform", m.platform()},
-           {"inputs", TensorsJson(m.inputs())},
-           {"outputs", TensorsJson(m.outputs())}});
-  });
-  server->Post(ModelPath("/infer"), [stub](const httplib::Request& req, httplib::Response& res) {
+  using Req = const httplib::Request&;
+  using Res = httplib::Response&;
+  server->Get("/v2/health/live", [stub](Req req, Res res) { Health(stub.get(), false, req, res); });
+  server->Get("/v2/health/ready", [stub](Req req, Res res) { Health(stub.get(), true, req, res); });
+  server->Get(ModelPath("/ready"), [stub](Req req, Res res) { ModelReady(stub.get(), req, res); });
+  server->Get("/v2", [stub](Req req, Res res) { ServerMetadata(stub.get(), req, res); });
+  server->Get(ModelPath(""), [stub](Req req, Res res) { ModelMetadata(stub.get(), req, res); });
+  server->Post(ModelPath("/infer"), [stub](Req req, Res res) {
     Infer(stub.get(), req, res, req.matches[1], req.matches[2]);
   });
-  server->Post("/v2/repository/index", [stub](const httplib::Request& req, httplib::Response& res) {
-    grpc::ClientContext context;
-    Prepare(req, &context);
-    inference::RepositoryIndexRequest r;
-    try {
-      if (!req.body.empty()) r.set_ready(json::parse(req.body).value("ready", false));
-    } catch (const json::exception& e) {
-      return Error(res, 400, absl::StrCat("the request is not JSON: ", e.what()));
-    }
-    inference::RepositoryIndexResponse out;
-    grpc::Status s = stub->RepositoryIndex(&context, r, &out);
-    json models = json::array();
-    for (const auto& m : out.models()) {
-      json entry = {{"name", m.name()}, {"state", m.state()}, {"reason", m.reason()}};
-      if (!m.version().empty()) entry["version"] = m.version();
-      models.push_back(std::move(entry));
-    }
-    Reply(res, s, models);
-  });
+  server->Post("/v2/repository/index",
+               [stub](Req req, Res res) { RepositoryIndex(stub.get(), req, res); });
   server->Post(R"(/v2/repository/models/([A-Za-z0-9._-]+)/(load|unload))",
-               [stub, auth](const httplib::Request& req, httplib::Response& res) {
-                 // The HTTP caller is checked here (the in-process call that follows
-                 // is trusted as loopback); its token goes along as well.
-                 const std::string header = req.get_header_value("Authorization");
-                 if (absl::Status a = auth.CheckHeader(
-                         req.has_header("Authorization") ? &header : nullptr, Peer(req));
-                     !a.ok()) {
-                   return Error(res, HttpStatus(static_cast<grpc::StatusCode>(a.code())),
-                                std::string(a.message()));
-                 }
-                 grpc::ClientContext context;
-                 Prepare(req, &context);
-                 context.AddMetadata(AdminAuth::kGatewayHeader, auth.gateway_secret());
-                 grpc::Status s;
-                 if (req.matches[2] == "load") {
-                   inference::RepositoryModelLoadRequest r;
-                   r.set_model_name(req.matches[1]);
-                   inference::RepositoryModelLoadResponse out;
-                   s = stub->RepositoryModelLoad(&context, r, &out);
-                 } else {
-                   inference::RepositoryModelUnloadRequest r;
-                   r.set_model_name(req.matches[1]);
-                   inference::RepositoryModelUnloadResponse out;
-                   s = stub->RepositoryModelUnload(&context, r, &out);
-                 }
-                 Reply(res, s, json::object());
-               });
+               [stub, auth](Req req, Res res) { RepositoryAdmin(stub.get(), auth, req, res); });
 }
 
 }  // namespace modelserver
