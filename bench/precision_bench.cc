@@ -193,7 +193,9 @@ void Served(std::shared_ptr<const Model> model, int64_t batch, int workers, int 
     batched += n;
   };
   WarmUpBatchSizes(*model, batch);
-  BatchQueue queue(o, [model]() -> absl::StatusOr<ModelHandle> { return ModelHandle{model, 1}; });
+  BatchQueue queue(o, [model]() -> absl::StatusOr<ModelHandle> {
+    return ModelHandle{model, 1, nullptr};
+  });
   HostTensor input;
   input.dtype = DType::kFloat32;
   input.shape = {request_batch, 3, 224, 224};

@@ -61,6 +61,9 @@ ABSL_FLAG(bool, force, false, "download: overwrite --file if it exists");
 ABSL_FLAG(std::string, protocol, "v1",
           "predict/bench: v1 (modelserving.v1 Predict) or v2 (the Open Inference Protocol's "
           "ModelInfer, KServe v2 / Triton clients' protocol)");
+ABSL_FLAG(std::string, labels, "",
+          "upload: class labels, one per line (line i = class i), stored as labels.txt; "
+          "predict --top_k then prints them");
 ABSL_FLAG(std::string, architecture_file, "",
           "upload: an architecture template for a state dict -- a TorchScript module "
           "(torch.jit.script(Net()).save('arch.pt')) -- stored beside it as architecture.pt");
@@ -156,7 +159,11 @@ void PrintPrediction(const v1::PredictResponse& response, double ms) {
   for (int i = 0; i < response.top_k_size(); ++i) {
     std::printf("sample %d:", i);
     for (const auto& c : response.top_k(i).classes()) {
-      std::printf(" %lld (%.4f)", static_cast<long long>(c.index()), c.probability());
+      if (c.label().empty()) {
+        std::printf(" %lld (%.4f)", static_cast<long long>(c.index()), c.probability());
+      } else {
+        std::printf(" %s (%.4f)", c.label().c_str(), c.probability());
+      }
     }
     std::printf("\n");
   }
@@ -331,6 +338,16 @@ int Upload(const Command& c) {
   header.set_format(c.format);
   header.set_architecture(absl::GetFlag(FLAGS_architecture));
   header.set_precision(absl::GetFlag(FLAGS_precision));
+  if (const std::string labels = absl::GetFlag(FLAGS_labels); !labels.empty()) {
+    std::ifstream in(labels, std::ios::binary);
+    if (!in) {
+      std::fprintf(stderr, "upload: cannot read --labels %s\n", labels.c_str());
+      return 2;
+    }
+    std::stringstream text;
+    text << in.rdbuf();
+    header.set_labels(text.str());
+  }
   v1::UploadCheckpointResponse resp;
   grpc::Status s = c.client.Upload(absl::GetFlag(FLAGS_file), header, &resp, 1 << 20,
                                    absl::GetFlag(FLAGS_architecture_file));
@@ -397,7 +414,8 @@ constexpr char kUsage[] =
     "  model-client load NAME [--version N]\n"
     "  model-client unload NAME\n"
     "  model-client upload NAME --file model_weights.pth [--format STATE_DICT]"
-    " [--architecture vgg16 | --architecture_file arch.pt] [--precision bf16]\n"
+    " [--architecture vgg16 | --architecture_file arch.pt] [--precision bf16] [--labels "
+    "labels.txt]\n"
     "  model-client download NAME [--version N] --file out.pth";
 
 // `model-client help [COMMAND]`: the usage lines (of COMMAND), then where the

@@ -47,6 +47,8 @@ struct BatchTask {
 struct ModelHandle {
   std::shared_ptr<const Model> model;
   int64_t version = 0;
+  // The version's class labels (labels.txt, line i = class i); null without.
+  std::shared_ptr<const std::vector<std::string>> labels;
 };
 using ModelSource = std::function<absl::StatusOr<ModelHandle>()>;
 

@@ -61,7 +61,8 @@ absl::Time ToAbslTime(std::chrono::system_clock::time_point t) {
 // Fills the response from a batch's output rows for this request; a float32
 // output goes back in the request's floating dtype (`wire`).
 absl::Status FillResponse(const std::string& model_name, int top_k, bool unbatched, DType wire,
-                          BatchTask::Result result, v1::PredictResponse* response) {
+                          const std::vector<std::string>* labels, BatchTask::Result result,
+                          v1::PredictResponse* response) {
   if (result.output.dtype == DType::kFloat32 && wire != DType::kFloat32) {
     ASSIGN_OR_RETURN(result.output, ConvertFloat(result.output, wire));
   }
@@ -73,6 +74,9 @@ absl::Status FillResponse(const std::string& model_name, int top_k, bool unbatch
         v1::Class* c = t->add_classes();
         c->set_index(index);
         c->set_probability(p);
+        if (labels != nullptr && index >= 0 && static_cast<size_t>(index) < labels->size()) {
+          c->set_label((*labels)[static_cast<size_t>(index)]);
+        }
       }
     }
   }
@@ -138,11 +142,12 @@ absl::Status ModelServiceImpl::StartPredict(grpc::CallbackServerContext* context
   task.version = request.version();
   task.deadline = ToAbslTime(context->deadline());
   task.is_cancelled = [context] { return context->IsCancelled(); };
-  task.done = [reactor, response, unbatched, wire, top_k = request.top_k(),
+  task.done = [reactor, response, unbatched, wire, top_k = request.top_k(), labels = handle.labels,
                name = request.model_name(), rpc = *rpc](absl::StatusOr<BatchTask::Result> result) {
     absl::Status status = result.status();
     if (result.ok()) {
-      status = FillResponse(name, top_k, unbatched, wire, *std::move(result), response);
+      status =
+          FillResponse(name, top_k, unbatched, wire, labels.get(), *std::move(result), response);
     }
     rpc.Finish(reactor, status);
   };
@@ -334,6 +339,9 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadCheckpointRequest
       nv.format = static_cast<ModelFormat>(h.format());
       nv.architecture = h.architecture();
       nv.precision = precision;
+      if (h.labels().size() > (4u << 20)) {
+        return absl::InvalidArgumentError("labels are over 4 MiB");
+      }
       nv.source = absl::StrCat("UploadCheckpoint from ", context_->peer());
       nv.max_bytes = max_bytes_;
       nv.expected_sha256 = h.sha256();
@@ -347,6 +355,7 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadCheckpointRequest
         return registry->CheckUpload(name, file, format, arch, architecture_file);
       };
       ASSIGN_OR_RETURN(pending_, store_->BeginVersion(nv));
+      if (!h.labels().empty()) RETURN_IF_ERROR(pending_->SetLabels(h.labels()));
       rpc_.model = h.model_name();
       return absl::OkStatus();
     }

@@ -222,7 +222,8 @@ absl::Status FromPredictResponse(const ModelInferRequest& request,
   for (int i = 0; i < predict.top_k_size(); ++i) {
     for (const v1::Class& c : predict.top_k(i).classes()) {
       const float score = Get<float>(out.data, static_cast<size_t>(i * classes + c.index()));
-      const std::string s = absl::StrFormat("%f:%d", score, c.index());
+      std::string s = absl::StrFormat("%f:%d", score, c.index());
+      if (!c.label().empty()) absl::StrAppend(&s, ":", c.label());
       if (raw) {
         Put(&raw_bytes, static_cast<uint32_t>(s.size()));
         raw_bytes += s;

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
+#include <fstream>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -94,7 +96,27 @@ absl::StatusOr<ModelRegistry::LoadedVersion> ModelRegistry::LoadVersion(const st
       options_.loader ? options_.loader(lo) : LoadModelFromFile(lo);
   RETURN_IF_ERROR(model.status());
   RETURN_IF_ERROR(WarmUp(**model));
-  return LoadedVersion{std::move(v), *std::move(model), std::move(note)};
+  ASSIGN_OR_RETURN(auto labels, ReadLabels(v));
+  return LoadedVersion{std::move(v), *std::move(model), std::move(labels), std::move(note)};
+}
+
+absl::StatusOr<std::shared_ptr<const std::vector<std::string>>> ModelRegistry::ReadLabels(
+    const StoreVersion& v) {
+  if (v.labels_path.empty()) return nullptr;
+  constexpr uintmax_t kMaxBytes = 4 << 20;
+  std::error_code ec;
+  const uintmax_t size = std::filesystem::file_size(v.labels_path, ec);
+  if (ec || size > kMaxBytes) {
+    return absl::FailedPreconditionError(absl::StrCat("labels.txt of version ", v.version,
+                                                      ec ? " cannot be read" : " is over 4 MiB"));
+  }
+  std::ifstream in(v.labels_path);
+  auto labels = std::make_shared<std::vector<std::string>>();
+  for (std::string line; std::getline(in, line);) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    labels->push_back(std::move(line));
+  }
+  return std::shared_ptr<const std::vector<std::string>>(std::move(labels));
 }
 
 absl::StatusOr<StoreVersion> ModelRegistry::ResolveSkipping(const std::string& name,
@@ -189,6 +211,7 @@ bool ModelRegistry::FinishLoad(const std::string& name, const absl::StatusOr<Loa
   if (result.ok()) {
     *old = std::move(e.model);
     e.model = result->model;
+    e.labels = result->labels;
     const ModelInfo& info = e.model->info();
     e.status.state = ModelState::kReady;
     e.status.serving_version = result->version.version;
@@ -350,6 +373,10 @@ absl::StatusOr<StoreVersion> ModelRegistry::Save(const std::string& name, ModelF
   nv.source = absl::StrCat("SaveModel of ", name, " version ", handle.version);
   ASSIGN_OR_RETURN(std::unique_ptr<PendingVersion> pending, options_.store->BeginVersion(nv));
   RETURN_IF_ERROR(handle.model->Save(format, pending->file_path()));
+  if (handle.labels != nullptr) {  // the labels go with the weights
+    ASSIGN_OR_RETURN(StoreVersion source, options_.store->Resolve(name, handle.version));
+    if (!source.labels_path.empty()) RETURN_IF_ERROR(pending->AddLabelsFrom(source.labels_path));
+  }
   if (format == ModelFormat::kStateDict &&
       (info.from_template || info.format == ModelFormat::kTorchScript)) {
     // The state dict of a template model or a TorchScript module serves with that
@@ -433,7 +460,7 @@ absl::StatusOr<ModelHandle> ModelRegistry::Get(const std::string& name, int64_t 
                                             " is not loaded; the serving version is ",
                                             e.status.serving_version));
   }
-  return ModelHandle{e.model, e.status.serving_version};
+  return ModelHandle{e.model, e.status.serving_version, e.labels};
 }
 
 absl::Status ModelRegistry::Enqueue(const std::string& name, BatchTask task) {

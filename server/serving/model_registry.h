@@ -168,6 +168,7 @@ class ModelRegistry {
   struct Entry {
     ModelStatusInfo status;  // store_versions is filled on read
     std::shared_ptr<const Model> model;
+    std::shared_ptr<const std::vector<std::string>> labels;  // of the serving version
     std::string arch_hint;  // --model NAME=ARCH, for versions without a manifest
     bool loading = false;
     int64_t last_failed_version = 0;  // polling does not retry it
@@ -180,6 +181,7 @@ class ModelRegistry {
   struct LoadedVersion {
     StoreVersion version;
     std::shared_ptr<const Model> model;
+    std::shared_ptr<const std::vector<std::string>> labels;
     std::string note;  // kept in last_error although the load succeeded
   };
   // Load() after the `loading` flag was set: BeginLoad, LoadVersion, FinishLoad, logs.
@@ -195,6 +197,10 @@ class ModelRegistry {
   // One forward pass at the model's WarmupShape() (none when it is unknown), in
   // its serving precision; on a GPU one per batch size up to max_batch_size.
   absl::Status WarmUp(const Model& model) const;
+  // The version's labels.txt, one label per line (null without one);
+  // FAILED_PRECONDITION when it is over 4 MiB or unreadable.
+  static absl::StatusOr<std::shared_ptr<const std::vector<std::string>>> ReadLabels(
+      const StoreVersion& v);
   // The precision a version of `name` loads in: --model_precision, else the
   // manifest's, else the server's. FAILED_PRECONDITION for a bad manifest value.
   absl::StatusOr<Precision> PrecisionFor(const std::string& name, const Manifest& manifest) const;

@@ -233,6 +233,9 @@ absl::StatusOr<StoreVersion> CheckpointStore::Resolve(absl::string_view name,
     return absl::PermissionDeniedError(absl::StrCat("checkpoint file ", v.path, " resolves to ",
                                                     real.string(), ", outside the store"));
   }
+  if (const fs::path labels = fs::path(v.dir) / kLabelsFile; fs::is_regular_file(labels, ec)) {
+    v.labels_path = labels.string();
+  }
   // A template beside a state dict, named by the manifest or just present.
   const fs::path arch = fs::path(v.dir) / kArchitectureFile;
   if (v.manifest.format == ModelFormat::kStateDict &&
@@ -422,6 +425,24 @@ absl::Status PendingVersion::AddArchitectureFrom(const std::string& path) {
   fs::copy_file(path, target, ec);
   if (ec)
     return absl::InternalError(absl::StrCat("cannot copy the architecture file: ", ec.message()));
+  return absl::OkStatus();
+}
+
+absl::Status PendingVersion::SetLabels(absl::string_view text) {
+  const std::string path = (fs::path(staging_dir_) / CheckpointStore::kLabelsFile).string();
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(text.data(), static_cast<std::streamsize>(text.size()));
+  out.close();
+  if (!out) return absl::InternalError("cannot write labels.txt");
+  return FsyncPath(path, false);
+}
+
+absl::Status PendingVersion::AddLabelsFrom(const std::string& path) {
+  const fs::path target = fs::path(staging_dir_) / CheckpointStore::kLabelsFile;
+  if (link(path.c_str(), target.c_str()) == 0) return absl::OkStatus();
+  std::error_code ec;
+  fs::copy_file(path, target, ec);
+  if (ec) return absl::InternalError(absl::StrCat("cannot copy labels.txt: ", ec.message()));
   return absl::OkStatus();
 }
 

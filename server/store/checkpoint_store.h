@@ -44,6 +44,8 @@ struct StoreVersion {
   // The architecture template beside a state dict (architecture.pt, with or
   // without a manifest); empty when the version has none.
   std::string architecture_path;
+  // labels.txt beside the checkpoint (line i = class i); empty when none.
+  std::string labels_path;
   Manifest manifest;
 };
 
@@ -73,6 +75,10 @@ class PendingVersion {
   // Puts the template at `path` (another version's architecture.pt) beside the
   // checkpoint: a hard link where the filesystem allows, else a copy.
   absl::Status AddArchitectureFrom(const std::string& path);
+  // Writes `text` as labels.txt beside the checkpoint (class labels, one per line).
+  absl::Status SetLabels(absl::string_view text);
+  // Puts another version's labels.txt beside the checkpoint (linked or copied).
+  absl::Status AddLabelsFrom(const std::string& path);
   // Publishes. DATA_LOSS when the sha256 or size differs from what the uploader
   // announced; the structural check's error when the file is no valid checkpoint.
   absl::StatusOr<StoreVersion> Commit();
@@ -128,6 +134,7 @@ class CheckpointStore {
   // File name a format is stored under ("model_weights.pth", ...).
   static const char* FileNameFor(ModelFormat format);
   static constexpr char kArchitectureFile[] = "architecture.pt";
+  static constexpr char kLabelsFile[] = "labels.txt";
 
   const std::string& root() const { return root_; }
 
