@@ -3,6 +3,7 @@
 #include <grpcpp/grpcpp.h>
 #include <httplib.h>
 
+#include <algorithm>
 #include <cstring>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -21,6 +22,11 @@ namespace {
 using json = nlohmann::json;
 using Stub = inference::GRPCInferenceService::Stub;
 constexpr char kHeaderLength[] = "Inference-Header-Content-Length";
+// Bounds on the JSON part of an inference request: parsed JSON takes ~16 bytes
+// per value, so larger tensors must come as binary data; nesting is checked
+// before anything walks (or copies) the document recursively.
+constexpr size_t kMaxJsonBytes = 8 << 20;
+constexpr int kMaxJsonDepth = 32;
 
 int HttpStatus(grpc::StatusCode code) {
   switch (code) {
@@ -77,6 +83,22 @@ std::string Peer(const httplib::Request& req) {
     return absl::StrCat("ipv6:[", req.remote_addr, "]:", req.remote_port);
   }
   return absl::StrCat("ipv4:", req.remote_addr, ":", req.remote_port);
+}
+
+// How deeply `j` nests arrays and objects (1 for a scalar), without recursion.
+int Depth(const json& j) {
+  int deepest = 0;
+  std::vector<std::pair<const json*, int>> todo = {{&j, 1}};
+  while (!todo.empty()) {
+    auto [v, depth] = todo.back();
+    todo.pop_back();
+    deepest = std::max(deepest, depth);
+    if (depth > kMaxJsonDepth) break;  // enough to refuse
+    if (v->is_structured()) {
+      for (const json& child : *v) todo.emplace_back(&child, depth + 1);
+    }
+  }
+  return deepest;
 }
 
 void Flatten(const json& j, std::vector<const json*>* out) {
@@ -205,11 +227,20 @@ absl::Status ParseInfer(const httplib::Request& req, inference::ModelInferReques
     return absl::InvalidArgumentError(
         absl::StrCat(kHeaderLength, " is not a length within the body"));
   }
+  if (header > kMaxJsonBytes) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the JSON part of the request is ", header, " bytes, over the limit of ",
+                     kMaxJsonBytes, "; send tensors with the binary-data extension"));
+  }
   json j;
   try {
     j = json::parse(req.body.substr(0, header));
   } catch (const json::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat("the request is not JSON: ", e.what()));
+  }
+  if (Depth(j) > kMaxJsonDepth) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the request nests JSON deeper than ", kMaxJsonDepth, " levels"));
   }
   size_t at = header;
   try {
@@ -258,7 +289,8 @@ void Infer(Stub* stub, const httplib::Request& req, httplib::Response& res,
   r.set_model_version(version);
   bool binary = false;
   if (absl::Status s = ParseInfer(req, &r, &binary); !s.ok()) {
-    return Error(res, 400, std::string(s.message()));
+    return Error(res, s.code() == absl::StatusCode::kResourceExhausted ? 413 : 400,
+                 std::string(s.message()));
   }
   grpc::ClientContext context;
   Prepare(req, &context);

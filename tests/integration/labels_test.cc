@@ -73,6 +73,13 @@ TEST(LabelsTest, LabelsComeBackFromCopiedUploadedAndSavedVersions) {
   v1::LoadModelResponse lr;
   ASSERT_TRUE(client.LoadModel("uploaded", 0, &lr).ok());
   ExpectLabelled(client, "uploaded");
+  // Over 4 MiB of labels: refused, nothing written.
+  h.set_model_name("too_many");
+  h.set_labels(std::string((4 << 20) + 1, 'x'));
+  grpc::Status s = client.Upload(weights, h, &ur);
+  EXPECT_EQ(s.error_code(), grpc::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), ::testing::HasSubstr("over 4 MiB"));
+  EXPECT_FALSE(std::filesystem::exists(store + "/too_many"));
   // SaveModel copies them with the weights.
   v1::SaveModelRequest sr;
   sr.set_model_name("uploaded");

@@ -394,6 +394,26 @@ try:
     expect('REST unknown model -> 404 {"error"}', st == 404 and 'error' in json.loads(body), body)
     st, _, body = http('POST', '/v2/models/tiny/infer', b'{not json')
     expect('REST malformed JSON -> 400', st == 400, body)
+    # Hostile bodies: refused with their code, the server keeps serving.
+    short = json.dumps({'inputs': [{'name': 'input', 'shape': list(x.shape), 'datatype': 'FP32',
+                                    'parameters': {'binary_data_size': x.nbytes}}]})
+    st1, _, b1 = http('POST', '/v2/models/tiny/infer', short.encode() + b'\0' * 100,
+                      {'Inference-Header-Content-Length': str(len(short)),
+                       'Content-Type': 'application/octet-stream'})
+    st2, _, b2 = http('POST', '/v2/models/tiny/infer', short.encode(),
+                      {'Inference-Header-Content-Length': str(len(short) + 5)})
+    deep = '{"inputs": [{"name": "input", "shape": [1], "datatype": "FP32", "data": ' + \
+        '[' * 200000 + '1' + ']' * 200000 + '}]}'
+    st3, _, b3 = http('POST', '/v2/models/tiny/infer', deep.encode())
+    big = json.dumps({'inputs': [{'name': 'input', 'shape': [3000000], 'datatype': 'FP32',
+                                  'data': [0.5] * 3000000}]})
+    st4, _, b4 = http('POST', '/v2/models/tiny/infer', big.encode())
+    expect('REST hostile bodies: binary size past the body, header length past the body, '
+           '200000-deep nesting -> 400; 9 MB of JSON -> 413; still live',
+           (st1, st2, st3, st4) == (400, 400, 400, 413) and b'past the body' in b1 and
+           b'within the body' in b2 and b'deeper than' in b3 and b'binary-data' in b4 and
+           http('GET', '/v2/health/live')[0] == 200,
+           str((st1, st2, st3, st4, b1[:80], b2[:80], b3[:80], b4[:80])))
     st, _, body = http('POST', '/v2/repository/index', b'{}')
     expect('REST repository index', st == 200 and
            {m['name'] for m in json.loads(body)} >= {'tiny', 'vgg16'}, body)
