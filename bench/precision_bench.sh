@@ -28,23 +28,15 @@ echo "raw LibTorch and accuracy per mode ..." >&2
   modes=$MODES inputs="$W/inputs.npy" reference="$W/vgg16_sep_ref.npy" batch=8 raw=0 \
   concurrency= threads="$THREADS" | sed 's/"mode": "/"mode": "sep:/' > "$W/cpp_sep.jsonl"
 
+source bench/serve_vgg16.sh
 server_pid=""
 cleanup() { [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null || true; }
 trap cleanup EXIT
 : > "$W/server.jsonl"
 for mode in ${MODES//,/ }; do
   echo "server $mode ..." >&2
-  rm -f "$W/port"
-  "$BUILD/server/model-server" --store "$W" --model vgg16=vgg16 --listen 127.0.0.1:0 \
-    --port_file "$W/port" --metrics_listen '' --http_listen '' --intra_op_threads "$THREADS" \
-    --precision "${mode%%:*}" --memory_format "${mode##*:}" > "$W/server.log" 2>&1 &
-  server_pid=$!
-  for _ in $(seq 600); do [ -s "$W/port" ] && break; sleep 0.1; done
-  target="127.0.0.1:$(cat "$W/port")"
-  for _ in $(seq 600); do
-    "$BUILD/client/model-client" --target "$target" status vgg16 2>/dev/null | grep -q READY && break
-    sleep 0.1
-  done
+  serve_vgg16 "$W" "$W/server.log" --intra_op_threads "$THREADS" \
+    --precision "${mode%%:*}" --memory_format "${mode##*:}"
   "$BUILD/client/model-client" --target "$target" status vgg16 >&2
   "$BUILD/client/model-client" --target "$target" bench --model vgg16 --shape 3,224,224 \
     --concurrency 1,16 --duration "${SECS}s" --warmup 3s --json "$W/bench.json" > /dev/null

@@ -11,17 +11,10 @@ DURATION=${DURATION:-20s}
 work=bench/work
 mkdir -p "$work" bench/results
 [ -f "$work/vgg16/1/model_weights.pth" ] || /usr/bin/python3 scripts/make_demo_store.py "$work" >/dev/null
-rm -f "$work/port"
-"$BUILD/server/model-server" --store "$work" --model vgg16=vgg16 --listen 127.0.0.1:0 \
-  --port_file "$work/port" --metrics_listen '' --http_listen '' > "$work/server-protocols.log" 2>&1 &
-server_pid=$!
-trap 'kill $server_pid 2>/dev/null || true' EXIT
-for _ in $(seq 600); do [ -s "$work/port" ] && break; sleep 0.1; done
-target="127.0.0.1:$(cat "$work/port")"
-for _ in $(seq 600); do
-  "$BUILD/client/model-client" --target "$target" status vgg16 2>/dev/null | grep -q READY && break
-  sleep 0.1
-done
+source bench/serve_vgg16.sh
+server_pid=""
+trap '[ -n "$server_pid" ] && kill $server_pid 2>/dev/null || true' EXIT
+serve_vgg16 "$work" "$work/server-protocols.log"
 for round in 1 2; do
   for p in v1 v2; do
     "$BUILD/client/model-client" --target "$target" --protocol "$p" bench --model vgg16 \

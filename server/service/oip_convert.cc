@@ -7,6 +7,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/scalar_bytes.h"
 #include "common/status_macros.h"
 #include "server/service/tensor_proto.h"
 
@@ -16,18 +17,6 @@ namespace {
 namespace v1 = modelserving::v1;
 using inference::ModelInferRequest;
 using inference::ModelInferResponse;
-
-template <typename T>
-void Put(std::string* out, T v) {
-  out->append(reinterpret_cast<const char*>(&v), sizeof(T));
-}
-
-template <typename T>
-T Get(const std::string& data, size_t i) {
-  T v;
-  std::memcpy(&v, data.data() + i * sizeof(T), sizeof(T));
-  return v;
-}
 
 // The typed contents of one input as little-endian bytes of `dtype`.
 absl::StatusOr<std::string> ContentBytes(const ModelInferRequest::InferInputTensor& in, DType dtype,
@@ -48,37 +37,37 @@ absl::StatusOr<std::string> ContentBytes(const ModelInferRequest::InferInputTens
   switch (dtype) {
     case DType::kFloat32:
       RETURN_IF_ERROR(check(c.fp32_contents_size()));
-      for (float v : c.fp32_contents()) Put(&out, v);
+      for (float v : c.fp32_contents()) AppendScalar(&out, v);
       return out;
     case DType::kFloat64:
       RETURN_IF_ERROR(check(c.fp64_contents_size()));
-      for (double v : c.fp64_contents()) Put(&out, v);
+      for (double v : c.fp64_contents()) AppendScalar(&out, v);
       return out;
     case DType::kInt64:
       RETURN_IF_ERROR(check(c.int64_contents_size()));
-      for (int64_t v : c.int64_contents()) Put(&out, v);
+      for (int64_t v : c.int64_contents()) AppendScalar(&out, v);
       return out;
     case DType::kInt32:
       RETURN_IF_ERROR(check(c.int_contents_size()));
-      for (int32_t v : c.int_contents()) Put(&out, v);
+      for (int32_t v : c.int_contents()) AppendScalar(&out, v);
       return out;
     case DType::kInt8:
       RETURN_IF_ERROR(check(c.int_contents_size()));
       for (int32_t v : c.int_contents()) {
         RETURN_IF_ERROR(range(v, -128, 127));
-        Put(&out, static_cast<int8_t>(v));
+        AppendScalar(&out, static_cast<int8_t>(v));
       }
       return out;
     case DType::kUInt8:
       RETURN_IF_ERROR(check(c.uint_contents_size()));
       for (uint32_t v : c.uint_contents()) {
         RETURN_IF_ERROR(range(v, 0, 255));
-        Put(&out, static_cast<uint8_t>(v));
+        AppendScalar(&out, static_cast<uint8_t>(v));
       }
       return out;
     case DType::kBool:
       RETURN_IF_ERROR(check(c.bool_contents_size()));
-      for (bool v : c.bool_contents()) Put(&out, static_cast<uint8_t>(v ? 1 : 0));
+      for (bool v : c.bool_contents()) AppendScalar(&out, static_cast<uint8_t>(v ? 1 : 0));
       return out;
     default:
       return absl::InvalidArgumentError(absl::StrCat(
@@ -93,25 +82,25 @@ void ToContents(const HostTensor& t, inference::InferTensorContents* c) {
   for (size_t i = 0; i < n; ++i) {
     switch (t.dtype) {
       case DType::kFloat32:
-        c->add_fp32_contents(Get<float>(t.data, i));
+        c->add_fp32_contents(ScalarAt<float>(t.data, i));
         break;
       case DType::kFloat64:
-        c->add_fp64_contents(Get<double>(t.data, i));
+        c->add_fp64_contents(ScalarAt<double>(t.data, i));
         break;
       case DType::kInt64:
-        c->add_int64_contents(Get<int64_t>(t.data, i));
+        c->add_int64_contents(ScalarAt<int64_t>(t.data, i));
         break;
       case DType::kInt32:
-        c->add_int_contents(Get<int32_t>(t.data, i));
+        c->add_int_contents(ScalarAt<int32_t>(t.data, i));
         break;
       case DType::kInt8:
-        c->add_int_contents(Get<int8_t>(t.data, i));
+        c->add_int_contents(ScalarAt<int8_t>(t.data, i));
         break;
       case DType::kUInt8:
-        c->add_uint_contents(Get<uint8_t>(t.data, i));
+        c->add_uint_contents(ScalarAt<uint8_t>(t.data, i));
         break;
       case DType::kBool:
-        c->add_bool_contents(Get<uint8_t>(t.data, i) != 0);
+        c->add_bool_contents(ScalarAt<uint8_t>(t.data, i) != 0);
         break;
       default:  // float16 / bfloat16 outputs only answer raw requests
         break;
@@ -221,11 +210,11 @@ absl::Status FromPredictResponse(const ModelInferRequest& request,
   std::string raw_bytes;
   for (int i = 0; i < predict.top_k_size(); ++i) {
     for (const v1::Class& c : predict.top_k(i).classes()) {
-      const float score = Get<float>(out.data, static_cast<size_t>(i * classes + c.index()));
+      const float score = ScalarAt<float>(out.data, static_cast<size_t>(i * classes + c.index()));
       std::string s = absl::StrFormat("%f:%d", score, c.index());
       if (!c.label().empty()) absl::StrAppend(&s, ":", c.label());
       if (raw) {
-        Put(&raw_bytes, static_cast<uint32_t>(s.size()));
+        AppendScalar(&raw_bytes, static_cast<uint32_t>(s.size()));
         raw_bytes += s;
       } else {
         o->mutable_contents()->add_bytes_contents(s);

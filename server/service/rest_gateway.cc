@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/dtype_convert.h"
 #include "common/oip_datatype.h"
+#include "common/scalar_bytes.h"
 #include "common/status_macros.h"
 #include "inference/v2/grpc_predict_v2.grpc.pb.h"
 
@@ -109,11 +110,6 @@ void Flatten(const json& j, std::vector<const json*>* out) {
   }
 }
 
-template <typename T>
-void Put(std::string* out, T v) {
-  out->append(reinterpret_cast<const char*>(&v), sizeof(T));
-}
-
 // JSON "data" (nested or flat, row-major) as little-endian bytes of `dtype`.
 absl::StatusOr<std::string> DataBytes(const json& data, DType dtype, const std::string& name) {
   std::vector<const json*> values;
@@ -131,25 +127,25 @@ absl::StatusOr<std::string> DataBytes(const json& data, DType dtype, const std::
       case DType::kFloat32:
       case DType::kFloat16:
       case DType::kBFloat16:
-        Put(&(dtype == DType::kFloat32 ? out : floats.data), v->get<float>());
+        AppendScalar(&(dtype == DType::kFloat32 ? out : floats.data), v->get<float>());
         break;
       case DType::kFloat64:
-        Put(&out, v->get<double>());
+        AppendScalar(&out, v->get<double>());
         break;
       case DType::kInt64:
-        Put(&out, v->get<int64_t>());
+        AppendScalar(&out, v->get<int64_t>());
         break;
       case DType::kInt32:
-        Put(&out, v->get<int32_t>());
+        AppendScalar(&out, v->get<int32_t>());
         break;
       case DType::kInt8:
-        Put(&out, static_cast<int8_t>(v->get<int32_t>()));
+        AppendScalar(&out, static_cast<int8_t>(v->get<int32_t>()));
         break;
       case DType::kUInt8:
-        Put(&out, static_cast<uint8_t>(v->get<uint32_t>()));
+        AppendScalar(&out, static_cast<uint8_t>(v->get<uint32_t>()));
         break;
       case DType::kBool:
-        Put(&out, static_cast<uint8_t>(v->get<bool>() ? 1 : 0));
+        AppendScalar(&out, static_cast<uint8_t>(v->get<bool>() ? 1 : 0));
         break;
       default:
         return absl::InvalidArgumentError(absl::StrCat("input '", name, "': unsupported datatype"));
@@ -163,19 +159,12 @@ absl::StatusOr<std::string> DataBytes(const json& data, DType dtype, const std::
   return out;
 }
 
-template <typename T>
-T Get(const std::string& data, size_t i) {
-  T v;
-  std::memcpy(&v, data.data() + i * sizeof(T), sizeof(T));
-  return v;
-}
-
 // Raw output bytes of `datatype` as a flat JSON array.
 absl::StatusOr<json> DataJson(const std::string& bytes, const std::string& datatype) {
   json out = json::array();
   if (datatype == "BYTES") {  // 4-byte little-endian length, then the bytes
     for (size_t at = 0; at + 4 <= bytes.size();) {
-      const uint32_t n = Get<uint32_t>(bytes.substr(at, 4), 0);
+      const uint32_t n = ScalarAt<uint32_t>(bytes.substr(at, 4), 0);
       out.push_back(bytes.substr(at + 4, n));
       at += 4 + n;
     }
@@ -192,25 +181,25 @@ absl::StatusOr<json> DataJson(const std::string& bytes, const std::string& datat
   for (size_t i = 0; i < static_cast<size_t>(t.shape[0]); ++i) {
     switch (t.dtype) {
       case DType::kFloat32:
-        out.push_back(Get<float>(t.data, i));
+        out.push_back(ScalarAt<float>(t.data, i));
         break;
       case DType::kFloat64:
-        out.push_back(Get<double>(t.data, i));
+        out.push_back(ScalarAt<double>(t.data, i));
         break;
       case DType::kInt64:
-        out.push_back(Get<int64_t>(t.data, i));
+        out.push_back(ScalarAt<int64_t>(t.data, i));
         break;
       case DType::kInt32:
-        out.push_back(Get<int32_t>(t.data, i));
+        out.push_back(ScalarAt<int32_t>(t.data, i));
         break;
       case DType::kInt8:
-        out.push_back(Get<int8_t>(t.data, i));
+        out.push_back(ScalarAt<int8_t>(t.data, i));
         break;
       case DType::kUInt8:
-        out.push_back(Get<uint8_t>(t.data, i));
+        out.push_back(ScalarAt<uint8_t>(t.data, i));
         break;
       default:
-        out.push_back(Get<uint8_t>(t.data, i) != 0);
+        out.push_back(ScalarAt<uint8_t>(t.data, i) != 0);
     }
   }
   return out;

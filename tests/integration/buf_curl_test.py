@@ -13,7 +13,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'testing'))
-from checks import expect, summary  # noqa: E402
+from checks import expect, stop, summary  # noqa: E402
 
 server_bin, buf, fixtures, tmp_root = sys.argv[1:5]
 if not os.access(buf, os.X_OK):
@@ -89,9 +89,5 @@ try:
     expect('errors come back with their gRPC code', rc != 0 and 'not_found' in (out + err).lower(),
            out + err)
 finally:
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop(proc)
 sys.exit(summary())

@@ -29,7 +29,7 @@ import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'testing'))
-from checks import expect, summary  # noqa: E402
+from checks import expect, stop, summary  # noqa: E402
 
 server_bin, client_bin, fixtures, tmp_root = sys.argv[1:5]
 os.makedirs(tmp_root, exist_ok=True)
@@ -427,10 +427,6 @@ try:
     expect('/metrics on the HTTP port counts the REST inferences as ModelInfer', st == 200 and
            b'method="ModelInfer"' in body, body[:200])
 finally:
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop(proc)
 
 sys.exit(summary())

@@ -23,7 +23,7 @@ import urllib.request
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'testing'))
-from checks import expect, summary  # noqa: E402
+from checks import expect, stop, summary  # noqa: E402
 
 server_bin, client_bin, fixtures, source, tmp_root = sys.argv[1:6]
 os.makedirs(tmp_root, exist_ok=True)
@@ -118,10 +118,6 @@ try:
            f'marker was {token!r}, now {read(marker)!r}: something waited for the listing')
     os.unlink(arm)
 finally:
-    proc.terminate()
-    try:
-        proc.wait(timeout=40)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop(proc, timeout=40)
 
 sys.exit(summary())

@@ -1,5 +1,7 @@
 """Named checks for the Python integration tests: `expect` prints ok/FAIL per check (with the time since the previous one);
-`summary` prints the counts and returns the exit status (1 when any check failed)."""
+`summary` prints the counts and returns the exit status (1 when any check failed);
+`stop` ends a server process."""
+import subprocess
 import time
 
 _failures, _passed = [], [0]
@@ -21,3 +23,13 @@ def expect(name, cond, detail=''):
 def summary():
     print(f'{_passed[0]} passed, {len(_failures)} failed')
     return 1 if _failures else 0
+
+
+def stop(proc, timeout=30):
+    """SIGTERM to a server process started by a test; SIGKILL if it is still there
+    after `timeout` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()

@@ -57,10 +57,9 @@ class VggImpl::Builder {
   // (the counter aside), converted straight from the checkpoint's tensor -- no
   // float32 copy is kept when serving bf16/fp16.
   at::Tensor Take(const std::string& key) const {
-    at::Tensor t = given_.at(key);
+    const at::Tensor& t = given_.at(key);
     if (absl::EndsWith(key, "num_batches_tracked")) return t.contiguous();
-    if (t.scalar_type() != at::kFloat && numerics_.dtype() == at::kFloat) t = t.to(at::kFloat);
-    return numerics_.Apply(t);
+    return numerics_.Apply(t);  // CheckStrict made every other tensor floating
   }
 
   // A layer without tensors (ReLU, MaxPool2d, Dropout) at `index` of `parent`.
