@@ -194,7 +194,7 @@ void Served(std::shared_ptr<const Model> model, int64_t batch, int workers, int 
   };
   WarmUpBatchSizes(*model, batch);
   BatchQueue queue(o, [model]() -> absl::StatusOr<ModelHandle> {
-    return ModelHandle{model, 1, nullptr};
+    return ModelHandle{model, 1, nullptr, nullptr};
   });
   HostTensor input;
   input.dtype = DType::kFloat32;

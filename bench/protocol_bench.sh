@@ -6,12 +6,9 @@
 #   bash bench/protocol_bench.sh      (after `make build`; ~3 minutes on 2 cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BUILD=${BUILD:-build}
 DURATION=${DURATION:-20s}
-work=bench/work
-mkdir -p "$work" bench/results
-[ -f "$work/vgg16/1/model_weights.pth" ] || /usr/bin/python3 scripts/make_demo_store.py "$work" >/dev/null
-source bench/serve_vgg16.sh
+source bench/serve_vgg16.sh  # BUILD, work, demo_store, serve_vgg16
+demo_store
 server_pid=""
 trap '[ -n "$server_pid" ] && kill $server_pid 2>/dev/null || true' EXIT
 serve_vgg16 "$work" "$work/server-protocols.log"

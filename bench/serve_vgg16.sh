@@ -1,5 +1,6 @@
-# Sourced by the benchmark scripts. serve_vgg16 STORE LOG [SERVER FLAGS...] starts
-# model-server ($BUILD) on a free loopback port serving STORE's vgg16, waits until
+# Sourced by the benchmark scripts (from the repository root): sets BUILD (default
+# build) and work=bench/work, and defines demo_store and serve_vgg16.
+# serve_vgg16 STORE LOG [SERVER FLAGS...] starts model-server ($BUILD) on a free loopback port serving STORE's vgg16, waits until
 # it is READY, and sets server_pid and target; the caller kills server_pid.
 serve_vgg16() {
   local store=$1 log=$2
@@ -14,4 +15,12 @@ serve_vgg16() {
     "$BUILD/client/model-client" --target "$target" status vgg16 2>/dev/null | grep -q READY && break
     sleep 0.1
   done
+}
+
+BUILD=${BUILD:-build}
+work=bench/work
+mkdir -p "$work" bench/results
+# demo_store: writes the demo store's vgg16 into $work once.
+demo_store() {
+  [ -f "$work/vgg16/1/model_weights.pth" ] || /usr/bin/python3 scripts/make_demo_store.py "$work" >/dev/null
 }

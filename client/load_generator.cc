@@ -95,7 +95,13 @@ std::vector<LevelResult> RunLoad(const ModelClient& client, const LoadOptions& o
   std::vector<float> values(static_cast<size_t>(input.NumElements()));
   for (float& v : values) v = normal(rng);
   input.data.assign(reinterpret_cast<const char*>(values.data()), values.size() * 4);
-  const v1::PredictRequest request = MakePredictRequest(options.model, input, options.top_k);
+  v1::PredictRequest request = MakePredictRequest(options.model, input, options.top_k);
+  if (!options.images.empty()) {
+    request.clear_input();
+    for (int64_t i = 0; i < options.batch; ++i) {
+      request.add_images(options.images[static_cast<size_t>(i) % options.images.size()]);
+    }
+  }
   std::vector<LevelResult> results;
   for (int concurrency : options.concurrency) {
     results.push_back(RunLevel(client, request, options, concurrency));

@@ -24,6 +24,9 @@ struct LoadOptions {
   std::vector<int64_t> sample_shape = {3, 224, 224};  // per-sample shape
   int top_k = 0;
   uint32_t seed = 0;
+  // Encoded images (JPEG, PNG, WebP): when given, each request sends `batch` of
+  // them (PredictRequest.images, cycling through the list) instead of a tensor.
+  std::vector<std::string> images;
 };
 
 struct LevelResult {

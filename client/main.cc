@@ -36,6 +36,13 @@ ABSL_FLAG(std::string, shape, "1,3,224,224",
           "predict: random float32 input of this shape when "
           "--input is not given");
 ABSL_FLAG(int, seed, 0, "predict: seed of the random input");
+ABSL_FLAG(std::vector<std::string>, image, {},
+          "predict/bench: an encoded image (JPEG, PNG, WebP) sent instead of a tensor; repeat "
+          "--image for several (one sample each); the server preprocesses them");
+ABSL_FLAG(std::string, preprocess, "",
+          "upload: how images become the model's input, a JSON object such as "
+          "'{\"resize\": 256, \"crop\": 224, \"mean\": [0.485, 0.456, 0.406], "
+          "\"std\": [0.229, 0.224, 0.225], \"interpolation\": \"bilinear\"}'");
 ABSL_FLAG(int, top_k, 5, "predict: classes to print per sample (0 = none)");
 ABSL_FLAG(std::string, output, "", "predict: write the output tensor to this .npy file");
 ABSL_FLAG(int, timeout_ms, 60000, "deadline of each call");
@@ -113,9 +120,38 @@ void PrintStatus(const v1::ModelStatus& m) {
 
 void PrintPrediction(const v1::PredictResponse& response, double ms);
 
+// Every --image, in order (a repeated flag: absl keeps only the last occurrence,
+// so main() collects them before parsing).
+std::vector<std::string>& ImagePaths() {
+  static std::vector<std::string> paths;
+  return paths;
+}
+
+// Reads every --image; false (after saying which) when one cannot be read.
+bool ReadImages(std::vector<std::string>* images) {
+  for (const std::string& path : ImagePaths()) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) {
+      std::fprintf(stderr, "cannot read --image %s\n", path.c_str());
+      return false;
+    }
+    std::stringstream bytes;
+    bytes << in.rdbuf();
+    images->push_back(bytes.str());
+  }
+  return true;
+}
+
 int Predict(const ModelClient& client) {
   HostTensor input;
-  if (!absl::GetFlag(FLAGS_input).empty()) {
+  std::vector<std::string> images;
+  if (!ReadImages(&images)) return 2;
+  if (!images.empty()) {
+    if (!absl::GetFlag(FLAGS_input).empty()) {
+      std::fprintf(stderr, "predict: give --input or --image, not both\n");
+      return 2;
+    }
+  } else if (!absl::GetFlag(FLAGS_input).empty()) {
     auto t = ReadNpy(absl::GetFlag(FLAGS_input));
     if (!t.ok()) {
       std::fprintf(stderr, "%s\n", t.status().ToString().c_str());
@@ -132,11 +168,14 @@ int Predict(const ModelClient& client) {
     input.data.assign(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(float));
   }
   v1::PredictResponse response;
+  v1::PredictRequest request = MakePredictRequest(
+      absl::GetFlag(FLAGS_model), input, absl::GetFlag(FLAGS_top_k), absl::GetFlag(FLAGS_version));
+  if (!images.empty()) {
+    request.clear_input();
+    for (std::string& image : images) request.add_images(std::move(image));
+  }
   const auto start = std::chrono::steady_clock::now();
-  grpc::Status s =
-      client.Predict(MakePredictRequest(absl::GetFlag(FLAGS_model), input,
-                                        absl::GetFlag(FLAGS_top_k), absl::GetFlag(FLAGS_version)),
-                     &response);
+  grpc::Status s = client.Predict(request, &response);
   const double ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   if (!s.ok()) return Fail("predict", s);
@@ -156,8 +195,13 @@ void PrintPrediction(const v1::PredictResponse& response, double ms) {
       static_cast<long long>(response.version()),
       ShapeString({response.output().shape().begin(), response.output().shape().end()}).c_str(),
       ms);
+  const int images = static_cast<int>(ImagePaths().size());
   for (int i = 0; i < response.top_k_size(); ++i) {
-    std::printf("sample %d:", i);
+    if (i < images) {
+      std::printf("%s:", ImagePaths()[static_cast<size_t>(i)].c_str());
+    } else {
+      std::printf("sample %d:", i);
+    }
     for (const auto& c : response.top_k(i).classes()) {
       if (c.label().empty()) {
         std::printf(" %lld (%.4f)", static_cast<long long>(c.index()), c.probability());
@@ -188,6 +232,7 @@ int Bench(const ModelClient& client) {
   o.batch = absl::GetFlag(FLAGS_batch);
   o.top_k = absl::GetFlag(FLAGS_top_k);
   o.seed = static_cast<uint32_t>(absl::GetFlag(FLAGS_seed));
+  if (!ReadImages(&o.images)) return 2;
   if (!ParseShape(1, &o.sample_shape)) return 2;
   if (o.sample_shape.size() == 4 && o.sample_shape[0] == 1)
     o.sample_shape.erase(o.sample_shape.begin());
@@ -338,6 +383,7 @@ int Upload(const Command& c) {
   header.set_format(c.format);
   header.set_architecture(absl::GetFlag(FLAGS_architecture));
   header.set_precision(absl::GetFlag(FLAGS_precision));
+  header.set_preprocess(absl::GetFlag(FLAGS_preprocess));
   if (const std::string labels = absl::GetFlag(FLAGS_labels); !labels.empty()) {
     std::ifstream in(labels, std::ios::binary);
     if (!in) {
@@ -393,9 +439,11 @@ int Status(const Command& c) {
 }
 
 // predict and bench take the model from --model.
+// The model: --model NAME, or NAME after the command as the other commands take it.
 int WithModelFlag(const Command& c, int (*command)(const ModelClient&)) {
+  if (absl::GetFlag(FLAGS_model).empty() && !c.model.empty()) absl::SetFlag(&FLAGS_model, c.model);
   if (absl::GetFlag(FLAGS_model).empty()) {
-    std::fprintf(stderr, "%s needs --model NAME\n", c.name.c_str());
+    std::fprintf(stderr, "%s needs a model name (NAME or --model NAME)\n", c.name.c_str());
     return 2;
   }
   return command(c.client);
@@ -405,17 +453,17 @@ constexpr char kUsage[] =
     "Talks to a model-server.\n"
     "  model-client help [COMMAND]\n"
     "  model-client [--target host:port] predict --model NAME [--input x.npy | --shape "
-    "1,3,224,224] [--top_k 5] [--output y.npy]\n"
+    "1,3,224,224 | --image cat.jpg [--image dog.png ...]] [--top_k 5] [--output y.npy]\n"
     "  model-client [--target host:port] list\n"
     "  model-client [--target host:port] status NAME\n"
     "  model-client [--target host:port] bench --model NAME [--concurrency 1,4,16] [--duration "
-    "10s] [--warmup 2s] [--batch 1] [--shape 3,224,224] [--json F] [--csv F]\n"
+    "10s] [--warmup 2s] [--batch 1] [--shape 3,224,224 | --image cat.jpg] [--json F] [--csv F]\n"
     "  model-client save NAME [--format STATE_DICT] [--target_model OTHER]\n"
     "  model-client load NAME [--version N]\n"
     "  model-client unload NAME\n"
     "  model-client upload NAME --file model_weights.pth [--format STATE_DICT]"
     " [--architecture vgg16 | --architecture_file arch.pt] [--precision bf16] [--labels "
-    "labels.txt]\n"
+    "labels.txt] [--preprocess JSON]\n"
     "  model-client download NAME [--version N] --file out.pth";
 
 // `model-client help [COMMAND]`: the usage lines (of COMMAND), then where the
@@ -441,7 +489,19 @@ int Run(int argc, char** argv) {
     return absl::EndsWith(file, "client/main.cc");
   };
   absl::SetFlagsUsageConfig(usage);
-  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  // --image may repeat: collect every occurrence, pass the rest to absl.
+  std::vector<char*> kept;
+  for (int i = 0; i < argc; ++i) {
+    const absl::string_view a = argv[i];
+    if ((a == "--image" || a == "-image") && i + 1 < argc) {
+      ImagePaths().push_back(argv[++i]);
+    } else if (absl::StartsWith(a, "--image=") || absl::StartsWith(a, "-image=")) {
+      ImagePaths().push_back(std::string(a.substr(a.find('=') + 1)));
+    } else {
+      kept.push_back(argv[i]);
+    }
+  }
+  std::vector<char*> args = absl::ParseCommandLine(static_cast<int>(kept.size()), kept.data());
   if (args.size() < 2) {
     std::fprintf(stderr, "%s\n", absl::ProgramUsageMessage().data());
     return 2;

@@ -5,12 +5,17 @@
 #   fuzz/checkpoint_fuzzer.cc  server/checkpoint/ (torch-free), SECONDS
 #   fuzz/torch_fuzzer.cc       tensor materializer + layer-stack builder (LibTorch),
 #                              TORCH_SECONDS (default SECONDS / 3)
+#   fuzz/image_fuzzer.cc       image decoders (libjpeg-turbo, libspng, libwebp, libexif),
+#                              IMAGE_SECONDS (default SECONDS / 3), seeded with small
+#                              JPEG/PNG/WebP files PIL writes here
 #
-#   bash fuzz/run_fuzzer.sh [SECONDS [TORCH_SECONDS]]   (default 300; needs `make test` fixtures)
+#   bash fuzz/run_fuzzer.sh [SECONDS [TORCH_SECONDS [IMAGE_SECONDS]]]
+#   (default 300; needs `make test` fixtures)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_TO_RUN=${1:-300}
 TORCH_SECONDS=${2:-$((SECONDS_TO_RUN / 3))}
+IMAGE_SECONDS=${3:-$((SECONDS_TO_RUN / 3))}
 out=build/fuzz
 mkdir -p "$out/corpus" "$out/crashes"
 command -v clang++ >/dev/null || { echo "clang++ is not installed (apt-get install clang libclang-rt-14-dev)"; exit 1; }
@@ -28,6 +33,8 @@ torch_srcs="fuzz/torch_fuzzer.cc server/model/tensor_materializer.cc server/mode
 clang++ $flags -fno-sanitize=vptr -D_GLIBCXX_USE_CXX11_ABI=1 -I. \
   -isystem /usr/include/torch/csrc/api/include $torch_srcs -o "$out/torch_fuzzer" \
   $absl_libs -lz -lcrypto -ltorch -ltorch_cpu -lc10
+clang++ $flags -I. fuzz/image_fuzzer.cc server/image/image_decode.cc -o "$out/image_fuzzer" \
+  $absl_libs $(pkg-config --libs libjpeg spng libexif libwebp 2>/dev/null || echo -ljpeg -lspng -lexif -lwebp)
 # Seed corpus: real torch.save / torch.jit.save files (the crafted attack fixtures
 # included) and their pickles.
 for f in $(find build/fixtures -name '*.pth' -size -2M -o -name '*.pt' -size -2M); do
@@ -54,4 +61,37 @@ cp -n "$out"/corpus/* "$out/corpus_torch/" 2>/dev/null || true
 # The torch target allocates tensors: cap each input's memory.
 "$out/torch_fuzzer" "$out/corpus_torch" -max_total_time="$TORCH_SECONDS" -max_len=65536 \
   -rss_limit_mb=4096 -malloc_limit_mb=1024 -artifact_prefix="$out/crashes/torch-" \
+  -print_final_stats=1
+# Image seeds: small photos in every encoding and mode the decoders handle.
+mkdir -p "$out/corpus_image"
+/usr/bin/python3 - "$out/corpus_image" <<'PY'
+import io, os, sys
+import skimage.data
+from PIL import Image
+out = sys.argv[1]
+d = os.path.dirname(skimage.data.__file__)
+im = Image.open(os.path.join(d, 'chelsea.png')).convert('RGB').resize((48, 32))
+exif = Image.Exif()
+exif[0x0112] = 6
+variants = {
+    'base.jpg': (im, dict(format='JPEG', quality=80)),
+    'progressive.jpg': (im, dict(format='JPEG', progressive=True)),
+    'gray.jpg': (im.convert('L'), dict(format='JPEG')),
+    'exif.jpg': (im, dict(format='JPEG', exif=exif)),
+    'rgb.png': (im, dict(format='PNG')),
+    'gray.png': (im.convert('L'), dict(format='PNG')),
+    'palette.png': (im.convert('P'), dict(format='PNG')),
+    'rgba.png': (im.convert('RGBA'), dict(format='PNG')),
+    'gray16.png': (im.convert('L').convert('I').point(lambda v: v * 256).convert('I;16'), dict(format='PNG')),
+    'exif.png': (im, dict(format='PNG', exif=exif)),
+    'lossy.webp': (im, dict(format='WEBP', quality=70)),
+    'lossless.webp': (im, dict(format='WEBP', lossless=True)),
+}
+for name, (img, kw) in variants.items():
+    b = io.BytesIO()
+    img.save(b, **kw)
+    open(os.path.join(out, name), 'wb').write(b.getvalue())
+PY
+"$out/image_fuzzer" "$out/corpus_image" -max_total_time="$IMAGE_SECONDS" -max_len=65536 \
+  -rss_limit_mb=2048 -malloc_limit_mb=512 -artifact_prefix="$out/crashes/image-" \
   -print_final_stats=1

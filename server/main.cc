@@ -42,6 +42,7 @@
 #include "server/store/checkpoint_store.h"
 #include "server/util/logging.h"
 #include "server/util/memory_limit.h"
+#include "server/util/worker_pool.h"
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:50051",
           "gRPC listen address (host:port; port 0 picks one)");
@@ -106,6 +107,14 @@ ABSL_FLAG(int64_t, max_inflight_request_bytes, 0,
 ABSL_FLAG(int64_t, max_input_elements, 16 << 20,
           "input elements per Predict for models whose forward memory cannot be estimated "
           "(TorchScript, pickled layer stacks)");
+ABSL_FLAG(int, preprocess_threads, 0,
+          "threads that decode and preprocess PredictRequest.images; 0 = one per core");
+ABSL_FLAG(int, max_queued_images, 1024,
+          "images waiting for a preprocess thread before Predicts with images are refused "
+          "RESOURCE_EXHAUSTED");
+ABSL_FLAG(int64_t, max_image_pixels, 40'000'000,
+          "width x height past which an image is refused before it is decoded; a preprocess "
+          "thread needs about 7 bytes per pixel of the image it works on");
 ABSL_FLAG(int, shutdown_grace_seconds, 10,
           "on SIGTERM/SIGINT, how long in-flight requests may take before the server stops");
 ABSL_FLAG(int, poll_store_seconds, 0,
@@ -305,6 +314,10 @@ absl::StatusOr<ModelServiceImpl::Options> ServiceOptions(ServerMetrics* metrics)
   o.max_inflight_request_bytes = absl::GetFlag(FLAGS_max_inflight_request_bytes);
   if (o.max_inflight_request_bytes <= 0) o.max_inflight_request_bytes = MemoryLimit() / 16;
   o.max_input_elements = absl::GetFlag(FLAGS_max_input_elements);
+  o.image_limits.max_pixels = absl::GetFlag(FLAGS_max_image_pixels);
+  if (o.image_limits.max_pixels < 1) {
+    return absl::InvalidArgumentError("--max_image_pixels must be at least 1");
+  }
   o.metrics = metrics;
   std::string token;
   if (const std::string f = absl::GetFlag(FLAGS_admin_token_file); !f.empty()) {
@@ -490,6 +503,13 @@ int Serve(const std::vector<StartupModel>& startup, sigset_t signals) {
   }
   const int removed = (*store)->RemoveStaleStaging(absl::Hours(1));
   if (removed > 0) LOG_INFO("removed ", removed, " stale staging directories from the store");
+  // Decodes Predict's images; outlives the service (its tasks finish RPCs).
+  const int preprocess_threads = absl::GetFlag(FLAGS_preprocess_threads);
+  WorkerPool image_pool(preprocess_threads > 0
+                            ? preprocess_threads
+                            : std::max(1, static_cast<int>(std::thread::hardware_concurrency())),
+                        static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_max_queued_images))));
+  service_options->image_pool = &image_pool;
   ModelServiceImpl service(&registry, store->get(), *service_options);
   InferenceServiceImpl::Options v2_options;
   for (const StartupModel& s : startup) v2_options.startup_models.push_back(s.name);

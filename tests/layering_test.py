@@ -27,6 +27,8 @@ RULES = {
     'server/store': [(r'"server/model/', 'the store never includes model/'), (TORCH, 'no torch'),
                      (GRPC, 'no gRPC in store/'),
                      (r'"server/(serving|service|batching)/', 'store/ is below serving/')],
+    'server/image': [(GRPC, 'no gRPC in image/'),
+                     (r'"server/(?!(util|image)/)', 'image/ depends on util/ only')],
     'server/model': [(GRPC, 'no gRPC in model/'),
                      (r'"server/(store|serving|service|batching|metrics)/', 'model/ is below them')],
     'server/batching': [(TORCH, 'no torch in batching/'), (GRPC, 'no gRPC in batching/'),

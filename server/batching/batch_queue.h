@@ -23,6 +23,8 @@
 
 namespace modelserver {
 
+struct ImagePreprocess;
+
 // One request waiting to be batched. `input` is [n, ...] with n >= 1 samples.
 // `done` is called exactly once, from a worker thread (or from Enqueue/Shutdown),
 // never with the queue's lock held.
@@ -49,6 +51,9 @@ struct ModelHandle {
   int64_t version = 0;
   // The version's class labels (labels.txt, line i = class i); null without.
   std::shared_ptr<const std::vector<std::string>> labels;
+  // How images become this version's input (server/image/preprocess.h); never
+  // null for a model from the registry.
+  std::shared_ptr<const ImagePreprocess> preprocess;
 };
 using ModelSource = std::function<absl::StatusOr<ModelHandle>()>;
 

@@ -44,6 +44,10 @@ ServerMetrics::ServerMetrics()
                               .Name("modelserver_inference_duration_seconds")
                               .Help("Time of one batched forward pass.")
                               .Register(*registry_)),
+      preprocess_duration_(prometheus::BuildHistogram()
+                               .Name("modelserver_preprocess_duration_seconds")
+                               .Help("Time to decode and preprocess one input image.")
+                               .Register(*registry_)),
       batch_size_(prometheus::BuildHistogram()
                       .Name("modelserver_batch_size")
                       .Help("Samples per executed batch.")
@@ -99,6 +103,10 @@ void ServerMetrics::RecordRequest(const std::string& model, const std::string& m
 void ServerMetrics::RecordBatch(const std::string& model, int64_t samples, double seconds) {
   batch_size_.Add({{"model", model}}, BatchBuckets()).Observe(static_cast<double>(samples));
   inference_duration_.Add({{"model", model}}, LatencyBuckets()).Observe(seconds);
+}
+
+void ServerMetrics::RecordPreprocess(const std::string& model, double seconds) {
+  preprocess_duration_.Add({{"model", model}}, LatencyBuckets()).Observe(seconds);
 }
 
 void ServerMetrics::RecordQueueWait(const std::string& model, double seconds) {

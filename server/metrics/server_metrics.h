@@ -35,6 +35,8 @@ class ServerMetrics {
                      double seconds);
   // One forward pass of `samples` samples that took `seconds`.
   void RecordBatch(const std::string& model, int64_t samples, double seconds);
+  // One image decoded and preprocessed (PredictRequest.images).
+  void RecordPreprocess(const std::string& model, double seconds);
   // One request's wait in the queue before its batch ran.
   void RecordQueueWait(const std::string& model, double seconds);
   // One model load; `result` "success" or "failure".
@@ -68,6 +70,7 @@ class ServerMetrics {
   prometheus::Family<prometheus::Histogram>& request_duration_;
   prometheus::Family<prometheus::Histogram>& queue_duration_;
   prometheus::Family<prometheus::Histogram>& inference_duration_;
+  prometheus::Family<prometheus::Histogram>& preprocess_duration_;
   prometheus::Family<prometheus::Histogram>& batch_size_;
   prometheus::Family<prometheus::Gauge>& queue_depth_;
   prometheus::Family<prometheus::Counter>& loads_;

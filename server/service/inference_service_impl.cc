@@ -115,17 +115,19 @@ grpc::ServerUnaryReactor* InferenceServiceImpl::ModelMetadata(
 grpc::ServerUnaryReactor* InferenceServiceImpl::ModelInfer(
     grpc::CallbackServerContext* context, const inference::ModelInferRequest* request,
     inference::ModelInferResponse* response) {
-  v1::PredictRequest predict;
-  const absl::Status parsed = ToPredictRequest(*request, &predict);
+  // The converted request lives until the call finishes (image decoding reads
+  // its images after this returns): the Rpc's convert function holds it.
+  auto predict = std::make_shared<v1::PredictRequest>();
+  const absl::Status parsed = ToPredictRequest(*request, predict.get());
   auto predicted = std::make_shared<v1::PredictResponse>();
   Rpc rpc{service_, "ModelInfer"};
   // gRPC keeps `request` and `response` until the reactor finishes.
-  rpc.convert = [request, response, predicted] {
+  rpc.convert = [request, response, predicted, predict] {
     return FromPredictResponse(*request, *predicted, response);
   };
   const int64_t bytes =
-      static_cast<int64_t>(request->ByteSizeLong()) + static_cast<int64_t>(predict.ByteSizeLong());
-  return service_->PredictVia(context, predict, parsed, predicted.get(), std::move(rpc), bytes);
+      static_cast<int64_t>(request->ByteSizeLong()) + static_cast<int64_t>(predict->ByteSizeLong());
+  return service_->PredictVia(context, *predict, parsed, predicted.get(), std::move(rpc), bytes);
 }
 
 grpc::ServerUnaryReactor* InferenceServiceImpl::RepositoryIndex(

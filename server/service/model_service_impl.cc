@@ -8,11 +8,13 @@
 #include <functional>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/dtype_convert.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
+#include "server/image/preprocess.h"
 #include "server/model/precision.h"
 #include "server/service/rpc.h"
 #include "server/service/status_mapping.h"
@@ -123,7 +125,15 @@ absl::Status ModelServiceImpl::StartPredict(grpc::CallbackServerContext* context
         absl::StrCat("top_k needs a [N,C] output, and model '", request.model_name(),
                      "' gives outputs of rank ", handle.model->OutputRank(), "; ask with top_k 0"));
   }
-  if (!request.has_input()) return absl::InvalidArgumentError("input tensor is missing");
+  if (request.images_size() > 0) {
+    if (request.has_input()) {
+      return absl::InvalidArgumentError("the request has both input and images; send one");
+    }
+    return StartImagePredict(context, request, std::move(handle), response, reactor, rpc);
+  }
+  if (!request.has_input()) {
+    return absl::InvalidArgumentError("the request has neither an input tensor nor images");
+  }
   ASSIGN_OR_RETURN(HostTensor input, FromProto(request.input()));
   // float64 (numpy's default), float16 and bfloat16 inputs are computed as
   // float32 -- the model converts to its own precision -- and answered in kind.
@@ -135,7 +145,16 @@ absl::Status ModelServiceImpl::StartPredict(grpc::CallbackServerContext* context
   const bool unbatched = handle.model->IsUnbatched(input.shape);
   if (unbatched) input.shape.insert(input.shape.begin(), 1);
   ASSIGN_OR_RETURN(const int64_t forward_bytes, ForwardBytes(*handle.model, input));
+  return registry_->Enqueue(request.model_name(),
+                            MakeTask(context, request, handle, std::move(input), forward_bytes,
+                                     unbatched, wire, response, reactor, *rpc));
+}
 
+BatchTask ModelServiceImpl::MakeTask(grpc::CallbackServerContext* context,
+                                     const v1::PredictRequest& request, const ModelHandle& handle,
+                                     HostTensor input, int64_t forward_bytes, bool unbatched,
+                                     DType wire, v1::PredictResponse* response,
+                                     grpc::ServerUnaryReactor* reactor, const Rpc& rpc) const {
   BatchTask task;
   task.input = std::move(input);
   task.forward_bytes = forward_bytes;
@@ -143,7 +162,7 @@ absl::Status ModelServiceImpl::StartPredict(grpc::CallbackServerContext* context
   task.deadline = ToAbslTime(context->deadline());
   task.is_cancelled = [context] { return context->IsCancelled(); };
   task.done = [reactor, response, unbatched, wire, top_k = request.top_k(), labels = handle.labels,
-               name = request.model_name(), rpc = *rpc](absl::StatusOr<BatchTask::Result> result) {
+               name = request.model_name(), rpc](absl::StatusOr<BatchTask::Result> result) {
     absl::Status status = result.status();
     if (result.ok()) {
       status =
@@ -151,7 +170,134 @@ absl::Status ModelServiceImpl::StartPredict(grpc::CallbackServerContext* context
     }
     rpc.Finish(reactor, status);
   };
-  return registry_->Enqueue(request.model_name(), std::move(task));
+  return task;
+}
+
+namespace {
+
+// One Predict with images: its decode tasks share it; the last to finish queues
+// the batch task or answers the error of the lowest-numbered bad image.
+struct ImageJob {
+  BatchTask task;
+  std::function<absl::Status(BatchTask)> enqueue;
+  std::function<void(absl::Status)> fail;
+  std::atomic<int64_t> remaining{0};
+  std::atomic<bool> failed{false};
+  absl::Mutex mu;
+  int64_t error_index ABSL_GUARDED_BY(mu) = -1;
+  absl::Status error ABSL_GUARDED_BY(mu);
+
+  void Fail(int64_t index, absl::Status status) {
+    absl::MutexLock lock(&mu);
+    failed.store(true);
+    if (error_index < 0 || index < error_index) {
+      error_index = index;
+      error = std::move(status);
+    }
+  }
+  void OneDone() {
+    if (remaining.fetch_sub(1) != 1) return;
+    absl::Status status;
+    {
+      absl::MutexLock lock(&mu);
+      status = error;
+    }
+    if (status.ok()) status = enqueue(std::move(task));
+    if (!status.ok()) fail(std::move(status));
+  }
+};
+
+// Decodes image `index` into its slice of the job's input tensor.
+absl::Status DecodeInto(const std::string& bytes, int64_t index, const ImagePreprocess& p,
+                        const DecodeLimits& limits, float* out) {
+  absl::StatusOr<RgbImage> image = DecodeImage(bytes, limits);
+  absl::Status status = image.status();
+  if (status.ok()) status = TransformImage(*image, p, out);
+  if (status.ok()) return status;
+  return absl::Status(status.code(), absl::StrCat("image ", index, ": ", status.message()));
+}
+
+}  // namespace
+
+absl::Status ModelServiceImpl::StartImagePredict(grpc::CallbackServerContext* context,
+                                                 const v1::PredictRequest& request,
+                                                 ModelHandle handle, v1::PredictResponse* response,
+                                                 grpc::ServerUnaryReactor* reactor, Rpc* rpc) {
+  if (options_.image_pool == nullptr) {
+    return absl::UnimplementedError("this server does not take images");
+  }
+  const std::shared_ptr<const ImagePreprocess> pre =
+      handle.preprocess != nullptr ? handle.preprocess : std::make_shared<ImagePreprocess>();
+  const int64_t n = request.images_size();
+  HostTensor input;
+  input.dtype = DType::kFloat32;
+  input.shape = pre->OutputShape();
+  input.shape.insert(input.shape.begin(), n);
+  if (absl::Status s = handle.model->ValidateInput(input.dtype, input.shape); !s.ok()) {
+    return absl::Status(s.code(),
+                        absl::StrCat("images become ", ShapeString(input.shape), " (preprocess ",
+                                     PreprocessJson(*pre), "), which model '", request.model_name(),
+                                     "' does not take: ", s.message()));
+  }
+  const int64_t per_image = input.NumElements() / n;
+  // The decoded tensor is held like request bytes: reserved before allocating.
+  const int64_t tensor_bytes = input.NumElements() * 4;
+  const int64_t held = inflight_request_bytes_.fetch_add(tensor_bytes) + tensor_bytes;
+  rpc->bytes += tensor_bytes;
+  if (options_.max_inflight_request_bytes > 0 && held > options_.max_inflight_request_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the server holds ", held - rpc->bytes, " bytes of Predict requests; this one's ", n,
+        " images (", rpc->bytes, " bytes decoded) would pass the limit of ",
+        options_.max_inflight_request_bytes, " (--max_inflight_request_bytes); retry later"));
+  }
+  input.data.resize(static_cast<size_t>(tensor_bytes));
+  ASSIGN_OR_RETURN(const int64_t forward_bytes, ForwardBytes(*handle.model, input));
+
+  auto job = std::make_shared<ImageJob>();
+  job->remaining.store(n);
+  job->task = MakeTask(context, request, handle, std::move(input), forward_bytes,
+                       /*unbatched=*/false, DType::kFloat32, response, reactor, *rpc);
+  job->enqueue = [this, name = request.model_name()](BatchTask task) {
+    return registry_->Enqueue(name, std::move(task));
+  };
+  job->fail = [reactor, rpc = *rpc](absl::Status status) { rpc.Finish(reactor, status); };
+  float* base = reinterpret_cast<float*>(job->task.input.data.data());
+  std::vector<std::function<void()>> tasks;
+  tasks.reserve(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    tasks.push_back([job, i, pre, context, bytes = &request.images(static_cast<int>(i)),
+                     out = base + i * per_image, limits = options_.image_limits, metrics = metrics_,
+                     model = request.model_name()] {
+      if (!job->failed.load()) {
+        const absl::Time start = absl::Now();
+        absl::Status status;
+        if (context->IsCancelled()) {
+          status = absl::CancelledError("the client cancelled the request");
+        } else {
+          try {
+            status = DecodeInto(*bytes, i, *pre, limits, out);
+          } catch (const std::bad_alloc&) {
+            status = absl::ResourceExhaustedError(
+                absl::StrCat("image ", i, ": out of memory while decoding"));
+          } catch (const std::exception& e) {
+            status = absl::InternalError(absl::StrCat("image ", i, ": ", e.what()));
+          }
+        }
+        if (!status.ok()) {
+          job->Fail(i, std::move(status));
+        } else if (metrics != nullptr) {
+          metrics->RecordPreprocess(model, absl::ToDoubleSeconds(absl::Now() - start));
+        }
+      }
+      job->OneDone();
+    });
+  }
+  if (!options_.image_pool->PostAll(std::move(tasks))) {
+    return absl::ResourceExhaustedError(absl::StrCat("the image decoding queue is full (",
+                                                     options_.image_pool->max_queued(),
+                                                     " images, --max_queued_images); retry later"));
+  }
+  return absl::OkStatus();
 }
 
 bool ModelServiceImpl::WaitIdle(absl::Duration timeout) const {
@@ -339,6 +485,11 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadCheckpointRequest
       nv.format = static_cast<ModelFormat>(h.format());
       nv.architecture = h.architecture();
       nv.precision = precision;
+      ImagePreprocess preprocess;  // the default unless the header gives one
+      if (!h.preprocess().empty()) {
+        ASSIGN_OR_RETURN(preprocess, ParsePreprocess(h.preprocess()));
+        nv.preprocess = PreprocessJson(preprocess);
+      }
       if (h.labels().size() > (4u << 20)) {
         return absl::InvalidArgumentError("labels are over 4 MiB");
       }
@@ -349,10 +500,16 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadCheckpointRequest
       // Never publish what could not load: the full check runs at Commit (off
       // gRPC's threads), before the version exists.
       nv.expected_architecture_sha256 = h.architecture_sha256();
+      const size_t label_count =
+          h.labels().empty()
+              ? 0
+              : static_cast<size_t>(std::count(h.labels().begin(), h.labels().end(), '\n')) +
+                    (h.labels().back() == '\n' ? 0 : 1);
       nv.validate = [registry = registry_, name = h.model_name(), format = nv.format,
-                     arch = h.architecture()](const std::string& file,
-                                              const std::string& architecture_file) {
-        return registry->CheckUpload(name, file, format, arch, architecture_file);
+                     arch = h.architecture(), label_count, image_shape = preprocess.OutputShape()](
+                        const std::string& file, const std::string& architecture_file) {
+        return registry->CheckUpload(name, file, format, arch, architecture_file, label_count,
+                                     image_shape);
       };
       ASSIGN_OR_RETURN(pending_, store_->BeginVersion(nv));
       if (!h.labels().empty()) RETURN_IF_ERROR(pending_->SetLabels(h.labels()));

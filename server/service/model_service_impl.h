@@ -5,11 +5,13 @@
 
 #include "absl/time/time.h"
 #include "modelserving/v1/model_service.grpc.pb.h"
+#include "server/image/image_decode.h"
 #include "server/metrics/server_metrics.h"
 #include "server/service/admin_auth.h"
 #include "server/serving/model_registry.h"
 #include "server/store/checkpoint_store.h"
 #include "server/util/task_runner.h"
+#include "server/util/worker_pool.h"
 
 namespace modelserver {
 
@@ -33,6 +35,9 @@ class ModelServiceImpl final : public modelserving::v1::ModelService::CallbackSe
     // Input elements per Predict for models that cannot estimate their forward
     // memory (TorchScript, layer stacks); INVALID_ARGUMENT past it.
     int64_t max_input_elements = 16 << 20;
+    // Decodes PredictRequest.images (not owned; null: images are UNIMPLEMENTED).
+    WorkerPool* image_pool = nullptr;
+    DecodeLimits image_limits;
   };
   // Forward memory assumed per input byte for models that cannot estimate it.
   static constexpr int64_t kUnknownForwardBytesPerInputByte = 32;
@@ -85,7 +90,8 @@ class ModelServiceImpl final : public modelserving::v1::ModelService::CallbackSe
   absl::StatusOr<int64_t> ForwardBytes(const Model& model, const HostTensor& input) const;
   friend class InferenceServiceImpl;  // the second front door, through the same paths
 
-  // Predict's path for both front doors: the in-flight byte budget
+  // Predict's path for both front doors (`request` must live until the call is
+  // finished: image decoding reads it later): the in-flight byte budget
   // (`request_bytes` held), validation (`parsed`: the front door's own parse
   // of the request), the batching queue; `rpc` records it and converts the
   // response for the other front door.
@@ -99,6 +105,21 @@ class ModelServiceImpl final : public modelserving::v1::ModelService::CallbackSe
                             const modelserving::v1::PredictRequest& request,
                             modelserving::v1::PredictResponse* response,
                             grpc::ServerUnaryReactor* reactor, Rpc* rpc);
+  // Predict with `images`: checks the shape they become against the model,
+  // reserves their tensor in the in-flight budget, and posts one decode task per
+  // image to the image pool; the last one queues the batch task (or answers the
+  // first bad image's error). On OK the pool owns `reactor`.
+  absl::Status StartImagePredict(grpc::CallbackServerContext* context,
+                                 const modelserving::v1::PredictRequest& request,
+                                 ModelHandle handle, modelserving::v1::PredictResponse* response,
+                                 grpc::ServerUnaryReactor* reactor, Rpc* rpc);
+  // The batch task for a validated input; its `done` fills `response` and
+  // finishes `reactor`.
+  BatchTask MakeTask(grpc::CallbackServerContext* context,
+                     const modelserving::v1::PredictRequest& request, const ModelHandle& handle,
+                     HostTensor input, int64_t forward_bytes, bool unbatched, DType wire,
+                     modelserving::v1::PredictResponse* response, grpc::ServerUnaryReactor* reactor,
+                     const Rpc& rpc) const;
 
   ModelRegistry* const registry_;
   const CheckpointStore* const store_;

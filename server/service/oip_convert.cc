@@ -128,6 +128,47 @@ absl::StatusOr<int> Classification(const ModelInferRequest& request) {
   return k;
 }
 
+// A BYTES input: encoded images, one element per sample (shape [N] or [N, 1]),
+// as bytes_contents or as raw_input_contents (each element a 4-byte
+// little-endian length, then its bytes).
+absl::Status ToImages(const ModelInferRequest& request, v1::PredictRequest* predict) {
+  const auto& in = request.inputs(0);
+  if (in.shape_size() < 1 || in.shape_size() > 2 || in.shape(0) < 0 ||
+      (in.shape_size() == 2 && in.shape(1) != 1)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "BYTES input '", in.name(), "' (encoded images) must have shape [N] or [N, 1]"));
+  }
+  const int64_t n = in.shape(0);
+  if (request.raw_input_contents_size() > 0) {
+    if (in.has_contents()) {
+      return absl::InvalidArgumentError(
+          "input has contents although raw_input_contents is used; send one or the other");
+    }
+    const std::string& raw = request.raw_input_contents(0);
+    for (size_t at = 0; at < raw.size();) {
+      if (raw.size() - at < 4) {
+        return absl::InvalidArgumentError("BYTES raw contents end inside an element's length");
+      }
+      const uint32_t len = ScalarAt<uint32_t>(raw.substr(at, 4), 0);
+      if (raw.size() - at - 4 < len) {
+        return absl::InvalidArgumentError(absl::StrCat("BYTES element ", predict->images_size(),
+                                                       " is ", len, " bytes, past the contents"));
+      }
+      predict->add_images(raw.substr(at + 4, len));
+      at += 4 + len;
+    }
+  } else {
+    for (const std::string& b : in.contents().bytes_contents()) predict->add_images(b);
+  }
+  if (predict->images_size() != n) {
+    return absl::InvalidArgumentError(absl::StrCat("input '", in.name(), "' has shape with ", n,
+                                                   " elements but ", predict->images_size(),
+                                                   " images"));
+  }
+  if (n == 0) return absl::InvalidArgumentError(absl::StrCat("input '", in.name(), "' is empty"));
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<int64_t> ParseModelVersion(absl::string_view version) {
@@ -149,6 +190,12 @@ absl::Status ToPredictRequest(const ModelInferRequest& request, v1::PredictReque
                                                    " inputs; the models served here take one"));
   }
   const auto& in = request.inputs(0);
+  if (in.datatype() == "BYTES") {
+    RETURN_IF_ERROR(ToImages(request, predict));
+    ASSIGN_OR_RETURN(const int k, Classification(request));
+    predict->set_top_k(k);
+    return absl::OkStatus();
+  }
   ASSIGN_OR_RETURN(const DType dtype, DTypeFromDatatype(in.datatype()));
   v1::Tensor* t = predict->mutable_input();
   t->set_dtype(static_cast<v1::DataType>(dtype));

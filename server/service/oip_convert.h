@@ -23,6 +23,7 @@ absl::StatusOr<int64_t> ParseModelVersion(absl::string_view version);
 // here take one tensor), given as raw_input_contents or as typed contents of
 // its datatype (FP16/BF16 only raw); byte counts and shapes checked as Predict
 // checks them. `top_k` from a requested output's "classification" parameter.
+// A BYTES input [N] (or [N, 1]) is N encoded images (PredictRequest.images).
 // INVALID_ARGUMENT naming the problem.
 absl::Status ToPredictRequest(const inference::ModelInferRequest& request,
                               modelserving::v1::PredictRequest* predict);

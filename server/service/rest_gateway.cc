@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/dtype_convert.h"
@@ -159,6 +160,28 @@ absl::StatusOr<std::string> DataBytes(const json& data, DType dtype, const std::
   return out;
 }
 
+// BYTES data in JSON (images: base64 strings, as KServe's image examples send
+// them) as raw BYTES contents: each element a 4-byte little-endian length, then
+// the decoded bytes.
+absl::StatusOr<std::string> Base64Elements(const json& data, const std::string& name) {
+  if (!data.is_array()) {
+    return absl::InvalidArgumentError(absl::StrCat("input '", name, "' data is not an array"));
+  }
+  std::string out;
+  for (size_t i = 0; i < data.size(); ++i) {
+    std::string bytes;
+    if (!data[i].is_string() || !absl::Base64Unescape(data[i].get<std::string>(), &bytes)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("input '", name, "' element ", i,
+                       " is not a base64 string (BYTES images are sent "
+                       "base64-encoded in JSON, or raw with the binary-data extension)"));
+    }
+    AppendScalar(&out, static_cast<uint32_t>(bytes.size()));
+    out += bytes;
+  }
+  return out;
+}
+
 // Raw output bytes of `datatype` as a flat JSON array.
 absl::StatusOr<json> DataJson(const std::string& bytes, const std::string& datatype) {
   json out = json::array();
@@ -249,6 +272,11 @@ absl::Status ParseInfer(const httplib::Request& req, inference::ModelInferReques
         }
         r->add_raw_input_contents(req.body.substr(at, n));
         at += n;
+        continue;
+      }
+      if (t->datatype() == "BYTES") {  // encoded images, base64 in JSON
+        ASSIGN_OR_RETURN(std::string bytes, Base64Elements(in.at("data"), t->name()));
+        r->add_raw_input_contents(std::move(bytes));
         continue;
       }
       ASSIGN_OR_RETURN(const DType dtype, DTypeFromDatatype(t->datatype()));

@@ -8,6 +8,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "server/image/preprocess.h"
 #include "server/model/device.h"
 #include "server/model/model_loader.h"
 #include "server/util/logging.h"
@@ -30,13 +31,49 @@ const char* ModelStateName(ModelState state) {
 
 absl::Status ModelRegistry::CheckUpload(const std::string& name, const std::string& path,
                                         ModelFormat format, const std::string& architecture,
-                                        const std::string& architecture_file) const {
+                                        const std::string& architecture_file, size_t label_count,
+                                        const std::vector<int64_t>& image_shape) const {
   std::string arch = architecture;
   if (arch.empty() && architecture_file.empty()) {
     absl::ReaderMutexLock lock(&mu_);
     if (auto it = models_.find(name); it != models_.end()) arch = it->second.arch_hint;
   }
-  return CheckLoadable(path, format, arch, options_.trust_torchscript, architecture_file);
+  RETURN_IF_ERROR(CheckLoadable(path, format, arch, options_.trust_torchscript, architecture_file));
+  if (label_count == 0) return absl::OkStatus();
+  ModelLoadOptions lo;
+  lo.path = path;
+  lo.format = format;
+  lo.architecture = architecture_file.empty() ? arch : "";
+  lo.architecture_path = architecture_file;
+  lo.device = "cpu";
+  lo.trust_torchscript = options_.trust_torchscript;
+  ASSIGN_OR_RETURN(std::shared_ptr<const Model> model,
+                   options_.loader ? options_.loader(lo) : LoadModelFromFile(lo));
+  std::vector<int64_t> shape = model->WarmupShape();
+  const bool own_shape = !shape.empty();
+  if (!own_shape) {  // e.g. TorchScript: try what its images become
+    shape = image_shape;
+    shape.insert(shape.begin(), 1);
+    if (!model->ValidateInput(DType::kFloat32, shape).ok()) return absl::OkStatus();
+  }
+  shape[0] = 1;
+  HostTensor probe;
+  probe.dtype = DType::kFloat32;
+  probe.shape = shape;
+  probe.data.assign(static_cast<size_t>(probe.NumElements()) * 4, '\0');
+  absl::StatusOr<HostTensor> out = model->Forward(probe);
+  if (!out.ok()) {
+    if (own_shape) return out.status();
+    return absl::OkStatus();  // takes no images: its class count stays unknown
+  }
+  return CheckLabelCount(label_count, out->shape);
+}
+
+absl::Status ModelRegistry::CheckLabelCount(size_t labels, const std::vector<int64_t>& output) {
+  if (output.size() != 2 || static_cast<int64_t>(labels) == output[1]) return absl::OkStatus();
+  return absl::FailedPreconditionError(
+      absl::StrCat("labels.txt has ", labels, " lines but the model gives ", output[1],
+                   " classes (output ", ShapeString(output), "); line i must name class i"));
 }
 
 absl::Status ModelRegistry::CheckArchitecture(const std::string& architecture) {
@@ -95,9 +132,20 @@ absl::StatusOr<ModelRegistry::LoadedVersion> ModelRegistry::LoadVersion(const st
   absl::StatusOr<std::shared_ptr<const Model>> model =
       options_.loader ? options_.loader(lo) : LoadModelFromFile(lo);
   RETURN_IF_ERROR(model.status());
-  RETURN_IF_ERROR(WarmUp(**model));
+  ASSIGN_OR_RETURN(const std::vector<int64_t> output, WarmUp(**model));
   ASSIGN_OR_RETURN(auto labels, ReadLabels(v));
-  return LoadedVersion{std::move(v), *std::move(model), std::move(labels), std::move(note)};
+  if (labels != nullptr) RETURN_IF_ERROR(CheckLabelCount(labels->size(), output));
+  auto preprocess = std::make_shared<ImagePreprocess>();
+  if (!v.manifest.preprocess.empty()) {
+    absl::StatusOr<ImagePreprocess> p = ParsePreprocess(v.manifest.preprocess);
+    if (!p.ok()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "manifest.json of version ", v.version, " has a bad preprocess: ", p.status().message()));
+    }
+    *preprocess = *std::move(p);
+  }
+  return LoadedVersion{std::move(v), *std::move(model), std::move(labels), std::move(preprocess),
+                       std::move(note)};
 }
 
 absl::StatusOr<std::shared_ptr<const std::vector<std::string>>> ModelRegistry::ReadLabels(
@@ -155,9 +203,10 @@ absl::StatusOr<Precision> ModelRegistry::PrecisionFor(const std::string& name,
   return p;
 }
 
-absl::Status ModelRegistry::WarmUp(const Model& model) const {
+absl::StatusOr<std::vector<int64_t>> ModelRegistry::WarmUp(const Model& model) const {
   std::vector<int64_t> shape = model.WarmupShape();
-  if (shape.empty()) return absl::OkStatus();  // input shape unknown
+  std::vector<int64_t> output;
+  if (shape.empty()) return output;  // input shape unknown
   // On a GPU, every batch size the queue can form (cuDNN picks its kernels per
   // shape on first use); on a CPU one pass.
   const int64_t sizes = absl::StartsWith(model.info().device, "cuda")
@@ -174,8 +223,9 @@ absl::Status ModelRegistry::WarmUp(const Model& model) const {
       return absl::Status(out.status().code(), absl::StrCat("warm-up forward pass (batch ", n,
                                                             ") failed: ", out.status().message()));
     }
+    if (n == 1) output = out->shape;
   }
-  return absl::OkStatus();
+  return output;
 }
 
 void ModelRegistry::EnsureQueue(const std::string& name) {
@@ -212,6 +262,7 @@ bool ModelRegistry::FinishLoad(const std::string& name, const absl::StatusOr<Loa
     *old = std::move(e.model);
     e.model = result->model;
     e.labels = result->labels;
+    e.preprocess = result->preprocess;
     const ModelInfo& info = e.model->info();
     e.status.state = ModelState::kReady;
     e.status.serving_version = result->version.version;
@@ -371,6 +422,7 @@ absl::StatusOr<StoreVersion> ModelRegistry::Save(const std::string& name, ModelF
     nv.architecture = info.architecture;
   }
   nv.source = absl::StrCat("SaveModel of ", name, " version ", handle.version);
+  if (handle.preprocess != nullptr) nv.preprocess = PreprocessJson(*handle.preprocess);
   ASSIGN_OR_RETURN(std::unique_ptr<PendingVersion> pending, options_.store->BeginVersion(nv));
   RETURN_IF_ERROR(handle.model->Save(format, pending->file_path()));
   if (handle.labels != nullptr) {  // the labels go with the weights
@@ -460,7 +512,7 @@ absl::StatusOr<ModelHandle> ModelRegistry::Get(const std::string& name, int64_t 
                                             " is not loaded; the serving version is ",
                                             e.status.serving_version));
   }
-  return ModelHandle{e.model, e.status.serving_version, e.labels};
+  return ModelHandle{e.model, e.status.serving_version, e.labels, e.preprocess};
 }
 
 absl::Status ModelRegistry::Enqueue(const std::string& name, BatchTask task) {

@@ -154,9 +154,13 @@ class ModelRegistry {
   // a state dict without an architecture uses the one `name` was started with
   // (--model NAME=ARCH), if any. Blocks while reading the file's pickle.
   // `architecture_file`: the template uploaded beside a state dict (or empty).
+  // `label_count` > 0 (labels uploaded with it): the model is also loaded on
+  // the CPU and run once -- at its own input shape, else at `image_shape` (what
+  // its images become) -- and a labels count other than its classes refused.
   absl::Status CheckUpload(const std::string& name, const std::string& path, ModelFormat format,
                            const std::string& architecture,
-                           const std::string& architecture_file = "") const;
+                           const std::string& architecture_file = "", size_t label_count = 0,
+                           const std::vector<int64_t>& image_shape = {}) const;
 
   // OK when a state dict can be served as `architecture`; else INVALID_ARGUMENT.
   static absl::Status CheckArchitecture(const std::string& architecture);
@@ -169,6 +173,7 @@ class ModelRegistry {
     ModelStatusInfo status;  // store_versions is filled on read
     std::shared_ptr<const Model> model;
     std::shared_ptr<const std::vector<std::string>> labels;  // of the serving version
+    std::shared_ptr<const ImagePreprocess> preprocess;       // of the serving version
     std::string arch_hint;  // --model NAME=ARCH, for versions without a manifest
     bool loading = false;
     int64_t last_failed_version = 0;  // polling does not retry it
@@ -182,6 +187,7 @@ class ModelRegistry {
     StoreVersion version;
     std::shared_ptr<const Model> model;
     std::shared_ptr<const std::vector<std::string>> labels;
+    std::shared_ptr<const ImagePreprocess> preprocess;
     std::string note;  // kept in last_error although the load succeeded
   };
   // Load() after the `loading` flag was set: BeginLoad, LoadVersion, FinishLoad, logs.
@@ -196,7 +202,11 @@ class ModelRegistry {
       ABSL_LOCKS_EXCLUDED(mu_);
   // One forward pass at the model's WarmupShape() (none when it is unknown), in
   // its serving precision; on a GPU one per batch size up to max_batch_size.
-  absl::Status WarmUp(const Model& model) const;
+  // Returns the output shape of the batch-1 pass (empty when none ran).
+  absl::StatusOr<std::vector<int64_t>> WarmUp(const Model& model) const;
+  // FAILED_PRECONDITION when `labels` has another count than the classes of a
+  // [N, C] output of shape `output` (unchecked when the shape is unknown).
+  static absl::Status CheckLabelCount(size_t labels, const std::vector<int64_t>& output);
   // The version's labels.txt, one label per line (null without one);
   // FAILED_PRECONDITION when it is over 4 MiB or unreadable.
   static absl::StatusOr<std::shared_ptr<const std::vector<std::string>>> ReadLabels(

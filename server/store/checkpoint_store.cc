@@ -152,6 +152,9 @@ absl::StatusOr<Manifest> CheckpointStore::ParseManifest(absl::string_view text) 
                                               m.architecture_file, "', expected '",
                                               kArchitectureFile, "'"));
     }
+    if (j.contains("preprocess") && j["preprocess"].is_object()) {
+      m.preprocess = j["preprocess"].dump();
+    }
     if (j.contains("size_bytes") && j["size_bytes"].is_number_integer()) {
       m.size_bytes = j["size_bytes"].get<int64_t>();
     }
@@ -313,6 +316,9 @@ std::string CheckpointStore::ManifestJson(const Manifest& m) {
   j["created_at"] = m.created_at;
   j["source"] = m.source;
   if (!m.precision.empty()) j["precision"] = m.precision;
+  if (!m.preprocess.empty()) {
+    j["preprocess"] = nlohmann::json::parse(m.preprocess, nullptr, /*allow_exceptions=*/false);
+  }
   if (!m.architecture_file.empty()) {
     j["architecture_file"] = m.architecture_file;
     j["architecture_sha256"] = m.architecture_sha256;
@@ -359,6 +365,7 @@ absl::StatusOr<std::unique_ptr<PendingVersion>> CheckpointStore::BeginVersion(
   p->expected_arch_sha256_ = v.expected_architecture_sha256;
   p->manifest_.source = v.source;
   p->manifest_.precision = v.precision;
+  p->manifest_.preprocess = v.preprocess;
   p->max_bytes_ = v.max_bytes;
   p->expected_sha256_ = v.expected_sha256;
   p->expected_size_ = v.expected_size;

@@ -33,6 +33,9 @@ struct Manifest {
   // the version directory ("architecture.pt") and sha256; empty when none.
   std::string architecture_file;
   std::string architecture_sha256;
+  // Image preprocessing (a JSON object, see server/image/preprocess.h); empty =
+  // the default. The store keeps it as text; the registry parses it.
+  std::string preprocess;
 };
 
 // One resolved store version.
@@ -166,6 +169,7 @@ class CheckpointStore {
     std::string architecture;
     std::string source;           // manifest "source": who wrote it
     std::string precision;        // manifest "precision" (optional)
+    std::string preprocess;       // manifest "preprocess", a JSON object (optional)
     uint64_t max_bytes = 0;       // Append limit; 0 = none
     std::string expected_sha256;  // optional, checked at Commit
     int64_t expected_size = -1;   // optional, checked at Commit

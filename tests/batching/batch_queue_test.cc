@@ -42,7 +42,7 @@ class BatchQueueTest : public ::testing::Test {
     };
     return std::make_unique<BatchQueue>(o, [this]() -> absl::StatusOr<ModelHandle> {
       if (model_ == nullptr) return absl::FailedPreconditionError("no model");
-      return ModelHandle{model_, version_, nullptr};
+      return ModelHandle{model_, version_, nullptr, nullptr};
     });
   }
 
@@ -269,7 +269,7 @@ TEST(BatchQueueThreadsTest, WorkersAnswerConcurrentRequests) {
   o.batch_timeout = absl::Milliseconds(1);
   o.num_workers = 2;
   BatchQueue q(o, [model]() -> absl::StatusOr<ModelHandle> {
-    return ModelHandle{model, 3, nullptr};
+    return ModelHandle{model, 3, nullptr, nullptr};
   });
   constexpr int kThreads = 4, kPer = 25;
   std::vector<absl::Notification> done(kThreads * kPer);

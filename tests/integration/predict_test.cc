@@ -163,7 +163,7 @@ TEST_F(PredictTest, BadRequestsGetTheirCodeAndKeepServing) {
       {"byte length", [](v1::PredictRequest* r) { r->mutable_input()->mutable_data()->pop_back(); },
        grpc::INVALID_ARGUMENT, "expected 49152"},
       {"no input", [](v1::PredictRequest* r) { r->clear_input(); }, grpc::INVALID_ARGUMENT,
-       "input tensor is missing"},
+       "neither an input tensor nor images"},
       {"top_k", [](v1::PredictRequest* r) { r->set_top_k(-1); }, grpc::INVALID_ARGUMENT,
        "top_k -1 is negative"},
       {"version", [](v1::PredictRequest* r) { r->set_version(-2); }, grpc::INVALID_ARGUMENT,
