@@ -85,9 +85,9 @@ ServerMetrics::ServerMetrics()
                       .Register(*registry_)),
       inflight_(prometheus::BuildGauge()
                     .Name("modelserver_inflight_requests")
-                    .Help("RPCs accepted and not yet answered (queued Predicts included).")
-                    .Register(*registry_)
-                    .Add({})),
+                    .Help("RPCs accepted and not yet answered (queued Predicts included), by "
+                          "model (empty until the request named a known model) and method.")
+                    .Register(*registry_)),
       process_(std::make_unique<ProcessMetrics>(*registry_)) {}
 
 ServerMetrics::~ServerMetrics() {

@@ -48,8 +48,11 @@ class ServerMetrics {
   // modelserver_build_info{version, libtorch, cuda} 1.
   void SetBuildInfo(const std::string& version, const std::string& libtorch,
                     const std::string& cuda);
-  // modelserver_inflight_requests: RPCs accepted and not yet answered.
-  void AddInflight(int delta) { inflight_.Increment(delta); }
+  // modelserver_inflight_requests{model, method}: RPCs accepted and not yet
+  // answered; `model` is empty until the request named a model the server knows.
+  void AddInflight(const std::string& model, const std::string& method, int delta) {
+    inflight_.Add({{"model", model}, {"method", method}}).Increment(delta);
+  }
 
   // Called before each scrape (sets the state gauges).
   void set_collect_hook(std::function<void(ServerMetrics*)> hook);
@@ -79,7 +82,7 @@ class ServerMetrics {
   prometheus::Family<prometheus::Gauge>& ready_;
   prometheus::Family<prometheus::Gauge>& device_memory_;
   prometheus::Family<prometheus::Gauge>& build_info_;
-  prometheus::Gauge& inflight_;
+  prometheus::Family<prometheus::Gauge>& inflight_;
   std::unique_ptr<ProcessMetrics> process_;  // process_* series
   absl::Mutex hook_mu_;
   std::function<void(ServerMetrics*)> hook_ ABSL_GUARDED_BY(hook_mu_);

@@ -68,7 +68,7 @@ grpc::ServerUnaryReactor* InferenceServiceImpl::ModelReady(
       (h.status().code() == absl::StatusCode::kNotFound &&
        registry_->Status(request->name()).ok())) {
     status = absl::OkStatus();
-    rpc.model = request->name();
+    rpc.SetModel(request->name());
   }
   response->set_ready(h.ok());
   return Answer(context, rpc, status);
@@ -90,7 +90,7 @@ grpc::ServerUnaryReactor* InferenceServiceImpl::ModelMetadata(
   Rpc rpc{service_, "ModelMetadata"};
   absl::StatusOr<ModelHandle> h = Serving(request->name(), request->version());
   if (!h.ok()) return Answer(context, rpc, h.status());
-  rpc.model = request->name();
+  rpc.SetModel(request->name());
   response->set_name(request->name());
   response->add_versions(absl::StrCat(h->version));
   response->set_platform("pytorch_libtorch");
@@ -162,7 +162,7 @@ grpc::ServerUnaryReactor* InferenceServiceImpl::RepositoryModelLoad(
   // The version the store's policy names (its pin, else the newest); pins stay.
   registry_->LoadAsync(request->model_name(), 0,
                        [reactor, rpc, name = request->model_name()](absl::Status s) mutable {
-                         if (s.ok()) rpc.model = name;
+                         if (s.ok()) rpc.SetModel(name);
                          rpc.Finish(reactor, s);
                        });
   return reactor;
@@ -176,7 +176,7 @@ grpc::ServerUnaryReactor* InferenceServiceImpl::RepositoryModelUnload(
     return Answer(context, rpc, auth);
   }
   absl::Status s = registry_->Unload(request->model_name());
-  if (s.ok()) rpc.model = request->model_name();
+  if (s.ok()) rpc.SetModel(request->model_name());
   return Answer(context, rpc, s);
 }
 

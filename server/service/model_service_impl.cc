@@ -115,7 +115,7 @@ absl::Status ModelServiceImpl::StartPredict(grpc::CallbackServerContext* context
         absl::StrCat("version ", request.version(), " is negative, expected 0 (serving) or >= 1"));
   }
   ASSIGN_OR_RETURN(ModelHandle handle, registry_->Get(request.model_name(), request.version()));
-  rpc->model = request.model_name();
+  rpc->SetModel(request.model_name());
   if (request.top_k() < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("top_k ", request.top_k(), " is negative, expected 0 (none) or more"));
@@ -362,7 +362,7 @@ grpc::ServerUnaryReactor* ModelServiceImpl::GetModelStatus(grpc::CallbackServerC
   Rpc rpc{this, "GetModelStatus"};
   if (status.ok()) {
     ToProto(*status, response);
-    rpc.model = request->model_name();
+    rpc.SetModel(request->model_name());
   }
   return FinishNow(context, rpc, status.status());
 }
@@ -513,7 +513,7 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadCheckpointRequest
       };
       ASSIGN_OR_RETURN(pending_, store_->BeginVersion(nv));
       if (!h.labels().empty()) RETURN_IF_ERROR(pending_->SetLabels(h.labels()));
-      rpc_.model = h.model_name();
+      rpc_.SetModel(h.model_name());
       return absl::OkStatus();
     }
     if (pending_ == nullptr) return absl::InvalidArgumentError("upload must start with a header");
@@ -553,7 +553,7 @@ class DownloadReactor : public grpc::ServerWriteReactor<v1::DownloadCheckpointRe
       Done(ToGrpcStatus(rpc_.Described(s)));
       return;
     }
-    rpc_.model = request.model_name();
+    rpc_.SetModel(request.model_name());
     StartWrite(&message_);
   }
   ~DownloadReactor() override {
@@ -643,7 +643,7 @@ grpc::ServerUnaryReactor* ModelServiceImpl::SaveModel(grpc::CallbackServerContex
     auto v = registry_->Save(request->model_name(), static_cast<ModelFormat>(request->format()),
                              request->target_model_name());
     if (v.ok()) {
-      rpc.model = request->model_name();
+      rpc.SetModel(request->model_name());
       response->set_model_name(v->model_name);
       response->set_version(v->version);
       response->set_format(request->format());
@@ -681,7 +681,7 @@ grpc::ServerUnaryReactor* ModelServiceImpl::LoadModel(grpc::CallbackServerContex
                          registry_->StoreChanged(name);
                          if (auto status = registry_->Status(name); status.ok()) {
                            ToProto(*status, response->mutable_status());
-                           rpc.model = name;
+                           rpc.SetModel(name);
                          }
                          rpc.Finish(reactor, s);
                        });
@@ -695,7 +695,7 @@ grpc::ServerUnaryReactor* ModelServiceImpl::UnloadModel(grpc::CallbackServerCont
   if (absl::Status auth = auth_.Check(*context); !auth.ok()) return FinishNow(context, rpc, auth);
   absl::Status s = registry_->Unload(request->model_name());
   if (s.ok()) {
-    rpc.model = request->model_name();
+    rpc.SetModel(request->model_name());
     if (auto status = registry_->Status(request->model_name()); status.ok()) {
       ToProto(*status, response->mutable_status());
     }

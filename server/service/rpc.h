@@ -25,14 +25,24 @@ struct ModelServiceImpl::Rpc {
         store(service->store_),
         method(name) {
     ++*inflight;
-    if (metrics != nullptr) metrics->AddInflight(1);
+    if (metrics != nullptr) metrics->AddInflight("", method, 1);
+  }
+
+  // The request named a model the server knows: it becomes the metrics' label
+  // (and the in-flight count moves to it). Call before copying the Rpc.
+  void SetModel(const std::string& name) {
+    if (metrics != nullptr && name != model) {
+      metrics->AddInflight(model, method, -1);
+      metrics->AddInflight(name, method, 1);
+    }
+    model = name;
   }
 
   ServerMetrics* metrics;
   std::atomic<int>* inflight;
   const CheckpointStore* store;  // describes store paths in error messages
   const char* method;
-  std::string model;
+  std::string model;  // set through SetModel
   absl::Time start = absl::Now();
   // Request bytes this call holds against the in-flight budget (Predict).
   std::atomic<int64_t>* held_bytes = nullptr;
@@ -43,7 +53,7 @@ struct ModelServiceImpl::Rpc {
 
   void Record(const grpc::Status& s) const {
     --*inflight;
-    if (metrics != nullptr) metrics->AddInflight(-1);
+    if (metrics != nullptr) metrics->AddInflight(model, method, -1);
     if (held_bytes != nullptr) *held_bytes -= bytes;
     if (metrics == nullptr) return;
     metrics->RecordRequest(model, method,

@@ -187,7 +187,9 @@ TEST_F(OpsTest, MetricsFromTheRealServerParseWithPrometheusClient) {
   EXPECT_GT(start, now - 600);
   EXPECT_LE(start, now + 1);
   EXPECT_EQ(Sample(m, "modelserver_build_info", "modelserver_build_info", {{"cuda", "no"}}), 1);
-  EXPECT_EQ(Sample(m, "modelserver_inflight_requests", "modelserver_inflight_requests", {}), 0);
+  EXPECT_EQ(Sample(m, "modelserver_inflight_requests", "modelserver_inflight_requests",
+                   {{"model", "tiny"}, {"method", "Predict"}}),
+            0);
   // The weights' bytes on the device, as the status reports them (tiny: float32).
   v1::ModelStatus st;
   ASSERT_TRUE(client_->GetModelStatus("tiny", &st).ok());
@@ -236,6 +238,34 @@ TEST_F(OpsTest, UnknownModelNamesAddNoSeries) {
   EXPECT_GE(Sample(m, "modelserver_requests", "modelserver_requests_total",
                    {{"model", ""}, {"method", "Predict"}, {"code", "NOT_FOUND"}}),
             100);
+}
+
+// A Predict held in the batching queue (a batch of 4 waits up to 5 s for more
+// samples) shows in modelserver_inflight_requests under its model and method,
+// and leaves it when answered.
+TEST_F(OpsTest, InflightRequestsCarryModelAndMethod) {
+  Start({"--max_batch_size=4", "--batch_timeout_us=5000000"});
+  ASSERT_TRUE(testing::WaitForModels(*client_, {"tiny"}, std::chrono::seconds(60)));
+  HostTensor x = testing::FixtureNpy("tiny", "input.npy");
+  const auto samples = static_cast<size_t>(x.shape[0]);
+  x.shape[0] = 1;  // one sample: the batch of 4 is not full
+  x.data.resize(x.data.size() / samples);
+  std::atomic<bool> answered{false};
+  std::thread predict([&] {
+    v1::PredictResponse r;
+    EXPECT_TRUE(client_->Predict(MakePredictRequest("tiny", x, 0), &r).ok());
+    answered = true;
+  });
+  double seen = 0;
+  while (!answered.load() && seen < 1) {  // scraped while it waits in the queue
+    seen = Sample(Scrape(server_->metrics_port()), "modelserver_inflight_requests",
+                  "modelserver_inflight_requests", {{"model", "tiny"}, {"method", "Predict"}});
+  }
+  predict.join();
+  EXPECT_EQ(seen, 1) << "the held Predict was never seen in flight";
+  EXPECT_EQ(Sample(Scrape(server_->metrics_port()), "modelserver_inflight_requests",
+                   "modelserver_inflight_requests", {{"model", "tiny"}, {"method", "Predict"}}),
+            0);
 }
 
 TEST_F(OpsTest, SigtermDrainsAnswersEverythingAndExitsZero) {
