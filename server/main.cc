@@ -548,6 +548,7 @@ int Serve(const std::vector<StartupModel>& startup, sigset_t signals) {
   int sig = 0;
   sigwait(&signals, &sig);
   Drain(sig, &health, &service, server->get(), &metrics, rest->get());
+  image_pool.Shutdown();  // decodes still queued finish their calls while the service exists
   StopLoads(&registry, &loader);
   LOG_INFO("model-server stopped");
   return 0;

@@ -4,6 +4,7 @@
 #include <csetjmp>
 #include <cstdio>
 #include <cstring>
+#include <new>
 #include <string>
 
 #include "absl/strings/escaping.h"
@@ -116,7 +117,12 @@ std::string DecodeJpegInto(std::string_view bytes, const DecodeLimits& limits, R
   jpeg_start_decompress(&cinfo);
   out->width = cinfo.output_width;
   out->height = cinfo.output_height;
-  out->pixels.resize(static_cast<size_t>(out->width * out->height * 3));
+  try {  // no exception may pass through libjpeg's frames or leave cinfo allocated
+    out->pixels.resize(static_cast<size_t>(out->width * out->height * 3));
+  } catch (const std::bad_alloc&) {
+    jpeg_destroy_decompress(&cinfo);
+    return "out of memory for the decoded pixels";
+  }
   while (cinfo.output_scanline < cinfo.output_height) {
     JSAMPROW row = out->pixels.data() +
                    static_cast<size_t>(cinfo.output_scanline) * static_cast<size_t>(out->width) * 3;

@@ -229,6 +229,11 @@ absl::Status ModelServiceImpl::StartImagePredict(grpc::CallbackServerContext* co
   const std::shared_ptr<const ImagePreprocess> pre =
       handle.preprocess != nullptr ? handle.preprocess : std::make_shared<ImagePreprocess>();
   const int64_t n = request.images_size();
+  if (static_cast<size_t>(n) > options_.image_pool->max_queued()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the request has ", n, " images, more than the decoding queue holds (",
+                     options_.image_pool->max_queued(), ", --max_queued_images)"));
+  }
   HostTensor input;
   input.dtype = DType::kFloat32;
   input.shape = pre->OutputShape();
@@ -257,8 +262,8 @@ absl::Status ModelServiceImpl::StartImagePredict(grpc::CallbackServerContext* co
   job->remaining.store(n);
   job->task = MakeTask(context, request, handle, std::move(input), forward_bytes,
                        /*unbatched=*/false, DType::kFloat32, response, reactor, *rpc);
-  job->enqueue = [this, name = request.model_name()](BatchTask task) {
-    return registry_->Enqueue(name, std::move(task));
+  job->enqueue = [registry = registry_, name = request.model_name()](BatchTask task) {
+    return registry->Enqueue(name, std::move(task));
   };
   job->fail = [reactor, rpc = *rpc](absl::Status status) { rpc.Finish(reactor, status); };
   float* base = reinterpret_cast<float*>(job->task.input.data.data());
