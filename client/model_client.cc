@@ -7,6 +7,7 @@
 
 #include "absl/strings/numbers.h"
 #include "common/oip_datatype.h"
+#include "common/scalar_bytes.h"
 #include "common/sha256.h"
 
 namespace modelserver {
@@ -64,9 +65,20 @@ grpc::Status ModelClient::PredictV2(const v1::PredictRequest& request,
   if (request.version() > 0) infer.set_model_version(std::to_string(request.version()));
   auto* in = infer.add_inputs();
   in->set_name("input");
-  in->set_datatype(DatatypeOf(static_cast<DType>(request.input().dtype())));
-  in->mutable_shape()->CopyFrom(request.input().shape());
-  infer.add_raw_input_contents(request.input().data());
+  if (request.images_size() > 0) {  // BYTES [N]: each a 4-byte little-endian length, then it
+    in->set_datatype("BYTES");
+    in->add_shape(request.images_size());
+    std::string raw;
+    for (const std::string& image : request.images()) {
+      AppendScalar(&raw, static_cast<uint32_t>(image.size()));
+      raw += image;
+    }
+    infer.add_raw_input_contents(std::move(raw));
+  } else {
+    in->set_datatype(DatatypeOf(static_cast<DType>(request.input().dtype())));
+    in->mutable_shape()->CopyFrom(request.input().shape());
+    infer.add_raw_input_contents(request.input().data());
+  }
   inference::ModelInferResponse out;
   grpc::Status s = v2_stub_->ModelInfer(&context, infer, &out);
   if (!s.ok()) return s;

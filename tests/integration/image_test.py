@@ -246,6 +246,15 @@ try:
     expect('model-client predict --image prints "label (probability)" per image',
            r.returncode == 0 and len(lines) == 2 and all(ln.count('class_') == 3 and '(' in ln
                                                            for ln in lines), r.stdout + r.stderr)
+    r = subprocess.run([client_bin, '--target', target, '--protocol', 'v2', 'predict', 'ident',
+                        '--image', photos[0], '--image', photos[1], '--top_k', '0',
+                        '--output', os.path.join(work, 'v2.npy')], capture_output=True, text=True,
+                       env=env, timeout=120)
+    v2_out = np.load(os.path.join(work, 'v2.npy')) if r.returncode == 0 else None
+    expect('model-client --protocol v2 predict --image: BYTES input, same tensor as v1',
+           v2_out is not None and v2_out.shape == (2, 3, 224, 224) and np.array_equal(
+               v2_out[0], client.predict_images('ident', photos[0], top_k=0).output[0]),
+           r.stdout + r.stderr)
     r = subprocess.run([client_bin, '--target', target, 'predict', 'vgg16', '--image',
                         os.path.join(BAD, 'text.txt')], capture_output=True, text=True, env=env,
                        timeout=60)
