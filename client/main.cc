@@ -120,6 +120,19 @@ void PrintStatus(const v1::ModelStatus& m) {
 
 void PrintPrediction(const v1::PredictResponse& response, double ms);
 
+// Reads the file a flag names into *out; false (after saying so) when it cannot.
+bool ReadFlagFile(const char* flag, const std::string& path, std::string* out) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    std::fprintf(stderr, "cannot read %s %s\n", flag, path.c_str());
+    return false;
+  }
+  std::stringstream bytes;
+  bytes << in.rdbuf();
+  *out = bytes.str();
+  return true;
+}
+
 // Every --image, in order (a repeated flag: absl keeps only the last occurrence,
 // so main() collects them before parsing).
 std::vector<std::string>& ImagePaths() {
@@ -130,14 +143,7 @@ std::vector<std::string>& ImagePaths() {
 // Reads every --image; false (after saying which) when one cannot be read.
 bool ReadImages(std::vector<std::string>* images) {
   for (const std::string& path : ImagePaths()) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) {
-      std::fprintf(stderr, "cannot read --image %s\n", path.c_str());
-      return false;
-    }
-    std::stringstream bytes;
-    bytes << in.rdbuf();
-    images->push_back(bytes.str());
+    if (!ReadFlagFile("--image", path, &images->emplace_back())) return false;
   }
   return true;
 }
@@ -305,15 +311,10 @@ bool ClientOptions(ModelClient::Options* options) {
   }
   options->token = absl::GetFlag(FLAGS_token);
   if (options->token.empty() && !absl::GetFlag(FLAGS_token_file).empty()) {
-    std::ifstream in(absl::GetFlag(FLAGS_token_file));
-    if (!in) {
-      std::fprintf(stderr, "cannot read --token_file %s\n",
-                   absl::GetFlag(FLAGS_token_file).c_str());
+    if (!ReadFlagFile("--token_file", absl::GetFlag(FLAGS_token_file), &options->token)) {
       return false;
     }
-    std::stringstream ss;
-    ss << in.rdbuf();
-    options->token = std::string(absl::StripAsciiWhitespace(ss.str()));
+    options->token = std::string(absl::StripAsciiWhitespace(options->token));
   }
   if (options->token.empty()) {
     if (const char* env = std::getenv("MODEL_SERVER_TOKEN"); env != nullptr) options->token = env;
@@ -385,14 +386,7 @@ int Upload(const Command& c) {
   header.set_precision(absl::GetFlag(FLAGS_precision));
   header.set_preprocess(absl::GetFlag(FLAGS_preprocess));
   if (const std::string labels = absl::GetFlag(FLAGS_labels); !labels.empty()) {
-    std::ifstream in(labels, std::ios::binary);
-    if (!in) {
-      std::fprintf(stderr, "upload: cannot read --labels %s\n", labels.c_str());
-      return 2;
-    }
-    std::stringstream text;
-    text << in.rdbuf();
-    header.set_labels(text.str());
+    if (!ReadFlagFile("--labels", labels, header.mutable_labels())) return 2;
   }
   v1::UploadCheckpointResponse resp;
   grpc::Status s = c.client.Upload(absl::GetFlag(FLAGS_file), header, &resp, 1 << 20,

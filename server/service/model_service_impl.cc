@@ -247,14 +247,8 @@ absl::Status ModelServiceImpl::StartImagePredict(grpc::CallbackServerContext* co
   const int64_t per_image = input.NumElements() / n;
   // The decoded tensor is held like request bytes: reserved before allocating.
   const int64_t tensor_bytes = input.NumElements() * 4;
-  const int64_t held = inflight_request_bytes_.fetch_add(tensor_bytes) + tensor_bytes;
-  rpc->bytes += tensor_bytes;
-  if (options_.max_inflight_request_bytes > 0 && held > options_.max_inflight_request_bytes) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "the server holds ", held - rpc->bytes, " bytes of Predict requests; this one's ", n,
-        " images (", rpc->bytes, " bytes decoded) would pass the limit of ",
-        options_.max_inflight_request_bytes, " (--max_inflight_request_bytes); retry later"));
-  }
+  RETURN_IF_ERROR(Hold(rpc, tensor_bytes,
+                       absl::StrCat(n, " images (", rpc->bytes + tensor_bytes, " bytes decoded)")));
   input.data.resize(static_cast<size_t>(tensor_bytes));
   ASSIGN_OR_RETURN(const int64_t forward_bytes, ForwardBytes(*handle.model, input));
 
@@ -305,6 +299,19 @@ absl::Status ModelServiceImpl::StartImagePredict(grpc::CallbackServerContext* co
   return absl::OkStatus();
 }
 
+absl::Status ModelServiceImpl::Hold(Rpc* rpc, int64_t bytes, const std::string& what) {
+  rpc->held_bytes = &inflight_request_bytes_;
+  rpc->bytes += bytes;
+  const int64_t held = inflight_request_bytes_.fetch_add(bytes) + bytes;
+  if (options_.max_inflight_request_bytes <= 0 || held <= options_.max_inflight_request_bytes) {
+    return absl::OkStatus();
+  }
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "the server holds ", held - rpc->bytes, " bytes of Predict requests; this one's ", what,
+      " would pass the limit of ", options_.max_inflight_request_bytes,
+      " (--max_inflight_request_bytes); retry later"));
+}
+
 bool ModelServiceImpl::WaitIdle(absl::Duration timeout) const {
   const absl::Time deadline = absl::Now() + timeout;
   while (inflight_.load() > 0) {
@@ -333,15 +340,9 @@ grpc::ServerUnaryReactor* ModelServiceImpl::PredictVia(grpc::CallbackServerConte
   }
   // Requests held in memory are budgeted: past the limit, answer at once (the
   // request's memory goes as soon as it is answered).
-  rpc.bytes = request_bytes;
-  rpc.held_bytes = &inflight_request_bytes_;
-  const int64_t held = inflight_request_bytes_.fetch_add(rpc.bytes) + rpc.bytes;
-  if (options_.max_inflight_request_bytes > 0 && held > options_.max_inflight_request_bytes) {
-    rpc.Finish(reactor, absl::ResourceExhaustedError(absl::StrCat(
-                            "the server holds ", held - rpc.bytes, " bytes of Predict requests; ",
-                            "this one's ", rpc.bytes, " bytes would pass the limit of ",
-                            options_.max_inflight_request_bytes,
-                            " (--max_inflight_request_bytes); retry later")));
+  if (absl::Status held = Hold(&rpc, request_bytes, absl::StrCat(request_bytes, " bytes"));
+      !held.ok()) {
+    rpc.Finish(reactor, held);
     return reactor;
   }
   // On success the batch worker finishes the reactor; this thread returns at once.

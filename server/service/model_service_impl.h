@@ -100,6 +100,9 @@ class ModelServiceImpl final : public modelserving::v1::ModelService::CallbackSe
                                        const absl::Status& parsed,
                                        modelserving::v1::PredictResponse* response, Rpc rpc,
                                        int64_t request_bytes);
+  // Adds `bytes` to what `rpc` holds against max_inflight_request_bytes (given
+  // back when it finishes); RESOURCE_EXHAUSTED naming `what` past the limit.
+  absl::Status Hold(Rpc* rpc, int64_t bytes, const std::string& what);
   // Validates the request and queues it; on OK the batch worker owns `reactor`.
   absl::Status StartPredict(grpc::CallbackServerContext* context,
                             const modelserving::v1::PredictRequest& request,

@@ -29,6 +29,19 @@ const char* ModelStateName(ModelState state) {
   return "?";
 }
 
+namespace {
+
+// A float32 tensor of zeros: the probe of warm-ups and upload checks.
+HostTensor Zeros(const std::vector<int64_t>& shape) {
+  HostTensor t;
+  t.dtype = DType::kFloat32;
+  t.shape = shape;
+  t.data.assign(static_cast<size_t>(t.NumElements()) * 4, '\0');
+  return t;
+}
+
+}  // namespace
+
 absl::Status ModelRegistry::CheckUpload(const std::string& name, const std::string& path,
                                         ModelFormat format, const std::string& architecture,
                                         const std::string& architecture_file, size_t label_count,
@@ -57,11 +70,7 @@ absl::Status ModelRegistry::CheckUpload(const std::string& name, const std::stri
     if (!model->ValidateInput(DType::kFloat32, shape).ok()) return absl::OkStatus();
   }
   shape[0] = 1;
-  HostTensor probe;
-  probe.dtype = DType::kFloat32;
-  probe.shape = shape;
-  probe.data.assign(static_cast<size_t>(probe.NumElements()) * 4, '\0');
-  absl::StatusOr<HostTensor> out = model->Forward(probe);
+  absl::StatusOr<HostTensor> out = model->Forward(Zeros(shape));
   if (!out.ok()) {
     if (own_shape) return out.status();
     return absl::OkStatus();  // takes no images: its class count stays unknown
@@ -213,12 +222,8 @@ absl::StatusOr<std::vector<int64_t>> ModelRegistry::WarmUp(const Model& model) c
                             ? std::max<int64_t>(1, options_.batching.max_batch_size)
                             : 1;
   for (int64_t n = 1; n <= sizes; ++n) {
-    HostTensor warm;
-    warm.dtype = DType::kFloat32;
-    warm.shape = shape;
-    warm.shape[0] = n;
-    warm.data.assign(static_cast<size_t>(warm.NumElements()) * 4, '\0');
-    absl::StatusOr<HostTensor> out = model.Forward(warm);
+    shape[0] = n;
+    absl::StatusOr<HostTensor> out = model.Forward(Zeros(shape));
     if (!out.ok()) {
       return absl::Status(out.status().code(), absl::StrCat("warm-up forward pass (batch ", n,
                                                             ") failed: ", out.status().message()));
