@@ -73,6 +73,12 @@ int64_t ImagePreprocess::OutputWidth() const {
 }
 
 absl::StatusOr<ImagePreprocess> ParsePreprocess(std::string_view json) {
+  // A few numbers: anything longer is not a description (and is not parsed).
+  constexpr size_t kMaxBytes = 4096;
+  if (json.size() > kMaxBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("preprocess is ", json.size(), " bytes, over the limit of ", kMaxBytes));
+  }
   const Json j = Json::parse(json, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) {
     return absl::InvalidArgumentError("preprocess must be a JSON object");

@@ -39,7 +39,8 @@ struct ImagePreprocess {
 // Parses the manifest's JSON object, e.g.
 //   {"resize": 256, "crop": 224, "mean": [0.485, 0.456, 0.406],
 //    "std": [0.229, 0.224, 0.225], "interpolation": "bilinear"}
-// Absent keys keep the defaults. INVALID_ARGUMENT naming the bad key.
+// Absent keys keep the defaults. INVALID_ARGUMENT naming the bad key, or for
+// more than 4 KiB of text (refused before parsing).
 absl::StatusOr<ImagePreprocess> ParsePreprocess(std::string_view json);
 // The JSON object ParsePreprocess reads back.
 std::string PreprocessJson(const ImagePreprocess& p);

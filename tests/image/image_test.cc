@@ -65,6 +65,7 @@ TEST(PreprocessTest, BadDescriptionsNameTheKey) {
       {R"({"interpolation": "nearest"})", "\"interpolation\""},
       {R"({"scale": 2})", "unknown key \"scale\""},
       {R"({"crop": null})", "fixed output size"},
+      {std::string(5000, '['), "over the limit of 4096"},
   };
   for (const auto& [json, words] : bad) {
     auto p = ParsePreprocess(json);

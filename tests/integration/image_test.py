@@ -11,9 +11,11 @@ References are torchvision's transforms on the PIL image (after ImageOps.exif_tr
 Usage: image_test.py SERVER_BIN CLIENT_BIN FIXTURES SOURCE_DIR PYCLIENT_DIR TMP
 """
 import base64
+import concurrent.futures
 import glob
 import json
 import os
+import struct
 import subprocess
 import sys
 import tempfile
@@ -142,7 +144,7 @@ try:
 
     # --- 4. bad images: INVALID_ARGUMENT naming the image and the problem ---
     good = open(photos[0], 'rb').read()
-    for name, words in (('truncated.jpg', 'JPEG'), ('cut.jpg', 'truncated'),
+    for name, words in (('truncated.jpg', 'JPEG'), ('cut.jpg', 'truncated'), ('cmyk.jpg', 'CMYK'),
                         ('text.txt', 'not a JPEG, PNG or WebP'),
                         ('huge.png', 'over the limit of'), ('empty.png', 'empty')):
         try:
@@ -238,6 +240,22 @@ try:
     except urllib.error.HTTPError as e:
         expect('v2 REST: bad base64 -> 400', e.code == 400 and 'base64' in e.read().decode())
 
+    def v2_refused(name, request, words):
+        try:
+            stub.ModelInfer(request, timeout=60)
+            expect(name, False, 'accepted')
+        except grpc.RpcError as e:
+            expect(name, e.code() == grpc.StatusCode.INVALID_ARGUMENT and words in e.details(),
+                   e.details())
+
+    bad = v2.ModelInferRequest(model_name='vgg16')
+    bad.inputs.add(name='image', datatype='BYTES', shape=[2]).contents.bytes_contents.append(good)
+    v2_refused('v2 gRPC: BYTES shape [2] with 1 image refused', bad, '2 elements but 1 images')
+    bad = v2.ModelInferRequest(model_name='vgg16')
+    bad.inputs.add(name='image', datatype='BYTES', shape=[1])
+    bad.raw_input_contents.append(struct.pack('<I', len(good) + 10) + good)
+    v2_refused('v2 gRPC: a raw BYTES length past the contents refused', bad, 'past the contents')
+
     # --- 7. model-client predict --image ---
     r = subprocess.run([client_bin, '--target', target, 'predict', 'vgg16', '--image', photos[0],
                         '--image', photos[1], '--top_k', '3'], capture_output=True, text=True,
@@ -279,6 +297,68 @@ try:
                        env=dict(env, PYTHONPATH=pyclient_dir))
     expect('examples/tutorial.py: save -> upload -> predict an image -> label',
            r.returncode == 0 and 'the server matches PyTorch' in r.stdout, r.stdout + r.stderr)
+finally:
+    stop(proc)
+
+# --- 10. the budgets, on servers with small ones ---
+def limited_server(name, flags):
+    d = os.path.join(work, name)
+    os.makedirs(d)
+    p = subprocess.Popen([server_bin, '--store', store, '--model', 'ident', '--listen', '127.0.0.1:0',
+                          '--port_file', os.path.join(d, 'port'), '--metrics_listen', '',
+                          '--http_listen', '', '--shutdown_grace_seconds', '0'] + flags,
+                         stdout=subprocess.DEVNULL, stderr=open(os.path.join(d, 'log'), 'w'), env=env)
+    for _ in range(600):
+        if os.path.exists(os.path.join(d, 'port')) and open(os.path.join(d, 'port')).read().strip():
+            break
+        time.sleep(0.1)
+    c = ModelServerClient('127.0.0.1:' + open(os.path.join(d, 'port')).read().strip(), timeout=120)
+    for _ in range(600):
+        if c.status('ident').state == pb.READY:
+            break
+        time.sleep(0.2)
+    return p, c
+
+
+def code_of(fn):
+    try:
+        fn()
+        return 'OK', ''
+    except ServerError as e:
+        return e.code.name, e.message
+
+
+big = open(os.path.join(fx, 'big.png'), 'rb').read()
+proc, lim = limited_server('queue', ['--preprocess_threads', '1', '--max_queued_images', '2'])
+try:
+    code, msg = code_of(lambda: lim.predict_images('ident', [good] * 3, top_k=0))
+    expect('more images than --max_queued_images in one request: INVALID_ARGUMENT',
+           code == 'INVALID_ARGUMENT' and 'more than the decoding queue holds (2' in msg, msg)
+    # 32 concurrent single-image requests of a slow-to-decode photo against one decode
+    # thread and a queue of 2: the queue fills, refusals answer at once, the rest succeed.
+    with concurrent.futures.ThreadPoolExecutor(32) as pool:
+        results = list(pool.map(lambda _: code_of(
+            lambda: lim.predict_images('ident', [big], top_k=0)), range(32)))
+    codes = [c for c, _ in results]
+    full = [m for c, m in results if c == 'RESOURCE_EXHAUSTED']
+    expect('a full decoding queue answers RESOURCE_EXHAUSTED, the others succeed',
+           full and all('decoding queue is full' in m for m in full)
+           and set(codes) <= {'OK', 'RESOURCE_EXHAUSTED'} and 'OK' in codes, f'{results[:4]}')
+    print(f'queue of 2, 1 thread, 32 concurrent: {codes.count("OK")} OK, {len(full)} refused')
+    expect('the server serves after the burst', code_of(
+        lambda: lim.predict_images('ident', [good], top_k=0))[0] == 'OK')
+finally:
+    stop(proc)
+proc, lim = limited_server('budget', ['--max_inflight_request_bytes', '1000000'])
+try:
+    code, msg = code_of(lambda: lim.predict_images('ident', [good], top_k=0))
+    expect('one image fits a 1 MB in-flight budget', code == 'OK', msg)
+    code, msg = code_of(lambda: lim.predict_images('ident', [good] * 2, top_k=0))
+    expect('two images (1.2 MB decoded) pass the 1 MB budget: RESOURCE_EXHAUSTED',
+           code == 'RESOURCE_EXHAUSTED' and '2 images' in msg and 'bytes decoded' in msg
+           and '--max_inflight_request_bytes' in msg, msg)
+    expect('the budget is given back', code_of(
+        lambda: lim.predict_images('ident', [good], top_k=0))[0] == 'OK')
 finally:
     stop(proc)
 sys.exit(summary())

@@ -5,9 +5,10 @@ and models (randomly initialised, saved by PyTorch) into OUT_DIR.
 images/: <photo>.jpg and <photo>.png for chelsea, coffee, astronaut, rocket, camera
 (grayscale) and logo (RGBA; its JPEG converted to RGB first), chelsea.webp, and
 chelsea_exif<k>.jpg for every EXIF orientation k = 2..8; bad/: a truncated JPEG
-(skimage's truncated.jpg), a text file, a PNG whose header says 30000x30000 and an
-empty file. ident/model.pt: TorchScript identity (the server's preprocessed tensor
-comes back as the output). Usage: image_fixtures.py OUT_DIR
+(skimage's truncated.jpg, and one cut in half), a CMYK JPEG, a text file, a PNG whose
+header says 30000x30000 and an empty file; big.png, a 2400x1600 photo (slow to decode).
+ident/model.pt: TorchScript identity (the server's preprocessed tensor comes back as the
+output). Usage: image_fixtures.py OUT_DIR
 """
 import os
 import struct
@@ -43,6 +44,8 @@ with open(os.path.join(data_dir, 'truncated.jpg'), 'rb') as f:
 with open(os.path.join(out, 'images', 'coffee.jpg'), 'rb') as f:
     whole = f.read()
 open(os.path.join(out, 'bad', 'cut.jpg'), 'wb').write(whole[:len(whole) // 2])
+chelsea.convert('CMYK').save(os.path.join(out, 'bad', 'cmyk.jpg'), quality=90)
+chelsea.resize((2400, 1600)).save(os.path.join(out, 'big.png'))  # slow to decode: queue tests
 open(os.path.join(out, 'bad', 'text.txt'), 'w').write('this is not an image\n' * 10)
 open(os.path.join(out, 'bad', 'empty.png'), 'wb').write(b'')
 
