@@ -49,7 +49,7 @@ RUN test -n "${LIBTORCH_SHA256}" \
     && apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
        build-essential cmake ninja-build pkg-config curl unzip ca-certificates \
        libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev \
-       prometheus-cpp-dev libssl-dev zlib1g-dev nlohmann-json3-dev libcpp-httplib-dev libfp16-dev \
+       prometheus-cpp-dev libssl-dev zlib1g-dev nlohmann-json3-dev libboost-dev libfp16-dev \
        libjpeg-dev libspng-dev libexif-dev libwebp-dev \
     && curl -fsSL -o /tmp/libtorch.zip "${LIBTORCH_URL}" \
     && echo "${LIBTORCH_SHA256}  /tmp/libtorch.zip" | sha256sum -c - \
@@ -63,7 +63,7 @@ RUN cmake -S /src -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release -DMODELSERVER_BU
 FROM nvidia/cuda:${CUDA_RUNTIME_TAG} AS gpu
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
        libgrpc++1.51t64 libprotobuf32t64 libabsl20220623t64 libprometheus-cpp-core1.0 \
-       libcpp-httplib0.14 libjpeg-turbo8 libspng0 libexif12 libwebp7 \
+       libjpeg-turbo8 libspng0 libexif12 libwebp7 \
        libssl3t64 zlib1g libgomp1 ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin modelserver

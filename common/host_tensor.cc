@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/wire_size.h"
 
 namespace modelserver {
 
@@ -55,9 +56,11 @@ absl::string_view DTypeName(DType dtype) {
 }
 
 int64_t HostTensor::NumElements() const {
-  int64_t n = 1;
-  for (int64_t d : shape) n *= d;
-  return n;
+  // Wraps instead of overflowing (UB) for a shape nobody checked; checked shapes
+  // (CheckTensorBytes, ElementCount) never get near it.
+  uint64_t n = 1;
+  for (int64_t d : shape) n *= static_cast<uint64_t>(d);
+  return static_cast<int64_t>(n);
 }
 
 std::string ShapeString(const std::vector<int64_t>& shape) {
@@ -69,18 +72,10 @@ absl::Status CheckTensorBytes(DType dtype, const std::vector<int64_t>& shape, si
   if (elem == 0) {
     return absl::InvalidArgumentError("tensor dtype is unspecified");
   }
-  uint64_t count = 1;
-  for (int64_t d : shape) {
-    if (d < 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("tensor shape ", ShapeString(shape), " has a negative dimension"));
-    }
-    if (d != 0 && count > std::numeric_limits<uint64_t>::max() / elem / static_cast<uint64_t>(d)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("tensor shape ", ShapeString(shape), " is too large"));
-    }
-    count *= static_cast<uint64_t>(d);
-  }
+  absl::StatusOr<size_t> elements =
+      ElementCount(shape, elem, std::numeric_limits<size_t>::max(), "tensor");
+  if (!elements.ok()) return elements.status();
+  const size_t count = *elements;
   if (count * elem != data_bytes) {
     return absl::InvalidArgumentError(absl::StrCat(
         "tensor data has ", data_bytes, " bytes, expected ", count * elem, " for shape ",

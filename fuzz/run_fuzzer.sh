@@ -8,14 +8,19 @@
 #   fuzz/image_fuzzer.cc       image decoders (libjpeg-turbo, libspng, libwebp, libexif),
 #                              IMAGE_SECONDS (default SECONDS / 3), seeded with small
 #                              JPEG/PNG/WebP files PIL writes here
+#   fuzz/wire_fuzzer.cc        network input: the REST inference body, the Open
+#                              Inference conversions both ways, Predict's tensor, the
+#                              REST routes; WIRE_SECONDS (default SECONDS / 2), seeded
+#                              by fuzz/wire_seeds.py with what the tests send
 #
-#   bash fuzz/run_fuzzer.sh [SECONDS [TORCH_SECONDS [IMAGE_SECONDS]]]
+#   bash fuzz/run_fuzzer.sh [SECONDS [TORCH_SECONDS [IMAGE_SECONDS [WIRE_SECONDS]]]]
 #   (default 300; needs `make test` fixtures)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_TO_RUN=${1:-300}
 TORCH_SECONDS=${2:-$((SECONDS_TO_RUN / 3))}
 IMAGE_SECONDS=${3:-$((SECONDS_TO_RUN / 3))}
+WIRE_SECONDS=${4:-$((SECONDS_TO_RUN / 2))}
 out=build/fuzz
 mkdir -p "$out/corpus" "$out/crashes"
 command -v clang++ >/dev/null || { echo "clang++ is not installed (apt-get install clang libclang-rt-14-dev)"; exit 1; }
@@ -35,6 +40,13 @@ clang++ $flags -fno-sanitize=vptr -D_GLIBCXX_USE_CXX11_ABI=1 -I. \
   $absl_libs -lz -lcrypto -ltorch -ltorch_cpu -lc10
 clang++ $flags -I. fuzz/image_fuzzer.cc server/image/image_decode.cc -o "$out/image_fuzzer" \
   $absl_libs $(pkg-config --libs libjpeg spng libexif libwebp 2>/dev/null || echo -ljpeg -lspng -lexif -lwebp)
+# The wire target: generated protobuf code from the build, no gRPC, no torch.
+wire_srcs="fuzz/wire_fuzzer.cc server/service/rest_infer.cc server/service/oip_convert.cc
+           server/service/tensor_proto.cc server/metrics/http_router.cc common/host_tensor.cc
+           common/dtype_convert.cc common/oip_datatype.cc common/wire_size.cc
+           build/proto/inference/v2/grpc_predict_v2.pb.cc build/proto/modelserving/v1/model_service.pb.cc"
+clang++ $flags -I. -Ibuild/proto $wire_srcs -o "$out/wire_fuzzer" $absl_libs \
+  $(pkg-config --libs protobuf) -lcrypto
 # Seed corpus: real torch.save / torch.jit.save files (the crafted attack fixtures
 # included) and their pickles.
 for f in $(find build/fixtures -name '*.pth' -size -2M -o -name '*.pt' -size -2M); do
@@ -94,4 +106,9 @@ for name, (img, kw) in variants.items():
 PY
 "$out/image_fuzzer" "$out/corpus_image" -max_total_time="$IMAGE_SECONDS" -max_len=65536 \
   -rss_limit_mb=2048 -malloc_limit_mb=512 -artifact_prefix="$out/crashes/image-" \
+  -print_final_stats=1
+# Network input, seeded with what the tests send.
+/usr/bin/python3 fuzz/wire_seeds.py "$out/corpus_wire" build
+"$out/wire_fuzzer" "$out/corpus_wire" -max_total_time="$WIRE_SECONDS" -max_len=65536 \
+  -rss_limit_mb=2048 -malloc_limit_mb=512 -artifact_prefix="$out/crashes/wire-" \
   -print_final_stats=1

@@ -4,6 +4,7 @@
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/resource_quota.h>
 #include <signal.h>
+#include <sys/resource.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -49,6 +50,21 @@ ABSL_FLAG(std::string, listen, "0.0.0.0:50051",
 ABSL_FLAG(std::string, http_listen, "0.0.0.0:8000",
           "host:port for the Open Inference Protocol's HTTP/REST binding (/v2/..., and "
           "/metrics); empty: off");
+ABSL_FLAG(int, http_header_timeout_seconds, 10,
+          "HTTP ports (REST and /metrics): the whole request header must arrive within this "
+          "many seconds of the connection's start or of the previous response");
+ABSL_FLAG(int, http_body_timeout_seconds, 60,
+          "HTTP ports: the whole request body must arrive within this many seconds");
+ABSL_FLAG(int, http_idle_timeout_seconds, 5,
+          "HTTP ports: how long a keep-alive connection may wait idle for its next request");
+ABSL_FLAG(int, http_max_connections, 4096,
+          "HTTP ports: open connections per port; more are answered 503 and closed");
+ABSL_FLAG(int, http_max_connections_per_client, 256,
+          "HTTP ports: open connections per client address; more are answered 503 and closed "
+          "(behind a proxy every client has the proxy's address: raise it there)");
+ABSL_FLAG(int, http_threads, 16,
+          "REST requests that wait on a model (infer, load/unload) handled at once; up to 256 "
+          "more wait, beyond that 503 at once. Health and metadata have their own threads");
 ABSL_FLAG(std::string, http_port_file, "",
           "if set, the bound HTTP/REST port is written to this file");
 ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:9090",
@@ -288,6 +304,39 @@ absl::StatusOr<ModelRegistry::Options> RegistryOptions(const CheckpointStore* st
   return o;
 }
 
+// The limits both HTTP ports share, from the --http_* flags.
+absl::StatusOr<HttpEndpoint::Options> HttpOptions(const std::string& address,
+                                                  const std::string& flag) {
+  HttpEndpoint::Options o;
+  o.address = address;
+  o.flag = flag;
+  o.header_timeout = absl::Seconds(absl::GetFlag(FLAGS_http_header_timeout_seconds));
+  o.body_timeout = absl::Seconds(absl::GetFlag(FLAGS_http_body_timeout_seconds));
+  o.idle_timeout = absl::Seconds(absl::GetFlag(FLAGS_http_idle_timeout_seconds));
+  o.max_connections = absl::GetFlag(FLAGS_http_max_connections);
+  o.max_connections_per_client = absl::GetFlag(FLAGS_http_max_connections_per_client);
+  o.blocking_threads = absl::GetFlag(FLAGS_http_threads);
+  if (o.header_timeout <= absl::ZeroDuration() || o.body_timeout <= absl::ZeroDuration() ||
+      o.idle_timeout <= absl::ZeroDuration() || o.max_connections < 1 ||
+      o.max_connections_per_client < 1 || o.blocking_threads < 1) {
+    return absl::InvalidArgumentError(
+        "--http_header_timeout_seconds, --http_body_timeout_seconds, --http_idle_timeout_seconds, "
+        "--http_max_connections, --http_max_connections_per_client and --http_threads must be "
+        ">= 1");
+  }
+  return o;
+}
+
+// As many descriptors as the hard limit allows: every open connection, on each
+// port, holds one.
+void RaiseDescriptorLimit() {
+  rlimit r{};
+  if (getrlimit(RLIMIT_NOFILE, &r) == 0 && r.rlim_cur < r.rlim_max) {
+    r.rlim_cur = r.rlim_max;
+    (void)setrlimit(RLIMIT_NOFILE, &r);
+  }
+}
+
 // Gauges read from the registry at each scrape; the /metrics listener when
 // --metrics_listen is set.
 absl::Status StartMetrics(ServerMetrics* metrics, const ModelRegistry* registry) {
@@ -303,7 +352,8 @@ absl::Status StartMetrics(ServerMetrics* metrics, const ModelRegistry* registry)
   });
   const std::string addr = absl::GetFlag(FLAGS_metrics_listen);
   if (addr.empty()) return absl::OkStatus();
-  RETURN_IF_ERROR(metrics->StartHttp(addr));
+  ASSIGN_OR_RETURN(HttpEndpoint::Options options, HttpOptions(addr, "--metrics_listen"));
+  RETURN_IF_ERROR(metrics->StartHttp(std::move(options)));
   WritePortFile(absl::GetFlag(FLAGS_metrics_port_file), metrics->http_port());
   return absl::OkStatus();
 }
@@ -350,6 +400,22 @@ absl::StatusOr<std::unique_ptr<grpc::Server>> StartGrpc(const std::vector<grpc::
   const int64_t max_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   builder.SetMaxReceiveMessageSize(static_cast<int>(std::min<int64_t>(max_bytes, INT32_MAX)));
   builder.SetMaxSendMessageSize(static_cast<int>(std::min<int64_t>(max_bytes, INT32_MAX)));
+  // Against idle, slow and flooding peers (the transport is event-driven, so a
+  // connection costs memory, not a thread): a connection must finish its
+  // handshake in 10 s, holds at most 256 streams at once (more are refused),
+  // is closed after 5 idle minutes and recycled after 30 (a minute of grace for
+  // calls in flight); the server pings a silent peer every minute and drops it
+  // after 20 s without an answer; a peer pinging more than every 10 s without
+  // data is told to go away after two strikes.
+  builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, 10'000);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, 256);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS, 5 * 60'000);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS, 30 * 60'000);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS, 60'000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 60'000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20'000);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10'000);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 2);
   // Bounds what gRPC's transport buffers for requests being received.
   grpc::ResourceQuota quota("model-server");
   quota.Resize(static_cast<size_t>(MemoryLimit() / 8));
@@ -374,12 +440,18 @@ absl::StatusOr<std::unique_ptr<HttpEndpoint>> StartRest(grpc::Server* server,
   args.SetMaxReceiveMessageSize(static_cast<int>(std::min<int64_t>(max_bytes, INT32_MAX)));
   args.SetMaxSendMessageSize(static_cast<int>(std::min<int64_t>(max_bytes, INT32_MAX)));
   std::shared_ptr<grpc::Channel> channel = server->InProcessChannel(args);
-  ASSIGN_OR_RETURN(
-      std::unique_ptr<HttpEndpoint> rest,
-      HttpEndpoint::Start(
-          address, [metrics] { return metrics->Serialize(); },
-          [channel, auth](httplib::Server* s) { AddOpenInferenceRoutes(s, channel, auth); },
-          static_cast<size_t>(max_bytes), "--http_listen"));
+  ASSIGN_OR_RETURN(HttpEndpoint::Options options, HttpOptions(address, "--http_listen"));
+  options.max_body_bytes = static_cast<size_t>(max_bytes);
+  // Bodies read or handled at once: the Predict budget's share.
+  options.max_inflight_body_bytes = static_cast<size_t>(
+      std::max<int64_t>(max_bytes, absl::GetFlag(FLAGS_max_inflight_request_bytes) > 0
+                                       ? absl::GetFlag(FLAGS_max_inflight_request_bytes)
+                                       : MemoryLimit() / 16));
+  HttpRouter router;
+  AddMetricsRoutes(&router, [metrics] { return metrics->Serialize(); });
+  AddOpenInferenceRoutes(&router, channel, auth, static_cast<size_t>(max_bytes));
+  ASSIGN_OR_RETURN(std::unique_ptr<HttpEndpoint> rest,
+                   HttpEndpoint::Start(std::move(options), std::move(router)));
   WritePortFile(absl::GetFlag(FLAGS_http_port_file), rest->port());
   LOG_INFO("Open Inference Protocol HTTP/REST on port ", rest->port(), " (", address, ")");
   return rest;
@@ -482,6 +554,7 @@ void StopLoads(ModelRegistry* registry, std::thread* loader) {
 // Everything from the parsed flags to exit; 2 for a configuration error, 1 when
 // the listener cannot start.
 int Serve(const std::vector<StartupModel>& startup, sigset_t signals) {
+  RaiseDescriptorLimit();
   SetIntraOpThreads(absl::GetFlag(FLAGS_intra_op_threads));
   auto device = ResolveDevice(absl::GetFlag(FLAGS_device));
   if (device.ok()) ConfigureDevice(*device);

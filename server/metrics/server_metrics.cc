@@ -151,7 +151,16 @@ std::string ServerMetrics::Serialize() {
 }
 
 absl::Status ServerMetrics::StartHttp(const std::string& address) {
-  ASSIGN_OR_RETURN(http_, HttpEndpoint::Start(address, [this] { return Serialize(); }));
+  HttpEndpoint::Options options;
+  options.address = address;
+  return StartHttp(std::move(options));
+}
+
+absl::Status ServerMetrics::StartHttp(HttpEndpoint::Options options) {
+  HttpRouter router;
+  AddMetricsRoutes(&router, [this] { return Serialize(); });
+  options.blocking_threads = 1;  // no blocking routes here
+  ASSIGN_OR_RETURN(http_, HttpEndpoint::Start(std::move(options), std::move(router)));
   return absl::OkStatus();
 }
 

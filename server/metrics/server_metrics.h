@@ -62,6 +62,8 @@ class ServerMetrics {
 
   // Serves /metrics on `address`. UNAVAILABLE when it cannot bind.
   absl::Status StartHttp(const std::string& address);
+  // The same with the endpoint's limits (options.address is the address).
+  absl::Status StartHttp(HttpEndpoint::Options options);
   int http_port() const { return http_ != nullptr ? http_->port() : 0; }
   void StopHttp() {
     if (http_ != nullptr) http_->Stop();

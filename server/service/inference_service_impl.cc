@@ -115,6 +115,13 @@ grpc::ServerUnaryReactor* InferenceServiceImpl::ModelMetadata(
 grpc::ServerUnaryReactor* InferenceServiceImpl::ModelInfer(
     grpc::CallbackServerContext* context, const inference::ModelInferRequest* request,
     inference::ModelInferResponse* response) {
+  // An unknown model or version (or a bad name) is answered before any input is
+  // looked at.
+  if (absl::StatusOr<ModelHandle> h = Serving(request->model_name(), request->model_version());
+      !h.ok() && (h.status().code() == absl::StatusCode::kNotFound ||
+                  h.status().code() == absl::StatusCode::kInvalidArgument)) {
+    return Answer(context, Rpc{service_, "ModelInfer"}, h.status());
+  }
   // The converted request lives until the call finishes (image decoding reads
   // its images after this returns): the Rpc's convert function holds it.
   auto predict = std::make_shared<v1::PredictRequest>();

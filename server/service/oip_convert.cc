@@ -251,6 +251,19 @@ absl::Status FromPredictResponse(const ModelInferRequest& request,
     return absl::InvalidArgumentError("classification needs a float32 [N, C] output");
   }
   const int64_t classes = out.shape.back();
+  const int64_t rows = out.shape.size() == 2 ? out.shape[0] : 1;
+  if (out.shape.size() > 2 || predict.top_k_size() > rows) {
+    return absl::InternalError(absl::StrCat("classification of a ", ShapeString(out.shape),
+                                            " output with ", predict.top_k_size(), " top-k rows"));
+  }
+  for (const v1::TopK& row : predict.top_k()) {
+    for (const v1::Class& c : row.classes()) {
+      if (c.index() < 0 || c.index() >= classes) {
+        return absl::InternalError(
+            absl::StrCat("top-k class ", c.index(), " is not one of the ", classes, " classes"));
+      }
+    }
+  }
   o->set_datatype("BYTES");
   if (out.shape.size() == 2) o->add_shape(predict.top_k_size());
   o->add_shape(predict.top_k(0).classes_size());

@@ -1,20 +1,19 @@
 #ifndef MODELSERVER_SERVER_SERVICE_REST_GATEWAY_H_
 #define MODELSERVER_SERVER_SERVICE_REST_GATEWAY_H_
 
+#include <cstddef>
 #include <memory>
 
+#include "server/metrics/http_router.h"
 #include "server/service/admin_auth.h"
 
 namespace grpc {
 class Channel;
 }  // namespace grpc
-namespace httplib {
-class Server;
-}  // namespace httplib
 
 namespace modelserver {
 
-// The Open Inference Protocol's HTTP/REST binding as handlers on `server`:
+// The Open Inference Protocol's HTTP/REST binding as routes on `router`:
 //   GET  /v2/health/live, /v2/health/ready        200, or 400 when not
 //   GET  /v2/models/{m}[/versions/{v}]/ready      200 / 400 / 404
 //   GET  /v2, /v2/models/{m}[/versions/{v}]       server / model metadata (JSON)
@@ -27,10 +26,12 @@ namespace modelserver {
 // Each request becomes the same call on the gRPC front door
 // (InferenceServiceImpl), made in process through `channel`, so budgets,
 // validation, batching and metrics are the gRPC ones; errors are
-// {"error": message} with 400 / 401 / 403 / 404 / 429 / 503 / 500 from the code.
-// Handlers run on `server`'s connection threads and block for the call.
-void AddOpenInferenceRoutes(httplib::Server* server, const std::shared_ptr<grpc::Channel>& channel,
-                            const AdminAuth& auth);
+// {"error": message} with 400 / 401 / 403 / 404 / 413 / 429 / 503 / 500 from the
+// code. An infer for an unknown model or version is 404 before its body is
+// parsed; the request built from a body is at most `max_message_bytes` (413).
+// Infer and load/unload are HttpRouter::kBlocking routes, the rest kQuick.
+void AddOpenInferenceRoutes(HttpRouter* router, const std::shared_ptr<grpc::Channel>& channel,
+                            const AdminAuth& auth, size_t max_message_bytes);
 
 }  // namespace modelserver
 

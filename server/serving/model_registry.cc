@@ -67,19 +67,27 @@ absl::Status ModelRegistry::CheckUpload(const std::string& name, const std::stri
   if (!own_shape) {  // e.g. TorchScript: try what its images become
     shape = image_shape;
     shape.insert(shape.begin(), 1);
-    if (!model->ValidateInput(DType::kFloat32, shape).ok()) return absl::OkStatus();
+    // Takes no images: its class count cannot be known, so labels are refused.
+    if (!model->ValidateInput(DType::kFloat32, shape).ok()) return CheckLabelCount(label_count, {});
   }
   shape[0] = 1;
   absl::StatusOr<HostTensor> out = model->Forward(Zeros(shape));
   if (!out.ok()) {
     if (own_shape) return out.status();
-    return absl::OkStatus();  // takes no images: its class count stays unknown
+    return CheckLabelCount(label_count, {});
   }
   return CheckLabelCount(label_count, out->shape);
 }
 
 absl::Status ModelRegistry::CheckLabelCount(size_t labels, const std::vector<int64_t>& output) {
-  if (output.size() != 2 || static_cast<int64_t>(labels) == output[1]) return absl::OkStatus();
+  if (output.size() < 2) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("labels.txt has ", labels, " lines but the model's output ",
+                     output.empty() ? std::string("could not be computed on an image-shaped input")
+                                    : absl::StrCat("is ", ShapeString(output)),
+                     ", which has no class dimension ([N, C, ...]); labels need one"));
+  }
+  if (static_cast<int64_t>(labels) == output[1]) return absl::OkStatus();
   return absl::FailedPreconditionError(
       absl::StrCat("labels.txt has ", labels, " lines but the model gives ", output[1],
                    " classes (output ", ShapeString(output), "); line i must name class i"));
@@ -142,8 +150,6 @@ absl::StatusOr<ModelRegistry::LoadedVersion> ModelRegistry::LoadVersion(const st
       options_.loader ? options_.loader(lo) : LoadModelFromFile(lo);
   RETURN_IF_ERROR(model.status());
   ASSIGN_OR_RETURN(const std::vector<int64_t> output, WarmUp(**model));
-  ASSIGN_OR_RETURN(auto labels, ReadLabels(v));
-  if (labels != nullptr) RETURN_IF_ERROR(CheckLabelCount(labels->size(), output));
   auto preprocess = std::make_shared<ImagePreprocess>();
   if (!v.manifest.preprocess.empty()) {
     absl::StatusOr<ImagePreprocess> p = ParsePreprocess(v.manifest.preprocess);
@@ -152,6 +158,20 @@ absl::StatusOr<ModelRegistry::LoadedVersion> ModelRegistry::LoadVersion(const st
           "manifest.json of version ", v.version, " has a bad preprocess: ", p.status().message()));
     }
     *preprocess = *std::move(p);
+  }
+  ASSIGN_OR_RETURN(auto labels, ReadLabels(v));
+  if (labels != nullptr) {
+    std::vector<int64_t> classes = output;
+    if (classes.empty()) {  // no own input shape (TorchScript): what its images become
+      std::vector<int64_t> shape = preprocess->OutputShape();
+      shape.insert(shape.begin(), 1);
+      if ((*model)->ValidateInput(DType::kFloat32, shape).ok()) {
+        if (absl::StatusOr<HostTensor> out = (*model)->Forward(Zeros(shape)); out.ok()) {
+          classes = out->shape;
+        }
+      }
+    }
+    RETURN_IF_ERROR(CheckLabelCount(labels->size(), classes));
   }
   return LoadedVersion{std::move(v), *std::move(model), std::move(labels), std::move(preprocess),
                        std::move(note)};

@@ -204,8 +204,9 @@ class ModelRegistry {
   // its serving precision; on a GPU one per batch size up to max_batch_size.
   // Returns the output shape of the batch-1 pass (empty when none ran).
   absl::StatusOr<std::vector<int64_t>> WarmUp(const Model& model) const;
-  // FAILED_PRECONDITION when `labels` has another count than the classes of a
-  // [N, C] output of shape `output` (unchecked when the shape is unknown).
+  // FAILED_PRECONDITION when `labels` has another count than the class
+  // dimension (dimension 1) of an output of shape `output`, or when the output
+  // has none (rank < 2, or empty: it could not be computed).
   static absl::Status CheckLabelCount(size_t labels, const std::vector<int64_t>& output);
   // The version's labels.txt, one label per line (null without one);
   // FAILED_PRECONDITION when it is over 4 MiB or unreadable.

@@ -223,39 +223,48 @@ absl::StatusOr<StoreVersion> CheckpointStore::Resolve(absl::string_view name,
   v.model_name = std::string(name);
   v.version = version;
   v.dir = (fs::path(root_) / v.model_name / std::to_string(version)).string();
+  // Every file of the version is read through its resolved path, and only when
+  // that lies in the store: a symlink (of the file or of the directory) out of
+  // the store is refused, whatever it points at.
+  RETURN_IF_ERROR(ContainedFile(v, "manifest.json", false).status());
   ASSIGN_OR_RETURN(v.manifest, ReadManifest(v.dir));
-  v.path = (fs::path(v.dir) / v.manifest.file).string();
-  std::error_code ec;
-  const fs::path real = fs::canonical(v.path, ec);
-  if (ec) {
-    return absl::DataLossError(
-        absl::StrCat("checkpoint file ", v.path, " is missing: ", ec.message()));
-  }
-  const std::string prefix = root_ + "/";
-  if (!absl::StartsWith(real.string(), prefix)) {
-    return absl::PermissionDeniedError(absl::StrCat("checkpoint file ", v.path, " resolves to ",
-                                                    real.string(), ", outside the store"));
-  }
-  if (const fs::path labels = fs::path(v.dir) / kLabelsFile; fs::is_regular_file(labels, ec)) {
-    v.labels_path = labels.string();
-  }
+  ASSIGN_OR_RETURN(v.path, ContainedFile(v, v.manifest.file, true));
+  ASSIGN_OR_RETURN(v.labels_path, ContainedFile(v, kLabelsFile, false));
   // A template beside a state dict, named by the manifest or just present.
-  const fs::path arch = fs::path(v.dir) / kArchitectureFile;
-  if (v.manifest.format == ModelFormat::kStateDict &&
-      (!v.manifest.architecture_file.empty() || fs::exists(arch, ec))) {
-    const fs::path real_arch = fs::canonical(arch, ec);
-    if (ec) {
-      return absl::DataLossError(
-          absl::StrCat("architecture file ", arch.string(), " is missing: ", ec.message()));
-    }
-    if (!absl::StartsWith(real_arch.string(), prefix)) {
-      return absl::PermissionDeniedError(absl::StrCat("architecture file ", arch.string(),
-                                                      " resolves to ", real_arch.string(),
-                                                      ", outside the store"));
-    }
-    v.architecture_path = arch.string();
+  if (v.manifest.format == ModelFormat::kStateDict) {
+    ASSIGN_OR_RETURN(v.architecture_path,
+                     ContainedFile(v, kArchitectureFile, !v.manifest.architecture_file.empty()));
   }
   return v;
+}
+
+absl::StatusOr<std::string> CheckpointStore::ContainedFile(const StoreVersion& v,
+                                                           const std::string& file,
+                                                           bool required) const {
+  const fs::path path = fs::path(v.dir) / file;
+  std::error_code ec;
+  const fs::file_status link = fs::symlink_status(path, ec);
+  if (ec || !fs::exists(link)) {
+    if (!required) return std::string();
+    return absl::DataLossError(
+        absl::StrCat(file, " of model '", v.model_name, "' version ", v.version, " is missing"));
+  }
+  const fs::path real = fs::canonical(path, ec);
+  if (ec) {
+    return absl::DataLossError(absl::StrCat(file, " of model '", v.model_name, "' version ",
+                                            v.version, " cannot be resolved (", ec.message(),
+                                            "): a dangling symlink?"));
+  }
+  if (!absl::StartsWith(real.string(), root_ + "/")) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        file, " of model '", v.model_name, "' version ", v.version, " resolves to ", real.string(),
+        ", outside the store ", root_, "; symlinks out of the store are refused"));
+  }
+  if (!fs::is_regular_file(real, ec)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        file, " of model '", v.model_name, "' version ", v.version, " is not a regular file"));
+  }
+  return real.string();
 }
 
 absl::StatusOr<bool> CheckpointStore::Verify(const StoreVersion& v) const {

@@ -162,6 +162,13 @@ class CheckpointStore {
   // without one, the format and file from its checkpoint file's name.
   // DATA_LOSS for a bad manifest; FAILED_PRECONDITION for no or several files.
   static absl::StatusOr<Manifest> ReadManifest(const std::string& dir);
+  // The one containment check for a file of a version directory (manifest,
+  // checkpoint, labels, architecture): its path with every symlink resolved,
+  // which must lie under the store root (PERMISSION_DENIED naming where it
+  // points otherwise) and be a regular file; "" when it is absent and not
+  // `required` (DATA_LOSS when required).
+  absl::StatusOr<std::string> ContainedFile(const StoreVersion& v, const std::string& file,
+                                            bool required) const;
 
   struct NewVersion {
     std::string model_name;

@@ -30,8 +30,10 @@ int64_t ReadProcKb(const std::string& path, absl::string_view key) {
   std::string line;
   while (std::getline(in, line)) {
     if (!absl::StartsWith(line, key)) continue;
+    // The views point into `rest`, which outlives them (not into a temporary).
+    const std::string rest = line.substr(key.size());
     std::vector<absl::string_view> parts =
-        absl::StrSplit(line.substr(key.size()), ' ', absl::SkipEmpty());
+        absl::StrSplit(rest, absl::ByAnyChar(" \t"), absl::SkipEmpty());
     int64_t kb = 0;
     if (!parts.empty() && absl::SimpleAtoi(parts[0], &kb)) return kb * 1024;
   }

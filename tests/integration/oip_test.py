@@ -26,7 +26,6 @@ import urllib.request
 
 import grpc
 import numpy as np
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'testing'))
 from checks import expect, stop, summary  # noqa: E402
@@ -34,102 +33,7 @@ from checks import expect, stop, summary  # noqa: E402
 server_bin, client_bin, fixtures, tmp_root = sys.argv[1:5]
 os.makedirs(tmp_root, exist_ok=True)
 
-# ------------------------------------------------------------------ the protocol
-F = descriptor_pb2.FieldDescriptorProto
-T = {'bool': F.TYPE_BOOL, 'string': F.TYPE_STRING, 'int64': F.TYPE_INT64, 'int32': F.TYPE_INT32,
-     'uint32': F.TYPE_UINT32, 'uint64': F.TYPE_UINT64, 'float': F.TYPE_FLOAT,
-     'double': F.TYPE_DOUBLE, 'bytes': F.TYPE_BYTES}
-PARAM = [('bool_param', 1, 'bool'), ('int64_param', 2, 'int64'), ('string_param', 3, 'string'),
-         ('double_param', 4, 'double'), ('uint64_param', 5, 'uint64')]
-TENSOR = [('name', 1, 'string'), ('datatype', 2, 'string'), ('shape', 3, '*int64'),
-          ('parameters', 4, 'map:InferParameter'), ('contents', 5, '.InferTensorContents')]
-MESSAGES = {
-    'ServerLiveRequest': [], 'ServerLiveResponse': [('live', 1, 'bool')],
-    'ServerReadyRequest': [], 'ServerReadyResponse': [('ready', 1, 'bool')],
-    'ModelReadyRequest': [('name', 1, 'string'), ('version', 2, 'string')],
-    'ModelReadyResponse': [('ready', 1, 'bool')],
-    'ServerMetadataRequest': [],
-    'ServerMetadataResponse': [('name', 1, 'string'), ('version', 2, 'string'),
-                               ('extensions', 3, '*string')],
-    'ModelMetadataRequest': [('name', 1, 'string'), ('version', 2, 'string')],
-    'TensorMetadata': [('name', 1, 'string'), ('datatype', 2, 'string'), ('shape', 3, '*int64')],
-    'ModelMetadataResponse': [('name', 1, 'string'), ('versions', 2, '*string'),
-                              ('platform', 3, 'string'), ('inputs', 4, '*.TensorMetadata'),
-                              ('outputs', 5, '*.TensorMetadata')],
-    'InferParameter': [(n, i, t, 'choice') for n, i, t in PARAM],
-    'InferTensorContents': [('bool_contents', 1, '*bool'), ('int_contents', 2, '*int32'),
-                            ('int64_contents', 3, '*int64'), ('uint_contents', 4, '*uint32'),
-                            ('uint64_contents', 5, '*uint64'), ('fp32_contents', 6, '*float'),
-                            ('fp64_contents', 7, '*double'), ('bytes_contents', 8, '*bytes')],
-    'InferInputTensor': TENSOR, 'InferOutputTensor': TENSOR,
-    'InferRequestedOutputTensor': [('name', 1, 'string'), ('parameters', 2, 'map:InferParameter')],
-    'ModelInferRequest': [('model_name', 1, 'string'), ('model_version', 2, 'string'),
-                          ('id', 3, 'string'), ('parameters', 4, 'map:InferParameter'),
-                          ('inputs', 5, '*.InferInputTensor'),
-                          ('outputs', 6, '*.InferRequestedOutputTensor'),
-                          ('raw_input_contents', 7, '*bytes')],
-    'ModelInferResponse': [('model_name', 1, 'string'), ('model_version', 2, 'string'),
-                           ('id', 3, 'string'), ('parameters', 4, 'map:InferParameter'),
-                           ('outputs', 5, '*.InferOutputTensor'),
-                           ('raw_output_contents', 6, '*bytes')],
-    'RepositoryIndexRequest': [('repository_name', 1, 'string'), ('ready', 2, 'bool')],
-    'ModelIndex': [('name', 1, 'string'), ('version', 2, 'string'), ('state', 3, 'string'),
-                   ('reason', 4, 'string')],
-    'RepositoryIndexResponse': [('models', 1, '*.ModelIndex')],
-    'ModelRepositoryParameter': [('bool_param', 1, 'bool', 'choice'),
-                                 ('int64_param', 2, 'int64', 'choice'),
-                                 ('string_param', 3, 'string', 'choice'),
-                                 ('bytes_param', 4, 'bytes', 'choice')],
-    'RepositoryModelLoadRequest': [('repository_name', 1, 'string'), ('model_name', 2, 'string'),
-                                   ('parameters', 3, 'map:ModelRepositoryParameter')],
-    'RepositoryModelLoadResponse': [],
-}
-MESSAGES['RepositoryModelUnloadRequest'] = MESSAGES['RepositoryModelLoadRequest']
-MESSAGES['RepositoryModelUnloadResponse'] = []
-
-
-def build_pool():
-    f = descriptor_pb2.FileDescriptorProto(name='oip_test_client.proto', package='inference',
-                                           syntax='proto3')
-    for name, fields in MESSAGES.items():
-        m = f.message_type.add(name=name)
-        for spec in fields:
-            fname, num, typ = spec[:3]
-            fd = m.field.add(name=fname, number=num, label=F.LABEL_OPTIONAL)
-            if len(spec) == 4:  # oneof member
-                if not m.oneof_decl:
-                    m.oneof_decl.add(name='parameter_choice')
-                fd.oneof_index = 0
-            if typ.startswith('map:'):
-                entry = m.nested_type.add(name=fname.title().replace('_', '') + 'Entry')
-                entry.options.map_entry = True
-                entry.field.add(name='key', number=1, label=F.LABEL_OPTIONAL, type=F.TYPE_STRING)
-                entry.field.add(name='value', number=2, label=F.LABEL_OPTIONAL,
-                                type=F.TYPE_MESSAGE, type_name='.inference.' + typ[4:])
-                fd.label, fd.type = F.LABEL_REPEATED, F.TYPE_MESSAGE
-                fd.type_name = f'.inference.{name}.{entry.name}'
-                continue
-            if typ.startswith('*'):
-                fd.label, typ = F.LABEL_REPEATED, typ[1:]
-            if typ.startswith('.'):
-                fd.type, fd.type_name = F.TYPE_MESSAGE, '.inference' + typ
-            else:
-                fd.type = T[typ]
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(f)
-    return {n: message_factory.MessageFactory(pool).GetPrototype(
-        pool.FindMessageTypeByName('inference.' + n)) for n in MESSAGES}
-
-
-M = build_pool()
-
-
-def call(channel, method, request, reply_type):
-    stub = channel.unary_unary(f'/inference.GRPCInferenceService/{method}',
-                               request_serializer=lambda m: m.SerializeToString(),
-                               response_deserializer=M[reply_type].FromString)
-    return stub(request, timeout=60)
-
+from oip_messages import M, call  # noqa: E402
 
 # ------------------------------------------------------------------ the server
 work = tempfile.mkdtemp(prefix='oip-', dir=tmp_root)
@@ -337,8 +241,7 @@ try:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
     def http(method, path, body=None, headers=None):
-        # As protocol clients do: JSON (or binary) content types. (A form-encoded
-        # body is capped at 8 KiB by cpp-httplib.)
+        # As protocol clients do: JSON (or binary) content types.
         headers = dict({'Content-Type': 'application/json'}, **(headers or {}))
         if method == 'POST' and body is None:
             body = b''
@@ -410,8 +313,8 @@ try:
     st4, _, b4 = http('POST', '/v2/models/tiny/infer', big.encode())
     expect('REST hostile bodies: binary size past the body, header length past the body, '
            '200000-deep nesting -> 400; 9 MB of JSON -> 413; still live',
-           (st1, st2, st3, st4) == (400, 400, 400, 413) and b'past the body' in b1 and
-           b'within the body' in b2 and b'deeper than' in b3 and b'binary-data' in b4 and
+           (st1, st2, st3, st4) == (400, 400, 400, 413) and b'binary_data_size' in b1 and
+           b'bytes of the body are left' in b1 and b'within the' in b2 and b'deeper than' in b3 and b'binary-data' in b4 and
            http('GET', '/v2/health/live')[0] == 200,
            str((st1, st2, st3, st4, b1[:80], b2[:80], b3[:80], b4[:80])))
     st, _, body = http('POST', '/v2/repository/index', b'{}')

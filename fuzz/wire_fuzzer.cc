@@ -1,0 +1,138 @@
+// libFuzzer target for the parsers of network input (fuzz/run_fuzzer.sh builds it
+// with ASan + UBSan). The first byte picks the parser, the rest is its input:
+//   0  the REST inference body (JSON + binary-data extension): the rest is
+//      "<Inference-Header-Content-Length>\n<body>" (an empty first line: no
+//      header); what parses is formatted back as a response (FormatRestInfer)
+//   1  a ModelInferRequest (protobuf wire bytes) -> PredictRequest (ToPredictRequest),
+//      then its tensor (FromProto)
+//   2  "<2-byte length><ModelInferRequest><PredictResponse>" -> ModelInferResponse
+//      (FromPredictResponse)
+//   3  a modelserving.v1.Tensor -> HostTensor (Predict's FromProto)
+//   4  an HTTP method and path ("<method> <path>") through the REST routes
+// Every accepted value must also respect the invariants checked below.
+#include <google/protobuf/stubs/logging.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+
+#include "inference/v2/grpc_predict_v2.pb.h"
+#include "modelserving/v1/model_service.pb.h"
+#include "server/metrics/http_router.h"
+#include "server/service/oip_convert.h"
+#include "server/service/rest_infer.h"
+#include "server/service/tensor_proto.h"
+
+namespace {
+
+using modelserver::HttpRouter;
+
+void Rest(const std::string& in) {
+  const size_t eol = in.find('\n');
+  const std::string first = eol == std::string::npos ? "" : in.substr(0, eol);
+  const std::string body = eol == std::string::npos ? in : in.substr(eol + 1);
+  modelserver::RestInferLimits limits;
+  limits.max_message_bytes = 1 << 20;
+  inference::ModelInferRequest r;
+  bool binary = false;
+  if (!modelserver::ParseRestInfer(body, first.empty() ? nullptr : &first, limits, &r, &binary)
+           .ok()) {
+    return;
+  }
+  size_t raw = 0;
+  for (const std::string& c : r.raw_input_contents()) raw += c.size();
+  if (r.ByteSizeLong() > limits.max_message_bytes) std::abort();  // the limit holds
+  // Binary inputs are spans of the body; JSON values take at most 8 bytes each.
+  if (raw > body.size() * 8 + 64) std::abort();
+  inference::ModelInferResponse out;
+  for (int i = 0; i < r.inputs_size() && i < r.raw_input_contents_size(); ++i) {
+    auto* o = out.add_outputs();
+    o->set_name(r.inputs(i).name());
+    o->set_datatype(r.inputs(i).datatype());
+    *out.add_raw_output_contents() = r.raw_input_contents(i);
+  }
+  size_t json_bytes = 0;
+  (void)modelserver::FormatRestInfer(out, binary, &json_bytes);
+}
+
+void InferToPredict(const std::string& in) {
+  inference::ModelInferRequest r;
+  if (!r.ParseFromString(in)) return;
+  modelserving::v1::PredictRequest p;
+  if (!modelserver::ToPredictRequest(r, &p).ok()) return;
+  if (p.has_input()) (void)modelserver::FromProto(p.input());
+}
+
+void PredictToInfer(const std::string& in) {
+  if (in.size() < 2) return;
+  const size_t n = (static_cast<unsigned char>(in[0]) << 8) | static_cast<unsigned char>(in[1]);
+  if (in.size() < 2 + n) return;
+  inference::ModelInferRequest r;
+  modelserving::v1::PredictResponse p;
+  if (!r.ParseFromString(in.substr(2, n)) || !p.ParseFromString(in.substr(2 + n))) return;
+  inference::ModelInferResponse out;
+  (void)modelserver::FromPredictResponse(r, p, &out);
+}
+
+void Tensor(const std::string& in) {
+  modelserving::v1::Tensor t;
+  if (!t.ParseFromString(in)) return;
+  absl::StatusOr<modelserver::HostTensor> h = modelserver::FromProto(t);
+  if (h.ok() &&
+      h->data.size() != static_cast<size_t>(h->NumElements()) * modelserver::DTypeSize(h->dtype)) {
+    std::abort();  // an accepted tensor's bytes match its shape
+  }
+}
+
+const HttpRouter& Routes() {
+  static const HttpRouter* router = [] {
+    auto* r = new HttpRouter;
+    auto none = [](const modelserver::HttpRequest&, modelserver::HttpResponse*) {};
+    for (const char* p : {"/v2/health/live", "/v2/models/{name}", "/v2/models/{name}/ready",
+                          "/v2/models/{name}/versions/{n}/infer", "/metrics"}) {
+      r->Add("GET", p, HttpRouter::kQuick, none);
+      r->Add("POST", p, HttpRouter::kBlocking, none);
+    }
+    return r;
+  }();
+  return *router;
+}
+
+void Route(const std::string& in) {
+  const size_t sp = in.find(' ');
+  if (sp == std::string::npos) return;
+  HttpRouter::Match m = Routes().Find(in.substr(0, sp), in.substr(sp + 1));
+  for (const std::string& p : m.params) {
+    if (p.empty() || p.size() > 128 || p.find('/') != std::string::npos) std::abort();
+  }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  google::protobuf::SetLogHandler(nullptr);  // invalid UTF-8 in strings is logged, not an error
+  return 0;
+}
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  if (size < 1) return 0;
+  const std::string in(reinterpret_cast<const char*>(data) + 1, size - 1);
+  switch (data[0] % 5) {
+    case 0:
+      Rest(in);
+      break;
+    case 1:
+      InferToPredict(in);
+      break;
+    case 2:
+      PredictToInfer(in);
+      break;
+    case 3:
+      Tensor(in);
+      break;
+    default:
+      Route(in);
+  }
+  return 0;
+}
