@@ -2,13 +2,14 @@
 #   make run    build, create a demo store on first use, and serve VGG16 on :50051
 #   make test   build and run every test
 #   make image-test   build the CPU image without Docker (buildah) and check it runs (root)
+#   make sanitize     ASan + UBSan over every test, TSan over the concurrent ones
 BUILD ?= build
 STORE ?= model_store
 JOBS ?= $(shell nproc)
 PYTHON ?= /usr/bin/python3
 ARGS ?=
 
-.PHONY: setup build run test image-test bench clean format
+.PHONY: setup build run test image-test bench clean format sanitize
 
 setup:
 	bash scripts/setup.sh
@@ -37,3 +38,6 @@ format:
 
 clean:
 	rm -rf $(BUILD)
+
+sanitize: build
+	bash scripts/sanitize.sh all

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <future>
+#include <map>
 #include <memory>
 #include <set>
 #include <sstream>
@@ -33,6 +34,7 @@
 #include "server/metrics/http_endpoint.h"
 #include "server/metrics/server_metrics.h"
 #include "server/model/device.h"
+#include "server/model/placement.h"
 #include "server/model/precision.h"
 #include "server/service/admin_auth.h"
 #include "server/service/inference_service_impl.h"
@@ -88,7 +90,13 @@ ABSL_FLAG(std::string, state_dir, "",
 ABSL_FLAG(std::vector<std::string>, model, {},
           "NAME[=ARCH] to load at startup (newest version); repeatable. ARCH (vgg16, vgg11_bn, "
           "vgg:cfg=...) is used when the version's manifest names none");
-ABSL_FLAG(std::string, device, "auto", "auto|cpu|cuda|cuda:N");
+ABSL_FLAG(std::string, device, "auto",
+          "auto|cpu|cuda|cuda:N. cuda (and auto when there are GPUs) on a machine with several "
+          "GPUs loads each model on min(--batch_workers, GPUs) of them, models placed "
+          "round-robin, its batch workers spread over the copies");
+ABSL_FLAG(std::vector<std::string>, model_devices, {},
+          "NAME=DEVICE[,DEVICE...]: the devices a model is loaded on (a copy of its weights on "
+          "each, its batch workers spread over them), over --device; e.g. vgg16=cuda:0,cuda:1");
 ABSL_FLAG(std::string, precision, "fp32",
           "what models compute in: fp32, bf16 (CPU with AVX512-BF16/AMX, or GPU) or fp16 (GPU "
           "only); inputs and outputs keep their wire dtype. Per version: manifest \"precision\"; "
@@ -106,7 +114,13 @@ ABSL_FLAG(int, intra_op_threads, 0,
           "LibTorch intra-op threads shared by a model's forward passes; 0 = one per core");
 ABSL_FLAG(int64_t, max_batch_size, 8, "samples per forward pass; 1 turns batching off");
 ABSL_FLAG(int64_t, batch_timeout_us, 2000,
-          "longest the oldest queued request waits for others to join its batch, in microseconds");
+          "longest the oldest queued request waits for others to join its batch, in "
+          "microseconds, while another batch of the model runs; a request that finds no batch "
+          "running starts at once (see --batch_wait_when_idle)");
+ABSL_FLAG(bool, batch_wait_when_idle, false,
+          "every batch waits up to --batch_timeout_us for company, even when no other batch "
+          "runs (the behaviour before 0.3: more samples per batch at low load, at the cost of "
+          "that wait on every lone request)");
 ABSL_FLAG(int64_t, max_queue_size, 64,
           "samples that may wait per model; beyond it Predict answers UNAVAILABLE at once");
 ABSL_FLAG(int, batch_workers, 2,
@@ -267,6 +281,7 @@ absl::StatusOr<ModelRegistry::Options> RegistryOptions(const CheckpointStore* st
   o.batching.batch_timeout = absl::Microseconds(absl::GetFlag(FLAGS_batch_timeout_us));
   o.batching.max_queue_size = absl::GetFlag(FLAGS_max_queue_size);
   o.batching.num_workers = absl::GetFlag(FLAGS_batch_workers);
+  o.batching.wait_when_idle = absl::GetFlag(FLAGS_batch_wait_when_idle);
   o.batching.max_batch_forward_bytes =
       MemoryLimit() / (2 * std::max(1, absl::GetFlag(FLAGS_batch_workers)));
   o.intra_op_threads = IntraOpThreads();
@@ -285,6 +300,27 @@ absl::StatusOr<ModelRegistry::Options> RegistryOptions(const CheckpointStore* st
     RETURN_IF_ERROR(CheckPrecisionOnDevice(p, device));
     o.model_precision[kv[0]] = p;
   }
+  ASSIGN_OR_RETURN(const auto model_devices, ParseModelDevices(absl::GetFlag(FLAGS_model_devices)));
+  const int gpus = CudaDeviceCount();
+  std::string spec = absl::GetFlag(FLAGS_device);
+  if (spec == "auto") spec = gpus > 0 ? "cuda" : "cpu";
+  for (const auto& [name, devices] : model_devices) {
+    RETURN_IF_ERROR(PlaceModel(spec, devices, gpus, 1, 0).status());
+  }
+  // Models take their places in the order they first load.
+  auto ordinals = std::make_shared<std::pair<absl::Mutex, std::map<std::string, int>>>();
+  o.place = [spec, model_devices, gpus, workers = o.batching.num_workers,
+             ordinals](const std::string& name) -> absl::StatusOr<std::vector<std::string>> {
+    int ordinal = 0;
+    {
+      absl::MutexLock lock(&ordinals->first);
+      ordinal =
+          ordinals->second.emplace(name, static_cast<int>(ordinals->second.size())).first->second;
+    }
+    auto it = model_devices.find(name);
+    return PlaceModel(spec, it == model_devices.end() ? std::vector<std::string>() : it->second,
+                      gpus, workers, ordinal);
+  };
   o.state_dir = StateDir(store->root());
   if (o.batching.max_batch_size < 1 || o.batching.max_queue_size < 1 ||
       o.batching.num_workers < 1 || absl::GetFlag(FLAGS_batch_timeout_us) < 0) {
@@ -350,6 +386,11 @@ absl::Status StartMetrics(ServerMetrics* metrics, const ModelRegistry* registry)
       }
     }
   });
+  if (absl::Status gpu = metrics->EnableGpuMetrics(); gpu.ok()) {
+    LOG_INFO("GPU metrics through NVML (", GpuMetrics::kDefaultLibrary, ")");
+  } else {
+    LOG_INFO("no GPU metrics: ", gpu.message());
+  }
   const std::string addr = absl::GetFlag(FLAGS_metrics_listen);
   if (addr.empty()) return absl::OkStatus();
   ASSIGN_OR_RETURN(HttpEndpoint::Options options, HttpOptions(addr, "--metrics_listen"));

@@ -35,7 +35,7 @@ RULES = {
                         (r'"server/model/(?!model\.h")', 'batching/ sees only model/model.h'),
                         (r'"server/(serving|service|store)/', 'batching/ is below serving/')],
     'server/serving': [(TORCH, 'no torch in serving/'), (GRPC, 'no gRPC in serving/'),
-                       (r'"server/model/(?!(model|model_loader|device|precision)\.h")',
+                       (r'"server/model/(?!(model|model_loader|device|precision|replicated_model)\.h")',
                         'serving/ sees only the torch-free model headers'),
                        (r'"server/service/', 'serving/ is below service/')],
     'server/service': [(TORCH, 'no torch in service/'),

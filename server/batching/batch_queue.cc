@@ -95,7 +95,7 @@ std::optional<BatchQueue::Batch> BatchQueue::TakeReadyLocked(absl::Time now,
     full = samples >= options_.max_batch_size;
   }
   const absl::Time due = queue_.front().arrival + options_.batch_timeout;
-  if (!full && now < due) {
+  if (!full && now < due && (options_.wait_when_idle || busy_ > 0)) {
     *next_due = due;
     return std::nullopt;
   }
@@ -177,6 +177,7 @@ void BatchQueue::WorkerLoop() {
         now = options_.clock->Now();
         absl::Time next_due;
         batch = TakeReadyLocked(now, &dropped, &next_due);
+        if (batch) ++busy_;
         if (batch || !dropped.empty()) break;
         if (next_due == absl::InfiniteFuture()) {
           cv_.Wait(&mu_);
@@ -188,7 +189,12 @@ void BatchQueue::WorkerLoop() {
     std::vector<BatchTask*> d;
     for (Pending& p : dropped) d.push_back(&p.task);
     AnswerDropped(d, now);
-    if (batch) RunBatch(*std::move(batch));
+    if (batch) {
+      RunBatch(*std::move(batch));
+      absl::MutexLock lock(&mu_);
+      --busy_;
+      cv_.SignalAll();  // a worker waiting for company may now start at once
+    }
   }
 }
 

@@ -60,8 +60,9 @@ using ModelSource = std::function<absl::StatusOr<ModelHandle>()>;
 // Dynamic batching for one model (Triton's dynamic batcher, TF Serving's
 // BasicBatchScheduler): requests wait until `max_batch_size` samples of the same
 // per-sample shape and dtype are queued, or until the oldest of them has waited
-// `batch_timeout`; then one forward pass runs on the concatenated batch and the
-// output rows go back to their requests in order.
+// `batch_timeout` (without `wait_when_idle`: or at once when no other batch is
+// running); then one forward pass runs on the concatenated batch and the output
+// rows go back to their requests in order.
 //
 // - A full queue (more than `max_queue_size` samples waiting) refuses at once with
 //   UNAVAILABLE; nothing blocks.
@@ -85,8 +86,14 @@ class BatchQueue {
     std::string name;                                      // for logs
     int64_t max_batch_size = 8;                            // samples per forward pass (>= 1)
     absl::Duration batch_timeout = absl::Milliseconds(2);  // oldest request's wait
-    int64_t max_queue_size = 256;                          // samples waiting
-    int num_workers = 1;  // forward passes run at once; 0 = caller drives
+    // false: while no other batch of this queue runs, a free worker starts a
+    // batch at once with what is queued (a lone request never waits for
+    // company); batch_timeout applies only while other batches run, when more
+    // requests are likely to arrive. true: every batch waits up to
+    // batch_timeout to fill.
+    bool wait_when_idle = true;
+    int64_t max_queue_size = 256;  // samples waiting
+    int num_workers = 1;           // forward passes run at once; 0 = caller drives
     // Memory one batch may take to compute (the sum of its requests'
     // forward_bytes); a request over it alone is INVALID_ARGUMENT. 0: no limit.
     int64_t max_batch_forward_bytes = 0;
@@ -166,7 +173,8 @@ class BatchQueue {
   std::deque<Pending> queue_ ABSL_GUARDED_BY(mu_);
   int64_t queued_samples_ ABSL_GUARDED_BY(mu_) = 0;
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
-  std::atomic<int> running_{0};  // batches in their forward pass
+  std::atomic<int> running_{0};        // batches in their forward pass
+  int busy_ ABSL_GUARDED_BY(mu_) = 0;  // workers holding a batch (taken, not yet answered)
   std::vector<std::thread> workers_;
 };
 

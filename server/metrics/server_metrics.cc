@@ -143,11 +143,17 @@ void ServerMetrics::set_collect_hook(std::function<void(ServerMetrics*)> hook) {
 
 std::string ServerMetrics::Serialize() {
   process_->Update();
+  if (gpu_ != nullptr) gpu_->Update();
   {
     absl::MutexLock lock(&hook_mu_);
     if (hook_) hook_(this);
   }
   return prometheus::TextSerializer().Serialize(registry_->Collect());
+}
+
+absl::Status ServerMetrics::EnableGpuMetrics(const std::string& library) {
+  ASSIGN_OR_RETURN(gpu_, GpuMetrics::Create(*registry_, library));
+  return absl::OkStatus();
 }
 
 absl::Status ServerMetrics::StartHttp(const std::string& address) {

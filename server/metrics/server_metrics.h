@@ -13,6 +13,7 @@
 
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "server/metrics/gpu_metrics.h"
 #include "server/metrics/http_endpoint.h"
 #include "server/metrics/process_metrics.h"
 
@@ -54,6 +55,11 @@ class ServerMetrics {
     inflight_.Add({{"model", model}, {"method", method}}).Increment(delta);
   }
 
+  // Per-GPU series through NVML (server/metrics/gpu_metrics.h), read at each
+  // scrape. Call once, before StartHttp. The reason when there are none (no
+  // library: every CPU machine; NVML refused; no GPU): the caller logs it.
+  absl::Status EnableGpuMetrics(const std::string& library = GpuMetrics::kDefaultLibrary);
+
   // Called before each scrape (sets the state gauges).
   void set_collect_hook(std::function<void(ServerMetrics*)> hook);
 
@@ -86,6 +92,7 @@ class ServerMetrics {
   prometheus::Family<prometheus::Gauge>& build_info_;
   prometheus::Family<prometheus::Gauge>& inflight_;
   std::unique_ptr<ProcessMetrics> process_;  // process_* series
+  std::unique_ptr<GpuMetrics> gpu_;          // null without NVML
   absl::Mutex hook_mu_;
   std::function<void(ServerMetrics*)> hook_ ABSL_GUARDED_BY(hook_mu_);
   std::unique_ptr<HttpEndpoint> http_;

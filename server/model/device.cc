@@ -18,8 +18,12 @@
 
 namespace modelserver {
 
+int CudaDeviceCount() {
+  return torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0;
+}
+
 absl::StatusOr<std::string> ResolveDevice(absl::string_view spec) {
-  const int64_t gpus = torch::cuda::is_available() ? torch::cuda::device_count() : 0;
+  const int64_t gpus = CudaDeviceCount();
   if (spec == "auto") return gpus > 0 ? std::string("cuda:0") : std::string("cpu");
   if (spec == "cpu") return std::string("cpu");
   int index = 0;

@@ -12,6 +12,8 @@ namespace modelserver {
 // and sees a GPU, else "cpu"; "cuda" is "cuda:0"; "cuda:N" must exist.
 // INVALID_ARGUMENT for anything else or for CUDA without a GPU.
 absl::StatusOr<std::string> ResolveDevice(absl::string_view spec);
+// GPUs LibTorch sees (0 on a CPU build).
+int CudaDeviceCount();
 
 // Sets LibTorch's intra-op thread count; n <= 0 means one per core. Call once at
 // startup, before any forward pass.

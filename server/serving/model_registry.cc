@@ -11,6 +11,7 @@
 #include "server/image/preprocess.h"
 #include "server/model/device.h"
 #include "server/model/model_loader.h"
+#include "server/model/replicated_model.h"
 #include "server/util/logging.h"
 
 namespace modelserver {
@@ -146,9 +147,21 @@ absl::StatusOr<ModelRegistry::LoadedVersion> ModelRegistry::LoadVersion(const st
   lo.trust_torchscript = options_.trust_torchscript;
   ASSIGN_OR_RETURN(lo.precision, PrecisionFor(name, v.manifest));
   lo.memory_layout = options_.memory_layout;
-  absl::StatusOr<std::shared_ptr<const Model>> model =
-      options_.loader ? options_.loader(lo) : LoadModelFromFile(lo);
-  RETURN_IF_ERROR(model.status());
+  std::vector<std::string> devices = {options_.device};
+  if (options_.place) {
+    ASSIGN_OR_RETURN(devices, options_.place(name));
+  }
+  absl::StatusOr<std::shared_ptr<const Model>> model;
+  std::vector<std::shared_ptr<const Model>> copies;
+  for (const std::string& device : devices) {  // one copy per device
+    lo.device = device;
+    model = options_.loader ? options_.loader(lo) : LoadModelFromFile(lo);
+    RETURN_IF_ERROR(model.status());
+    copies.push_back(*model);
+  }
+  // Every copy but the first warms up here; the first (or the only one) below.
+  for (size_t i = 1; i < copies.size(); ++i) RETURN_IF_ERROR(WarmUp(*copies[i]).status());
+  if (copies.size() > 1) model = std::make_shared<ReplicatedModel>(std::move(copies));
   ASSIGN_OR_RETURN(const std::vector<int64_t> output, WarmUp(**model));
   auto preprocess = std::make_shared<ImagePreprocess>();
   if (!v.manifest.preprocess.empty()) {

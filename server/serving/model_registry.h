@@ -57,6 +57,9 @@ class ModelRegistry {
   struct Options {
     const CheckpointStore* store = nullptr;  // not owned; outlives the registry
     std::string device = "cpu";              // a ResolveDevice() result
+    // The devices a model is loaded on (one copy each, ReplicatedModel); empty
+    // or null: `device` alone. Called on the loading thread.
+    std::function<absl::StatusOr<std::vector<std::string>>(const std::string& model)> place;
     // Template for each model's batching queue (name is filled in per model).
     BatchQueue::Options batching;
     // Skip the TorchScript safety checks (--trust_torchscript).

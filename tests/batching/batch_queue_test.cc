@@ -301,6 +301,85 @@ TEST(BatchQueueThreadsTest, WorkersAnswerConcurrentRequests) {
   q.Shutdown();
 }
 
+// A one-sample float task whose answer notifies `done`.
+BatchTask Single(float v, absl::Notification* done, absl::Status* status) {
+  BatchTask task;
+  task.input.dtype = DType::kFloat32;
+  task.input.shape = std::vector<int64_t>(2, 1);
+  task.input.data.assign(reinterpret_cast<const char*>(&v), 4);
+  task.done = [done, status](absl::StatusOr<BatchTask::Result> r) {
+    *status = r.status();
+    done->Notify();
+  };
+  return task;
+}
+
+// Without wait_when_idle, a free worker with nothing else running starts a lone
+// request at once: it is answered although the (frozen) clock never reaches the
+// batch timeout. With it, the same request waits for company.
+TEST(BatchQueueThreadsTest, AnIdleWorkerStartsALoneRequestAtOnce) {
+  for (bool wait : {false, true}) {
+    FakeClock clock;
+    auto model = std::make_shared<FakeModel>();
+    BatchQueue::Options o;
+    o.max_batch_size = 8;
+    o.batch_timeout = absl::Hours(1);
+    o.num_workers = 2;
+    o.wait_when_idle = wait;
+    o.clock = &clock;
+    BatchQueue q(o, [model]() -> absl::StatusOr<ModelHandle> {
+      return ModelHandle{model, 1, nullptr, nullptr};
+    });
+    absl::Notification done;
+    absl::Status status;
+    ASSERT_TRUE(q.Enqueue(Single(1, &done, &status)).ok());
+    if (!wait) {
+      ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(30)));
+      EXPECT_TRUE(status.ok()) << status;
+      EXPECT_THAT(model->batch_sizes(), ElementsAre(1));
+    } else {
+      EXPECT_FALSE(done.WaitForNotificationWithTimeout(absl::Milliseconds(300)));
+      q.Shutdown();
+      ASSERT_TRUE(done.HasBeenNotified());
+      EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable);
+      EXPECT_TRUE(model->batch_sizes().empty());
+    }
+  }
+}
+
+// While another batch runs, a free worker waits for company: the requests that
+// queue meanwhile fill a batch of max_batch_size, which starts as soon as it is
+// full (the frozen clock never times it out).
+TEST(BatchQueueThreadsTest, WhileABatchRunsTheNextOneFills) {
+  FakeClock clock;
+  auto model = std::make_shared<FakeModel>();
+  absl::Notification gate;
+  model->set_gate(&gate);
+  BatchQueue::Options o;
+  o.max_batch_size = 4;
+  o.batch_timeout = absl::Hours(1);
+  o.num_workers = 2;
+  o.wait_when_idle = false;
+  o.clock = &clock;
+  BatchQueue q(o, [model]() -> absl::StatusOr<ModelHandle> {
+    return ModelHandle{model, 1, nullptr, nullptr};
+  });
+  std::vector<absl::Notification> done(5);
+  std::vector<absl::Status> status(5);
+  ASSERT_TRUE(q.Enqueue(Single(0, &done[0], &status[0])).ok());
+  for (int i = 0; i < 3000 && model->entered() < 1; ++i) absl::SleepFor(absl::Milliseconds(10));
+  ASSERT_EQ(model->entered(), 1);  // the first batch runs (held at the gate)
+  for (int i = 1; i < 5; ++i) ASSERT_TRUE(q.Enqueue(Single(i, &done[i], &status[i])).ok());
+  for (int i = 0; i < 3000 && model->entered() < 2; ++i) absl::SleepFor(absl::Milliseconds(10));
+  ASSERT_EQ(model->entered(), 2);
+  gate.Notify();
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(done[i].WaitForNotificationWithTimeout(absl::Seconds(30)));
+    EXPECT_TRUE(status[i].ok()) << status[i];
+  }
+  EXPECT_THAT(model->batch_sizes(), ElementsAre(1, 4));
+}
+
 TEST_F(BatchQueueTest, ExceptionsFromTheModelAnswerTheWholeBatch) {
   auto q = MakeQueue(2, absl::Milliseconds(1));
   for (auto [kind, code] :

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "server/batching/clock.h"
 #include "server/model/model.h"
 
@@ -34,6 +35,13 @@ class FakeModel : public Model {
   }
 
   absl::StatusOr<HostTensor> Forward(const HostTensor& batch) const override {
+    absl::Notification* gate = nullptr;
+    {
+      absl::MutexLock lock(&mu_);
+      ++entered_;
+      gate = gate_;
+    }
+    if (gate != nullptr) gate->WaitForNotification();
     absl::MutexLock lock(&mu_);
     batch_sizes_.push_back(batch.shape[0]);
     shapes_.push_back(batch.shape);
@@ -64,6 +72,17 @@ class FakeModel : public Model {
     throw_ = t;
   }
 
+  // Forward waits for `gate` (not owned; null: never) before it computes.
+  void set_gate(absl::Notification* gate) {
+    absl::MutexLock lock(&mu_);
+    gate_ = gate;
+  }
+  // Forward calls begun (waiting at the gate or done).
+  int entered() const {
+    absl::MutexLock lock(&mu_);
+    return entered_;
+  }
+
   void set_error(absl::Status s) {
     absl::MutexLock lock(&mu_);
     error_ = std::move(s);
@@ -89,6 +108,8 @@ class FakeModel : public Model {
   mutable absl::Mutex mu_;
   absl::Status error_ ABSL_GUARDED_BY(mu_);
   Throw throw_ ABSL_GUARDED_BY(mu_) = Throw::kNothing;
+  absl::Notification* gate_ ABSL_GUARDED_BY(mu_) = nullptr;
+  mutable int entered_ ABSL_GUARDED_BY(mu_) = 0;
   mutable std::vector<int64_t> batch_sizes_ ABSL_GUARDED_BY(mu_);
   mutable std::vector<std::vector<int64_t>> shapes_ ABSL_GUARDED_BY(mu_);
   mutable std::vector<float> seen_ ABSL_GUARDED_BY(mu_);
