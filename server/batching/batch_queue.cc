@@ -10,7 +10,47 @@ namespace modelserver {
 
 BatchQueue::BatchQueue(Options options, ModelSource source)
     : options_(std::move(options)), source_(std::move(source)) {
-  for (int i = 0; i < options_.num_workers; ++i) workers_.emplace_back([this] { WorkerLoop(); });
+  {
+    absl::MutexLock lock(&mu_);
+    jobs_.resize(static_cast<size_t>(std::max(0, options_.num_workers)));
+  }
+  for (int i = 0; i < options_.num_workers; ++i) {
+    workers_.emplace_back([this, i] { WorkerLoop(static_cast<size_t>(i)); });
+  }
+}
+
+void BatchQueue::RunJob(Job* job) {
+  absl::Status s;
+  try {
+    s = job->fn();
+  } catch (const std::exception& e) {
+    s = absl::InternalError(absl::StrCat("a per-worker task threw: ", e.what()));
+  }
+  absl::MutexLock lock(&job->mu);
+  if (job->status.ok()) job->status = s;
+  --job->left;
+}
+
+absl::Status BatchQueue::RunOnEveryWorker(std::function<absl::Status()> fn) {
+  auto job = std::make_shared<Job>();
+  job->fn = std::move(fn);
+  const int workers = static_cast<int>(workers_.size());
+  {
+    absl::MutexLock job_lock(&job->mu);
+    job->left = std::max(1, workers);
+  }
+  if (workers == 0) {
+    RunJob(job.get());
+  } else {
+    absl::MutexLock lock(&mu_);
+    if (shutdown_) return absl::UnavailableError("server is shutting down");
+    for (auto& q : jobs_) q.push_back(job);
+    cv_.SignalAll();
+  }
+  absl::MutexLock job_lock(&job->mu);
+  job->mu.Await(absl::Condition(
+      +[](Job* j) ABSL_NO_THREAD_SAFETY_ANALYSIS { return j->left <= 0; }, job.get()));
+  return job->status;
 }
 
 BatchQueue::~BatchQueue() { Shutdown(); }
@@ -165,15 +205,30 @@ int BatchQueue::RunReadyBatches() {
   }
 }
 
-void BatchQueue::WorkerLoop() {
+void BatchQueue::WorkerLoop(size_t index) {
   while (true) {
     std::vector<Pending> dropped;
     std::optional<Batch> batch;
+    std::shared_ptr<Job> job;
     absl::Time now;
     {
       absl::MutexLock lock(&mu_);
       while (true) {
-        if (shutdown_) return;
+        if (shutdown_) {
+          // Jobs still queued for this worker are answered, not left waiting.
+          for (auto& j : jobs_[index]) {
+            absl::MutexLock job_lock(&j->mu);
+            if (j->status.ok()) j->status = absl::UnavailableError("server is shutting down");
+            --j->left;
+          }
+          jobs_[index].clear();
+          return;
+        }
+        if (!jobs_[index].empty()) {
+          job = std::move(jobs_[index].front());
+          jobs_[index].pop_front();
+          break;
+        }
         now = options_.clock->Now();
         absl::Time next_due;
         batch = TakeReadyLocked(now, &dropped, &next_due);
@@ -185,6 +240,10 @@ void BatchQueue::WorkerLoop() {
           cv_.WaitWithTimeout(&mu_, next_due - now);
         }
       }
+    }
+    if (job != nullptr) {
+      RunJob(job.get());
+      continue;
     }
     std::vector<BatchTask*> d;
     for (Pending& p : dropped) d.push_back(&p.task);

@@ -132,6 +132,14 @@ class BatchQueue {
   // Samples waiting.
   int64_t queued_samples() const;
 
+  // Runs `fn` once on every worker thread, between batches (a worker finishes
+  // the batch it is running first), and returns when each has: the first error,
+  // or OK. With num_workers == 0 it runs on the calling thread. For state that
+  // LibTorch keeps per thread: cuDNN's algorithm choices (its benchmark cache is
+  // thread-local), so a GPU warm-up must run where the batches will. Blocks;
+  // UNAVAILABLE after Shutdown.
+  absl::Status RunOnEveryWorker(std::function<absl::Status()> fn);
+
  private:
   struct Pending {
     BatchTask task;
@@ -164,13 +172,22 @@ class BatchQueue {
   // every request with its error (INTERNAL when the row count is wrong).
   static void Answer(std::vector<Pending>* items, int64_t version, int64_t total,
                      absl::StatusOr<HostTensor> output);
-  void WorkerLoop();
+  void WorkerLoop(size_t index);
+  // A RunOnEveryWorker call: `left` workers still to run `fn`.
+  struct Job {
+    std::function<absl::Status()> fn;
+    absl::Mutex mu;
+    int left ABSL_GUARDED_BY(mu) = 0;
+    absl::Status status ABSL_GUARDED_BY(mu);
+  };
+  static void RunJob(Job* job);
 
   const Options options_;
   const ModelSource source_;
   mutable absl::Mutex mu_;
   absl::CondVar cv_;  // signalled on Enqueue and Shutdown
   std::deque<Pending> queue_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::deque<std::shared_ptr<Job>>> jobs_ ABSL_GUARDED_BY(mu_);  // per worker
   int64_t queued_samples_ ABSL_GUARDED_BY(mu_) = 0;
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
   std::atomic<int> running_{0};        // batches in their forward pass

@@ -39,7 +39,7 @@ class ReplicatedModel : public Model {
   }
   absl::StatusOr<HostTensor> Forward(const HostTensor& batch) const override;
 
-  size_t replica_count() const { return replicas_.size(); }
+  const std::vector<std::shared_ptr<const Model>>& replicas() const { return replicas_; }
   // Forward passes each copy has run (for tests and logs).
   std::vector<int64_t> forwards() const;
 

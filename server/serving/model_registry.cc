@@ -160,9 +160,11 @@ absl::StatusOr<ModelRegistry::LoadedVersion> ModelRegistry::LoadVersion(const st
     copies.push_back(*model);
   }
   // Every copy but the first warms up here; the first (or the only one) below.
-  for (size_t i = 1; i < copies.size(); ++i) RETURN_IF_ERROR(WarmUp(*copies[i]).status());
+  for (size_t i = 1; i < copies.size(); ++i) {
+    RETURN_IF_ERROR(WarmUp(*copies[i], /*every_batch_size=*/false).status());
+  }
   if (copies.size() > 1) model = std::make_shared<ReplicatedModel>(std::move(copies));
-  ASSIGN_OR_RETURN(const std::vector<int64_t> output, WarmUp(**model));
+  ASSIGN_OR_RETURN(const std::vector<int64_t> output, WarmUp(**model, /*every_batch_size=*/false));
   auto preprocess = std::make_shared<ImagePreprocess>();
   if (!v.manifest.preprocess.empty()) {
     absl::StatusOr<ImagePreprocess> p = ParsePreprocess(v.manifest.preprocess);
@@ -245,15 +247,13 @@ absl::StatusOr<Precision> ModelRegistry::PrecisionFor(const std::string& name,
   return p;
 }
 
-absl::StatusOr<std::vector<int64_t>> ModelRegistry::WarmUp(const Model& model) const {
+absl::StatusOr<std::vector<int64_t>> ModelRegistry::WarmUp(const Model& model,
+                                                           bool every_batch_size) const {
   std::vector<int64_t> shape = model.WarmupShape();
   std::vector<int64_t> output;
   if (shape.empty()) return output;  // input shape unknown
-  // On a GPU, every batch size the queue can form (cuDNN picks its kernels per
-  // shape on first use); on a CPU one pass.
-  const int64_t sizes = absl::StartsWith(model.info().device, "cuda")
-                            ? std::max<int64_t>(1, options_.batching.max_batch_size)
-                            : 1;
+  const int64_t sizes =
+      every_batch_size ? std::max<int64_t>(1, options_.batching.max_batch_size) : 1;
   for (int64_t n = 1; n <= sizes; ++n) {
     shape[0] = n;
     absl::StatusOr<HostTensor> out = model.Forward(Zeros(shape));
@@ -345,6 +345,29 @@ absl::Status ModelRegistry::DoLoad(const std::string& name, const std::string& a
     const std::string what = absl::StrCat("model '", name, "' version ", resolved);
     if (resolved > 0 && !absl::StrContains(msg, what)) msg = absl::StrCat(what, ": ", msg);
     result = absl::Status(result.status().code(), msg);
+  }
+  if (result.ok() && absl::StrContains(result->model->info().device, "cuda")) {
+    // On a GPU, every batch size the queue can form, on every batch worker's own
+    // thread: cuDNN picks its kernels per shape on first use and keeps them per
+    // thread, so a warm-up on this thread alone leaves each worker to search
+    // again, batch size by batch size, while it serves.
+    std::shared_ptr<BatchQueue> queue;
+    {
+      absl::MutexLock lock(&mu_);
+      EnsureQueue(name);
+      if (auto it = queues_.find(name); it != queues_.end()) queue = it->second;
+    }
+    if (queue != nullptr) {
+      absl::Status warm = queue->RunOnEveryWorker([this, model = result->model]() {
+        const auto* copies = dynamic_cast<const ReplicatedModel*>(model.get());
+        if (copies == nullptr) return WarmUp(*model, /*every_batch_size=*/true).status();
+        for (const auto& copy : copies->replicas()) {
+          RETURN_IF_ERROR(WarmUp(*copy, /*every_batch_size=*/true).status());
+        }
+        return absl::OkStatus();
+      });
+      if (!warm.ok()) result = warm;
+    }
   }
   const double ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();

@@ -204,9 +204,10 @@ class ModelRegistry {
                                             const std::string& arch, int64_t* resolved) const
       ABSL_LOCKS_EXCLUDED(mu_);
   // One forward pass at the model's WarmupShape() (none when it is unknown), in
-  // its serving precision; on a GPU one per batch size up to max_batch_size.
-  // Returns the output shape of the batch-1 pass (empty when none ran).
-  absl::StatusOr<std::vector<int64_t>> WarmUp(const Model& model) const;
+  // its serving precision; with `every_batch_size`, one per batch size up to
+  // max_batch_size (on a GPU, on each batch worker: see DoLoad). Returns the
+  // output shape of the batch-1 pass (empty when none ran).
+  absl::StatusOr<std::vector<int64_t>> WarmUp(const Model& model, bool every_batch_size) const;
   // FAILED_PRECONDITION when `labels` has another count than the class
   // dimension (dimension 1) of an output of shape `output`, or when the output
   // has none (rank < 2, or empty: it could not be computed).

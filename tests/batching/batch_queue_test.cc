@@ -5,6 +5,7 @@
 
 #include <cstring>
 #include <map>
+#include <set>
 #include <thread>
 
 #include "absl/synchronization/notification.h"
@@ -378,6 +379,36 @@ TEST(BatchQueueThreadsTest, WhileABatchRunsTheNextOneFills) {
     EXPECT_TRUE(status[i].ok()) << status[i];
   }
   EXPECT_THAT(model->batch_sizes(), ElementsAre(1, 4));
+}
+
+// A task for every worker runs once on each worker's own thread (never the
+// caller's); the first error comes back; after Shutdown it is refused.
+TEST(BatchQueueThreadsTest, RunOnEveryWorkerRunsOnEachWorkerThread) {
+  auto model = std::make_shared<FakeModel>();
+  BatchQueue::Options o;
+  o.num_workers = 3;
+  BatchQueue q(o, [model]() -> absl::StatusOr<ModelHandle> {
+    return ModelHandle{model, 1, nullptr, nullptr};
+  });
+  absl::Mutex mu;
+  std::vector<std::thread::id> ran;
+  ASSERT_TRUE(q.RunOnEveryWorker([&] {
+                 absl::MutexLock lock(&mu);
+                 ran.push_back(std::this_thread::get_id());
+                 return absl::OkStatus();
+               }).ok());
+  std::set<std::thread::id> distinct(ran.begin(), ran.end());
+  EXPECT_EQ(ran.size(), 3u);
+  EXPECT_EQ(distinct.size(), 3u);
+  EXPECT_EQ(distinct.count(std::this_thread::get_id()), 0u);
+  std::atomic<int> calls{0};
+  absl::Status s = q.RunOnEveryWorker(
+      [&] { return ++calls == 2 ? absl::InternalError("second") : absl::OkStatus(); });
+  EXPECT_EQ(s.code(), absl::StatusCode::kInternal);
+  EXPECT_EQ(calls.load(), 3);
+  q.Shutdown();
+  EXPECT_EQ(q.RunOnEveryWorker([] { return absl::OkStatus(); }).code(),
+            absl::StatusCode::kUnavailable);
 }
 
 TEST_F(BatchQueueTest, ExceptionsFromTheModelAnswerTheWholeBatch) {

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -15,6 +16,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "tests/testing/fake_model.h"
 
 namespace modelserver {
 namespace {
@@ -322,6 +324,41 @@ TEST_F(RegistryTest, AVersionWhoseLoadKilledTheProcessIsSkipped) {
   EXPECT_TRUE(registry->Status("m")->last_error.empty());
   EXPECT_EQ(LoadJournal(state_dir_).SkippedVersion("m"), 0);
   registry->Shutdown();
+}
+
+// On a GPU every batch size the queue can form is warmed up on every batch
+// worker's own thread (cuDNN keeps its per-shape choices per thread); the
+// loading thread computes one batch-1 pass. On a CPU only that pass runs.
+TEST_F(RegistryTest, GpuWarmUpRunsEveryBatchSizeOnEveryWorker) {
+  AddVersion(1);
+  for (const char* device : {"cuda:0", "cpu"}) {
+    auto model = std::make_shared<testing::FakeModel>();
+    model->set_device(device);
+    ModelRegistry::Options o;
+    o.store = store_.get();
+    o.batching.max_batch_size = 3;
+    o.batching.num_workers = 2;
+    o.loader = [model](const ModelLoadOptions&) -> absl::StatusOr<std::shared_ptr<const Model>> {
+      return model;
+    };
+    ModelRegistry registry(o);
+    ASSERT_TRUE(registry.Load("m", "", 0).ok());
+    const std::vector<int64_t> sizes = model->batch_sizes();
+    const std::vector<std::thread::id> threads = model->threads();
+    if (std::string(device) == "cpu") {
+      EXPECT_THAT(sizes, ::testing::ElementsAre(1));
+      continue;
+    }
+    ASSERT_EQ(sizes.size(), 7u);  // 1 on the loader, then 1, 2, 3 on each worker
+    EXPECT_EQ(threads[0], std::this_thread::get_id());
+    std::map<std::thread::id, std::vector<int64_t>> per_thread;
+    for (size_t i = 1; i < sizes.size(); ++i) per_thread[threads[i]].push_back(sizes[i]);
+    EXPECT_EQ(per_thread.size(), 2u);
+    EXPECT_EQ(per_thread.count(std::this_thread::get_id()), 0u);
+    for (const auto& [thread, seen] : per_thread) {
+      EXPECT_THAT(seen, ::testing::ElementsAre(1, 2, 3));
+    }
+  }
 }
 
 }  // namespace

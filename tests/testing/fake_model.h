@@ -4,6 +4,9 @@
 #include <cstring>
 #include <new>
 #include <stdexcept>
+#include <string>
+#include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
@@ -44,6 +47,7 @@ class FakeModel : public Model {
     if (gate != nullptr) gate->WaitForNotification();
     absl::MutexLock lock(&mu_);
     batch_sizes_.push_back(batch.shape[0]);
+    threads_.push_back(std::this_thread::get_id());
     shapes_.push_back(batch.shape);
     if (clock_ != nullptr) clock_->Advance(latency_);
     if (throw_ == Throw::kRuntimeError) throw std::runtime_error("fake model exploded");
@@ -76,6 +80,13 @@ class FakeModel : public Model {
   void set_gate(absl::Notification* gate) {
     absl::MutexLock lock(&mu_);
     gate_ = gate;
+  }
+  // What info().device says ("cpu" unless set; call before sharing the model).
+  void set_device(std::string device) { info_.device = std::move(device); }
+  // The thread of every computed batch, in order.
+  std::vector<std::thread::id> threads() const {
+    absl::MutexLock lock(&mu_);
+    return threads_;
   }
   // Forward calls begun (waiting at the gate or done).
   int entered() const {
@@ -113,6 +124,7 @@ class FakeModel : public Model {
   mutable std::vector<int64_t> batch_sizes_ ABSL_GUARDED_BY(mu_);
   mutable std::vector<std::vector<int64_t>> shapes_ ABSL_GUARDED_BY(mu_);
   mutable std::vector<float> seen_ ABSL_GUARDED_BY(mu_);
+  mutable std::vector<std::thread::id> threads_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace modelserver::testing
