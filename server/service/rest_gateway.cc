@@ -219,6 +219,28 @@ void RepositoryAdmin(Stub* stub, const AdminAuth& auth, bool load, const HttpReq
   Reply(res, s, json::object());
 }
 
+// A handler that first refuses an Authorization header gRPC metadata cannot
+// carry (printable ASCII only): passed on to the in-process call, gRPC would
+// assert on it and end the process.
+HttpHandler Guarded(HttpHandler handler) {
+  return [handler = std::move(handler)](const HttpRequest& req, HttpResponse* res) {
+    if (const std::string* auth = req.Header("authorization")) {
+      for (char c : *auth) {
+        if (c < 0x20 || c > 0x7e) {
+          return Error(res, 400, "the Authorization header holds a byte outside printable ASCII");
+        }
+      }
+    }
+    handler(req, res);
+  };
+}
+
+// Every route of the gateway, guarded.
+void Add(HttpRouter* router, const char* method, const std::string& pattern, HttpRouter::Kind kind,
+         HttpHandler handler) {
+  router->Add(method, pattern, kind, Guarded(std::move(handler)));
+}
+
 }  // namespace
 
 void AddOpenInferenceRoutes(HttpRouter* router, const std::shared_ptr<grpc::Channel>& channel,
@@ -230,29 +252,29 @@ void AddOpenInferenceRoutes(HttpRouter* router, const std::shared_ptr<grpc::Chan
   using Res = HttpResponse*;
   constexpr auto kQuick = HttpRouter::kQuick;
   constexpr auto kBlocking = HttpRouter::kBlocking;
-  router->Add("GET", "/v2/health/live", kQuick,
-              [stub](Req req, Res res) { Health(stub.get(), false, req, res); });
-  router->Add("GET", "/v2/health/ready", kQuick,
-              [stub](Req req, Res res) { Health(stub.get(), true, req, res); });
-  router->Add("GET", "/v2", kQuick,
-              [stub](Req req, Res res) { ServerMetadata(stub.get(), req, res); });
+  Add(router, "GET", "/v2/health/live", kQuick,
+      [stub](Req req, Res res) { Health(stub.get(), false, req, res); });
+  Add(router, "GET", "/v2/health/ready", kQuick,
+      [stub](Req req, Res res) { Health(stub.get(), true, req, res); });
+  Add(router, "GET", "/v2", kQuick,
+      [stub](Req req, Res res) { ServerMetadata(stub.get(), req, res); });
   for (const char* model : {"/v2/models/{name}", "/v2/models/{name}/versions/{n}"}) {
     const std::string m = model;
-    router->Add("GET", m + "/ready", kQuick,
-                [stub](Req req, Res res) { ModelReady(stub.get(), req, res); });
-    router->Add("GET", m, kQuick,
-                [stub](Req req, Res res) { ModelMetadata(stub.get(), req, res); });
-    router->Add("POST", m + "/infer", kBlocking,
-                [stub, limits](Req req, Res res) { Infer(stub.get(), limits, req, res); });
+    Add(router, "GET", m + "/ready", kQuick,
+        [stub](Req req, Res res) { ModelReady(stub.get(), req, res); });
+    Add(router, "GET", m, kQuick,
+        [stub](Req req, Res res) { ModelMetadata(stub.get(), req, res); });
+    Add(router, "POST", m + "/infer", kBlocking,
+        [stub, limits](Req req, Res res) { Infer(stub.get(), limits, req, res); });
   }
-  router->Add("POST", "/v2/repository/index", kQuick,
-              [stub](Req req, Res res) { RepositoryIndex(stub.get(), req, res); });
+  Add(router, "POST", "/v2/repository/index", kQuick,
+      [stub](Req req, Res res) { RepositoryIndex(stub.get(), req, res); });
   for (bool load : {true, false}) {
-    router->Add("POST",
-                load ? "/v2/repository/models/{name}/load" : "/v2/repository/models/{name}/unload",
-                kBlocking, [stub, auth, load](Req req, Res res) {
-                  RepositoryAdmin(stub.get(), auth, load, req, res);
-                });
+    Add(router, "POST",
+        load ? "/v2/repository/models/{name}/load" : "/v2/repository/models/{name}/unload",
+        kBlocking, [stub, auth, load](Req req, Res res) {
+          RepositoryAdmin(stub.get(), auth, load, req, res);
+        });
   }
 }
 

@@ -3,7 +3,8 @@
 
 REST (`--http_listen`): binary_data_size of -1, 2^63 and 2^64-1 on a 61 MB body -> 400
 with the server's RSS flat; 40 inputs -> 400, still live; INT8 300 and UINT8 -1 -> 400
-(out of range); an unknown model -> 404 before its body is parsed. gRPC: ModelInfer of
+(out of range); an unknown model -> 404 before its body is parsed; an Authorization header
+with bytes outside printable ASCII -> 400, the process alive. gRPC: ModelInfer of
 an unknown model without inputs -> NOT_FOUND. 1,000 slow connections (half a header,
 one more byte between polls, from ten other loopback addresses) on the REST port and on
 the metrics port while /v2/health/live and /metrics answer each poll from 127.0.0.1
@@ -182,6 +183,18 @@ try:
     stv, bodyv = http(port['http'], 'POST', '/v2/models/tiny/versions/9/infer', b'{not even json')
     expect('REST infer of an unknown model or version -> 404 before the body is parsed',
            st == 404 and stv == 404 and b'nosuchmodel' in body, f'{st} {body} {stv} {bodyv}')
+    bad_auth = []
+    for value in (b'Bearer \xff\xfe', b'Bearer a\x7fb'):
+        s = socket.create_connection(('127.0.0.1', port['http']), timeout=5)
+        s.sendall(b'GET /v2/health/live HTTP/1.1\r\nAuthorization: ' + value +
+                  b'\r\nConnection: close\r\n\r\n')
+        bad_auth.append(s.recv(64).split(b'\r\n')[0])
+        s.close()
+    time.sleep(0.2)
+    expect('an Authorization header gRPC metadata cannot carry -> 400, the process alive '
+           '(it used to reach gRPC, which asserts on it)',
+           all(b.startswith(b'HTTP/1.1 400') for b in bad_auth) and proc.poll() is None and
+           http(port['http'], 'GET', '/v2/health/live')[0] == 200, str(bad_auth))
     try:
         call(ch, 'ModelInfer', M['ModelInferRequest'](model_name='nosuchmodel'), 'ModelInferResponse')
         code = grpc.StatusCode.OK
