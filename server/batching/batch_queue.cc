@@ -350,7 +350,17 @@ void BatchQueue::RunBatchOrThrow(Batch* batch_ptr) {
     total += p.samples;
     if (options_.on_request_wait) options_.on_request_wait(start - p.arrival);
   }
+  BatchStats stats;
+  if (options_.on_batch_stats) {
+    stats.version = handle->version;
+    stats.samples = total;
+    for (const Pending& p : items) {
+      stats.queue_waits.push_back(start - p.arrival);
+      stats.arrivals.push_back(p.arrival);
+    }
+  }
   HostTensor input = Concatenate(&items, total);
+  const absl::Time concatenated = options_.clock->Now();
   const int running = ++running_;
   if (options_.before_batch) options_.before_batch(running);
   absl::StatusOr<HostTensor> output = handle->model->Forward(input);
@@ -361,7 +371,15 @@ void BatchQueue::RunBatchOrThrow(Batch* batch_ptr) {
             absl::FormatDuration(start - batch.oldest_arrival), ", ran ",
             absl::FormatDuration(end - start));
   if (options_.on_batch) options_.on_batch(total, start - batch.oldest_arrival, end - start);
+  stats.ok = output.ok();
   Answer(&items, handle->version, total, std::move(output));
+  if (options_.on_batch_stats) {
+    stats.answered = options_.clock->Now();
+    stats.input = concatenated - start;
+    stats.infer = end - concatenated;
+    stats.output = stats.answered - end;
+    options_.on_batch_stats(stats);
+  }
 }
 
 void BatchQueue::Shutdown() {

@@ -82,6 +82,19 @@ using ModelSource = std::function<absl::StatusOr<ModelHandle>()>;
 //   absl::Status s = q->Enqueue(std::move(task));  // UNAVAILABLE when full
 class BatchQueue {
  public:
+  // One batch's figures (per-model statistics: Triton's ModelStatistics).
+  struct BatchStats {
+    int64_t version = 0;
+    int64_t samples = 0;
+    bool ok = false;        // the forward pass gave outputs (its requests got them)
+    absl::Duration input;   // concatenating the requests' inputs
+    absl::Duration infer;   // the forward pass
+    absl::Duration output;  // splitting the output and answering the requests
+    std::vector<absl::Duration> queue_waits;  // per request, until the batch started
+    std::vector<absl::Time> arrivals;         // per request
+    absl::Time answered;                      // when the last request was answered
+  };
+
   struct Options {
     std::string name;                                      // for logs
     int64_t max_batch_size = 8;                            // samples per forward pass (>= 1)
@@ -108,6 +121,8 @@ class BatchQueue {
     // and its forward time, after each batch.
     std::function<void(int64_t samples, absl::Duration queue_wait, absl::Duration compute)>
         on_batch;
+    // Called after each batch that ran (on the worker thread, no lock held).
+    std::function<void(const BatchStats&)> on_batch_stats;
   };
 
   BatchQueue(Options options, ModelSource source);

@@ -1,8 +1,13 @@
 #include "server/service/inference_service_impl.h"
 
+#include <algorithm>
 #include <memory>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "common/status_macros.h"
 #include "server/service/oip_convert.h"
 #include "server/service/rpc.h"
@@ -185,6 +190,143 @@ grpc::ServerUnaryReactor* InferenceServiceImpl::RepositoryModelUnload(
   absl::Status s = registry_->Unload(request->model_name());
   if (s.ok()) rpc.SetModel(request->model_name());
   return Answer(context, rpc, s);
+}
+
+namespace {
+
+inference::DataType ConfigType(const std::string& datatype) {
+  if (datatype == "FP32") return inference::TYPE_FP32;
+  if (datatype == "FP16") return inference::TYPE_FP16;
+  if (datatype == "BF16") return inference::TYPE_BF16;
+  if (datatype == "FP64") return inference::TYPE_FP64;
+  return inference::TYPE_INVALID;
+}
+
+void Fill(const ModelStatistics::Duration& d, inference::StatisticDuration* out) {
+  out->set_count(d.count);
+  out->set_ns(d.ns);
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* InferenceServiceImpl::ModelConfig(
+    grpc::CallbackServerContext* context, const inference::ModelConfigRequest* request,
+    inference::ModelConfigResponse* response) {
+  Rpc rpc{service_, "ModelConfig"};
+  absl::StatusOr<ModelHandle> h = Serving(request->name(), request->version());
+  if (!h.ok()) return Answer(context, rpc, h.status());
+  absl::StatusOr<ModelStatusInfo> status = registry_->Status(request->name());
+  if (!status.ok()) return Answer(context, rpc, status.status());
+  rpc.SetModel(request->name());
+  // The same shapes as ModelMetadata, without the batch dimension.
+  const std::vector<int64_t> warm = h->model->WarmupShape();
+  const BatchQueue::Options& batching = registry_->batching();
+  const bool batched = batching.max_batch_size > 1;
+  inference::ModelConfig* c = response->mutable_config();
+  c->set_name(request->name());
+  c->set_platform("pytorch_libtorch");
+  c->set_backend("pytorch");
+  c->set_max_batch_size(batched ? static_cast<int32_t>(batching.max_batch_size) : 0);
+  if (status->pinned_version > 0) {
+    c->mutable_version_policy()->mutable_specific()->add_versions(status->pinned_version);
+  } else {
+    c->mutable_version_policy()->mutable_latest()->set_num_versions(1);
+  }
+  auto* in = c->add_input();
+  in->set_name("input");
+  in->set_data_type(ConfigType("FP32"));
+  if (warm.size() == 4) {
+    for (int64_t d : {warm[1], int64_t{-1}, int64_t{-1}}) in->add_dims(d);
+  } else {
+    in->add_dims(-1);
+  }
+  if (!batched) in->mutable_dims()->Add(-1);  // then the batch dimension is part of dims
+  auto* out = c->add_output();
+  out->set_name("output");
+  out->set_data_type(ConfigType("FP32"));
+  for (int i = 1; i < std::max(2, h->model->OutputRank()); ++i) out->add_dims(-1);
+  if (h->labels != nullptr) out->set_label_filename(CheckpointStore::kLabelsFile);
+  auto* group = c->add_instance_group();
+  group->set_name(absl::StrCat(request->name(), "_0"));
+  group->set_count(batching.num_workers);
+  const bool gpu = absl::StrContains(status->device, "cuda");
+  group->set_kind(gpu ? inference::ModelInstanceGroup::KIND_GPU
+                      : inference::ModelInstanceGroup::KIND_CPU);
+  for (absl::string_view d : absl::StrSplit(status->device, ',')) {
+    int index = 0;
+    if (gpu && absl::ConsumePrefix(&d, "cuda:") && absl::SimpleAtoi(d, &index)) {
+      group->add_gpus(index);
+    }
+  }
+  c->set_default_model_filename(CheckpointStore::FileNameFor(status->format));
+  if (batched) {
+    c->mutable_dynamic_batching()->add_preferred_batch_size(
+        static_cast<int32_t>(batching.max_batch_size));
+    c->mutable_dynamic_batching()->set_max_queue_delay_microseconds(
+        static_cast<uint64_t>(absl::ToInt64Microseconds(batching.batch_timeout)));
+  }
+  return Answer(context, rpc, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* InferenceServiceImpl::ModelStatistics(
+    grpc::CallbackServerContext* context, const inference::ModelStatisticsRequest* request,
+    inference::ModelStatisticsResponse* response) {
+  Rpc rpc{service_, "ModelStatistics"};
+  std::vector<std::string> names;
+  if (request->name().empty()) {
+    absl::StatusOr<std::vector<ModelStatusInfo>> models = registry_->List();
+    if (!models.ok()) return Answer(context, rpc, models.status());
+    for (const ModelStatusInfo& m : *models) names.push_back(m.model_name);
+  } else {
+    if (absl::Status s = CheckpointStore::ValidateModelName(request->name()); !s.ok()) {
+      return Answer(context, rpc, s);
+    }
+    if (!registry_->Status(request->name()).ok()) {
+      return Answer(context, rpc,
+                    absl::NotFoundError(absl::StrCat("model '", request->name(), "' is unknown")));
+    }
+    names.push_back(request->name());
+    rpc.SetModel(request->name());
+  }
+  absl::StatusOr<int64_t> wanted = ParseModelVersion(request->version());
+  if (!wanted.ok()) return Answer(context, rpc, wanted.status());
+  for (const std::string& name : names) {
+    std::vector<ModelStatistics::Version> versions = registry_->statistics().Get(name);
+    // The serving version appears even before its first inference.
+    absl::StatusOr<ModelStatusInfo> status = registry_->Status(name);
+    if (status.ok() && status->serving_version > 0 &&
+        std::none_of(versions.begin(), versions.end(), [&](const ModelStatistics::Version& v) {
+          return v.version == status->serving_version;
+        })) {
+      ModelStatistics::Version empty;
+      empty.version = status->serving_version;
+      versions.push_back(empty);
+    }
+    for (const ModelStatistics::Version& v : versions) {
+      if (*wanted != 0 && v.version != *wanted) continue;
+      auto* m = response->add_model_stats();
+      m->set_name(name);
+      m->set_version(absl::StrCat(v.version));
+      m->set_last_inference(v.last_inference_ms);
+      m->set_inference_count(v.inference_count);
+      m->set_execution_count(v.execution_count);
+      auto* s = m->mutable_inference_stats();
+      Fill(v.success, s->mutable_success());
+      Fill(v.fail, s->mutable_fail());
+      Fill(v.queue, s->mutable_queue());
+      Fill(v.compute_input, s->mutable_compute_input());
+      Fill(v.compute_infer, s->mutable_compute_infer());
+      Fill(v.compute_output, s->mutable_compute_output());
+      for (const auto& [size, b] : v.batch_sizes) {
+        auto* bs = m->add_batch_stats();
+        bs->set_batch_size(static_cast<uint64_t>(size));
+        Fill(b.input, bs->mutable_compute_input());
+        Fill(b.infer, bs->mutable_compute_infer());
+        Fill(b.output, bs->mutable_compute_output());
+      }
+    }
+  }
+  return Answer(context, rpc, absl::OkStatus());
 }
 
 }  // namespace modelserver

@@ -168,6 +168,94 @@ void ModelMetadata(Stub* stub, const HttpRequest& req, HttpResponse* res) {
          {"outputs", TensorsJson(m.outputs())}});
 }
 
+json DurationJson(const inference::StatisticDuration& d) {
+  return {{"count", d.count()}, {"ns", d.ns()}};
+}
+
+// Triton's JSON forms: proto field names, numbers as numbers, enums by name.
+void ModelConfig(Stub* stub, const HttpRequest& req, HttpResponse* res) {
+  grpc::ClientContext context;
+  Prepare(req, &context);
+  inference::ModelConfigRequest r;
+  r.set_name(req.Param(0));
+  r.set_version(req.Param(1));
+  inference::ModelConfigResponse out;
+  grpc::Status s = stub->ModelConfig(&context, r, &out);
+  const inference::ModelConfig& c = out.config();
+  json inputs = json::array(), outputs = json::array(), groups = json::array();
+  for (const auto& i : c.input()) {
+    inputs.push_back({{"name", i.name()},
+                      {"data_type", inference::DataType_Name(i.data_type())},
+                      {"dims", i.dims()}});
+  }
+  for (const auto& o : c.output()) {
+    outputs.push_back({{"name", o.name()},
+                       {"data_type", inference::DataType_Name(o.data_type())},
+                       {"dims", o.dims()},
+                       {"label_filename", o.label_filename()}});
+  }
+  for (const auto& g : c.instance_group()) {
+    groups.push_back({{"name", g.name()},
+                      {"count", g.count()},
+                      {"kind", inference::ModelInstanceGroup::Kind_Name(g.kind())},
+                      {"gpus", g.gpus()}});
+  }
+  json policy =
+      c.version_policy().has_specific()
+          ? json{{"specific", {{"versions", c.version_policy().specific().versions()}}}}
+          : json{{"latest", {{"num_versions", c.version_policy().latest().num_versions()}}}};
+  json body = {{"name", c.name()},
+               {"platform", c.platform()},
+               {"backend", c.backend()},
+               {"version_policy", policy},
+               {"max_batch_size", c.max_batch_size()},
+               {"input", inputs},
+               {"output", outputs},
+               {"instance_group", groups},
+               {"default_model_filename", c.default_model_filename()}};
+  if (c.has_dynamic_batching()) {
+    body["dynamic_batching"] = {
+        {"preferred_batch_size", c.dynamic_batching().preferred_batch_size()},
+        {"max_queue_delay_microseconds", c.dynamic_batching().max_queue_delay_microseconds()}};
+  }
+  Reply(res, s, body);
+}
+
+void ModelStats(Stub* stub, const HttpRequest& req, HttpResponse* res) {
+  grpc::ClientContext context;
+  Prepare(req, &context);
+  inference::ModelStatisticsRequest r;
+  r.set_name(req.Param(0));
+  r.set_version(req.Param(1));
+  inference::ModelStatisticsResponse out;
+  grpc::Status s = stub->ModelStatistics(&context, r, &out);
+  json stats = json::array();
+  for (const auto& m : out.model_stats()) {
+    const inference::InferStatistics& i = m.inference_stats();
+    json batches = json::array();
+    for (const auto& b : m.batch_stats()) {
+      batches.push_back({{"batch_size", b.batch_size()},
+                         {"compute_input", DurationJson(b.compute_input())},
+                         {"compute_infer", DurationJson(b.compute_infer())},
+                         {"compute_output", DurationJson(b.compute_output())}});
+    }
+    stats.push_back({{"name", m.name()},
+                     {"version", m.version()},
+                     {"last_inference", m.last_inference()},
+                     {"inference_count", m.inference_count()},
+                     {"execution_count", m.execution_count()},
+                     {"inference_stats",
+                      {{"success", DurationJson(i.success())},
+                       {"fail", DurationJson(i.fail())},
+                       {"queue", DurationJson(i.queue())},
+                       {"compute_input", DurationJson(i.compute_input())},
+                       {"compute_infer", DurationJson(i.compute_infer())},
+                       {"compute_output", DurationJson(i.compute_output())}}},
+                     {"batch_stats", batches}});
+  }
+  Reply(res, s, {{"model_stats", stats}});
+}
+
 void RepositoryIndex(Stub* stub, const HttpRequest& req, HttpResponse* res) {
   grpc::ClientContext context;
   Prepare(req, &context);
@@ -258,12 +346,19 @@ void AddOpenInferenceRoutes(HttpRouter* router, const std::shared_ptr<grpc::Chan
       [stub](Req req, Res res) { Health(stub.get(), true, req, res); });
   Add(router, "GET", "/v2", kQuick,
       [stub](Req req, Res res) { ServerMetadata(stub.get(), req, res); });
+  // Before /v2/models/{name}: routes match in the order they are added.
+  Add(router, "GET", "/v2/models/stats", kQuick,
+      [stub](Req req, Res res) { ModelStats(stub.get(), req, res); });
   for (const char* model : {"/v2/models/{name}", "/v2/models/{name}/versions/{n}"}) {
     const std::string m = model;
     Add(router, "GET", m + "/ready", kQuick,
         [stub](Req req, Res res) { ModelReady(stub.get(), req, res); });
     Add(router, "GET", m, kQuick,
         [stub](Req req, Res res) { ModelMetadata(stub.get(), req, res); });
+    Add(router, "GET", m + "/config", kQuick,
+        [stub](Req req, Res res) { ModelConfig(stub.get(), req, res); });
+    Add(router, "GET", m + "/stats", kQuick,
+        [stub](Req req, Res res) { ModelStats(stub.get(), req, res); });
     Add(router, "POST", m + "/infer", kBlocking,
         [stub, limits](Req req, Res res) { Infer(stub.get(), limits, req, res); });
   }

@@ -20,6 +20,8 @@ namespace modelserver {
 //   POST /v2/models/{m}[/versions/{v}]/infer      JSON tensors ("data", nested or
 //        flat, row-major) and the binary-data extension (Inference-Header-Content-Length,
 //        "binary_data_size" inputs, "binary_data" / "binary_data_output" outputs)
+//   GET  /v2/models/{m}[/versions/{v}]/config     Triton's model configuration (JSON)
+//   GET  /v2/models[/{m}[/versions/{v}]]/stats    Triton's model statistics (JSON)
 //   POST /v2/repository/index                     [{"name","version","state","reason"}]
 //   POST /v2/repository/models/{m}/load|unload    admin: `auth` against the HTTP
 //        peer and its Authorization header

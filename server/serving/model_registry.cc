@@ -282,6 +282,7 @@ void ModelRegistry::EnsureQueue(const std::string& name) {
       f(name, samples, absl::ToDoubleSeconds(compute));
     };
   }
+  q.on_batch_stats = [this, name](const BatchQueue::BatchStats& b) { statistics_.Record(name, b); };
   if (options_.on_queue_wait) {
     q.on_request_wait = [f = options_.on_queue_wait, name](absl::Duration wait) {
       f(name, absl::ToDoubleSeconds(wait));

@@ -20,6 +20,7 @@
 #include "server/model/model_loader.h"
 #include "server/model/precision.h"
 #include "server/serving/load_journal.h"
+#include "server/serving/model_statistics.h"
 #include "server/serving/store_listing.h"
 #include "server/store/checkpoint_store.h"
 
@@ -168,6 +169,11 @@ class ModelRegistry {
   // OK when a state dict can be served as `architecture`; else INVALID_ARGUMENT.
   static absl::Status CheckArchitecture(const std::string& architecture);
 
+  // What each model's batches did, per version (Triton's ModelStatistics).
+  const ModelStatistics& statistics() const { return statistics_; }
+  // The batching settings every model's queue is made with.
+  const BatchQueue::Options& batching() const { return options_.batching; }
+
   // Samples waiting in each model's batching queue.
   std::vector<std::pair<std::string, int64_t>> QueueDepths() const;
 
@@ -240,6 +246,7 @@ class ModelRegistry {
 
   const Options options_;
   const LoadJournal journal_;
+  ModelStatistics statistics_;    // thread-safe on its own
   mutable StoreListing listing_;  // refreshing a cache is not a change of the registry
   ReadyListener listener_;
   mutable absl::Mutex mu_;

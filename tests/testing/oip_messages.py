@@ -54,6 +54,41 @@ MESSAGES = {
                                    ('parameters', 3, 'map:ModelRepositoryParameter')],
     'RepositoryModelLoadResponse': [],
 }
+# Triton's model configuration and statistics extensions (model_config.proto,
+# grpc_service.proto); enums as int32 (same wire encoding).
+DURATION = '.StatisticDuration'
+MESSAGES.update({
+    'ModelConfigRequest': [('name', 1, 'string'), ('version', 2, 'string')],
+    'ModelInput': [('name', 1, 'string'), ('data_type', 2, 'int32'), ('dims', 4, '*int64')],
+    'ModelOutput': [('name', 1, 'string'), ('data_type', 2, 'int32'), ('dims', 3, '*int64'),
+                    ('label_filename', 4, 'string')],
+    'ModelInstanceGroup': [('name', 1, 'string'), ('count', 2, 'int32'), ('kind', 4, 'int32'),
+                           ('gpus', 5, '*int32')],
+    'ModelDynamicBatching': [('preferred_batch_size', 1, '*int32'),
+                             ('max_queue_delay_microseconds', 2, 'uint64')],
+    'Latest': [('num_versions', 1, 'uint32')],
+    'Specific': [('versions', 1, '*int64')],
+    'ModelVersionPolicy': [('latest', 1, '.Latest'), ('specific', 3, '.Specific')],
+    'ModelConfig': [('name', 1, 'string'), ('platform', 2, 'string'),
+                    ('version_policy', 3, '.ModelVersionPolicy'), ('max_batch_size', 4, 'int32'),
+                    ('input', 5, '*.ModelInput'), ('output', 6, '*.ModelOutput'),
+                    ('instance_group', 7, '*.ModelInstanceGroup'),
+                    ('default_model_filename', 8, 'string'),
+                    ('dynamic_batching', 11, '.ModelDynamicBatching'), ('backend', 17, 'string')],
+    'ModelConfigResponse': [('config', 1, '.ModelConfig')],
+    'StatisticDuration': [('count', 1, 'uint64'), ('ns', 2, 'uint64')],
+    'InferStatistics': [('success', 1, DURATION), ('fail', 2, DURATION), ('queue', 3, DURATION),
+                        ('compute_input', 4, DURATION), ('compute_infer', 5, DURATION),
+                        ('compute_output', 6, DURATION)],
+    'InferBatchStatistics': [('batch_size', 1, 'uint64'), ('compute_input', 2, DURATION),
+                             ('compute_infer', 3, DURATION), ('compute_output', 4, DURATION)],
+    'ModelStatistics': [('name', 1, 'string'), ('version', 2, 'string'),
+                        ('last_inference', 3, 'uint64'), ('inference_count', 4, 'uint64'),
+                        ('execution_count', 5, 'uint64'), ('inference_stats', 6, '.InferStatistics'),
+                        ('batch_stats', 7, '*.InferBatchStatistics')],
+    'ModelStatisticsRequest': [('name', 1, 'string'), ('version', 2, 'string')],
+    'ModelStatisticsResponse': [('model_stats', 1, '*.ModelStatistics')],
+})
 MESSAGES['RepositoryModelUnloadRequest'] = MESSAGES['RepositoryModelLoadRequest']
 MESSAGES['RepositoryModelUnloadResponse'] = []
 
