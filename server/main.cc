@@ -635,6 +635,13 @@ int Serve(const std::vector<StartupModel>& startup, sigset_t signals) {
     LOG_ERROR(server.status().message());
     return server.status().code() == absl::StatusCode::kUnavailable ? 1 : 2;
   }
+  {
+    grpc::ChannelArguments args;
+    const int64_t max_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+    args.SetMaxReceiveMessageSize(static_cast<int>(std::min<int64_t>(max_bytes, INT32_MAX)));
+    args.SetMaxSendMessageSize(static_cast<int>(std::min<int64_t>(max_bytes, INT32_MAX)));
+    v2.set_channel((*server)->InProcessChannel(args));  // ModelStreamInfer's calls
+  }
   HealthReporter health((*server)->GetHealthCheckService(), startup);
   absl::StatusOr<std::unique_ptr<HttpEndpoint>> rest =
       StartRest(server->get(), &metrics, service_options->auth);

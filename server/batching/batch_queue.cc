@@ -288,33 +288,36 @@ HostTensor BatchQueue::Concatenate(std::vector<Pending>* items, int64_t total) {
   return input;
 }
 
-void BatchQueue::Answer(std::vector<Pending>* items, int64_t version, int64_t total,
-                        absl::StatusOr<HostTensor> output) {
+std::vector<absl::StatusOr<BatchTask::Result>> BatchQueue::Split(
+    size_t requests, const std::function<int64_t(size_t)>& samples, int64_t version, int64_t total,
+    absl::StatusOr<HostTensor> output) {
   if (output.ok() && (output->shape.empty() || output->shape[0] != total ||
                       output->data.size() % static_cast<size_t>(total) != 0)) {
     output = absl::InternalError(absl::StrCat("model output ", ShapeString(output->shape),
                                               " does not have the batch's ", total, " rows"));
   }
+  std::vector<absl::StatusOr<BatchTask::Result>> out;
   if (!output.ok()) {
-    for (Pending& p : *items) SafeDone(&p.task, output.status());
-    return;
+    for (size_t i = 0; i < requests; ++i) out.push_back(output.status());
+    return out;
   }
   const size_t row_bytes = output->data.size() / static_cast<size_t>(total);
   size_t offset = 0;
-  for (Pending& p : *items) {
+  for (size_t i = 0; i < requests; ++i) {
     BatchTask::Result r;
     r.version = version;
     r.output.dtype = output->dtype;
     r.output.shape = output->shape;
-    r.output.shape[0] = p.samples;
-    if (items->size() == 1) {
+    r.output.shape[0] = samples(i);
+    if (requests == 1) {
       r.output.data = std::move(output->data);
     } else {
-      r.output.data = output->data.substr(offset, row_bytes * static_cast<size_t>(p.samples));
+      r.output.data = output->data.substr(offset, row_bytes * static_cast<size_t>(samples(i)));
     }
-    offset += row_bytes * static_cast<size_t>(p.samples);
-    SafeDone(&p.task, std::move(r));
+    offset += row_bytes * static_cast<size_t>(samples(i));
+    out.push_back(std::move(r));
   }
+  return out;
 }
 
 void BatchQueue::RunBatch(Batch batch) {
@@ -372,7 +375,11 @@ void BatchQueue::RunBatchOrThrow(Batch* batch_ptr) {
             absl::FormatDuration(end - start));
   if (options_.on_batch) options_.on_batch(total, start - batch.oldest_arrival, end - start);
   stats.ok = output.ok();
-  Answer(&items, handle->version, total, std::move(output));
+  std::vector<absl::StatusOr<BatchTask::Result>> results = Split(
+      items.size(), [&](size_t i) { return items[i].samples; }, handle->version, total,
+      std::move(output));
+  // Recorded before the requests are answered: a client that reads the
+  // statistics after its answer finds its batch in them.
   if (options_.on_batch_stats) {
     stats.answered = options_.clock->Now();
     stats.input = concatenated - start;
@@ -380,6 +387,7 @@ void BatchQueue::RunBatchOrThrow(Batch* batch_ptr) {
     stats.output = stats.answered - end;
     options_.on_batch_stats(stats);
   }
+  for (size_t i = 0; i < items.size(); ++i) SafeDone(&items[i].task, std::move(results[i]));
 }
 
 void BatchQueue::Shutdown() {

@@ -11,6 +11,7 @@
 #include "common/status_macros.h"
 #include "server/service/oip_convert.h"
 #include "server/service/rpc.h"
+#include "server/service/stream_infer.h"
 
 namespace modelserver {
 namespace {
@@ -208,6 +209,21 @@ void Fill(const ModelStatistics::Duration& d, inference::StatisticDuration* out)
 }
 
 }  // namespace
+
+grpc::ServerBidiReactor<inference::ModelInferRequest, inference::ModelStreamInferResponse>*
+InferenceServiceImpl::ModelStreamInfer(grpc::CallbackServerContext* context) {
+  if (stub_ == nullptr) {
+    // Not wired (a test without set_channel): refuse rather than crash.
+    class Refused : public grpc::ServerBidiReactor<inference::ModelInferRequest,
+                                                   inference::ModelStreamInferResponse> {
+     public:
+      Refused() { Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "streaming is not set up")); }
+      void OnDone() override { delete this; }
+    };
+    return new Refused();
+  }
+  return new StreamInferReactor(context, stub_);
+}
 
 grpc::ServerUnaryReactor* InferenceServiceImpl::ModelConfig(
     grpc::CallbackServerContext* context, const inference::ModelConfigRequest* request,

@@ -1,6 +1,9 @@
 #ifndef MODELSERVER_SERVER_SERVICE_INFERENCE_SERVICE_IMPL_H_
 #define MODELSERVER_SERVER_SERVICE_INFERENCE_SERVICE_IMPL_H_
 
+#include <grpcpp/channel.h>
+
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -57,6 +60,15 @@ class InferenceServiceImpl final : public inference::GRPCInferenceService::Callb
   grpc::ServerUnaryReactor* RepositoryModelUnload(
       grpc::CallbackServerContext* context, const inference::RepositoryModelUnloadRequest* request,
       inference::RepositoryModelUnloadResponse* response) override;
+  // Triton's streaming extension (StreamInferReactor); needs set_channel.
+  grpc::ServerBidiReactor<inference::ModelInferRequest, inference::ModelStreamInferResponse>*
+  ModelStreamInfer(grpc::CallbackServerContext* context) override;
+  // The server's in-process channel, once it listens: ModelStreamInfer makes its
+  // calls through it. Call before serving.
+  void set_channel(const std::shared_ptr<grpc::Channel>& channel) {
+    stub_ = inference::GRPCInferenceService::NewStub(channel);
+  }
+
   // Triton's extensions: the configuration derived from what the server knows
   // (ModelConfig), and per-version statistics of the batches run (ModelStatistics).
   grpc::ServerUnaryReactor* ModelConfig(grpc::CallbackServerContext* context,
@@ -73,6 +85,7 @@ class InferenceServiceImpl final : public inference::GRPCInferenceService::Callb
   ModelServiceImpl* const service_;
   ModelRegistry* const registry_;
   const Options options_;
+  std::shared_ptr<inference::GRPCInferenceService::Stub> stub_;  // set before serving
 };
 
 }  // namespace modelserver

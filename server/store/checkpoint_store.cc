@@ -256,9 +256,9 @@ absl::StatusOr<std::string> CheckpointStore::ContainedFile(const StoreVersion& v
                                             "): a dangling symlink?"));
   }
   if (!absl::StartsWith(real.string(), root_ + "/")) {
-    return absl::PermissionDeniedError(absl::StrCat(
-        file, " of model '", v.model_name, "' version ", v.version, " resolves to ", real.string(),
-        ", outside the store ", root_, "; symlinks out of the store are refused"));
+    return absl::PermissionDeniedError(
+        absl::StrCat(file, " of model '", v.model_name, "' version ", v.version, " resolves to ",
+                     real.string(), ", outside the store; symlinks out of the store are refused"));
   }
   if (!fs::is_regular_file(real, ec)) {
     return absl::FailedPreconditionError(absl::StrCat(

@@ -121,7 +121,8 @@ TEST_F(BatchingTest, RequestsLargerThanTheQueueAreInvalid) {
 }
 
 TEST_F(BatchingTest, ExpiredRequestIsAnsweredAndNeverComputed) {
-  Start({"--max_batch_size=8", "--batch_timeout_us=2000000"});
+  // A lone request waits for company only with --batch_wait_when_idle.
+  Start({"--max_batch_size=8", "--batch_timeout_us=2000000", "--batch_wait_when_idle"});
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(300));
   v1::PredictResponse r;

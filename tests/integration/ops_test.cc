@@ -241,10 +241,10 @@ TEST_F(OpsTest, UnknownModelNamesAddNoSeries) {
 }
 
 // A Predict held in the batching queue (a batch of 4 waits up to 5 s for more
-// samples) shows in modelserver_inflight_requests under its model and method,
-// and leaves it when answered.
+// samples, with --batch_wait_when_idle even alone) shows in modelserver_inflight_requests under its
+// model and method, and leaves it when answered.
 TEST_F(OpsTest, InflightRequestsCarryModelAndMethod) {
-  Start({"--max_batch_size=4", "--batch_timeout_us=5000000"});
+  Start({"--max_batch_size=4", "--batch_timeout_us=5000000", "--batch_wait_when_idle"});
   ASSERT_TRUE(testing::WaitForModels(*client_, {"tiny"}, std::chrono::seconds(60)));
   HostTensor x = testing::FixtureNpy("tiny", "input.npy");
   const auto samples = static_cast<size_t>(x.shape[0]);

@@ -6,8 +6,9 @@ output dims without the batch dimension, dtypes, the batching delay, instance gr
 batch workers, the label file, the default file name, the version policy); statistics
 rise by exactly the samples and batches sent (success count, queue and compute
 durations > 0, one batch_stats entry per batch size seen), for one version, for every
-model, and unknown models are NOT_FOUND / 404; POST /v2/repository/index with the
-bodies tritonclient sends. perf_analyzer reads these before and after a run.
+model, and unknown models are NOT_FOUND / 404; ModelStreamInfer: 100 requests in order
+with their ids, a bad one in the middle answered with error_message while the rest
+succeed; POST /v2/repository/index with the bodies tritonclient sends. perf_analyzer reads these before and after a run.
 Usage: triton_test.py SERVER_BIN FIXTURES TMP
 """
 import json
@@ -158,6 +159,37 @@ try:
            sorted(b['batch_size'] for b in ms['batch_stats']) == [1, 3] and
            body_all['model_stats'][0]['name'] == 'tiny', str(body)[:300])
     expect('GET /v2/models/nope/stats -> 404', http('GET', '/v2/models/nope/stats')[0] == 404)
+
+    # ModelStreamInfer: 100 requests on one stream, the 50th for an unknown model.
+    def stream_request(i):
+        r = M['ModelInferRequest'](model_name='nope' if i == 50 else 'tiny', id=f'req-{i}')
+        r.inputs.add(name='input', datatype='FP32', shape=[1, 3, 32, 32])
+        r.raw_input_contents.append(x[i % 4:i % 4 + 1].tobytes())
+        return r
+    unary = {}
+    for i in range(4):
+        out = call(ch, 'ModelInfer', stream_request(i), 'ModelInferResponse')
+        unary[i] = out.raw_output_contents[0]
+    stream = ch.stream_stream('/inference.GRPCInferenceService/ModelStreamInfer',
+                              request_serializer=lambda m: m.SerializeToString(),
+                              response_deserializer=M['ModelStreamInferResponse'].FromString)
+    answers = list(stream(iter([stream_request(i) for i in range(100)]), timeout=120))
+    ids = [a.infer_response.id for a in answers]
+    bad = [i for i, a in enumerate(answers) if a.error_message]
+    # (Stream requests share batches: equal up to the float rounding of another batch size.)
+    same = all(np.allclose(np.frombuffer(answers[i].infer_response.raw_output_contents[0], np.float32),
+                           np.frombuffer(unary[i % 4], np.float32), rtol=1e-5, atol=1e-6)
+               for i in range(100) if i != 50)
+    expect('ModelStreamInfer: 100 requests answered in order with their ids; the bad one '
+           '(unknown model) answered with error_message, the stream goes on; outputs equal '
+           'the unary ones',
+           len(answers) == 100 and ids == [f'req-{i}' for i in range(100)] and bad == [50] and
+           'nope' in answers[50].error_message and same,
+           f'{len(answers)} answers, errors at {bad} ({answers[50].error_message}), same={same}')
+    after_stream = stats()['1']
+    expect('the stream\'s requests count in the statistics like unary ones (+103 samples)',
+           after_stream.inference_count - after.inference_count == 103,
+           f'{after.inference_count} -> {after_stream.inference_count}')
 
     # The bodies tritonclient's HTTP client sends to the repository index.
     codes = [http('POST', '/v2/repository/index', b)[0] for b in (b'{}', b'{"ready": true}', b'')]

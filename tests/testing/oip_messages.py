@@ -89,6 +89,8 @@ MESSAGES.update({
     'ModelStatisticsRequest': [('name', 1, 'string'), ('version', 2, 'string')],
     'ModelStatisticsResponse': [('model_stats', 1, '*.ModelStatistics')],
 })
+MESSAGES['ModelStreamInferResponse'] = [('error_message', 1, 'string'),
+                                        ('infer_response', 2, '.ModelInferResponse')]
 MESSAGES['RepositoryModelUnloadRequest'] = MESSAGES['RepositoryModelLoadRequest']
 MESSAGES['RepositoryModelUnloadResponse'] = []
 
