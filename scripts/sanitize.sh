@@ -68,7 +68,7 @@ if [ "$what" = tsan ] || [ "$what" = all ]; then
   # and handler pools), the util helpers.
   tests="batching_test serving_test store_test metrics_test util_test"
   cmake --build build-tsan -j"$JOBS" --target $tests
-  (cd build-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+  (cd build-tsan && TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/../scripts/tsan.supp" \
     ctest -j"$JOBS" --output-on-failure --timeout 1500 -R "^($(echo $tests | tr ' ' '|'))\$") 2>&1 |
     tee build-tsan/ctest.log | grep -E "^ *[0-9]+/[0-9]+ Test|tests passed|tests failed|WARNING: ThreadSanitizer"
   echo "tsan: $tests passed"
