@@ -21,13 +21,18 @@ tiny_arch=$(cat "$BUILD/fixtures/tiny/arch.txt")
 server_pid=""
 trap '[ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null || true' EXIT
 
+batch_stats() {  # STORE -> "sum count" of modelserver_batch_size (0 0 before the first batch)
+  curl -s "127.0.0.1:$(cat "$1/mport")/metrics" |
+    awk '/^modelserver_batch_size_sum/ {s=$2} /^modelserver_batch_size_count/ {c=$2} END {print s+0, c+0}'
+}
+
 run() {  # NAME STORE MODEL ARCH SHAPE [server flags...]
   local name=$1 store=$2 model=$3 arch=$4 shape=$5
   shift 5
   rm -f "$store/port" "$store/mport"
   "$BUILD/server/model-server" --store "$store" --model "$model=$arch" --listen 127.0.0.1:0 \
     --port_file "$store/port" --metrics_listen 127.0.0.1:0 --metrics_port_file "$store/mport" \
-    --http_listen '' --max_queue_size 256 "$@" > "$work/wait-$name.log" 2>&1 &
+    --http_listen '' --max_queue_size 256 --shutdown_grace_seconds 1 "$@" > "$work/wait-$name.log" 2>&1 &
   server_pid=$!
   for _ in $(seq 600); do [ -s "$store/port" ] && [ -s "$store/mport" ] && break; sleep 0.1; done
   local target="127.0.0.1:$(cat "$store/port")"
@@ -37,11 +42,11 @@ run() {  # NAME STORE MODEL ARCH SHAPE [server flags...]
   done
   for c in 1 16 64; do
     local before after
-    before=$(curl -s "127.0.0.1:$(cat "$store/mport")/metrics" | grep -E "^modelserver_batch_size_(sum|count)" | awk '{print $2}' | paste -sd' ')
+    before=$(batch_stats "$store")
     "$BUILD/client/model-client" --target "$target" bench --model "$model" --shape "$shape" \
       --concurrency "$c" --duration "$DURATION" --warmup "$WARMUP" \
       --json "$work/wait-$name-c$c.json" > /dev/null
-    after=$(curl -s "127.0.0.1:$(cat "$store/mport")/metrics" | grep -E "^modelserver_batch_size_(sum|count)" | awk '{print $2}' | paste -sd' ')
+    after=$(batch_stats "$store")
     echo "$name $c $before $after" >> "$work/wait-batches.txt"
   done
   kill "$server_pid"; wait "$server_pid" || true; server_pid=""
@@ -60,12 +65,7 @@ work, out, duration, warmup = sys.argv[1:]
 batches = {}
 for line in open(os.path.join(work, 'wait-batches.txt')):
     name, c, *v = line.split()
-    # sum count (before) sum count (after); absent before the first batch
-    v = [float(x) for x in v]
-    if len(v) == 4:
-        s0, n0, s1, n1 = v
-    else:
-        s0, n0, s1, n1 = 0, 0, v[-2], v[-1]
+    s0, n0, s1, n1 = [float(x) for x in v]  # sum count before, sum count after
     batches[(name, int(c))] = (s1 - s0) / max(1, n1 - n0)
 cpu = subprocess.run(['sh', '-c', "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"],
                      capture_output=True, text=True).stdout.strip()
