@@ -26,14 +26,14 @@ mkdir -p "$out/corpus" "$out/crashes"
 command -v clang++ >/dev/null || { echo "clang++ is not installed (apt-get install clang libclang-rt-14-dev)"; exit 1; }
 [ -d build/proto ] || { echo "run make build first"; exit 1; }
 srcs="fuzz/checkpoint_fuzzer.cc $(ls server/checkpoint/*.cc) server/util/logging.cc
-      common/host_tensor.cc common/sha256.cc"
+      common/host_tensor.cc common/sha256.cc common/wire_size.cc"
 absl_libs=$(pkg-config --libs absl_status absl_statusor absl_strings absl_str_format absl_time absl_synchronization)
 flags="-std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined"
 clang++ $flags -I. $srcs -o "$out/checkpoint_fuzzer" $absl_libs -lz -lcrypto
 torch_srcs="fuzz/torch_fuzzer.cc server/model/tensor_materializer.cc server/model/layer_stack_model.cc
             server/model/torch_model.cc server/model/tensor_convert.cc server/model/precision.cc
             $(ls server/checkpoint/*.cc | grep -v checkpoint_check) server/util/logging.cc
-            common/host_tensor.cc common/sha256.cc"
+            common/host_tensor.cc common/sha256.cc common/wire_size.cc"
 # LibTorch itself is not instrumented; vptr checks would flag its own classes.
 clang++ $flags -fno-sanitize=vptr -D_GLIBCXX_USE_CXX11_ABI=1 -I. \
   -isystem /usr/include/torch/csrc/api/include $torch_srcs -o "$out/torch_fuzzer" \

@@ -258,6 +258,10 @@ class Session : public std::enable_shared_from_this<Session> {
         LOG_ERROR("HTTP handler for ", r.path, " threw: ", e.what());
         res = HttpResponse();
         res.Set(500, "internal error\n", "text/plain; charset=utf-8");
+      } catch (...) {  // nothing leaves a handler thread
+        LOG_ERROR("HTTP handler for ", r.path, " threw a non-standard exception");
+        res = HttpResponse();
+        res.Set(500, "internal error\n", "text/plain; charset=utf-8");
       }
       r = HttpRequest();  // the body goes now, not when the session ends
       HttpEndpoint::Impl* impl = self->impl_;
