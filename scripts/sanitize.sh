@@ -46,7 +46,7 @@ if [ "$what" = tsan ] || [ "$what" = all ]; then
   if [ ! -f "$absl_prefix/lib/cmake/absl/abslConfig.cmake" ]; then
     src=build-tsan/absl-src
     rm -rf "$src" && mkdir -p "$src/parts" "$src/lists/partial"
-    printf 'Types: deb-src\nURIs: http://deb.debian.org/debian\nSuites: bookworm\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+    printf 'Types: deb-src\nURIs: http://deb.debian.org/debian\nSuites: bookworm bookworm-updates\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\nTypes: deb-src\nURIs: http://deb.debian.org/debian-security\nSuites: bookworm-security\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
       > "$src/parts/src.sources"
     apt=(-o Dir::Etc::SourceList=/dev/null -o Dir::Etc::SourceParts="$PWD/$src/parts"
          -o Dir::State::Lists="$PWD/$src/lists")

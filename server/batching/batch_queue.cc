@@ -289,8 +289,9 @@ HostTensor BatchQueue::Concatenate(std::vector<Pending>* items, int64_t total) {
 }
 
 std::vector<absl::StatusOr<BatchTask::Result>> BatchQueue::Split(
-    size_t requests, const std::function<int64_t(size_t)>& samples, int64_t version, int64_t total,
+    const std::vector<Pending>& items, int64_t version, int64_t total,
     absl::StatusOr<HostTensor> output) {
+  const size_t requests = items.size();
   if (output.ok() && (output->shape.empty() || output->shape[0] != total ||
                       output->data.size() % static_cast<size_t>(total) != 0)) {
     output = absl::InternalError(absl::StrCat("model output ", ShapeString(output->shape),
@@ -308,13 +309,14 @@ std::vector<absl::StatusOr<BatchTask::Result>> BatchQueue::Split(
     r.version = version;
     r.output.dtype = output->dtype;
     r.output.shape = output->shape;
-    r.output.shape[0] = samples(i);
+    r.output.shape[0] = items[i].samples;
     if (requests == 1) {
       r.output.data = std::move(output->data);
     } else {
-      r.output.data = output->data.substr(offset, row_bytes * static_cast<size_t>(samples(i)));
+      r.output.data =
+          output->data.substr(offset, row_bytes * static_cast<size_t>(items[i].samples));
     }
-    offset += row_bytes * static_cast<size_t>(samples(i));
+    offset += row_bytes * static_cast<size_t>(items[i].samples);
     out.push_back(std::move(r));
   }
   return out;
@@ -375,9 +377,8 @@ void BatchQueue::RunBatchOrThrow(Batch* batch_ptr) {
             absl::FormatDuration(end - start));
   if (options_.on_batch) options_.on_batch(total, start - batch.oldest_arrival, end - start);
   stats.ok = output.ok();
-  std::vector<absl::StatusOr<BatchTask::Result>> results = Split(
-      items.size(), [&](size_t i) { return items[i].samples; }, handle->version, total,
-      std::move(output));
+  std::vector<absl::StatusOr<BatchTask::Result>> results =
+      Split(items, handle->version, total, std::move(output));
   // Recorded before the requests are answered: a client that reads the
   // statistics after its answer finds its batch in them.
   if (options_.on_batch_stats) {

@@ -183,11 +183,11 @@ class BatchQueue {
 
   // The requests' inputs as one [total, ...] tensor (moved out of the requests).
   static HostTensor Concatenate(std::vector<Pending>* items, int64_t total);
-  // `output` split by rows among `requests` requests of samples(i) samples each,
-  // or each request's error (INTERNAL when the row count is wrong).
-  static std::vector<absl::StatusOr<BatchTask::Result>> Split(
-      size_t requests, const std::function<int64_t(size_t)>& samples, int64_t version,
-      int64_t total, absl::StatusOr<HostTensor> output);
+  // `output` split by rows among the requests, or each request's error
+  // (INTERNAL when the row count is wrong).
+  static std::vector<absl::StatusOr<BatchTask::Result>> Split(const std::vector<Pending>& items,
+                                                              int64_t version, int64_t total,
+                                                              absl::StatusOr<HostTensor> output);
   void WorkerLoop(size_t index);
   // A RunOnEveryWorker call: `left` workers still to run `fn`.
   struct Job {

@@ -73,13 +73,20 @@ std::string Peer(const HttpRequest& req) {
   return absl::StrCat("ipv4:", req.remote_addr, ":", req.remote_port);
 }
 
+// A request message naming the model and version the HTTP path names.
+template <typename Request>
+Request ForModel(const HttpRequest& req) {
+  Request r;
+  r.set_name(req.Param(0));
+  r.set_version(req.Param(1));
+  return r;
+}
+
 // ModelMetadata of the model and version the request's path names.
 grpc::Status Metadata(Stub* stub, const HttpRequest& req, inference::ModelMetadataResponse* m) {
   grpc::ClientContext context;
   Prepare(req, &context);
-  inference::ModelMetadataRequest r;
-  r.set_name(req.Param(0));
-  r.set_version(req.Param(1));
+  const auto r = ForModel<inference::ModelMetadataRequest>(req);
   return stub->ModelMetadata(&context, r, m);
 }
 
@@ -140,9 +147,7 @@ void Health(Stub* stub, bool ready_call, const HttpRequest& req, HttpResponse* r
 void ModelReady(Stub* stub, const HttpRequest& req, HttpResponse* res) {
   grpc::ClientContext context;
   Prepare(req, &context);
-  inference::ModelReadyRequest r;
-  r.set_name(req.Param(0));
-  r.set_version(req.Param(1));
+  const auto r = ForModel<inference::ModelReadyRequest>(req);
   inference::ModelReadyResponse out;
   grpc::Status s = stub->ModelReady(&context, r, &out);
   if (s.ok() && !out.ready()) return Error(res, 400, "model is not ready");
@@ -176,9 +181,7 @@ json DurationJson(const inference::StatisticDuration& d) {
 void ModelConfig(Stub* stub, const HttpRequest& req, HttpResponse* res) {
   grpc::ClientContext context;
   Prepare(req, &context);
-  inference::ModelConfigRequest r;
-  r.set_name(req.Param(0));
-  r.set_version(req.Param(1));
+  const auto r = ForModel<inference::ModelConfigRequest>(req);
   inference::ModelConfigResponse out;
   grpc::Status s = stub->ModelConfig(&context, r, &out);
   const inference::ModelConfig& c = out.config();
@@ -224,9 +227,7 @@ void ModelConfig(Stub* stub, const HttpRequest& req, HttpResponse* res) {
 void ModelStats(Stub* stub, const HttpRequest& req, HttpResponse* res) {
   grpc::ClientContext context;
   Prepare(req, &context);
-  inference::ModelStatisticsRequest r;
-  r.set_name(req.Param(0));
-  r.set_version(req.Param(1));
+  const auto r = ForModel<inference::ModelStatisticsRequest>(req);
   inference::ModelStatisticsResponse out;
   grpc::Status s = stub->ModelStatistics(&context, r, &out);
   json stats = json::array();

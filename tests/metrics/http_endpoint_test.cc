@@ -293,6 +293,38 @@ TEST(HttpEndpointTest, BodiesKeepAliveAndMethods) {
   EXPECT_THAT(HttpFrom(1, port, "NOT HTTP AT ALL\r\n\r\n"), StartsWith("HTTP/1.1 400"));
 }
 
+// Request bodies held at once share a budget: a second body that does not fit
+// while the first is still arriving is 503 at once; a keep-alive connection
+// idle past idle_timeout is closed.
+TEST(HttpEndpointTest, BodyBudgetAndIdleKeepAlive) {
+  HttpEndpoint::Options o;
+  o.address = "127.0.0.1:0";
+  o.max_body_bytes = 1000;
+  o.max_inflight_body_bytes = 150;
+  o.idle_timeout = absl::Seconds(1);
+  HttpRouter router = MetricsRouter();
+  router.Add("POST", "/echo", HttpRouter::kBlocking, [](const HttpRequest& req, HttpResponse* res) {
+    res->Set(200, req.body, "text/plain");
+  });
+  auto e = HttpEndpoint::Start(o, std::move(router));
+  ASSERT_TRUE(e.ok()) << e.status();
+  const int port = (*e)->port();
+  const int first = ConnectFrom(1, port);  // 100 bytes announced, 10 sent: holds 100
+  const std::string head = "POST /echo HTTP/1.1\r\nContent-Length: 100\r\n\r\n";
+  ASSERT_GT(send(first, (head + std::string(10, 'a')).data(), head.size() + 10, MSG_NOSIGNAL), 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_THAT(HttpFrom(1, port, head + std::string(100, 'b')), StartsWith("HTTP/1.1 503"));
+  ASSERT_GT(send(first, std::string(90, 'a').data(), 90, MSG_NOSIGNAL), 0);
+  std::string r = ReadAll(first, 3);  // answered, then closed when idle for 1 s
+  close(first);
+  EXPECT_THAT(r, StartsWith("HTTP/1.1 200"));
+  EXPECT_THAT(r, HasSubstr(std::string(100, 'a')));
+  // The budget is free again.
+  EXPECT_THAT(
+      HttpFrom(1, port, "POST /echo HTTP/1.1\r\nContent-Length: 3\r\nConnection: close\r\n\r\nxyz"),
+      HasSubstr("\r\n\r\nxyz"));
+}
+
 // Handlers that wait on a model use their own bounded pool: while it is full,
 // more such requests get 503 at once and /metrics is still answered.
 TEST(HttpEndpointTest, BusyHandlersAnswer503AndLeaveQuickRoutesFree) {
