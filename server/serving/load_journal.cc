@@ -4,10 +4,12 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <string>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
@@ -24,6 +26,21 @@ absl::Status LoadJournal::Init() {
   if (ec || access(dir_.c_str(), W_OK) != 0) {
     return absl::InternalError(
         absl::StrCat("load journal directory ", dir_, " is not writable: ", ec.message()));
+  }
+  // At startup, a <model>.loading left behind is a load that killed the process
+  // before this one. Only here: a poll that looked later could take a load in
+  // progress (this process's, or a replica's sharing the directory) for a crash.
+  for (const auto& entry : fs::directory_iterator(dir_, ec)) {
+    const std::string file = entry.path().filename().string();
+    if (!absl::EndsWith(file, ".loading")) continue;
+    const std::string model = file.substr(0, file.size() - std::strlen(".loading"));
+    if (const int64_t crashed = Read(entry.path().string()); crashed > 0) {
+      LOG_WARNING("load journal: model ", model, " version ", crashed,
+                  " was loading when the process ended; it is skipped until a LoadModel of it "
+                  "succeeds");
+      Write(Path(model, ".skip"), crashed);
+    }
+    std::remove(entry.path().c_str());
   }
   return absl::OkStatus();
 }
@@ -70,10 +87,6 @@ void LoadJournal::EndLoad(const std::string& model) const {
 
 int64_t LoadJournal::SkippedVersion(const std::string& model) const {
   if (!enabled()) return 0;
-  if (const int64_t crashed = Read(Path(model, ".loading")); crashed > 0) {
-    Write(Path(model, ".skip"), crashed);
-    std::remove(Path(model, ".loading").c_str());
-  }
   return Read(Path(model, ".skip"));
 }
 

@@ -14,8 +14,8 @@ namespace modelserver {
 //
 // In `dir` (one per replica: an emptyDir survives container restarts):
 //   <model>.loading  the version whose load is in progress (removed when it ends)
-//   <model>.skip     a version found in <model>.loading at startup: the process
-//                    died loading it; skipped until a load of it succeeds
+//   <model>.skip     a version found in <model>.loading at startup (Init): the
+//                    process died loading it; skipped until a load of it succeeds
 // Every write is a small file written and renamed into place.
 //
 // Thread-safe for different models (the registry never loads one model twice at
@@ -24,7 +24,9 @@ class LoadJournal {
  public:
   explicit LoadJournal(std::string dir) : dir_(std::move(dir)) {}
 
-  // Creates the directory. INTERNAL when it cannot (then the journal is off).
+  // Creates the directory, and turns each <model>.loading found there (a load
+  // that killed the previous process) into <model>.skip. Call once, at startup.
+  // INTERNAL when the directory cannot be made (then the journal is off).
   absl::Status Init();
   bool enabled() const { return !dir_.empty(); }
 
@@ -32,8 +34,7 @@ class LoadJournal {
   void BeginLoad(const std::string& model, int64_t version) const;
   void EndLoad(const std::string& model) const;
 
-  // The version this model must skip (0: none). A <model>.loading left by a
-  // process that died becomes <model>.skip here.
+  // The version this model must skip (0: none): what Init found loading.
   int64_t SkippedVersion(const std::string& model) const;
   // A load of `version` succeeded: clears a skip of it (or of an older version).
   void ClearSkip(const std::string& model, int64_t version) const;

@@ -34,6 +34,20 @@ TEST(LoadJournalTest, ALoadThatNeverEndedIsSkippedAfterARestart) {
   EXPECT_EQ(after.SkippedVersion("m"), 0);
 }
 
+// Only a restart turns a load in progress into a skip: a poll that asks while a
+// load runs (here, or in a replica sharing the directory) must not.
+TEST(LoadJournalTest, ALoadInProgressIsNotSkipped) {
+  const std::string dir = Dir("running");
+  LoadJournal j(dir);
+  ASSERT_TRUE(j.Init().ok());
+  j.BeginLoad("m", 2);
+  EXPECT_EQ(j.SkippedVersion("m"), 0);
+  EXPECT_EQ(LoadJournal(dir).SkippedVersion("m"), 0);  // another replica, already running
+  j.EndLoad("m");
+  EXPECT_EQ(j.SkippedVersion("m"), 0);
+  EXPECT_TRUE(fs::is_empty(dir));
+}
+
 TEST(LoadJournalTest, FinishedLoadsLeaveNothing) {
   const std::string dir = Dir("clean");
   LoadJournal j(dir);

@@ -310,6 +310,7 @@ TEST_F(RegistryTest, AVersionWhoseLoadKilledTheProcessIsSkipped) {
     ASSERT_TRUE(crashed.Init().ok());
     crashed.BeginLoad("m", 2);  // as a process killed while loading v2 leaves it
   }
+  ASSERT_TRUE(LoadJournal(state_dir_).Init().ok());  // the restart (main's StateDir)
   auto registry = MakeRegistry();
   ASSERT_TRUE(registry->Load("m", "", 0).ok());
   auto status = registry->Status("m");
