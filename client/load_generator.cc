@@ -1,9 +1,14 @@
 #include "client/load_generator.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <functional>
 #include <mutex>
 #include <random>
 #include <thread>
@@ -11,6 +16,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "client/shared_memory.h"
+#include "common/oip_datatype.h"
+#include "common/status_macros.h"
 
 namespace modelserver {
 
@@ -26,16 +34,15 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// One closed-loop client: sends `request` until `end`, keeping the latencies of
-// requests that complete inside [measure_from, end] and counting errors by code.
-void ClientLoop(const ModelClient& client, const v1::PredictRequest& request,
-                Clock::time_point measure_from, Clock::time_point end,
-                std::vector<double>* latencies, std::map<std::string, int64_t>* errors) {
+// One closed-loop client: makes `call` until `end`, keeping the latencies of
+// calls that complete inside [measure_from, end] and counting errors by code.
+void ClientLoop(const std::function<grpc::Status()>& call, Clock::time_point measure_from,
+                Clock::time_point end, std::vector<double>* latencies,
+                std::map<std::string, int64_t>* errors) {
   while (true) {
     const Clock::time_point sent = Clock::now();
     if (sent >= end) break;
-    v1::PredictResponse response;
-    grpc::Status s = client.Predict(request, &response);
+    grpc::Status s = call();
     const Clock::time_point got = Clock::now();
     // A request counts when it completes inside the measured window, wherever it
     // was sent: with latencies near the window's length, counting only requests
@@ -48,8 +55,76 @@ void ClientLoop(const ModelClient& client, const v1::PredictRequest& request,
   }
 }
 
+// Client `t` of a level through shared memory: its regions, registered, and the
+// ModelInfer request naming them; `call` sends it and reads the output back.
+class SharedMemoryClient {
+ public:
+  static absl::StatusOr<std::unique_ptr<SharedMemoryClient>> Create(
+      const ModelClient& client, const v1::PredictRequest& request, size_t output_bytes, int t) {
+    auto c = std::unique_ptr<SharedMemoryClient>(new SharedMemoryClient(client));
+    const std::string base = absl::StrCat("model-client-", getpid(), "-", t);
+    const std::string& input = request.input().data();
+    ASSIGN_OR_RETURN(c->in_, SharedMemoryObject::Create("/" + base + "-in", input.size()));
+    ASSIGN_OR_RETURN(c->out_, SharedMemoryObject::Create("/" + base + "-out", output_bytes));
+    std::memcpy(c->in_->data(), input.data(), input.size());
+    c->names_ = {base + "-in", base + "-out"};
+    for (int i = 0; i < 2; ++i) {
+      const SharedMemoryObject& o = i == 0 ? *c->in_ : *c->out_;
+      grpc::Status s = client.RegisterSystemSharedMemory(c->names_[i], o.key(), o.size());
+      if (!s.ok()) {
+        return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+      }
+      c->registered_ = i + 1;
+    }
+    c->request_.set_model_name(request.model_name());
+    auto* in = c->request_.add_inputs();
+    in->set_name("input");
+    in->set_datatype(DatatypeOf(static_cast<DType>(request.input().dtype())));
+    in->mutable_shape()->CopyFrom(request.input().shape());
+    (*in->mutable_parameters())["shared_memory_region"].set_string_param(c->names_[0]);
+    (*in->mutable_parameters())["shared_memory_byte_size"].set_int64_param(
+        static_cast<int64_t>(input.size()));
+    auto* out = c->request_.add_outputs();
+    out->set_name("output");
+    (*out->mutable_parameters())["shared_memory_region"].set_string_param(c->names_[1]);
+    (*out->mutable_parameters())["shared_memory_byte_size"].set_int64_param(
+        static_cast<int64_t>(output_bytes));
+    return c;
+  }
+  ~SharedMemoryClient() {
+    for (int i = 0; i < registered_; ++i) (void)client_.UnregisterSystemSharedMemory(names_[i]);
+  }
+
+  grpc::Status Call() {
+    inference::ModelInferResponse response;
+    grpc::Status s = client_.ModelInfer(request_, &response);
+    if (!s.ok()) return s;
+    if (response.outputs_size() != 1) {
+      return grpc::Status(grpc::StatusCode::INTERNAL, "ModelInfer answered without one output");
+    }
+    const auto& params = response.outputs(0).parameters();
+    auto n = params.find("shared_memory_byte_size");
+    if (n == params.end() || n->second.int64_param() < 0 ||
+        static_cast<size_t>(n->second.int64_param()) > out_->size()) {
+      return grpc::Status(grpc::StatusCode::INTERNAL, "the output is not in shared memory");
+    }
+    output_.assign(out_->data(),
+                   static_cast<size_t>(n->second.int64_param()));  // the client reads it
+    return s;
+  }
+
+ private:
+  explicit SharedMemoryClient(const ModelClient& client) : client_(client) {}
+  const ModelClient& client_;
+  std::unique_ptr<SharedMemoryObject> in_, out_;
+  std::vector<std::string> names_;
+  int registered_ = 0;
+  inference::ModelInferRequest request_;
+  std::string output_;
+};
+
 LevelResult RunLevel(const ModelClient& client, const v1::PredictRequest& request,
-                     const LoadOptions& options, int concurrency) {
+                     const LoadOptions& options, size_t output_bytes, int concurrency) {
   const Clock::time_point start = Clock::now();
   const Clock::time_point measure_from = start + absl::ToChronoNanoseconds(options.warmup);
   const Clock::time_point end = measure_from + absl::ToChronoNanoseconds(options.duration);
@@ -59,10 +134,29 @@ LevelResult RunLevel(const ModelClient& client, const v1::PredictRequest& reques
   level.concurrency = concurrency;
   std::vector<std::thread> threads;
   for (int t = 0; t < concurrency; ++t) {
-    threads.emplace_back([&] {
+    threads.emplace_back([&, t] {
       std::vector<double> mine;
       std::map<std::string, int64_t> errors;
-      ClientLoop(client, request, measure_from, end, &mine, &errors);
+      std::function<grpc::Status()> call = [&client, &request] {
+        v1::PredictResponse response;
+        return client.Predict(request, &response);
+      };
+      std::unique_ptr<SharedMemoryClient> shm;
+      if (options.shared_memory) {
+        absl::StatusOr<std::unique_ptr<SharedMemoryClient>> made =
+            SharedMemoryClient::Create(client, request, output_bytes, t);
+        if (made.ok()) {
+          shm = *std::move(made);
+          call = [&shm] { return shm->Call(); };
+        } else {
+          std::fprintf(stderr, "bench: shared memory: %s\n",
+                       std::string(made.status().message()).c_str());
+          call = [] { return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "no region"); };
+          std::this_thread::sleep_until(end);
+        }
+      }
+      ClientLoop(call, measure_from, end, &mine, &errors);
+      shm.reset();
       std::lock_guard<std::mutex> lock(mu);
       latencies.insert(latencies.end(), mine.begin(), mine.end());
       for (const auto& [k, v] : errors) level.errors[k] += v;
@@ -102,9 +196,17 @@ std::vector<LevelResult> RunLoad(const ModelClient& client, const LoadOptions& o
       request.add_images(options.images[static_cast<size_t>(i) % options.images.size()]);
     }
   }
+  // Through shared memory, the output region is sized from one answer.
+  size_t output_bytes = 1;
+  if (options.shared_memory) {
+    v1::PredictResponse probe;
+    if (client.Predict(request, &probe).ok()) {
+      output_bytes = std::max<size_t>(1, probe.output().data().size());
+    }
+  }
   std::vector<LevelResult> results;
   for (int concurrency : options.concurrency) {
-    results.push_back(RunLevel(client, request, options, concurrency));
+    results.push_back(RunLevel(client, request, options, output_bytes, concurrency));
   }
   return results;
 }

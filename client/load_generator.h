@@ -27,6 +27,11 @@ struct LoadOptions {
   // Encoded images (JPEG, PNG, WebP): when given, each request sends `batch` of
   // them (PredictRequest.images, cycling through the list) instead of a tensor.
   std::vector<std::string> images;
+  // Triton's system shared memory: each client thread creates an input and an
+  // output POSIX shared memory object, registers them, writes its input once and
+  // sends ModelInfer requests that name them (reading each output back from its
+  // region); unregistered and removed after the level.
+  bool shared_memory = false;
 };
 
 struct LevelResult {

@@ -77,6 +77,10 @@ ABSL_FLAG(std::string, architecture_file, "",
 ABSL_FLAG(std::string, precision, "",
           "upload: what the version serves in (fp32, bf16, fp16); empty: the server's --precision");
 ABSL_FLAG(std::string, file, "", "upload: the checkpoint file; download: where to write it");
+ABSL_FLAG(std::string, shared_memory, "none",
+          "bench: none, or system (Triton's system shared memory: inputs and outputs through "
+          "POSIX shared memory regions registered with the server, which needs "
+          "--allow_shared_memory; same host only)");
 ABSL_FLAG(std::string, json, "", "bench: also write the results as JSON to this file");
 ABSL_FLAG(std::string, csv, "", "bench: also write the results as CSV to this file");
 
@@ -242,14 +246,25 @@ int Bench(const ModelClient& client) {
   if (!ParseShape(1, &o.sample_shape)) return 2;
   if (o.sample_shape.size() == 4 && o.sample_shape[0] == 1)
     o.sample_shape.erase(o.sample_shape.begin());
+  const std::string shm = absl::AsciiStrToLower(absl::GetFlag(FLAGS_shared_memory));
+  if (shm != "none" && shm != "system") {
+    std::fprintf(stderr, "--shared_memory '%s' is not none or system\n", shm.c_str());
+    return 2;
+  }
+  o.shared_memory = shm == "system";
+  if (o.shared_memory && !o.images.empty()) {
+    std::fprintf(stderr, "--shared_memory system sends tensors, not --image files\n");
+    return 2;
+  }
   if (o.batch < 1 || o.duration <= absl::ZeroDuration()) {
     std::fprintf(stderr, "--batch must be >= 1 and --duration > 0\n");
     return 2;
   }
-  std::printf("bench: model %s, %lld x [%s] per request, warmup %s, duration %s per level\n",
+  std::printf("bench: model %s, %lld x [%s] per request%s, warmup %s, duration %s per level\n",
               o.model.c_str(), static_cast<long long>(o.batch),
-              absl::StrJoin(o.sample_shape, ",").c_str(), absl::FormatDuration(o.warmup).c_str(),
-              absl::FormatDuration(o.duration).c_str());
+              absl::StrJoin(o.sample_shape, ",").c_str(),
+              o.shared_memory ? " through system shared memory" : "",
+              absl::FormatDuration(o.warmup).c_str(), absl::FormatDuration(o.duration).c_str());
   std::vector<LevelResult> results = RunLoad(client, o);
   std::printf("%s", FormatTable(results).c_str());
   if (!absl::GetFlag(FLAGS_json).empty())

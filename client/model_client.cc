@@ -99,6 +99,35 @@ grpc::Status ModelClient::PredictV2(const v1::PredictRequest& request,
   return grpc::Status::OK;
 }
 
+grpc::Status ModelClient::ModelInfer(const inference::ModelInferRequest& request,
+                                     inference::ModelInferResponse* response) const {
+  grpc::ClientContext context;
+  Prepare(&context);
+  return v2_stub_->ModelInfer(&context, request, response);
+}
+
+grpc::Status ModelClient::RegisterSystemSharedMemory(const std::string& name,
+                                                     const std::string& key,
+                                                     uint64_t byte_size) const {
+  grpc::ClientContext context;
+  Prepare(&context);
+  inference::SystemSharedMemoryRegisterRequest request;
+  request.set_name(name);
+  request.set_key(key);
+  request.set_byte_size(byte_size);
+  inference::SystemSharedMemoryRegisterResponse response;
+  return v2_stub_->SystemSharedMemoryRegister(&context, request, &response);
+}
+
+grpc::Status ModelClient::UnregisterSystemSharedMemory(const std::string& name) const {
+  grpc::ClientContext context;
+  Prepare(&context);
+  inference::SystemSharedMemoryUnregisterRequest request;
+  request.set_name(name);
+  inference::SystemSharedMemoryUnregisterResponse response;
+  return v2_stub_->SystemSharedMemoryUnregister(&context, request, &response);
+}
+
 grpc::Status ModelClient::ListModels(v1::ListModelsResponse* response) const {
   grpc::ClientContext context;
   Prepare(&context);

@@ -76,6 +76,17 @@ class ModelClient {
   grpc::Status Download(const std::string& model_name, int64_t version, const std::string& out_path,
                         modelserving::v1::DownloadHeader* header) const;
 
+  // The Open Inference Protocol's ModelInfer, as it is.
+  grpc::Status ModelInfer(const inference::ModelInferRequest& request,
+                          inference::ModelInferResponse* response) const;
+  // Triton's system shared memory extension (admin calls; the server needs
+  // --allow_shared_memory): region `name` is bytes [0, byte_size) of the POSIX
+  // shared memory object `key`.
+  grpc::Status RegisterSystemSharedMemory(const std::string& name, const std::string& key,
+                                          uint64_t byte_size) const;
+  // "" unregisters every region.
+  grpc::Status UnregisterSystemSharedMemory(const std::string& name) const;
+
   modelserving::v1::ModelService::Stub* stub() const { return stub_.get(); }
   const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }
 

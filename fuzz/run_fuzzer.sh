@@ -42,7 +42,7 @@ clang++ $flags -I. fuzz/image_fuzzer.cc server/image/image_decode.cc -o "$out/im
   $absl_libs $(pkg-config --libs libjpeg spng libexif libwebp 2>/dev/null || echo -ljpeg -lspng -lexif -lwebp)
 # The wire target: generated protobuf code from the build, no gRPC, no torch.
 wire_srcs="fuzz/wire_fuzzer.cc server/service/rest_infer.cc server/service/oip_convert.cc
-           server/service/tensor_proto.cc server/metrics/http_router.cc common/host_tensor.cc
+           server/service/shared_memory_regions.cc server/service/tensor_proto.cc server/metrics/http_router.cc common/host_tensor.cc
            common/dtype_convert.cc common/oip_datatype.cc common/wire_size.cc
            build/proto/inference/v2/grpc_predict_v2.pb.cc build/proto/modelserving/v1/model_service.pb.cc"
 clang++ $flags -I. -Ibuild/proto $wire_srcs -o "$out/wire_fuzzer" $absl_libs \

@@ -3,14 +3,21 @@
 //   0  the REST inference body (JSON + binary-data extension): the rest is
 //      "<Inference-Header-Content-Length>\n<body>" (an empty first line: no
 //      header); what parses is formatted back as a response (FormatRestInfer)
-//   1  a ModelInferRequest (protobuf wire bytes) -> PredictRequest (ToPredictRequest),
-//      then its tensor (FromProto)
+//   1  a ModelInferRequest (protobuf wire bytes) -> its shared memory inputs read
+//      (ReadSharedMemoryInputs) -> PredictRequest (ToPredictRequest), then its
+//      tensor (FromProto)
 //   2  "<2-byte length><ModelInferRequest><PredictResponse>" -> ModelInferResponse
-//      (FromPredictResponse)
+//      (FromPredictResponse), its shared memory outputs written
+//      (WriteSharedMemoryOutputs)
+// Shared memory: region "r" is a real 64 KiB POSIX shared memory object, region
+// "s" 4 KiB at offset 60 KiB of it.
 //   3  a modelserving.v1.Tensor -> HostTensor (Predict's FromProto)
 //   4  an HTTP method and path ("<method> <path>") through the REST routes
 // Every accepted value must also respect the invariants checked below.
+#include <fcntl.h>
 #include <google/protobuf/stubs/logging.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -22,6 +29,7 @@
 #include "server/metrics/http_router.h"
 #include "server/service/oip_convert.h"
 #include "server/service/rest_infer.h"
+#include "server/service/shared_memory_regions.h"
 #include "server/service/tensor_proto.h"
 
 namespace {
@@ -56,9 +64,35 @@ void Rest(const std::string& in) {
   (void)modelserver::FormatRestInfer(out, binary, &json_bytes);
 }
 
+constexpr size_t kRegionBytes = 64 << 10;
+
+const modelserver::SharedMemoryRegions& Regions() {
+  static const modelserver::SharedMemoryRegions* regions = [] {
+    auto* r = new modelserver::SharedMemoryRegions({/*max_regions=*/2, 2 * kRegionBytes});
+    const std::string key = "/wire-fuzzer-" + std::to_string(getpid());
+    const int fd = shm_open(key.c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
+    if (fd < 0 || ftruncate(fd, kRegionBytes) != 0) std::abort();
+    close(fd);
+    if (!r->Register("r", key, 0, kRegionBytes).ok() ||
+        !r->Register("s", key, kRegionBytes - 4096, 4096).ok()) {
+      std::abort();
+    }
+    shm_unlink(key.c_str());  // the regions keep their descriptors
+    return r;
+  }();
+  return *regions;
+}
+
 void InferToPredict(const std::string& in) {
   inference::ModelInferRequest r;
   if (!r.ParseFromString(in)) return;
+  if (modelserver::UsesSharedMemory(r)) {
+    const int raw = r.raw_input_contents_size();
+    if (!modelserver::ReadSharedMemoryInputs(Regions(), 1 << 20, &r).ok()) return;
+    for (int i = raw; i < r.raw_input_contents_size(); ++i) {
+      if (r.raw_input_contents(i).size() > kRegionBytes) std::abort();  // never past a region
+    }
+  }
   modelserving::v1::PredictRequest p;
   if (!modelserver::ToPredictRequest(r, &p).ok()) return;
   if (p.has_input()) (void)modelserver::FromProto(p.input());
@@ -72,7 +106,8 @@ void PredictToInfer(const std::string& in) {
   modelserving::v1::PredictResponse p;
   if (!r.ParseFromString(in.substr(2, n)) || !p.ParseFromString(in.substr(2 + n))) return;
   inference::ModelInferResponse out;
-  (void)modelserver::FromPredictResponse(r, p, &out);
+  if (!modelserver::FromPredictResponse(r, p, &out).ok()) return;
+  (void)modelserver::WriteSharedMemoryOutputs(r, Regions(), &out);
 }
 
 void Tensor(const std::string& in) {

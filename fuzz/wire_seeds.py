@@ -59,6 +59,25 @@ images.inputs.add(name='input', datatype='BYTES', shape=[2])
 images.raw_input_contents.append(struct.pack('<I', 3) + b'abc' + struct.pack('<I', 9) + b'x')
 seeds['infer_bytes'] = b'\x01' + images.SerializeToString()
 
+# Shared memory (the fuzzer's regions "r" and "s"): an input read from one, the
+# output asked into the other; REST's JSON form of the same.
+shm = v2.ModelInferRequest(model_name='tiny')
+t = shm.inputs.add(name='input', datatype='FP32', shape=[1, 3, 2, 2])
+t.parameters['shared_memory_region'].string_param = 'r'
+t.parameters['shared_memory_byte_size'].int64_param = 48
+t.parameters['shared_memory_offset'].uint64_param = 16
+o = shm.outputs.add(name='output')
+o.parameters['shared_memory_region'].string_param = 's'
+o.parameters['shared_memory_byte_size'].int64_param = 4096
+seeds['infer_shm'] = b'\x01' + shm.SerializeToString()
+rest('shm', json.dumps({'inputs': [{'name': 'input', 'datatype': 'FP32', 'shape': [1, 3, 2, 2],
+                                    'parameters': {'shared_memory_region': 'r',
+                                                   'shared_memory_byte_size': 48}}],
+                        'outputs': [{'name': 'output',
+                                     'parameters': {'shared_memory_region': 's',
+                                                    'shared_memory_byte_size': 4096,
+                                                    'shared_memory_offset': 8}}]}).encode())
+
 p = v1.PredictResponse(model_name='tiny', version=1)
 p.output.shape.extend([2, 3])
 p.output.dtype = v1.FLOAT32
@@ -68,6 +87,9 @@ for row in range(2):
     k.classes.add(index=2, probability=0.5, label='two')
 req = typed.SerializeToString()
 seeds['predict_to_infer'] = b'\x02' + struct.pack('>H', len(req)) + req + p.SerializeToString()
+shm_req = shm.SerializeToString()
+seeds['predict_to_infer_shm'] = (b'\x02' + struct.pack('>H', len(shm_req)) + shm_req +
+                                 p.SerializeToString())
 seeds['tensor'] = b'\x03' + p.output.SerializeToString()
 big = v1.Tensor(dtype=v1.FLOAT32, shape=[1 << 40, 1 << 40])
 seeds['tensor_overflow'] = b'\x03' + big.SerializeToString()

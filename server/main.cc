@@ -82,6 +82,12 @@ ABSL_FLAG(std::string, tls_cert, "", "PEM server certificate chain; with --tls_k
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
 ABSL_FLAG(std::string, tls_client_ca, "",
           "PEM CA bundle; when set, clients must present a certificate it signed (mutual TLS)");
+ABSL_FLAG(bool, allow_shared_memory, false,
+          "Triton's system shared memory extension: same-host clients register POSIX shared "
+          "memory objects (admin calls) and pass tensors through them");
+ABSL_FLAG(int, max_shared_memory_regions, 64, "most shared memory regions registered at once");
+ABSL_FLAG(int64_t, max_shared_memory_bytes, int64_t{8} << 30,
+          "most bytes of shared memory registered in all regions together");
 ABSL_FLAG(std::string, store, "./model_store", "checkpoint store directory (created if missing)");
 ABSL_FLAG(std::string, state_dir, "",
           "this replica's writable state (the load journal that skips a version whose load "
@@ -625,7 +631,20 @@ int Serve(const std::vector<StartupModel>& startup, sigset_t signals) {
                         static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_max_queued_images))));
   service_options->image_pool = &image_pool;
   ModelServiceImpl service(&registry, store->get(), *service_options);
+  // Registered shared memory regions; closed after the server stops.
+  std::unique_ptr<SharedMemoryRegions> shared_memory;
+  if (absl::GetFlag(FLAGS_allow_shared_memory)) {
+    shared_memory = std::make_unique<SharedMemoryRegions>(SharedMemoryRegions::Options{
+        std::max(0, absl::GetFlag(FLAGS_max_shared_memory_regions)),
+        static_cast<uint64_t>(std::max<int64_t>(0, absl::GetFlag(FLAGS_max_shared_memory_bytes)))});
+    LOG_INFO("system shared memory on (--allow_shared_memory): up to ",
+             absl::GetFlag(FLAGS_max_shared_memory_regions), " regions, ",
+             absl::GetFlag(FLAGS_max_shared_memory_bytes), " bytes");
+  }
   InferenceServiceImpl::Options v2_options;
+  v2_options.shared_memory = shared_memory.get();
+  v2_options.max_message_bytes =
+      static_cast<uint64_t>(std::max<int64_t>(0, absl::GetFlag(FLAGS_max_message_bytes)));
   for (const StartupModel& s : startup) v2_options.startup_models.push_back(s.name);
   v2_options.server_version = MODELSERVER_VERSION;
   InferenceServiceImpl v2(&service, &registry, v2_options);  // Open Inference Protocol

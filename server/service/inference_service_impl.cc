@@ -12,6 +12,7 @@
 #include "server/service/oip_convert.h"
 #include "server/service/rpc.h"
 #include "server/service/stream_infer.h"
+#include "server/util/logging.h"
 
 namespace modelserver {
 namespace {
@@ -87,6 +88,9 @@ grpc::ServerUnaryReactor* InferenceServiceImpl::ServerMetadata(
   response->set_version(options_.server_version);
   response->add_extensions("classification");
   response->add_extensions("model_repository");
+  response->add_extensions("model_configuration");
+  response->add_extensions("statistics");
+  if (options_.shared_memory != nullptr) response->add_extensions("system_shared_memory");
   return Answer(context, Rpc{service_, "ServerMetadata"}, absl::OkStatus());
 }
 
@@ -128,19 +132,100 @@ grpc::ServerUnaryReactor* InferenceServiceImpl::ModelInfer(
                   h.status().code() == absl::StatusCode::kInvalidArgument)) {
     return Answer(context, Rpc{service_, "ModelInfer"}, h.status());
   }
+  // Inputs in shared memory are read into a copy of the request (it names
+  // regions, so it carries no tensor data of its own).
+  std::shared_ptr<const inference::ModelInferRequest> shared_request;
+  if (UsesSharedMemory(*request)) {
+    absl::StatusOr<std::shared_ptr<const inference::ModelInferRequest>> resolved =
+        WithSharedMemoryInputs(*context, *request);
+    if (!resolved.ok()) return Answer(context, Rpc{service_, "ModelInfer"}, resolved.status());
+    shared_request = *std::move(resolved);
+    request = shared_request.get();
+  }
   // The converted request lives until the call finishes (image decoding reads
   // its images after this returns): the Rpc's convert function holds it.
   auto predict = std::make_shared<v1::PredictRequest>();
   const absl::Status parsed = ToPredictRequest(*request, predict.get());
   auto predicted = std::make_shared<v1::PredictResponse>();
   Rpc rpc{service_, "ModelInfer"};
-  // gRPC keeps `request` and `response` until the reactor finishes.
-  rpc.convert = [request, response, predicted, predict] {
-    return FromPredictResponse(*request, *predicted, response);
+  // gRPC keeps `request` and `response` until the reactor finishes;
+  // `shared_request` lives as long as the convert function.
+  rpc.convert = [request, shared_request, response, predicted, predict,
+                 regions = options_.shared_memory] {
+    RETURN_IF_ERROR(FromPredictResponse(*request, *predicted, response));
+    if (shared_request == nullptr) return absl::OkStatus();
+    return WriteSharedMemoryOutputs(*request, *regions, response);
   };
   const int64_t bytes =
       static_cast<int64_t>(request->ByteSizeLong()) + static_cast<int64_t>(predict->ByteSizeLong());
   return service_->PredictVia(context, *predict, parsed, predicted.get(), std::move(rpc), bytes);
+}
+
+absl::Status InferenceServiceImpl::CheckSharedMemory(
+    const grpc::CallbackServerContext& context) const {
+  if (options_.shared_memory == nullptr) {
+    return absl::FailedPreconditionError(
+        "system shared memory is off; start the server with --allow_shared_memory to use it");
+  }
+  return service_->auth_.Check(context);
+}
+
+absl::StatusOr<std::shared_ptr<const inference::ModelInferRequest>>
+InferenceServiceImpl::WithSharedMemoryInputs(const grpc::CallbackServerContext& context,
+                                             const inference::ModelInferRequest& request) const {
+  RETURN_IF_ERROR(CheckSharedMemory(context));
+  auto resolved = std::make_shared<inference::ModelInferRequest>(request);
+  RETURN_IF_ERROR(
+      ReadSharedMemoryInputs(*options_.shared_memory, options_.max_message_bytes, resolved.get()));
+  return resolved;
+}
+
+grpc::ServerUnaryReactor* InferenceServiceImpl::SystemSharedMemoryStatus(
+    grpc::CallbackServerContext* context, const inference::SystemSharedMemoryStatusRequest* request,
+    inference::SystemSharedMemoryStatusResponse* response) {
+  Rpc rpc{service_, "SystemSharedMemoryStatus"};
+  if (absl::Status s = CheckSharedMemory(*context); !s.ok()) return Answer(context, rpc, s);
+  absl::StatusOr<std::vector<SharedMemoryRegions::Region>> regions =
+      options_.shared_memory->Status(request->name());
+  if (regions.ok()) {
+    for (const SharedMemoryRegions::Region& r : *regions) {
+      auto& status = (*response->mutable_regions())[r.name];
+      status.set_name(r.name);
+      status.set_key(r.key);
+      status.set_offset(r.offset);
+      status.set_byte_size(r.byte_size);
+    }
+  }
+  return Answer(context, rpc, regions.status());
+}
+
+grpc::ServerUnaryReactor* InferenceServiceImpl::SystemSharedMemoryRegister(
+    grpc::CallbackServerContext* context,
+    const inference::SystemSharedMemoryRegisterRequest* request,
+    inference::SystemSharedMemoryRegisterResponse*) {
+  Rpc rpc{service_, "SystemSharedMemoryRegister"};
+  absl::Status s = CheckSharedMemory(*context);
+  if (s.ok()) {
+    s = options_.shared_memory->Register(request->name(), request->key(), request->offset(),
+                                         request->byte_size());
+  }
+  if (s.ok())
+    LOG_INFO("shared memory region '", request->name(), "' registered: ", request->key(), " [",
+             request->offset(), ", +", request->byte_size(), ")");
+  return Answer(context, rpc, s);
+}
+
+grpc::ServerUnaryReactor* InferenceServiceImpl::SystemSharedMemoryUnregister(
+    grpc::CallbackServerContext* context,
+    const inference::SystemSharedMemoryUnregisterRequest* request,
+    inference::SystemSharedMemoryUnregisterResponse*) {
+  Rpc rpc{service_, "SystemSharedMemoryUnregister"};
+  absl::Status s = CheckSharedMemory(*context);
+  if (s.ok() && !request->name().empty()) {
+    s = SharedMemoryRegions::ValidateName(request->name());
+  }
+  if (s.ok()) options_.shared_memory->Unregister(request->name());
+  return Answer(context, rpc, s);
 }
 
 grpc::ServerUnaryReactor* InferenceServiceImpl::RepositoryIndex(
@@ -222,7 +307,11 @@ InferenceServiceImpl::ModelStreamInfer(grpc::CallbackServerContext* context) {
     };
     return new Refused();
   }
-  return new StreamInferReactor(context, stub_);
+  // A stream from a peer that passes the admin check is vouched for on its
+  // calls (which come from the in-process channel), so its shared memory works.
+  const bool vouch = service_->auth_.Check(*context).ok();
+  return new StreamInferReactor(context, stub_,
+                                vouch ? service_->auth_.gateway_secret() : std::string());
 }
 
 grpc::ServerUnaryReactor* InferenceServiceImpl::ModelConfig(

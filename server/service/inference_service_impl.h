@@ -9,6 +9,7 @@
 
 #include "inference/v2/grpc_predict_v2.grpc.pb.h"
 #include "server/service/model_service_impl.h"
+#include "server/service/shared_memory_regions.h"
 #include "server/serving/model_registry.h"
 
 namespace modelserver {
@@ -28,6 +29,11 @@ class InferenceServiceImpl final : public inference::GRPCInferenceService::Callb
     // The --model names given at startup: ServerReady is true when all serve.
     std::vector<std::string> startup_models;
     std::string server_version;
+    // Triton's system shared memory (--allow_shared_memory); null: off, its
+    // calls and parameters are FAILED_PRECONDITION. Not owned; outlives this.
+    SharedMemoryRegions* shared_memory = nullptr;
+    // The most bytes one input read from shared memory may hold.
+    uint64_t max_message_bytes = 64 << 20;
   };
   // `service` and `registry` are not owned and outlive this.
   InferenceServiceImpl(ModelServiceImpl* service, ModelRegistry* registry, Options options)
@@ -78,9 +84,31 @@ class InferenceServiceImpl final : public inference::GRPCInferenceService::Callb
                                             const inference::ModelStatisticsRequest* request,
                                             inference::ModelStatisticsResponse* response) override;
 
+  // Triton's system shared memory extension: admin calls, on with
+  // --allow_shared_memory only (FAILED_PRECONDITION otherwise). An inference
+  // input or output naming a region needs the same admin check.
+  grpc::ServerUnaryReactor* SystemSharedMemoryStatus(
+      grpc::CallbackServerContext* context,
+      const inference::SystemSharedMemoryStatusRequest* request,
+      inference::SystemSharedMemoryStatusResponse* response) override;
+  grpc::ServerUnaryReactor* SystemSharedMemoryRegister(
+      grpc::CallbackServerContext* context,
+      const inference::SystemSharedMemoryRegisterRequest* request,
+      inference::SystemSharedMemoryRegisterResponse* response) override;
+  grpc::ServerUnaryReactor* SystemSharedMemoryUnregister(
+      grpc::CallbackServerContext* context,
+      const inference::SystemSharedMemoryUnregisterRequest* request,
+      inference::SystemSharedMemoryUnregisterResponse* response) override;
+
  private:
   // The serving model of `name` at `version` ("" = serving): Predict's errors.
   absl::StatusOr<ModelHandle> Serving(const std::string& name, const std::string& version) const;
+  // Shared memory is on and the caller passes the admin check.
+  absl::Status CheckSharedMemory(const grpc::CallbackServerContext& context) const;
+  // A copy of `request` with its shared memory inputs read.
+  absl::StatusOr<std::shared_ptr<const inference::ModelInferRequest>> WithSharedMemoryInputs(
+      const grpc::CallbackServerContext& context,
+      const inference::ModelInferRequest& request) const;
 
   ModelServiceImpl* const service_;
   ModelRegistry* const registry_;

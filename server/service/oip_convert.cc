@@ -17,6 +17,25 @@ namespace {
 namespace v1 = modelserving::v1;
 using inference::ModelInferRequest;
 using inference::ModelInferResponse;
+using Parameters = google::protobuf::Map<std::string, inference::InferParameter>;
+
+constexpr char kRegion[] = "shared_memory_region";
+constexpr char kByteSize[] = "shared_memory_byte_size";
+constexpr char kOffset[] = "shared_memory_offset";
+
+// A size parameter: int64 (not negative) or uint64.
+absl::StatusOr<uint64_t> SizeParameter(const Parameters& p, const char* key,
+                                       absl::string_view what) {
+  const inference::InferParameter& v = p.at(key);
+  if (v.parameter_choice_case() == inference::InferParameter::kUint64Param) {
+    return v.uint64_param();
+  }
+  if (v.parameter_choice_case() == inference::InferParameter::kInt64Param && v.int64_param() >= 0) {
+    return static_cast<uint64_t>(v.int64_param());
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat(what, " parameter ", key, " must be a non-negative integer"));
+}
 
 // The typed contents of one input as little-endian bytes of `dtype`.
 absl::StatusOr<std::string> ContentBytes(const ModelInferRequest::InferInputTensor& in, DType dtype,
@@ -226,12 +245,100 @@ absl::Status ToPredictRequest(const ModelInferRequest& request, v1::PredictReque
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::unique_ptr<SharedMemoryRef>> SharedMemoryParameters(
+    const Parameters& parameters, absl::string_view what) {
+  auto region = parameters.find(kRegion);
+  if (region == parameters.end()) {
+    if (parameters.contains(kByteSize) || parameters.contains(kOffset)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, " has shared memory parameters but no ", kRegion));
+    }
+    return nullptr;
+  }
+  if (region->second.parameter_choice_case() != inference::InferParameter::kStringParam) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " parameter ", kRegion, " must be a string"));
+  }
+  if (!parameters.contains(kByteSize)) {
+    return absl::InvalidArgumentError(absl::StrCat(what, " names shared memory region '",
+                                                   region->second.string_param(), "' without ",
+                                                   kByteSize));
+  }
+  auto ref = std::make_unique<SharedMemoryRef>();
+  ref->region = region->second.string_param();
+  ASSIGN_OR_RETURN(ref->byte_size, SizeParameter(parameters, kByteSize, what));
+  if (parameters.contains(kOffset)) {
+    ASSIGN_OR_RETURN(ref->offset, SizeParameter(parameters, kOffset, what));
+  }
+  return ref;
+}
+
+bool UsesSharedMemory(const ModelInferRequest& request) {
+  for (const auto& in : request.inputs()) {
+    if (in.parameters().contains(kRegion)) return true;
+  }
+  for (const auto& out : request.outputs()) {
+    if (out.parameters().contains(kRegion)) return true;
+  }
+  return false;
+}
+
+absl::Status ReadSharedMemoryInputs(const SharedMemoryRegions& regions, uint64_t max_bytes,
+                                    ModelInferRequest* request) {
+  for (auto& in : *request->mutable_inputs()) {
+    ASSIGN_OR_RETURN(
+        std::unique_ptr<SharedMemoryRef> ref,
+        SharedMemoryParameters(in.parameters(), absl::StrCat("input '", in.name(), "'")));
+    if (ref == nullptr) continue;
+    if (in.has_contents() || request->raw_input_contents_size() > 0 ||
+        request->inputs_size() != 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "input '", in.name(), "' names shared memory region '", ref->region,
+          "' but the request also carries tensor data; send the one input in one place"));
+    }
+    ASSIGN_OR_RETURN(std::string bytes,
+                     regions.Read(ref->region, ref->offset, ref->byte_size, max_bytes));
+    *request->add_raw_input_contents() = std::move(bytes);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status WriteSharedMemoryOutputs(const ModelInferRequest& request,
+                                      const SharedMemoryRegions& regions,
+                                      ModelInferResponse* response) {
+  int placed = 0;
+  for (const auto& wanted : request.outputs()) {
+    ASSIGN_OR_RETURN(
+        std::unique_ptr<SharedMemoryRef> ref,
+        SharedMemoryParameters(wanted.parameters(), absl::StrCat("output '", wanted.name(), "'")));
+    if (ref == nullptr) continue;
+    int i = 0;
+    while (i < response->outputs_size() && response->outputs(i).name() != wanted.name()) ++i;
+    if (i == response->outputs_size() || i >= response->raw_output_contents_size()) {
+      return absl::InternalError(
+          absl::StrCat("output '", wanted.name(), "' has no raw contents to place in memory"));
+    }
+    std::string* bytes = response->mutable_raw_output_contents(i);
+    RETURN_IF_ERROR(regions.Write(ref->region, ref->offset, ref->byte_size, *bytes));
+    auto& params = *response->mutable_outputs(i)->mutable_parameters();
+    params[kRegion].set_string_param(ref->region);
+    params[kByteSize].set_int64_param(static_cast<int64_t>(bytes->size()));
+    if (ref->offset > 0) params[kOffset].set_int64_param(static_cast<int64_t>(ref->offset));
+    bytes->clear();
+    ++placed;
+  }
+  // No raw contents when every output went to shared memory.
+  if (placed > 0 && placed == response->outputs_size()) response->clear_raw_output_contents();
+  return absl::OkStatus();
+}
+
 absl::Status FromPredictResponse(const ModelInferRequest& request,
                                  const v1::PredictResponse& predict, ModelInferResponse* response) {
   response->set_model_name(predict.model_name());
   response->set_model_version(absl::StrCat(predict.version()));
   response->set_id(request.id());
-  const bool raw = request.raw_input_contents_size() > 0;
+  bool raw = request.raw_input_contents_size() > 0;
+  for (const auto& o : request.outputs()) raw = raw || o.parameters().contains(kRegion);
   ASSIGN_OR_RETURN(HostTensor out, FromProto(predict.output()));
   auto* o = response->add_outputs();
   o->set_name("output");

@@ -7,7 +7,9 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 #include "inference/v2/grpc_predict_v2.grpc.pb.h"
+#include "server/service/oip_convert.h"
 #include "server/service/rest_infer.h"
 
 namespace modelserver {
@@ -73,6 +75,19 @@ std::string Peer(const HttpRequest& req) {
   return absl::StrCat("ipv4:", req.remote_addr, ":", req.remote_port);
 }
 
+// An admin call's check of the HTTP caller (its peer and token); when it passes,
+// the in-process call that follows carries the gateway's secret, so the gRPC
+// side takes it as loopback (the token goes along as well).
+absl::Status Vouch(const AdminAuth& auth, const HttpRequest& req, grpc::ClientContext* context) {
+  RETURN_IF_ERROR(auth.CheckHeader(req.Header("authorization"), Peer(req)));
+  context->AddMetadata(AdminAuth::kGatewayHeader, auth.gateway_secret());
+  return absl::OkStatus();
+}
+
+void AuthError(HttpResponse* res, const absl::Status& a) {
+  Error(res, HttpStatus(static_cast<grpc::StatusCode>(a.code())), std::string(a.message()));
+}
+
 // A request message naming the model and version the HTTP path names.
 template <typename Request>
 Request ForModel(const HttpRequest& req) {
@@ -90,7 +105,8 @@ grpc::Status Metadata(Stub* stub, const HttpRequest& req, inference::ModelMetada
   return stub->ModelMetadata(&context, r, m);
 }
 
-void Infer(Stub* stub, const RestInferLimits& limits, const HttpRequest& req, HttpResponse* res) {
+void Infer(Stub* stub, const AdminAuth& auth, const RestInferLimits& limits, const HttpRequest& req,
+           HttpResponse* res) {
   // An unknown model or version is NOT_FOUND before any input is looked at.
   inference::ModelMetadataResponse known;
   if (grpc::Status s = Metadata(stub, req, &known); !s.ok()) return Reply(res, s, json());
@@ -105,6 +121,9 @@ void Infer(Stub* stub, const RestInferLimits& limits, const HttpRequest& req, Ht
   }
   grpc::ClientContext context;
   Prepare(req, &context);
+  if (UsesSharedMemory(r)) {  // an admin call's check, as for registering the region
+    if (absl::Status a = Vouch(auth, req, &context); !a.ok()) return AuthError(res, a);
+  }
   inference::ModelInferResponse out;
   grpc::Status s = stub->ModelInfer(&context, r, &out);
   if (!s.ok()) return Reply(res, s, json());
@@ -286,13 +305,9 @@ void RepositoryIndex(Stub* stub, const HttpRequest& req, HttpResponse* res) {
 // its token goes along as well.
 void RepositoryAdmin(Stub* stub, const AdminAuth& auth, bool load, const HttpRequest& req,
                      HttpResponse* res) {
-  if (absl::Status a = auth.CheckHeader(req.Header("authorization"), Peer(req)); !a.ok()) {
-    return Error(res, HttpStatus(static_cast<grpc::StatusCode>(a.code())),
-                 std::string(a.message()));
-  }
   grpc::ClientContext context;
   Prepare(req, &context);
-  context.AddMetadata(AdminAuth::kGatewayHeader, auth.gateway_secret());
+  if (absl::Status a = Vouch(auth, req, &context); !a.ok()) return AuthError(res, a);
   grpc::Status s;
   if (load) {
     inference::RepositoryModelLoadRequest r;
@@ -306,6 +321,55 @@ void RepositoryAdmin(Stub* stub, const AdminAuth& auth, bool load, const HttpReq
     s = stub->RepositoryModelUnload(&context, r, &out);
   }
   Reply(res, s, json::object());
+}
+
+// Triton's system shared memory over HTTP: register (a JSON body {"key",
+// "offset", "byte_size"}), unregister and status of one region (the path's) or
+// of all; admin calls like the repository's.
+void SharedMemory(Stub* stub, const AdminAuth& auth, const std::string& action,
+                  const HttpRequest& req, HttpResponse* res) {
+  grpc::ClientContext context;
+  Prepare(req, &context);
+  if (absl::Status a = Vouch(auth, req, &context); !a.ok()) return AuthError(res, a);
+  const std::string name = req.Param(0);
+  grpc::Status s;
+  if (action == "register") {
+    inference::SystemSharedMemoryRegisterRequest r;
+    r.set_name(name);
+    const json body = json::parse(req.body, nullptr, /*allow_exceptions=*/false);
+    if (!body.is_object() || !body.contains("key") || !body["key"].is_string() ||
+        !body.contains("byte_size") || !body["byte_size"].is_number_unsigned() ||
+        (body.contains("offset") && !body["offset"].is_number_unsigned())) {
+      return Error(res, 400,
+                   "the body must be a JSON object with \"key\" (a string), \"byte_size\" and "
+                   "optionally \"offset\" (non-negative integers)");
+    }
+    r.set_key(body["key"].get<std::string>());
+    r.set_byte_size(body["byte_size"].get<uint64_t>());
+    r.set_offset(body.value("offset", uint64_t{0}));
+    inference::SystemSharedMemoryRegisterResponse out;
+    s = stub->SystemSharedMemoryRegister(&context, r, &out);
+    return Reply(res, s, json::object());
+  }
+  if (action == "unregister") {
+    inference::SystemSharedMemoryUnregisterRequest r;
+    r.set_name(name);
+    inference::SystemSharedMemoryUnregisterResponse out;
+    s = stub->SystemSharedMemoryUnregister(&context, r, &out);
+    return Reply(res, s, json::object());
+  }
+  inference::SystemSharedMemoryStatusRequest r;
+  r.set_name(name);
+  inference::SystemSharedMemoryStatusResponse out;
+  s = stub->SystemSharedMemoryStatus(&context, r, &out);
+  json regions = json::array();
+  for (const auto& [n, region] : out.regions()) {
+    regions.push_back({{"name", region.name()},
+                       {"key", region.key()},
+                       {"offset", region.offset()},
+                       {"byte_size", region.byte_size()}});
+  }
+  Reply(res, s, regions);
 }
 
 // A handler that first refuses an Authorization header gRPC metadata cannot
@@ -361,10 +425,21 @@ void AddOpenInferenceRoutes(HttpRouter* router, const std::shared_ptr<grpc::Chan
     Add(router, "GET", m + "/stats", kQuick,
         [stub](Req req, Res res) { ModelStats(stub.get(), req, res); });
     Add(router, "POST", m + "/infer", kBlocking,
-        [stub, limits](Req req, Res res) { Infer(stub.get(), limits, req, res); });
+        [stub, auth, limits](Req req, Res res) { Infer(stub.get(), auth, limits, req, res); });
   }
   Add(router, "POST", "/v2/repository/index", kQuick,
       [stub](Req req, Res res) { RepositoryIndex(stub.get(), req, res); });
+  for (const char* base : {"/v2/systemsharedmemory", "/v2/systemsharedmemory/region/{name}"}) {
+    const std::string b = base;
+    Add(router, "GET", b + "/status", kQuick,
+        [stub, auth](Req req, Res res) { SharedMemory(stub.get(), auth, "status", req, res); });
+    for (const char* action : {"register", "unregister"}) {
+      if (std::string(action) == "register" && b == "/v2/systemsharedmemory") continue;
+      Add(router, "POST", b + "/" + action, kQuick, [stub, auth, action](Req req, Res res) {
+        SharedMemory(stub.get(), auth, action, req, res);
+      });
+    }
+  }
   for (bool load : {true, false}) {
     Add(router, "POST",
         load ? "/v2/repository/models/{name}/load" : "/v2/repository/models/{name}/unload",

@@ -54,6 +54,27 @@ absl::StatusOr<size_t> JsonSize(const json& v, size_t limit, const std::string& 
       absl::StrCat(what, " is ", v.dump().substr(0, 40), ", not an integer"));
 }
 
+// Triton's shared memory parameters of a JSON input or output, copied into
+// `out` (checked later, where the regions are); false when it names no region.
+absl::StatusOr<bool> SharedMemoryJson(
+    const json& params, const std::string& what,
+    google::protobuf::Map<std::string, inference::InferParameter>* out) {
+  if (!params.is_object() || !params.contains("shared_memory_region")) return false;
+  const json& region = params["shared_memory_region"];
+  if (!region.is_string()) {
+    return absl::InvalidArgumentError(absl::StrCat(what, " shared_memory_region is not a string"));
+  }
+  (*out)["shared_memory_region"].set_string_param(region.get<std::string>());
+  for (const char* key : {"shared_memory_byte_size", "shared_memory_offset"}) {
+    if (!params.contains(key)) continue;
+    ASSIGN_OR_RETURN(const size_t n,
+                     JsonSize(params[key], static_cast<size_t>(std::numeric_limits<int64_t>::max()),
+                              absl::StrCat(what, " ", key)));
+    (*out)[key].set_int64_param(static_cast<int64_t>(n));
+  }
+  return true;
+}
+
 // An integer JSON value within [lo, hi] (the datatype's range).
 absl::StatusOr<int64_t> JsonInteger(const json& v, int64_t lo, int64_t hi, const std::string& name,
                                     DType dtype) {
@@ -246,6 +267,10 @@ absl::Status ParseJson(absl::string_view body, size_t header, const RestInferLim
       t->add_shape(static_cast<int64_t>(dim));
     }
     const json params = in.value("parameters", json::object());
+    ASSIGN_OR_RETURN(
+        const bool shared,
+        SharedMemoryJson(params, absl::StrCat("input '", t->name(), "'"), t->mutable_parameters()));
+    if (shared) continue;  // its bytes are in the region
     if (params.is_object() && params.contains("binary_data_size")) {
       ASSIGN_OR_RETURN(const size_t n,
                        JsonSize(params["binary_data_size"], body.size() - at,
@@ -269,6 +294,9 @@ absl::Status ParseJson(absl::string_view body, size_t header, const RestInferLim
     auto* o = r->add_outputs();
     o->set_name(out.at("name").get<std::string>());
     const json params = out.value("parameters", json::object());
+    RETURN_IF_ERROR(
+        SharedMemoryJson(params, absl::StrCat("output '", o->name(), "'"), o->mutable_parameters())
+            .status());
     if (params.contains("classification")) {
       const json& k = params["classification"];
       if (!k.is_number_integer()) {
@@ -316,10 +344,22 @@ absl::StatusOr<std::string> FormatRestInfer(const inference::ModelInferResponse&
                {"outputs", json::array()}};
   if (!response.id().empty()) body["id"] = response.id();
   std::string tail;
-  for (int i = 0; i < response.outputs_size() && i < response.raw_output_contents_size(); ++i) {
+  int raw = 0;  // outputs in shared memory have no raw contents
+  for (int i = 0; i < response.outputs_size(); ++i) {
     const auto& o = response.outputs(i);
     json entry = {{"name", o.name()}, {"datatype", o.datatype()}, {"shape", o.shape()}};
-    const std::string& bytes = response.raw_output_contents(i);
+    if (auto region = o.parameters().find("shared_memory_region"); region != o.parameters().end()) {
+      entry["parameters"] = {{"shared_memory_region", region->second.string_param()}};
+      for (const char* key : {"shared_memory_byte_size", "shared_memory_offset"}) {
+        if (auto p = o.parameters().find(key); p != o.parameters().end()) {
+          entry["parameters"][key] = p->second.int64_param();
+        }
+      }
+      body["outputs"].push_back(std::move(entry));
+      continue;
+    }
+    if (raw >= response.raw_output_contents_size()) break;
+    const std::string& bytes = response.raw_output_contents(raw++);
     if (binary) {
       entry["parameters"] = {{"binary_data_size", bytes.size()}};
       tail += bytes;

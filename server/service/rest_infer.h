@@ -15,7 +15,10 @@ namespace modelserver {
 // gRPC-free (fuzzed by fuzz/wire_fuzzer.cc). The body is JSON, or with the
 // binary-data extension JSON of `json_bytes` bytes followed by the tensors'
 // bytes: inputs with "parameters": {"binary_data_size": n} take the next n
-// bytes, in order.
+// bytes, in order. Triton's shared memory parameters ("shared_memory_region",
+// "shared_memory_byte_size", "shared_memory_offset") of inputs and outputs pass
+// through to the request (such an input has no data), and outputs placed in
+// shared memory are answered with those parameters instead of data.
 //
 // Every size the body states goes through common/wire_size.h: a negative,
 // fractional, overflowing or past-the-body size is INVALID_ARGUMENT, the bytes

@@ -3,11 +3,14 @@
 #include <chrono>
 #include <utility>
 
+#include "server/service/admin_auth.h"
+
 namespace modelserver {
 
 StreamInferReactor::StreamInferReactor(grpc::CallbackServerContext* context,
-                                       std::shared_ptr<inference::GRPCInferenceService::Stub> stub)
-    : context_(context), stub_(std::move(stub)) {
+                                       std::shared_ptr<inference::GRPCInferenceService::Stub> stub,
+                                       std::string gateway_secret)
+    : context_(context), stub_(std::move(stub)), gateway_secret_(std::move(gateway_secret)) {
   auto it = context->client_metadata().find("authorization");
   if (it != context->client_metadata().end()) {
     authorization_.assign(it->second.data(), it->second.size());
@@ -47,6 +50,9 @@ void StreamInferReactor::OnReadDone(bool ok) {
       call->request = std::move(next_);
       next_.Clear();
       if (!authorization_.empty()) call->context.AddMetadata("authorization", authorization_);
+      if (!gateway_secret_.empty()) {
+        call->context.AddMetadata(AdminAuth::kGatewayHeader, gateway_secret_);
+      }
       call->context.set_deadline(context_->deadline());
       started = call.get();
       calls_.push_back(std::move(call));

@@ -22,6 +22,10 @@ namespace modelserver {
 // of one stream are computed at once (they may share batches); reading pauses
 // while that many wait.
 //
+// A stream whose peer passed the admin check gets `gateway_secret` (AdminAuth's)
+// on its calls, so that their admin checks (shared memory) see that peer rather
+// than the in-process channel; "" for any other stream.
+//
 // Owns itself: deleted in OnDone, which gRPC calls only after Finish, which is
 // called only when no call of this stream is outstanding. Thread-safe.
 class StreamInferReactor : public grpc::ServerBidiReactor<inference::ModelInferRequest,
@@ -30,7 +34,8 @@ class StreamInferReactor : public grpc::ServerBidiReactor<inference::ModelInferR
   static constexpr int kMaxInFlight = 16;
 
   StreamInferReactor(grpc::CallbackServerContext* context,
-                     std::shared_ptr<inference::GRPCInferenceService::Stub> stub);
+                     std::shared_ptr<inference::GRPCInferenceService::Stub> stub,
+                     std::string gateway_secret);
 
   void OnReadDone(bool ok) override;
   void OnWriteDone(bool ok) override;
@@ -64,7 +69,8 @@ class StreamInferReactor : public grpc::ServerBidiReactor<inference::ModelInferR
 
   grpc::CallbackServerContext* const context_;
   const std::shared_ptr<inference::GRPCInferenceService::Stub> stub_;
-  std::string authorization_;  // passed on to each call
+  std::string authorization_;         // passed on to each call
+  const std::string gateway_secret_;  // passed on to each call when set
   absl::Mutex mu_;
   inference::ModelInferRequest next_;  // the read in flight (one at a time: reading_)
   std::deque<std::unique_ptr<Call>> calls_ ABSL_GUARDED_BY(mu_);  // in request order
