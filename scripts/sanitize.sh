@@ -65,8 +65,9 @@ if [ "$what" = tsan ] || [ "$what" = all ]; then
     -Dabsl_DIR="$absl_prefix/lib/cmake/absl" >/dev/null
   # The concurrent parts: the batching queue and its workers, the registry (loads,
   # hot swaps, polling), the store (publish races), the HTTP endpoint (event thread
-  # and handler pools), the util helpers.
-  tests="batching_test serving_test store_test metrics_test util_test"
+  # and handler pools), the service's shared memory regions (unregistered while
+  # read), the util helpers.
+  tests="batching_test serving_test store_test metrics_test service_test util_test"
   cmake --build build-tsan -j"$JOBS" --target $tests
   (cd build-tsan && TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/../scripts/tsan.supp" \
     ctest -j"$JOBS" --output-on-failure --timeout 1500 -R "^($(echo $tests | tr ' ' '|'))\$") 2>&1 |
