@@ -50,7 +50,7 @@ RUN test -n "${LIBTORCH_SHA256}" \
        build-essential cmake ninja-build pkg-config curl unzip ca-certificates \
        libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev \
        prometheus-cpp-dev libssl-dev zlib1g-dev nlohmann-json3-dev libboost-dev libfp16-dev \
-       libjpeg-dev libspng-dev libexif-dev libwebp-dev \
+       libjpeg-dev libspng-dev libexif-dev libwebp-dev libseccomp-dev \
     && curl -fsSL -o /tmp/libtorch.zip "${LIBTORCH_URL}" \
     && echo "${LIBTORCH_SHA256}  /tmp/libtorch.zip" | sha256sum -c - \
     && unzip -q /tmp/libtorch.zip -d /opt && rm /tmp/libtorch.zip && rm -rf /var/lib/apt/lists/*

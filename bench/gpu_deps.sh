@@ -17,5 +17,5 @@ apt-get download -qq \
   prometheus-cpp-dev libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 libprometheus-cpp-push1.0 \
   nlohmann-json3-dev libfp16-dev libboost1.74-dev \
   libjpeg62-turbo-dev libjpeg62-turbo libspng-dev libspng0 libexif-dev libexif12 \
-  libwebp-dev libwebp7 libwebpdemux2 libwebpmux3 libssl-dev zlib1g-dev 2>&1 | grep -v "unsandboxed" || true
+  libwebp-dev libwebp7 libwebpdemux2 libwebpmux3 libssl-dev zlib1g-dev libseccomp-dev libseccomp2 2>&1 | grep -v "unsandboxed" || true
 echo "gpu_deps: $(ls ./*.deb | wc -l) packages, $(du -sh . | cut -f1) in .gpudeps/"

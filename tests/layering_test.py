@@ -41,6 +41,9 @@ RULES = {
     'server/service': [(TORCH, 'no torch in service/'),
                        (r'"server/model/(?!(model|model_loader|device|precision)\.h")',
                         'service/ goes through serving/')],
+    'server/sandbox': [(GRPC, 'no gRPC in sandbox/'),
+                       (r'"server/(store|serving|service|batching|metrics|image)/',
+                        'sandbox/ runs a Model: it sees model/ and below only')],
     'client': [(SERVER, 'the client never includes server/'), (TORCH, 'no torch in client/')],
 }
 
