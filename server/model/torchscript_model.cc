@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <map>
+#include <sstream>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -38,11 +39,15 @@ namespace {
 // A TorchScript archive loaded onto `device` in eval mode, after the checks that
 // make it safe to hand to LibTorch (unless `trusted`). `what` names the file in
 // messages.
+// `bytes`: the file's contents, read from memory instead of `path` (a sandboxed
+// worker opens no file).
 absl::Status OpenModule(const std::string& path, const std::string& what, const at::Device& device,
-                        bool trusted, torch::jit::Module* module) {
+                        bool trusted, torch::jit::Module* module,
+                        const std::string* bytes = nullptr) {
   // A readable archive that holds TorchScript code and runs none while loading,
   // before LibTorch sees it.
-  ASSIGN_OR_RETURN(std::unique_ptr<ZipReader> zip, ZipReader::Open(path));
+  ASSIGN_OR_RETURN(std::unique_ptr<ZipReader> zip,
+                   bytes != nullptr ? ZipReader::FromBuffer(*bytes) : ZipReader::Open(path));
   if (!trusted) {
     RETURN_IF_ERROR(CheckTorchScriptArchive(*zip, what));
   } else if (!HasTorchScriptCode(*zip)) {
@@ -51,7 +56,12 @@ absl::Status OpenModule(const std::string& path, const std::string& what, const 
                      " is not a TorchScript archive (no code/ records); a file written by "
                      "torch.save(model.state_dict()) is format STATE_DICT"));
   }
-  *module = torch::jit::load(path, device);
+  if (bytes != nullptr) {
+    std::istringstream in(*bytes);
+    *module = torch::jit::load(in, device);
+  } else {
+    *module = torch::jit::load(path, device);
+  }
   module->eval();
   if (!trusted) RETURN_IF_ERROR(CheckTorchScriptOperators(*module));
   return absl::OkStatus();
@@ -129,6 +139,17 @@ absl::StatusOr<std::shared_ptr<TorchScriptModel>> TorchScriptModel::Load(const s
                                                                          const std::string& device,
                                                                          bool trusted,
                                                                          const Numerics& numerics) {
+  return LoadFrom(path, nullptr, device, trusted, numerics);
+}
+
+absl::StatusOr<std::shared_ptr<TorchScriptModel>> TorchScriptModel::LoadBuffer(
+    const std::string& bytes, const std::string& device, bool trusted, const Numerics& numerics) {
+  return LoadFrom("the TorchScript file", &bytes, device, trusted, numerics);
+}
+
+absl::StatusOr<std::shared_ptr<TorchScriptModel>> TorchScriptModel::LoadFrom(
+    const std::string& path, const std::string* bytes, const std::string& device, bool trusted,
+    const Numerics& numerics) {
   auto impl = std::make_unique<Impl>();
   ModelInfo info;
   info.format = ModelFormat::kTorchScript;
@@ -136,7 +157,7 @@ absl::StatusOr<std::shared_ptr<TorchScriptModel>> TorchScriptModel::Load(const s
   at::Device dev(at::kCPU);
   try {
     dev = at::Device(device);
-    RETURN_IF_ERROR(OpenModule(path, path, dev, trusted, &impl->module));
+    RETURN_IF_ERROR(OpenModule(path, path, dev, trusted, &impl->module, bytes));
   } catch (const std::exception& e) {
     return TorchError(e, absl::StrCat("loading TorchScript ", path),
                       absl::StatusCode::kFailedPrecondition);

@@ -28,6 +28,10 @@ class TorchScriptModel : public TorchModel {
                                                                 const std::string& device,
                                                                 bool trusted = false,
                                                                 const Numerics& numerics = {});
+  // Load() of a file's contents held in memory (a sandboxed worker opens no file).
+  static absl::StatusOr<std::shared_ptr<TorchScriptModel>> LoadBuffer(
+      const std::string& bytes, const std::string& device, bool trusted = false,
+      const Numerics& numerics = {});
   // A state dict (`weights_path`, torch.save(model.state_dict())) served in an
   // architecture template (`template_path`, a TorchScript module of the same
   // nn.Module class, weights irrelevant): the template is checked and loaded as
@@ -57,6 +61,13 @@ class TorchScriptModel : public TorchModel {
   struct Impl;
   TorchScriptModel(std::unique_ptr<Impl> impl, ModelInfo info, at::Device device,
                    const Numerics& numerics);
+  // Load / LoadBuffer: the file at `path`, or `bytes` when not null (then `path`
+  // only names it in messages).
+  static absl::StatusOr<std::shared_ptr<TorchScriptModel>> LoadFrom(const std::string& path,
+                                                                    const std::string* bytes,
+                                                                    const std::string& device,
+                                                                    bool trusted,
+                                                                    const Numerics& numerics);
   // Converts the loaded module to `numerics`, fills in `info`, builds the model.
   static absl::StatusOr<std::shared_ptr<TorchScriptModel>> Finish(std::unique_ptr<Impl> impl,
                                                                   ModelInfo info,

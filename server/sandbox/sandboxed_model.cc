@@ -1,0 +1,258 @@
+#include "server/sandbox/sandboxed_model.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "server/sandbox/worker_protocol.h"
+
+extern char** environ;
+
+namespace modelserver {
+namespace {
+
+absl::Status FromReply(const WorkerReply& reply) {
+  if (reply.code == 0) return absl::OkStatus();
+  const size_t n = strnlen(reply.message, sizeof(reply.message));
+  return absl::Status(static_cast<absl::StatusCode>(reply.code), std::string(reply.message, n));
+}
+
+std::string Describe(int status) {
+  if (WIFSIGNALED(status)) {
+    return absl::StrCat("killed by signal ", WTERMSIG(status), " (", strsignal(WTERMSIG(status)),
+                        ")");
+  }
+  if (WIFEXITED(status)) return absl::StrCat("exited with status ", WEXITSTATUS(status));
+  return "ended";
+}
+
+}  // namespace
+
+SandboxedModel::SandboxedModel(std::string bytes, Options options)
+    : bytes_(std::move(bytes)), options_(std::move(options)) {
+  info_.format = ModelFormat::kTorchScript;
+  info_.device = "cpu";
+}
+
+SandboxedModel::~SandboxedModel() {
+  absl::MutexLock lock(&mu_);
+  (void)StopLocked(/*kill=*/true);
+}
+
+absl::StatusOr<std::shared_ptr<SandboxedModel>> SandboxedModel::Load(std::string bytes,
+                                                                     Options options) {
+  std::shared_ptr<SandboxedModel> model(new SandboxedModel(std::move(bytes), std::move(options)));
+  absl::MutexLock lock(&model->mu_);
+  RETURN_IF_ERROR(model->StartLocked());
+  return model;
+}
+
+absl::Status SandboxedModel::StartLocked() const {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
+    return absl::UnavailableError(absl::StrCat("socketpair: ", std::strerror(errno)));
+  }
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, sv[1], kWorkerFd);  // clears close-on-exec
+  posix_spawn_file_actions_addclosefrom_np(&actions, kWorkerFd + 1);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t none, defaults;
+  sigemptyset(&none);
+  sigfillset(&defaults);
+  posix_spawnattr_setsigmask(&attr, &none);  // the server blocks its signals for sigwait
+  posix_spawnattr_setsigdefault(&attr, &defaults);
+  posix_spawnattr_setpgroup(&attr, 0);  // its own process group
+  posix_spawnattr_setflags(&attr,
+                           POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
+  const std::string threads = std::to_string(options_.threads);
+  const std::string address_space = std::to_string(options_.address_space_bytes);
+  std::vector<char*> argv = {const_cast<char*>(options_.worker_path.c_str()),
+                             const_cast<char*>("--threads"),
+                             const_cast<char*>(threads.c_str()),
+                             const_cast<char*>("--address_space_bytes"),
+                             const_cast<char*>(address_space.c_str()),
+                             nullptr};
+  // An environment of the numeric libraries' settings only (the operator's,
+  // e.g. OPENBLAS_CORETYPE where OpenBLAS misdetects the CPU): the worker must
+  // compute what the server would.
+  std::vector<char*> envp;
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+    const absl::string_view var(*e);
+    for (const char* prefix : {"OPENBLAS_", "OMP_", "GOMP_", "KMP_", "MKL_", "DNNL_", "ONEDNN_"}) {
+      if (absl::StartsWith(var, prefix)) envp.push_back(*e);
+    }
+  }
+  envp.push_back(nullptr);
+  pid_t pid = 0;
+  const int spawned =
+      posix_spawn(&pid, options_.worker_path.c_str(), &actions, &attr, argv.data(), envp.data());
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
+  close(sv[1]);
+  if (spawned != 0) {
+    close(sv[0]);
+    return absl::UnavailableError(absl::StrCat("cannot start the model worker ",
+                                               options_.worker_path, ": ", std::strerror(spawned)));
+  }
+  pid_ = pid;
+  socket_ = sv[0];
+  // The worker says how it is confined, then gets the file.
+  WorkerReply hello;
+  int none_fd = -1;
+  absl::Status s = ReceiveMessage(socket_, &hello, sizeof(hello), &none_fd, options_.max_load);
+  if (none_fd >= 0) close(none_fd);
+  if (s.ok()) s = FromReply(hello);
+  if (s.ok()) summary_.assign(hello.message, strnlen(hello.message, sizeof(hello.message)));
+  const int file = s.ok() ? BytesToMemfd("model", bytes_) : -1;
+  if (s.ok() && file < 0) s = absl::InternalError(absl::StrCat("memfd: ", std::strerror(errno)));
+  if (s.ok()) {
+    WorkerRequest load;
+    load.kind = WorkerRequest::kLoad;
+    load.check = options_.check ? 1 : 0;
+    s = SendMessage(socket_, &load, sizeof(load), file);
+  }
+  if (file >= 0) close(file);
+  WorkerReply loaded;
+  if (s.ok()) {
+    int fd = -1;
+    s = ReceiveMessage(socket_, &loaded, sizeof(loaded), &fd, options_.max_load);
+    if (fd >= 0) close(fd);
+    if (s.ok()) s = FromReply(loaded);
+  }
+  if (!s.ok()) {
+    const bool worker_side = s.code() != absl::StatusCode::kUnavailable &&
+                             s.code() != absl::StatusCode::kDeadlineExceeded &&
+                             s.code() != absl::StatusCode::kInternal;
+    const std::string ended = StopLocked(/*kill=*/true);
+    if (worker_side) return s;  // the load's own error, as the worker reported it
+    return absl::UnavailableError(absl::StrCat("model ", options_.name,
+                                               ": its sandboxed worker failed while loading (",
+                                               s.message(), "; ", ended, ")"));
+  }
+  return absl::OkStatus();
+}
+
+std::string SandboxedModel::StopLocked(bool kill) const {
+  if (pid_ <= 0) return "no worker";
+  if (kill) ::kill(-pid_, SIGKILL);  // the worker's process group
+  if (socket_ >= 0) close(socket_);
+  socket_ = -1;
+  int status = 0;
+  pid_t got;
+  do {
+    got = waitpid(pid_, &status, 0);
+  } while (got < 0 && errno == EINTR);
+  pid_ = 0;
+  return got > 0 ? Describe(status) : "ended";
+}
+
+absl::Status SandboxedModel::ValidateInput(DType dtype, const std::vector<int64_t>& shape) const {
+  if (dtype == DType::kUnspecified) return absl::InvalidArgumentError("input dtype is not set");
+  if (shape.empty() || shape.size() > static_cast<size_t>(kWorkerMaxRank)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "input shape ", ShapeString(shape), " has rank ", shape.size(),
+        ", expected [N, ...] with a batch dimension and at most ", kWorkerMaxRank, " dimensions"));
+  }
+  if (shape[0] < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("input shape ", ShapeString(shape),
+                                                   " is empty, expected at least one sample"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SandboxedModel::Save(ModelFormat format, const std::string& path) const {
+  if (format != ModelFormat::kTorchScript) {
+    return absl::UnimplementedError(
+        "a sandboxed TorchScript model is saved as TORCHSCRIPT (the file as it was given)");
+  }
+  const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) return absl::InternalError(absl::StrCat("cannot create ", path));
+  bool ok = true;
+  for (size_t done = 0; ok && done < bytes_.size();) {
+    const ssize_t n = write(fd, bytes_.data() + done, bytes_.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    ok = n > 0;
+    if (ok) done += static_cast<size_t>(n);
+  }
+  ok = ok && fsync(fd) == 0;
+  close(fd);
+  return ok ? absl::OkStatus() : absl::InternalError(absl::StrCat("cannot write ", path));
+}
+
+absl::StatusOr<HostTensor> SandboxedModel::Forward(const HostTensor& batch) const {
+  RETURN_IF_ERROR(ValidateInput(batch.dtype, batch.shape));
+  absl::MutexLock lock(&mu_);                     // one forward pass at a time in the worker
+  if (pid_ == 0) RETURN_IF_ERROR(StartLocked());  // after a crash or a deadline
+  WorkerRequest request;
+  request.kind = WorkerRequest::kForward;
+  request.dtype = static_cast<uint32_t>(batch.dtype);
+  request.rank = static_cast<uint32_t>(batch.shape.size());
+  for (size_t i = 0; i < batch.shape.size(); ++i) request.shape[i] = batch.shape[i];
+  request.bytes = batch.data.size();
+  const int in = BytesToMemfd("input", batch.data);
+  if (in < 0) return absl::InternalError(absl::StrCat("memfd: ", std::strerror(errno)));
+  absl::Status s = SendMessage(socket_, &request, sizeof(request), in);
+  close(in);
+  WorkerReply reply;
+  int out = -1;
+  if (s.ok()) s = ReceiveMessage(socket_, &reply, sizeof(reply), &out, options_.max_forward);
+  if (s.code() == absl::StatusCode::kDeadlineExceeded) {
+    const std::string ended = StopLocked(/*kill=*/true);
+    return absl::DeadlineExceededError(
+        absl::StrCat("model ", options_.name, ": the forward pass ran past ",
+                     absl::FormatDuration(options_.max_forward),
+                     " (--max_forward_seconds); its sandboxed worker was stopped (", ended,
+                     ") and restarts for the next batch"));
+  }
+  if (!s.ok()) {
+    const std::string ended = StopLocked(/*kill=*/true);
+    return absl::UnavailableError(
+        absl::StrCat("model ", options_.name, ": its sandboxed worker died during a forward pass (",
+                     ended, "); it restarts for the next batch"));
+  }
+  struct Closer {
+    int fd;
+    ~Closer() {
+      if (fd >= 0) close(fd);
+    }
+  } closer{out};
+  RETURN_IF_ERROR(FromReply(reply));
+  if (out < 0 || reply.rank == 0 || reply.rank > kWorkerMaxRank) {
+    return absl::InternalError(absl::StrCat("model ", options_.name, ": a malformed worker reply"));
+  }
+  HostTensor result;
+  result.dtype = static_cast<DType>(reply.dtype);
+  result.shape.assign(reply.shape, reply.shape + reply.rank);
+  // The worker's numbers are checked like a client's.
+  if (DTypeSize(result.dtype) == 0 ||
+      !CheckTensorBytes(result.dtype, result.shape, static_cast<size_t>(reply.bytes)).ok()) {
+    return absl::InternalError(
+        absl::StrCat("model ", options_.name, ": the worker's output bytes do not fit its shape"));
+  }
+  RETURN_IF_ERROR(MemfdToBytes(out, reply.bytes, &result.data));
+  return result;
+}
+
+std::string SandboxedModel::sandbox_summary() const {
+  absl::MutexLock lock(&mu_);
+  return summary_;
+}
+
+pid_t SandboxedModel::worker_pid() const {
+  absl::MutexLock lock(&mu_);
+  return pid_;
+}
+
+}  // namespace modelserver

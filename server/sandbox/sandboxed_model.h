@@ -1,0 +1,87 @@
+#ifndef MODELSERVER_SERVER_SANDBOX_SANDBOXED_MODEL_H_
+#define MODELSERVER_SERVER_SANDBOX_SANDBOXED_MODEL_H_
+
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "server/model/model.h"
+
+namespace modelserver {
+
+// A TorchScript model that runs in a model-worker process (worker_main.cc)
+// confined by SandboxPolicy: to the server it is just a Model. Forward sends the
+// batch in a memfd over the worker's socket and takes the output back the same
+// way; the file's bytes are handed over once, after the worker is confined.
+//
+// The worker's environment holds only the numeric libraries' settings of the
+// server's (OPENBLAS_*, OMP_*, MKL_*, ...), so that it computes what the server
+// would.
+//
+// Faults stay in the worker: a forward past `max_forward` kills it
+// (DEADLINE_EXCEEDED); a worker that dies (a signal, its memory cap) answers
+// UNAVAILABLE naming the model and the signal; either way the next Forward
+// starts a new worker and loads the file again. One worker per model version;
+// the batch threads take turns on it.
+//
+//   ASSIGN_OR_RETURN(auto m, SandboxedModel::Load(bytes, {.worker_path = "model-worker"}));
+//   ASSIGN_OR_RETURN(HostTensor out, m->Forward(batch));
+//
+// Thread-safe.
+class SandboxedModel : public Model {
+ public:
+  struct Options {
+    std::string worker_path;           // the model-worker binary
+    std::string name = "model";        // for messages
+    bool check = true;                 // the early checks in the worker too (false: trusted)
+    int threads = 0;                   // the worker's intra-op threads (0: LibTorch's default)
+    uint64_t address_space_bytes = 0;  // the worker's RLIMIT_AS (0: none)
+    absl::Duration max_forward = absl::Seconds(60);
+    absl::Duration max_load = absl::Seconds(120);
+  };
+
+  // Starts a worker and loads the TorchScript file `bytes` in it. The load's
+  // error (FAILED_PRECONDITION, DATA_LOSS, ...) as the worker reports it;
+  // UNAVAILABLE when the worker cannot start or dies loading.
+  static absl::StatusOr<std::shared_ptr<SandboxedModel>> Load(std::string bytes, Options options);
+  ~SandboxedModel() override;
+
+  const ModelInfo& info() const override { return info_; }
+  absl::Status ValidateInput(DType dtype, const std::vector<int64_t>& shape) const override;
+  bool IsUnbatched(const std::vector<int64_t>&) const override { return false; }
+  std::vector<int64_t> WarmupShape() const override { return {}; }
+  // TORCHSCRIPT: the file as it was given. Other formats: UNIMPLEMENTED.
+  absl::Status Save(ModelFormat format, const std::string& path) const override;
+  absl::StatusOr<HostTensor> Forward(const HostTensor& batch) const override;
+
+  // What the last worker reported of its confinement ("Landlock ABI 7 ...").
+  std::string sandbox_summary() const ABSL_LOCKS_EXCLUDED(mu_);
+  // The running worker's pid (0 when none); for tests.
+  pid_t worker_pid() const ABSL_LOCKS_EXCLUDED(mu_);
+
+ private:
+  SandboxedModel(std::string bytes, Options options);
+  // Starts a worker and loads the file in it.
+  absl::Status StartLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Kills the worker (its process group) and reaps it; the reason it ended.
+  std::string StopLocked(bool kill) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const std::string bytes_;  // constant after construction
+  const Options options_;
+  ModelInfo info_;  // constant after Load
+
+  mutable absl::Mutex mu_;
+  mutable pid_t pid_ ABSL_GUARDED_BY(mu_) = 0;
+  mutable int socket_ ABSL_GUARDED_BY(mu_) = -1;
+  mutable std::string summary_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace modelserver
+
+#endif  // MODELSERVER_SERVER_SANDBOX_SANDBOXED_MODEL_H_

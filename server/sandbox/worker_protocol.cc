@@ -1,0 +1,127 @@
+#include "server/sandbox/worker_protocol.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+namespace modelserver {
+
+absl::Status SendMessage(int socket, const void* message, size_t size, int fd) {
+  iovec iov{const_cast<void*>(message), size};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  if (fd >= 0) {
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof(control);
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
+  }
+  while (true) {
+    const ssize_t n = sendmsg(socket, &msg, MSG_NOSIGNAL);
+    if (n == static_cast<ssize_t>(size)) return absl::OkStatus();
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EPIPE || errno == ECONNRESET)) {
+      return absl::UnavailableError("the worker's socket is closed");
+    }
+    return absl::InternalError(absl::StrCat("sendmsg: ", std::strerror(errno)));
+  }
+}
+
+absl::Status ReceiveMessage(int socket, void* message, size_t size, int* fd,
+                            absl::Duration timeout) {
+  *fd = -1;
+  const absl::Time deadline =
+      timeout == absl::InfiniteDuration() ? absl::InfiniteFuture() : absl::Now() + timeout;
+  while (true) {
+    pollfd p{socket, POLLIN, 0};
+    const int wait_ms = deadline == absl::InfiniteFuture()
+                            ? -1
+                            : static_cast<int>(std::max<int64_t>(
+                                  0, absl::ToInt64Milliseconds(deadline - absl::Now())));
+    const int ready = poll(&p, 1, wait_ms);
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready < 0) return absl::InternalError(absl::StrCat("poll: ", std::strerror(errno)));
+    if (ready == 0) return absl::DeadlineExceededError("no answer in time");
+    break;
+  }
+  iovec iov{message, size};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof(control);
+  ssize_t n;
+  do {
+    n = recvmsg(socket, &msg, MSG_CMSG_CLOEXEC);
+  } while (n < 0 && errno == EINTR);
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
+        c->cmsg_len == CMSG_LEN(sizeof(int))) {
+      std::memcpy(fd, CMSG_DATA(c), sizeof(int));
+    }
+  }
+  if (n == 0) return absl::UnavailableError("the peer closed its end");
+  if (n < 0) return absl::InternalError(absl::StrCat("recvmsg: ", std::strerror(errno)));
+  if (static_cast<size_t>(n) != size || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0) {
+    if (*fd >= 0) close(*fd);
+    *fd = -1;
+    return absl::InternalError(
+        absl::StrCat("a message of ", n, " bytes, expected ", size, " (or truncated)"));
+  }
+  return absl::OkStatus();
+}
+
+int BytesToMemfd(const char* name, const std::string& bytes) {
+  const int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (fd < 0) return -1;
+  for (size_t done = 0; done < bytes.size();) {
+    const ssize_t n =
+        pwrite(fd, bytes.data() + done, bytes.size() - done, static_cast<off_t>(done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int e = errno;
+      close(fd);
+      errno = e;
+      return -1;
+    }
+    done += static_cast<size_t>(n);
+  }
+  // The reader sizes what it reads by the object: it may not shrink or grow.
+  (void)fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+  return fd;
+}
+
+absl::Status MemfdToBytes(int fd, uint64_t expected, std::string* bytes) {
+  struct stat st {};
+  if (fstat(fd, &st) != 0 || static_cast<uint64_t>(st.st_size) != expected) {
+    return absl::InvalidArgumentError(absl::StrCat("the tensor's memory holds ", st.st_size,
+                                                   " bytes, the message says ", expected));
+  }
+  bytes->resize(expected);
+  for (uint64_t done = 0; done < expected;) {
+    const ssize_t n = pread(fd, bytes->data() + done, expected - done, static_cast<off_t>(done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("reading the tensor's memory: ", n < 0 ? std::strerror(errno) : "short"));
+    }
+    done += static_cast<uint64_t>(n);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace modelserver

@@ -1,0 +1,72 @@
+#ifndef MODELSERVER_SERVER_SANDBOX_WORKER_PROTOCOL_H_
+#define MODELSERVER_SERVER_SANDBOX_WORKER_PROTOCOL_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+
+namespace modelserver {
+
+// The wire between the server and a model worker process (server/sandbox):
+// fixed-size plain structs over a SOCK_SEQPACKET socketpair (one message per
+// struct, so message boundaries are the kernel's), tensor and file bytes in
+// memfds passed alongside with SCM_RIGHTS. The worker inherits its end as
+// descriptor kWorkerFd and nothing else.
+//
+//   server                                 worker
+//   WorkerRequest{kLoad} + memfd(file)  ->  load (after SandboxPolicy::Apply)
+//                                       <-  WorkerReply{code, message}
+//   WorkerRequest{kForward} + memfd(in) ->  forward
+//                                       <-  WorkerReply{code, dtype, shape, bytes} + memfd(out)
+//
+// Every size in a message is checked by its reader against the memfd it comes
+// with (fstat): neither side trusts the other's numbers.
+constexpr int kWorkerFd = 3;
+constexpr int kWorkerMaxRank = 8;
+
+struct WorkerRequest {
+  enum Kind : uint32_t { kLoad = 1, kForward = 2 };
+  uint32_t kind = 0;
+  // kLoad: run the file's checks (CheckTorchScriptArchive, the operator
+  // allowlist) in the worker too; 0 = trusted.
+  uint32_t check = 1;
+  // kForward: the input tensor, its bytes in the memfd.
+  uint32_t dtype = 0;
+  uint32_t rank = 0;
+  int64_t shape[kWorkerMaxRank] = {};
+  uint64_t bytes = 0;
+};
+
+struct WorkerReply {
+  int32_t code = 0;  // absl::StatusCode
+  char message[1024] = {};
+  // kLoad: the loaded model's parameter bytes. kForward: the output tensor, its
+  // bytes in the memfd that comes with the reply.
+  int64_t parameter_bytes = 0;
+  uint32_t dtype = 0;
+  uint32_t rank = 0;
+  int64_t shape[kWorkerMaxRank] = {};
+  uint64_t bytes = 0;
+};
+
+// Sends one struct, with `fd` (>= 0) attached. INTERNAL / UNAVAILABLE (the peer
+// is gone) on failure.
+absl::Status SendMessage(int socket, const void* message, size_t size, int fd = -1);
+// Receives one struct of exactly `size` bytes, and the descriptor attached to it
+// into *fd (-1 when none; the caller owns it). Waits at most `timeout`
+// (absl::InfiniteDuration() = no limit): DEADLINE_EXCEEDED then; UNAVAILABLE
+// when the peer closed its end; INTERNAL for a message of another size.
+absl::Status ReceiveMessage(int socket, void* message, size_t size, int* fd,
+                            absl::Duration timeout);
+
+// A memfd holding `bytes` (sealed against shrinking), or -1 with errno.
+int BytesToMemfd(const char* name, const std::string& bytes);
+// The bytes of memfd `fd`: exactly `expected` of them, or INVALID_ARGUMENT when
+// the object holds another size (or cannot be read).
+absl::Status MemfdToBytes(int fd, uint64_t expected, std::string* bytes);
+
+}  // namespace modelserver
+
+#endif  // MODELSERVER_SERVER_SANDBOX_WORKER_PROTOCOL_H_

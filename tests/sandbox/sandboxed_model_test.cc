@@ -1,0 +1,141 @@
+#include "server/sandbox/sandboxed_model.h"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include "server/model/torchscript_model.h"
+#include "tests/testing/server_process.h"
+#include "tests/testing/test_store.h"
+
+namespace modelserver {
+namespace {
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+SandboxedModel::Options Options(bool check = true) {
+  SandboxedModel::Options o;
+  o.worker_path = MODEL_WORKER_BIN;
+  o.name = "m";
+  o.check = check;
+  o.threads = 0;  // LibTorch's default, as in process
+  o.max_forward = absl::Seconds(30);
+  return o;
+}
+
+std::string Fixture(const std::string& name, const std::string& file) {
+  return testing::FixturesDir() + "/" + name + "/" + file;
+}
+
+// Outputs equal the in-process model's bit for bit, batch after batch, from
+// several threads; the worker is confined (Landlock here, seccomp always).
+TEST(SandboxedModelTest, ServesWhatTheInProcessModelServes) {
+  const std::string path = Fixture("tiny_ts_script", "model.pt");
+  auto sandboxed = SandboxedModel::Load(ReadFile(path), Options());
+  ASSERT_TRUE(sandboxed.ok()) << sandboxed.status();
+  EXPECT_NE((*sandboxed)->sandbox_summary().find("seccomp filter loaded"), std::string::npos)
+      << (*sandboxed)->sandbox_summary();
+  auto local = TorchScriptModel::Load(path, "cpu");
+  ASSERT_TRUE(local.ok()) << local.status();
+  const HostTensor input = testing::FixtureNpy("tiny_ts_script", "input.npy");
+  auto want = (*local)->Forward(input);
+  ASSERT_TRUE(want.ok()) << want.status();
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 3; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 5; ++i) {
+        auto got = (*sandboxed)->Forward(input);
+        ASSERT_TRUE(got.ok()) << got.status();
+        EXPECT_EQ(got->shape, want->shape);
+        EXPECT_EQ(got->data, want->data);  // bit for bit
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+}
+
+// A forward that reads a server file (torch.from_file): in process (trusted) it
+// returns the file's bytes to the caller; in the worker, even with the early
+// checks off, the read is refused and nothing comes back.
+TEST(SandboxedModelTest, AModelThatReadsAFileGetsNothing) {
+  const std::string path = Fixture("ts_from_file", "model.pt");
+  const HostTensor input = testing::FixtureNpy("tiny_ts_script", "input.npy");
+  auto trusted = TorchScriptModel::Load(path, "cpu", /*trusted=*/true);
+  ASSERT_TRUE(trusted.ok()) << trusted.status();
+  auto leaked = (*trusted)->Forward(input);
+  ASSERT_TRUE(leaked.ok()) << "the attack fixture no longer reads its file in process";
+  const float first = reinterpret_cast<const float*>(leaked->data.data())[0];
+  EXPECT_EQ(first, static_cast<float>('S'));  // "SECRET-..." as numbers
+
+  auto sandboxed = SandboxedModel::Load(ReadFile(path), Options(/*check=*/false));
+  ASSERT_TRUE(sandboxed.ok()) << sandboxed.status();
+  auto got = (*sandboxed)->Forward(input);
+  ASSERT_FALSE(got.ok()) << "the sandboxed model read the server's file";
+  EXPECT_NE(got.status().code(), absl::StatusCode::kUnavailable)
+      << got.status();  // it failed cleanly
+  EXPECT_EQ(got.status().message().find("SECRET"), std::string::npos);
+}
+
+// __setstate__ that overwrites a server file while LibTorch loads the module: in
+// the worker the load fails and the file is untouched.
+TEST(SandboxedModelTest, ASetstateThatWritesAFileChangesNothing) {
+  const std::string path = Fixture("ts_setstate", "model.pt");
+  const std::string marker = Fixture("ts_setstate", "marker.bin");
+  const std::string before = ReadFile(marker);
+  auto sandboxed = SandboxedModel::Load(ReadFile(path), Options(/*check=*/false));
+  EXPECT_FALSE(sandboxed.ok()) << "the sandboxed load wrote the file";
+  EXPECT_EQ(sandboxed.status().code(), absl::StatusCode::kFailedPrecondition) << sandboxed.status();
+  EXPECT_EQ(ReadFile(marker), before);
+  EXPECT_EQ(before, std::string(16, '\0'));
+}
+
+// A worker killed mid-flight answers UNAVAILABLE naming the signal; the next
+// Forward starts a new worker and serves.
+TEST(SandboxedModelTest, AKilledWorkerIsRestarted) {
+  auto m = SandboxedModel::Load(ReadFile(Fixture("tiny_ts_script", "model.pt")), Options());
+  ASSERT_TRUE(m.ok()) << m.status();
+  const HostTensor input = testing::FixtureNpy("tiny_ts_script", "input.npy");
+  ASSERT_TRUE((*m)->Forward(input).ok());
+  const pid_t first = (*m)->worker_pid();
+  ASSERT_GT(first, 0);
+  ASSERT_EQ(kill(first, SIGKILL), 0);
+  auto failed = (*m)->Forward(input);
+  ASSERT_FALSE(failed.ok());
+  EXPECT_EQ(failed.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_NE(failed.status().message().find("signal 9"), std::string::npos) << failed.status();
+  auto again = (*m)->Forward(input);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_NE((*m)->worker_pid(), first);
+}
+
+TEST(SandboxedModelTest, BadFilesAndInputsAreClearErrors) {
+  auto not_zip = SandboxedModel::Load("this is not a TorchScript file", Options());
+  ASSERT_FALSE(not_zip.ok());
+  EXPECT_NE(not_zip.status().code(), absl::StatusCode::kUnavailable) << not_zip.status();
+  auto m = SandboxedModel::Load(ReadFile(Fixture("tiny_ts_script", "model.pt")), Options());
+  ASSERT_TRUE(m.ok()) << m.status();
+  HostTensor scalar;
+  scalar.dtype = DType::kFloat32;
+  scalar.data.assign(4, '\0');
+  EXPECT_EQ((*m)->Forward(scalar).status().code(), absl::StatusCode::kInvalidArgument);
+  HostTensor wrong = testing::FixtureNpy("tiny_ts_script", "input.npy");
+  wrong.shape = {1, 1, 2, 2};
+  wrong.data.assign(16, '\0');
+  auto rejected = (*m)->Forward(wrong);  // the module refuses a 1-channel input
+  EXPECT_EQ(rejected.status().code(), absl::StatusCode::kInvalidArgument) << rejected.status();
+  EXPECT_TRUE((*m)->Forward(testing::FixtureNpy("tiny_ts_script", "input.npy")).ok());
+}
+
+}  // namespace
+}  // namespace modelserver
