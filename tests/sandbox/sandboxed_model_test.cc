@@ -119,6 +119,26 @@ TEST(SandboxedModelTest, AKilledWorkerIsRestarted) {
   EXPECT_NE((*m)->worker_pid(), first);
 }
 
+// A forward that never ends is stopped at max_forward: DEADLINE_EXCEEDED, the
+// worker killed, and the next batch gets a new worker.
+TEST(SandboxedModelTest, AForwardPastItsDeadlineIsKilled) {
+  SandboxedModel::Options options = Options();
+  options.max_forward = absl::Seconds(1);
+  auto m = SandboxedModel::Load(ReadFile(Fixture("ts_forever", "model.pt")), options);
+  ASSERT_TRUE(m.ok()) << m.status();
+  const HostTensor input = testing::FixtureNpy("tiny_ts_script", "input.npy");
+  const pid_t first = (*m)->worker_pid();
+  const absl::Time start = absl::Now();
+  auto stuck = (*m)->Forward(input);
+  EXPECT_EQ(stuck.status().code(), absl::StatusCode::kDeadlineExceeded) << stuck.status();
+  EXPECT_NE(stuck.status().message().find("--max_forward_seconds"), std::string::npos);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(30));  // bounded, not a timing assertion
+  EXPECT_EQ((*m)->worker_pid(), 0);                   // killed and reaped
+  EXPECT_NE(kill(first, 0), 0);                       // gone
+  auto again = (*m)->Forward(input);                  // a new worker, stopped again
+  EXPECT_EQ(again.status().code(), absl::StatusCode::kDeadlineExceeded) << again.status();
+}
+
 TEST(SandboxedModelTest, BadFilesAndInputsAreClearErrors) {
   auto not_zip = SandboxedModel::Load("this is not a TorchScript file", Options());
   ASSERT_FALSE(not_zip.ok());

@@ -142,8 +142,22 @@ class TsSetState(nn.Module):
                                       dtype=torch.uint8).fill_(1).float()
 
 
+class TsForever(nn.Module):
+    """TorchScript whose forward never ends (a finite x always equals itself), built of
+    ordinary operators only."""
+
+    def forward(self, x):
+        while bool((x == x).all()):
+            x = x * 1.0
+        return x
+
+
 def write_torchscript_attacks():
-    """ts_from_file reads ts_from_file/secret.bin; ts_setstate writes ts_setstate/marker.bin."""
+    """ts_from_file reads ts_from_file/secret.bin; ts_setstate writes ts_setstate/marker.bin;
+    ts_forever loops forever."""
+    d = os.path.join(os.path.abspath(out_dir), "ts_forever")
+    os.makedirs(d, exist_ok=True)
+    torch.jit.script(TsForever()).save(os.path.join(d, "model.pt"))
     d = os.path.join(os.path.abspath(out_dir), "ts_from_file")
     os.makedirs(d, exist_ok=True)
     with open(os.path.join(d, "secret.bin"), "wb") as f:
