@@ -12,6 +12,16 @@ JOBS=${JOBS:-$(nproc)}
 what=${1:-all}
 base="-O1 -g -fno-omit-frame-pointer"
 
+# On a failure: each failed test's last output lines (ctest --output-on-failure wrote
+# them after its result line), prefixed so that .ci/run's filter keeps them.
+failures() {  # LOG PREFIX
+  awk -v p="$2" '
+    /^ *[0-9]+\/[0-9]+ Test +#/ { show = ($0 ~ /\*\*\*|Not Run/); n = 0; if (show) print p ": " $0; next }
+    /^ *Start +[0-9]+:/ { show = 0; next }
+    show && n < 120 { print p ": | " $0; n++ }' "$1"
+  df -h . | sed "s/^/$2: /"
+}
+
 configure() {  # DIR FLAGS
   cmake -S . -B "$1" -G Ninja -DCMAKE_BUILD_TYPE=None -DCMAKE_CXX_FLAGS="$base $2" \
     -DCMAKE_EXE_LINKER_FLAGS="$2" -DCMAKE_SHARED_LINKER_FLAGS="$2" -DMODELSERVER_WERROR=OFF >/dev/null
@@ -31,8 +41,8 @@ if [ "$what" = asan ] || [ "$what" = all ]; then
     ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:detect_stack_use_after_return=0:verify_asan_link_order=0 \
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     ctest -j"$JOBS" --output-on-failure --timeout 1500) 2>&1 | tee build-asan/ctest.log |
-    grep -E "^ *[0-9]+/[0-9]+ Test|tests passed|tests failed|ERROR: AddressSanitizer|runtime error"
-  grep -q "100% tests passed" build-asan/ctest.log
+    grep -E "^ *[0-9]+/[0-9]+ Test|tests passed|tests failed|ERROR: AddressSanitizer|runtime error" || true
+  grep -q "100% tests passed" build-asan/ctest.log || { failures build-asan/ctest.log asan; exit 1; }
   echo "asan+ubsan: every test passed"
 fi
 
@@ -71,6 +81,7 @@ if [ "$what" = tsan ] || [ "$what" = all ]; then
   cmake --build build-tsan -j"$JOBS" --target $tests
   (cd build-tsan && TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/../scripts/tsan.supp" \
     ctest -j"$JOBS" --output-on-failure --timeout 1500 -R "^($(echo $tests | tr ' ' '|'))\$") 2>&1 |
-    tee build-tsan/ctest.log | grep -E "^ *[0-9]+/[0-9]+ Test|tests passed|tests failed|WARNING: ThreadSanitizer"
+    tee build-tsan/ctest.log | grep -E "^ *[0-9]+/[0-9]+ Test|tests passed|tests failed|WARNING: ThreadSanitizer" || true
+  grep -q "100% tests passed" build-tsan/ctest.log || { failures build-tsan/ctest.log tsan; exit 1; }
   echo "tsan: $tests passed"
 fi

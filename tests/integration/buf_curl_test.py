@@ -90,4 +90,4 @@ try:
            out + err)
 finally:
     stop(proc)
-sys.exit(summary())
+sys.exit(summary(work))

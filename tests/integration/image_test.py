@@ -361,4 +361,4 @@ try:
         lambda: lim.predict_images('ident', [good], top_k=0))[0] == 'OK')
 finally:
     stop(proc)
-sys.exit(summary())
+sys.exit(summary(work))

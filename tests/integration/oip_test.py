@@ -332,4 +332,4 @@ try:
 finally:
     stop(proc)
 
-sys.exit(summary())
+sys.exit(summary(work))

@@ -120,4 +120,4 @@ try:
 finally:
     stop(proc, timeout=40)
 
-sys.exit(summary())
+sys.exit(summary(work))

@@ -2,6 +2,7 @@
 `summary` prints the counts and returns the exit status (1 when any check failed);
 `stop` ends a server process."""
 import os
+import shutil
 import subprocess
 import time
 
@@ -35,8 +36,13 @@ def expect_memory(name, cond, detail=''):
     expect(name, cond, detail)
 
 
-def summary():
+def summary(*work_dirs):
+    """Prints the counts; returns the exit status. With every check passed, removes
+    `work_dirs` (a failed run keeps them to look at)."""
     print(f'{_passed[0]} passed, {len(_failures)} failed')
+    if not _failures:
+        for d in work_dirs:
+            shutil.rmtree(d, ignore_errors=True)
     return 1 if _failures else 0
 
 

@@ -9,12 +9,15 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "gtest/gtest.h"
 
 namespace modelserver::testing {
 namespace fs = std::filesystem;
@@ -31,11 +34,48 @@ std::string ClientBinary() { return Env("MODELSERVER_CLIENT_BIN", "model-client"
 std::string FixturesDir() { return Env("MODELSERVER_FIXTURES", "fixtures"); }
 std::string SourceDir() { return Env("MODELSERVER_SOURCE_DIR", "."); }
 
+namespace {
+// Removes the directories NewTempDir made when every test of the binary passed (a
+// failed run keeps them to look at). Stores of copied VGG checkpoints add up to GBs
+// per suite, and CI runs the suites three times on one disk.
+class TempDirCleanup : public ::testing::Environment {
+ public:
+  void Add(const std::string& dir) {
+    std::lock_guard<std::mutex> lock(mu_);
+    dirs_.push_back(dir);
+  }
+  void TearDown() override {
+    if (!::testing::UnitTest::GetInstance()->Passed()) return;
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const std::string& dir : dirs_) {
+      std::error_code ec;
+      fs::remove_all(dir, ec);
+    }
+    dirs_.clear();
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<std::string> dirs_;
+};
+
+TempDirCleanup* Cleanup() {
+  // Owned by gtest once registered.
+  static TempDirCleanup* cleanup = [] {
+    auto* c = new TempDirCleanup;
+    ::testing::AddGlobalTestEnvironment(c);
+    return c;
+  }();
+  return cleanup;
+}
+}  // namespace
+
 std::string NewTempDir(const std::string& name) {
   const fs::path base = fs::path(Env("MODELSERVER_TEST_TMP", "/tmp"));
   fs::create_directories(base);
   std::string templ = (base / (name + "-XXXXXX")).string();
   if (mkdtemp(templ.data()) == nullptr) std::abort();
+  Cleanup()->Add(templ);
   return templ;
 }
 
