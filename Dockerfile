@@ -18,7 +18,7 @@ COPY scripts/packages.txt scripts/setup.sh /src/scripts/
 RUN MODELSERVER_NO_TEST_TOOLS=1 bash /src/scripts/setup.sh && rm -rf /var/lib/apt/lists/*
 COPY . /src
 RUN cmake -S /src -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release -DMODELSERVER_BUILD_TESTS=OFF \
-    && cmake --build /build --target model-server model-client -j"$(nproc)"
+    && cmake --build /build --target model-server model-worker model-client -j"$(nproc)"
 
 # ---------------------------------------------------------------- CPU runtime
 FROM ${DEBIAN_IMAGE}-slim AS cpu
@@ -28,7 +28,7 @@ RUN apt-get update \
        $(grep -v -E '^\s*(#|$)' /tmp/runtime-packages.txt) \
     && rm -rf /var/lib/apt/lists/* /tmp/runtime-packages.txt \
     && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin modelserver
-COPY --from=build /build/server/model-server /build/client/model-client /usr/local/bin/
+COPY --from=build /build/server/model-server /build/server/model-worker /build/client/model-client /usr/local/bin/
 USER 10001:10001
 # gRPC, Prometheus metrics
 EXPOSE 50051 8000 9090
@@ -57,18 +57,18 @@ RUN test -n "${LIBTORCH_SHA256}" \
 COPY . /src
 RUN cmake -S /src -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release -DMODELSERVER_BUILD_TESTS=OFF \
        -DCMAKE_PREFIX_PATH=/opt/libtorch \
-    && cmake --build /build --target model-server model-client -j"$(nproc)"
+    && cmake --build /build --target model-server model-worker model-client -j"$(nproc)"
 
 # ---------------------------------------------------------------- GPU runtime
 FROM nvidia/cuda:${CUDA_RUNTIME_TAG} AS gpu
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
        libgrpc++1.51t64 libprotobuf32t64 libabsl20220623t64 libprometheus-cpp-core1.0 \
        libjpeg-turbo8 libspng0 libexif12 libwebp7 \
-       libssl3t64 zlib1g libgomp1 ca-certificates \
+       libssl3t64 zlib1g libgomp1 libseccomp2 ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin modelserver
 COPY --from=gpu-build /opt/libtorch/lib /opt/libtorch/lib
-COPY --from=gpu-build /build/server/model-server /build/client/model-client /usr/local/bin/
+COPY --from=gpu-build /build/server/model-server /build/server/model-worker /build/client/model-client /usr/local/bin/
 ENV LD_LIBRARY_PATH=/opt/libtorch/lib \
     NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility

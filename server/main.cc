@@ -5,6 +5,7 @@
 #include <grpcpp/resource_quota.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -33,6 +34,7 @@
 #include "grpc/health/v1/health.pb.h"
 #include "server/metrics/http_endpoint.h"
 #include "server/metrics/server_metrics.h"
+#include "server/sandbox/sandboxed_loader.h"
 #include "server/model/device.h"
 #include "server/model/placement.h"
 #include "server/model/precision.h"
@@ -113,9 +115,18 @@ ABSL_FLAG(std::string, memory_format, "auto",
           "auto|contiguous|channels_last: layout of 4-D activations; auto is channels-last for "
           "native VGGs and pickled layer stacks, contiguous for TorchScript");
 ABSL_FLAG(bool, trust_torchscript, false,
-          "serve TorchScript files without the safety checks: by default a module that defines "
-          "__setstate__ or calls an operator off the allowlist of tensor operators (file, "
-          "process, network, print, state-changing operators) is refused at load");
+          "run TorchScript files (and architecture templates) in this process without the safety "
+          "checks; by default each loaded version runs in a sandboxed model-worker process (no "
+          "files, network or processes; see --max_forward_seconds, --worker_memory_bytes) after "
+          "friendly early checks (__setstate__, an allowlist of tensor operators)");
+ABSL_FLAG(int, max_forward_seconds, 300,
+          "a sandboxed model's forward pass that runs longer is stopped: its worker is killed, "
+          "the batch answers DEADLINE_EXCEEDED, the worker restarts");
+ABSL_FLAG(int64_t, worker_memory_bytes, 0,
+          "memory cap (RLIMIT_DATA) of each sandboxed model worker; past it the batch answers "
+          "RESOURCE_EXHAUSTED and the worker restarts; 0 = --memory_limit_bytes / 2");
+ABSL_FLAG(std::string, model_worker, "",
+          "the model-worker binary that runs sandboxed models; empty = beside model-server");
 ABSL_FLAG(int, intra_op_threads, 0,
           "LibTorch intra-op threads shared by a model's forward passes; 0 = one per core");
 ABSL_FLAG(int64_t, max_batch_size, 8, "samples per forward pass; 1 turns batching off");
@@ -292,6 +303,28 @@ absl::StatusOr<ModelRegistry::Options> RegistryOptions(const CheckpointStore* st
       MemoryLimit() / (2 * std::max(1, absl::GetFlag(FLAGS_batch_workers)));
   o.intra_op_threads = IntraOpThreads();
   o.trust_torchscript = absl::GetFlag(FLAGS_trust_torchscript);
+  if (!o.trust_torchscript) {
+    SandboxLoaderOptions so;
+    so.worker_path = absl::GetFlag(FLAGS_model_worker);
+    if (so.worker_path.empty()) so.worker_path = DefaultWorkerPath();
+    if (access(so.worker_path.c_str(), X_OK) != 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the model worker ", so.worker_path,
+          " is not there (it runs TorchScript models in a sandbox; give --model_worker, or "
+          "--trust_torchscript to run them in process)"));
+    }
+    so.max_forward = absl::Seconds(std::max(1, absl::GetFlag(FLAGS_max_forward_seconds)));
+    const int64_t cap = absl::GetFlag(FLAGS_worker_memory_bytes);
+    so.memory_bytes = static_cast<uint64_t>(cap > 0 ? cap : MemoryLimit() / 2);
+    so.threads = o.intra_op_threads;
+    if (metrics != nullptr) {
+      so.on_restart = [metrics](const std::string& model, const std::string& reason) {
+        metrics->RecordSandboxRestart(model, reason);
+      };
+    }
+    o.loader = MakeSandboxedLoader(std::move(so));
+    o.sandbox_code = true;
+  }
   o.listing_interval = absl::Seconds(absl::GetFlag(FLAGS_store_listing_seconds));
   ASSIGN_OR_RETURN(o.precision, ParsePrecision(absl::GetFlag(FLAGS_precision)));
   RETURN_IF_ERROR(CheckPrecisionOnDevice(o.precision, device));

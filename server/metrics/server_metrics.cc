@@ -60,6 +60,11 @@ ServerMetrics::ServerMetrics()
                  .Name("modelserver_model_loads_total")
                  .Help("Model version loads, by result (success, failure).")
                  .Register(*registry_)),
+      sandbox_restarts_(prometheus::BuildCounter()
+                            .Name("modelserver_sandbox_restarts_total")
+                            .Help("Sandboxed model workers stopped and restarted, by reason "
+                                  "(crash, deadline, memory).")
+                            .Register(*registry_)),
       load_duration_(prometheus::BuildHistogram()
                          .Name("modelserver_model_load_duration_seconds")
                          .Help("Time to load, verify and warm up a model version.")
@@ -116,6 +121,10 @@ void ServerMetrics::RecordQueueWait(const std::string& model, double seconds) {
 void ServerMetrics::RecordLoad(const std::string& model, bool ok, double seconds) {
   loads_.Add({{"model", model}, {"result", ok ? "success" : "failure"}}).Increment();
   load_duration_.Add({{"model", model}}, LoadBuckets()).Observe(seconds);
+}
+
+void ServerMetrics::RecordSandboxRestart(const std::string& model, const std::string& reason) {
+  sandbox_restarts_.Add({{"model", model}, {"reason", reason}}).Increment();
 }
 
 void ServerMetrics::SetQueueDepth(const std::string& model, int64_t samples) {

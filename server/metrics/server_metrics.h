@@ -42,6 +42,8 @@ class ServerMetrics {
   void RecordQueueWait(const std::string& model, double seconds);
   // One model load; `result` "success" or "failure".
   void RecordLoad(const std::string& model, bool ok, double seconds);
+  // A sandboxed worker of `model` was stopped: "crash", "deadline" or "memory".
+  void RecordSandboxRestart(const std::string& model, const std::string& reason);
   void SetQueueDepth(const std::string& model, int64_t samples);
   void SetServing(const std::string& model, int64_t version, bool ready);
   // The serving version's weight bytes on its device (0 when nothing serves).
@@ -85,6 +87,7 @@ class ServerMetrics {
   prometheus::Family<prometheus::Histogram>& batch_size_;
   prometheus::Family<prometheus::Gauge>& queue_depth_;
   prometheus::Family<prometheus::Counter>& loads_;
+  prometheus::Family<prometheus::Counter>& sandbox_restarts_;
   prometheus::Family<prometheus::Histogram>& load_duration_;
   prometheus::Family<prometheus::Gauge>& serving_version_;
   prometheus::Family<prometheus::Gauge>& ready_;

@@ -1,6 +1,8 @@
 #ifndef MODELSERVER_SERVER_MODEL_MODEL_LOADER_H_
 #define MODELSERVER_SERVER_MODEL_MODEL_LOADER_H_
 
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -27,6 +29,12 @@ struct ModelLoadOptions {
   // for TorchScript).
   Precision precision = Precision::kFp32;
   MemoryLayout memory_layout = MemoryLayout::kAuto;
+  // For messages and the sandbox (server/sandbox): the model's name and store
+  // version (0: an upload being checked), and what to call when the loaded model
+  // fails for good while serving (its sandboxed worker died too often).
+  std::string name;
+  int64_t version = 0;
+  std::function<void(const std::string& reason)> on_failed;
 };
 
 // Reads a checkpoint and builds an eval-mode model on the device. Blocks for the

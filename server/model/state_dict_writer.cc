@@ -110,17 +110,25 @@ absl::StatusOr<PickledTensor> TensorArchiveWriter::Add(const std::string& key,
 }
 
 absl::Status TensorArchiveWriter::Write(const std::string& path, const std::string& pkl) const {
-  return WriteFile(path, [&](int fd) { return WriteArchive(fd, pkl, storages_, names_); });
+  return WriteFile(path, [&](int fd) { return WriteToFd(fd, pkl); });
+}
+
+absl::Status TensorArchiveWriter::WriteToFd(int fd, const std::string& pkl) const {
+  return WriteArchive(fd, pkl, storages_, names_);
 }
 
 absl::Status WriteStateDict(const StateDict& state, const std::string& path) {
+  return WriteFile(path, [&](int fd) { return WriteStateDictToFd(state, fd); });
+}
+
+absl::Status WriteStateDictToFd(const StateDict& state, int fd) {
   TensorArchiveWriter archive;
   std::vector<PickledTensor> entries;
   for (const auto& [key, tensor] : state) {
     ASSIGN_OR_RETURN(PickledTensor t, archive.Add(key, tensor));
     entries.push_back(std::move(t));
   }
-  return archive.Write(path, PickleStateDict(entries));
+  return archive.WriteToFd(fd, PickleStateDict(entries));
 }
 
 }  // namespace modelserver

@@ -19,6 +19,8 @@ namespace modelserver {
 // one at a time. Creates `path` (which must not exist) and fsyncs it.
 // INTERNAL on I/O errors. Thread-safe.
 absl::Status WriteStateDict(const StateDict& state, const std::string& path);
+// The same archive written to an open descriptor (a sandboxed worker's memfd).
+absl::Status WriteStateDictToFd(const StateDict& state, int fd);
 
 // The tensors of one torch.save archive, collected while its pickle is built,
 // then written with the pickle. Not thread-safe.
@@ -36,6 +38,8 @@ class TensorArchiveWriter {
   // Creates `path` (which must not exist): archive/data.pkl = `pkl`, byteorder,
   // every added tensor, version; fsynced. INTERNAL on I/O errors.
   absl::Status Write(const std::string& path, const std::string& pkl) const;
+  // The same archive written to an open descriptor (not synced).
+  absl::Status WriteToFd(int fd, const std::string& pkl) const;
 
  private:
   std::vector<at::Tensor> storages_;

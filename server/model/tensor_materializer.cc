@@ -161,9 +161,10 @@ absl::StatusOr<at::Tensor> TensorMaterializer::Tensor(const pickle::Value& value
   return base->as_strided(t.sizes, t.strides, t.offset);
 }
 
-absl::StatusOr<StateDict> ReadStateDict(const std::string& path,
-                                        const CheckpointReadOptions& options) {
-  ASSIGN_OR_RETURN(std::unique_ptr<ZipReader> zip, ZipReader::Open(path));
+namespace {
+absl::StatusOr<StateDict> ReadFromZip(const std::unique_ptr<ZipReader>& zip,
+                                      const std::string& path,
+                                      const CheckpointReadOptions& options) {
   ASSIGN_OR_RETURN(PickledStateDict sd, ParseStateDictPickle(*zip, path, options.max_pickle_bytes));
   TensorMaterializer materializer(*zip, sd.prefix, options.verify_crc);
   RETURN_IF_ERROR(materializer.LoadStorages(*sd.pickled));
@@ -178,6 +179,19 @@ absl::StatusOr<StateDict> ReadStateDict(const std::string& path,
     out.emplace_back(k->s, *std::move(t));
   }
   return out;
+}
+}  // namespace
+
+absl::StatusOr<StateDict> ReadStateDict(const std::string& path,
+                                        const CheckpointReadOptions& options) {
+  ASSIGN_OR_RETURN(std::unique_ptr<ZipReader> zip, ZipReader::Open(path));
+  return ReadFromZip(zip, path, options);
+}
+
+absl::StatusOr<StateDict> ReadStateDictFromBuffer(std::string bytes, const std::string& name,
+                                                  const CheckpointReadOptions& options) {
+  ASSIGN_OR_RETURN(std::unique_ptr<ZipReader> zip, ZipReader::FromBuffer(std::move(bytes)));
+  return ReadFromZip(zip, name, options);
 }
 
 }  // namespace modelserver

@@ -4,6 +4,7 @@
 #include <torch/script.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <map>
 #include <sstream>
 #include <vector>
@@ -168,6 +169,21 @@ absl::StatusOr<std::shared_ptr<TorchScriptModel>> TorchScriptModel::LoadFrom(
 absl::StatusOr<std::shared_ptr<TorchScriptModel>> TorchScriptModel::LoadTemplate(
     const std::string& template_path, const std::string& weights_path, const std::string& device,
     bool trusted, const Numerics& numerics, bool verify_crc) {
+  return LoadTemplateFrom(template_path, weights_path, nullptr, nullptr, device, trusted, numerics,
+                          verify_crc);
+}
+
+absl::StatusOr<std::shared_ptr<TorchScriptModel>> TorchScriptModel::LoadTemplateBuffer(
+    const std::string& template_bytes, std::string weights_bytes, const std::string& device,
+    bool trusted, const Numerics& numerics, bool verify_crc) {
+  return LoadTemplateFrom("the architecture template", "the state dict", &template_bytes,
+                          &weights_bytes, device, trusted, numerics, verify_crc);
+}
+
+absl::StatusOr<std::shared_ptr<TorchScriptModel>> TorchScriptModel::LoadTemplateFrom(
+    const std::string& template_path, const std::string& weights_path,
+    const std::string* template_bytes, std::string* weights_bytes, const std::string& device,
+    bool trusted, const Numerics& numerics, bool verify_crc) {
   auto impl = std::make_unique<Impl>();
   ModelInfo info;
   info.format = ModelFormat::kStateDict;
@@ -177,10 +193,13 @@ absl::StatusOr<std::shared_ptr<TorchScriptModel>> TorchScriptModel::LoadTemplate
   try {
     dev = at::Device(device);
     RETURN_IF_ERROR(OpenModule(template_path, "the architecture template", at::Device(at::kCPU),
-                               trusted, &impl->module));
+                               trusted, &impl->module, template_bytes));
     CheckpointReadOptions read;
     read.verify_crc = verify_crc;
-    ASSIGN_OR_RETURN(StateDict state, ReadStateDict(weights_path, read));
+    ASSIGN_OR_RETURN(StateDict state,
+                     weights_bytes != nullptr
+                         ? ReadStateDictFromBuffer(std::move(*weights_bytes), weights_path, read)
+                         : ReadStateDict(weights_path, read));
     std::map<std::string, std::vector<int64_t>> given;
     for (const auto& [k, t] : state)
       given[k] = std::vector<int64_t>(t.sizes().begin(), t.sizes().end());
@@ -235,19 +254,52 @@ absl::Status TorchScriptModel::ValidateInput(DType dtype, const std::vector<int6
   return absl::OkStatus();
 }
 
+absl::Status TorchScriptModel::SaveToFd(ModelFormat format, int fd) const {
+  if (format == ModelFormat::kStateDict) {
+    try {
+      return WriteStateDictToFd(StateDictForSave(), fd);
+    } catch (const std::exception& e) {
+      return TorchError(e, "writing the state dict");
+    }
+  }
+  if (format != ModelFormat::kTorchScript) {
+    return absl::UnimplementedError(
+        absl::StrCat("a TorchScript model can be saved as TORCHSCRIPT or STATE_DICT, not ",
+                     ModelFormatName(format)));
+  }
+  std::ostringstream out;
+  try {
+    impl_->module.save(out);
+  } catch (const std::exception& e) {
+    return TorchError(e, "saving TorchScript");
+  }
+  const std::string bytes = out.str();
+  for (size_t done = 0; done < bytes.size();) {
+    const ssize_t n = write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return absl::InternalError("writing the TorchScript file");
+    done += static_cast<size_t>(n);
+  }
+  return absl::OkStatus();
+}
+
+StateDict TorchScriptModel::StateDictForSave() const {
+  StateDict state;
+  for (auto& [k, t] : NamedTensors(impl_->module)) {
+    at::Tensor c = t.to(at::kCPU);
+    if (c.scalar_type() == numerics().dtype() && c.scalar_type() != at::kFloat)
+      c = c.to(at::kFloat);
+    state.emplace_back(k, c.contiguous());
+  }
+  return state;
+}
+
 absl::Status TorchScriptModel::Save(ModelFormat format, const std::string& path) const {
   if (format == ModelFormat::kStateDict) {
     // Its parameters and buffers by key, float32 on the CPU whatever it serves in:
     // what load_state_dict(strict=True) of the original nn.Module takes.
     try {
-      StateDict state;
-      for (auto& [k, t] : NamedTensors(impl_->module)) {
-        at::Tensor c = t.to(at::kCPU);
-        if (c.scalar_type() == numerics().dtype() && c.scalar_type() != at::kFloat)
-          c = c.to(at::kFloat);
-        state.emplace_back(k, c.contiguous());
-      }
-      return WriteStateDict(state, path);
+      return WriteStateDict(StateDictForSave(), path);
     } catch (const std::exception& e) {
       return TorchError(e, "writing the state dict");
     }

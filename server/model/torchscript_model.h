@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "server/model/tensor_materializer.h"
 #include "server/model/torch_model.h"
 
 namespace modelserver {
@@ -43,6 +44,10 @@ class TorchScriptModel : public TorchModel {
   static absl::StatusOr<std::shared_ptr<TorchScriptModel>> LoadTemplate(
       const std::string& template_path, const std::string& weights_path, const std::string& device,
       bool trusted, const Numerics& numerics, bool verify_crc);
+  // LoadTemplate() of both files' contents held in memory (a sandboxed worker).
+  static absl::StatusOr<std::shared_ptr<TorchScriptModel>> LoadTemplateBuffer(
+      const std::string& template_bytes, std::string weights_bytes, const std::string& device,
+      bool trusted, const Numerics& numerics, bool verify_crc);
   ~TorchScriptModel() override;
 
   // Any known dtype, rank >= 1, a non-empty batch; the module checks the rest (its
@@ -52,6 +57,8 @@ class TorchScriptModel : public TorchModel {
   // Unknown for an arbitrary module: no warm-up pass.
   std::vector<int64_t> WarmupShape() const override { return {}; }
   absl::Status Save(ModelFormat format, const std::string& path) const override;
+  // Save() to an open descriptor (a sandboxed worker's memfd; not synced).
+  absl::Status SaveToFd(ModelFormat format, int fd) const;
 
  protected:
   // Calls the module's forward; FAILED_PRECONDITION when it returns anything but one tensor.
@@ -59,6 +66,9 @@ class TorchScriptModel : public TorchModel {
 
  private:
   struct Impl;
+  // Its parameters and buffers by key, float32 on the CPU whatever it serves in:
+  // what load_state_dict(strict=True) of the original nn.Module takes.
+  StateDict StateDictForSave() const;
   TorchScriptModel(std::unique_ptr<Impl> impl, ModelInfo info, at::Device device,
                    const Numerics& numerics);
   // Load / LoadBuffer: the file at `path`, or `bytes` when not null (then `path`
@@ -69,6 +79,12 @@ class TorchScriptModel : public TorchModel {
                                                                     bool trusted,
                                                                     const Numerics& numerics);
   // Converts the loaded module to `numerics`, fills in `info`, builds the model.
+  // LoadTemplate / LoadTemplateBuffer: files, or their bytes when the pointers are
+  // not null.
+  static absl::StatusOr<std::shared_ptr<TorchScriptModel>> LoadTemplateFrom(
+      const std::string& template_path, const std::string& weights_path,
+      const std::string* template_bytes, std::string* weights_bytes, const std::string& device,
+      bool trusted, const Numerics& numerics, bool verify_crc);
   static absl::StatusOr<std::shared_ptr<TorchScriptModel>> Finish(std::unique_ptr<Impl> impl,
                                                                   ModelInfo info,
                                                                   const at::Device& device,

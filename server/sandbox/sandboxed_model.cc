@@ -7,9 +7,17 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
+#include <condition_variable>
+#include <deque>
 #include <fstream>
+#include <functional>
+#include <future>
+#include <mutex>
+#include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -27,6 +35,42 @@ absl::Status FromReply(const WorkerReply& reply) {
   return absl::Status(static_cast<absl::StatusCode>(reply.code), std::string(reply.message, n));
 }
 
+// Runs `spawn` on one thread that lives as long as the process. A worker's
+// PR_SET_PDEATHSIG fires when the *thread* that started it ends, and models are
+// loaded on threads that come and go (startup loads, upload checks): started
+// from those, workers would be killed with them.
+int OnSpawnerThread(const std::function<int()>& spawn) {
+  struct Spawner {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::deque<std::packaged_task<int()>> tasks;
+  };
+  static Spawner* spawner = [] {
+    auto* s = new Spawner;  // never destroyed: the thread outlives main's locals
+    std::thread([s] {
+      while (true) {
+        std::packaged_task<int()> task;
+        {
+          std::unique_lock<std::mutex> lock(s->mu);
+          s->cv.wait(lock, [s] { return !s->tasks.empty(); });
+          task = std::move(s->tasks.front());
+          s->tasks.pop_front();
+        }
+        task();
+      }
+    }).detach();
+    return s;
+  }();
+  std::packaged_task<int()> task(spawn);
+  std::future<int> result = task.get_future();
+  {
+    std::lock_guard<std::mutex> lock(spawner->mu);
+    spawner->tasks.push_back(std::move(task));
+  }
+  spawner->cv.notify_one();
+  return result.get();
+}
+
 std::string Describe(int status) {
   if (WIFSIGNALED(status)) {
     return absl::StrCat("killed by signal ", WTERMSIG(status), " (", strsignal(WTERMSIG(status)),
@@ -40,8 +84,9 @@ std::string Describe(int status) {
 
 SandboxedModel::SandboxedModel(std::string bytes, Options options)
     : bytes_(std::move(bytes)), options_(std::move(options)) {
-  info_.format = ModelFormat::kTorchScript;
-  info_.device = "cpu";
+  info_.from_template = options_.template_bytes > 0;
+  info_.format = info_.from_template ? ModelFormat::kStateDict : ModelFormat::kTorchScript;
+  info_.device = options_.device;
 }
 
 SandboxedModel::~SandboxedModel() {
@@ -52,8 +97,15 @@ SandboxedModel::~SandboxedModel() {
 absl::StatusOr<std::shared_ptr<SandboxedModel>> SandboxedModel::Load(std::string bytes,
                                                                      Options options) {
   std::shared_ptr<SandboxedModel> model(new SandboxedModel(std::move(bytes), std::move(options)));
+  if (model->options_.template_bytes >= model->bytes_.size()) {
+    return absl::InvalidArgumentError("the template's size is past the bytes given");
+  }
   absl::MutexLock lock(&model->mu_);
   RETURN_IF_ERROR(model->StartLocked());
+  model->info_.architecture = model->loaded_architecture_;
+  model->info_.parameter_bytes = model->loaded_parameter_bytes_;
+  model->info_.precision = model->loaded_precision_;
+  model->info_.memory_format = model->loaded_memory_format_;
   return model;
 }
 
@@ -78,11 +130,16 @@ absl::Status SandboxedModel::StartLocked() const {
                            POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
   const std::string threads = std::to_string(options_.threads);
   const std::string address_space = std::to_string(options_.address_space_bytes);
+  const std::string data = std::to_string(options_.data_bytes);
   std::vector<char*> argv = {const_cast<char*>(options_.worker_path.c_str()),
                              const_cast<char*>("--threads"),
                              const_cast<char*>(threads.c_str()),
                              const_cast<char*>("--address_space_bytes"),
                              const_cast<char*>(address_space.c_str()),
+                             const_cast<char*>("--data_bytes"),
+                             const_cast<char*>(data.c_str()),
+                             const_cast<char*>("--device"),
+                             const_cast<char*>(options_.device.c_str()),
                              nullptr};
   // An environment of the numeric libraries' settings only (the operator's,
   // e.g. OPENBLAS_CORETYPE where OpenBLAS misdetects the CPU): the worker must
@@ -96,8 +153,10 @@ absl::Status SandboxedModel::StartLocked() const {
   }
   envp.push_back(nullptr);
   pid_t pid = 0;
-  const int spawned =
-      posix_spawn(&pid, options_.worker_path.c_str(), &actions, &attr, argv.data(), envp.data());
+  const int spawned = OnSpawnerThread([&] {
+    return posix_spawn(&pid, options_.worker_path.c_str(), &actions, &attr, argv.data(),
+                       envp.data());
+  });
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
   close(sv[1]);
@@ -121,6 +180,11 @@ absl::Status SandboxedModel::StartLocked() const {
     WorkerRequest load;
     load.kind = WorkerRequest::kLoad;
     load.check = options_.check ? 1 : 0;
+    load.template_bytes = options_.template_bytes;
+    load.precision = static_cast<uint32_t>(options_.precision);
+    load.memory_layout = static_cast<uint32_t>(options_.memory_layout);
+    load.verify_crc = options_.verify_crc ? 1 : 0;
+    std::snprintf(load.device, sizeof(load.device), "%s", options_.device.c_str());
     s = SendMessage(socket_, &load, sizeof(load), file);
   }
   if (file >= 0) close(file);
@@ -130,6 +194,14 @@ absl::Status SandboxedModel::StartLocked() const {
     s = ReceiveMessage(socket_, &loaded, sizeof(loaded), &fd, options_.max_load);
     if (fd >= 0) close(fd);
     if (s.ok()) s = FromReply(loaded);
+    if (s.ok()) {
+      loaded_architecture_.assign(loaded.architecture,
+                                  strnlen(loaded.architecture, sizeof(loaded.architecture)));
+      loaded_parameter_bytes_ = loaded.parameter_bytes;
+      loaded_precision_.assign(loaded.precision, strnlen(loaded.precision, sizeof(loaded.precision)));
+      loaded_memory_format_.assign(loaded.memory_format,
+                                   strnlen(loaded.memory_format, sizeof(loaded.memory_format)));
+    }
   }
   if (!s.ok()) {
     const bool worker_side = s.code() != absl::StatusCode::kUnavailable &&
@@ -137,7 +209,7 @@ absl::Status SandboxedModel::StartLocked() const {
                              s.code() != absl::StatusCode::kInternal;
     const std::string ended = StopLocked(/*kill=*/true);
     if (worker_side) return s;  // the load's own error, as the worker reported it
-    return absl::UnavailableError(absl::StrCat("model ", options_.name,
+    return absl::UnavailableError(absl::StrCat(options_.name,
                                                ": its sandboxed worker failed while loading (",
                                                s.message(), "; ", ended, ")"));
   }
@@ -172,16 +244,13 @@ absl::Status SandboxedModel::ValidateInput(DType dtype, const std::vector<int64_
   return absl::OkStatus();
 }
 
-absl::Status SandboxedModel::Save(ModelFormat format, const std::string& path) const {
-  if (format != ModelFormat::kTorchScript) {
-    return absl::UnimplementedError(
-        "a sandboxed TorchScript model is saved as TORCHSCRIPT (the file as it was given)");
-  }
+namespace {
+absl::Status WriteNewFile(const std::string& path, const std::string& bytes) {
   const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd < 0) return absl::InternalError(absl::StrCat("cannot create ", path));
   bool ok = true;
-  for (size_t done = 0; ok && done < bytes_.size();) {
-    const ssize_t n = write(fd, bytes_.data() + done, bytes_.size() - done);
+  for (size_t done = 0; ok && done < bytes.size();) {
+    const ssize_t n = write(fd, bytes.data() + done, bytes.size() - done);
     if (n < 0 && errno == EINTR) continue;
     ok = n > 0;
     if (ok) done += static_cast<size_t>(n);
@@ -190,11 +259,81 @@ absl::Status SandboxedModel::Save(ModelFormat format, const std::string& path) c
   close(fd);
   return ok ? absl::OkStatus() : absl::InternalError(absl::StrCat("cannot write ", path));
 }
+}  // namespace
+
+absl::Status SandboxedModel::Save(ModelFormat format, const std::string& path) const {
+  if (format != ModelFormat::kTorchScript && format != ModelFormat::kStateDict) {
+    return absl::UnimplementedError(
+        absl::StrCat("a TorchScript model can be saved as TORCHSCRIPT or STATE_DICT, not ",
+                     ModelFormatName(format)));
+  }
+  if (format == ModelFormat::kTorchScript && !info_.from_template) {
+    return WriteNewFile(path, bytes_);  // the file as it was given
+  }
+  // The worker writes it (the module's current weights) into a memfd.
+  absl::MutexLock lock(&mu_);
+  RETURN_IF_ERROR(EnsureWorkerLocked());
+  WorkerRequest request;
+  request.kind = WorkerRequest::kSave;
+  request.format = static_cast<uint32_t>(format);
+  absl::Status s = SendMessage(socket_, &request, sizeof(request));
+  WorkerReply reply;
+  int file = -1;
+  if (s.ok()) s = ReceiveMessage(socket_, &reply, sizeof(reply), &file, options_.max_forward);
+  if (!s.ok()) {
+    const std::string ended = StopLocked(/*kill=*/true);
+    RecordStopLocked("crash", ended);
+    return absl::UnavailableError(absl::StrCat(options_.name, ": its sandboxed worker failed "
+                                               "while saving (", s.message(), "; ", ended, ")"));
+  }
+  std::string bytes;
+  s = FromReply(reply);
+  if (s.ok() && file < 0) s = absl::InternalError("the worker sent no file");
+  if (s.ok()) s = MemfdToBytes(file, reply.bytes, &bytes);
+  if (file >= 0) close(file);
+  RETURN_IF_ERROR(s);
+  return WriteNewFile(path, bytes);
+}
+
+void SandboxedModel::RecordStopLocked(const std::string& reason, const std::string& what) const {
+  if (options_.on_restart) options_.on_restart(reason);
+  const absl::Time now = absl::Now();
+  deaths_.push_back(now);
+  while (!deaths_.empty() && deaths_.front() < now - options_.death_window) {
+    deaths_.erase(deaths_.begin());
+  }
+  next_start_ = now + backoff_;
+  backoff_ = std::min(backoff_ * 2, absl::Seconds(10));
+  if (failed_.ok() && static_cast<int>(deaths_.size()) >= options_.max_deaths) {
+    failed_ = absl::FailedPreconditionError(absl::StrCat(
+        options_.name, ": its sandboxed worker was stopped ", deaths_.size(), " times within ",
+        absl::FormatDuration(options_.death_window), " (last: ", reason, ", ", what,
+        "); the version is failed and is not restarted"));
+    if (options_.on_failed) options_.on_failed(std::string(failed_.message()));
+  }
+}
+
+absl::Status SandboxedModel::EnsureWorkerLocked() const {
+  RETURN_IF_ERROR(failed_);
+  if (pid_ != 0) return absl::OkStatus();
+  const absl::Time now = absl::Now();
+  if (now < next_start_) {
+    return absl::UnavailableError(absl::StrCat(options_.name, ": its sandboxed worker restarts in ",
+                                               absl::FormatDuration(next_start_ - now)));
+  }
+  absl::Status s = StartLocked();
+  if (!s.ok()) {
+    RecordStopLocked("crash", std::string(s.message()));
+    return absl::UnavailableError(
+        absl::StrCat(options_.name, ": its sandboxed worker did not restart: ", s.message()));
+  }
+  return absl::OkStatus();
+}
 
 absl::StatusOr<HostTensor> SandboxedModel::Forward(const HostTensor& batch) const {
   RETURN_IF_ERROR(ValidateInput(batch.dtype, batch.shape));
-  absl::MutexLock lock(&mu_);                     // one forward pass at a time in the worker
-  if (pid_ == 0) RETURN_IF_ERROR(StartLocked());  // after a crash or a deadline
+  absl::MutexLock lock(&mu_);  // one forward pass at a time in the worker
+  RETURN_IF_ERROR(EnsureWorkerLocked());  // after a crash or a deadline
   WorkerRequest request;
   request.kind = WorkerRequest::kForward;
   request.dtype = static_cast<uint32_t>(batch.dtype);
@@ -210,17 +349,19 @@ absl::StatusOr<HostTensor> SandboxedModel::Forward(const HostTensor& batch) cons
   if (s.ok()) s = ReceiveMessage(socket_, &reply, sizeof(reply), &out, options_.max_forward);
   if (s.code() == absl::StatusCode::kDeadlineExceeded) {
     const std::string ended = StopLocked(/*kill=*/true);
+    RecordStopLocked("deadline", ended);
     return absl::DeadlineExceededError(
-        absl::StrCat("model ", options_.name, ": the forward pass ran past ",
+        absl::StrCat(options_.name, ": the forward pass ran past ",
                      absl::FormatDuration(options_.max_forward),
                      " (--max_forward_seconds); its sandboxed worker was stopped (", ended,
                      ") and restarts for the next batch"));
   }
   if (!s.ok()) {
     const std::string ended = StopLocked(/*kill=*/true);
+    RecordStopLocked("crash", ended);
     return absl::UnavailableError(
-        absl::StrCat("model ", options_.name, ": its sandboxed worker died during a forward pass (",
-                     ended, "); it restarts for the next batch"));
+        absl::StrCat(options_.name, ": its sandboxed worker died during a forward pass (", ended,
+                     "; ", s.message(), "); it restarts for the next batch"));
   }
   struct Closer {
     int fd;
@@ -228,9 +369,19 @@ absl::StatusOr<HostTensor> SandboxedModel::Forward(const HostTensor& batch) cons
       if (fd >= 0) close(fd);
     }
   } closer{out};
-  RETURN_IF_ERROR(FromReply(reply));
+  if (absl::Status r = FromReply(reply); !r.ok()) {
+    if (r.code() == absl::StatusCode::kResourceExhausted) {
+      // Over its memory cap: what grew may be the module's own state.
+      const std::string ended = StopLocked(/*kill=*/true);
+      RecordStopLocked("memory", ended);
+      return absl::ResourceExhaustedError(absl::StrCat(
+          options_.name, ": ", r.message(), " (its sandboxed worker's memory cap; the worker was ",
+          "stopped and restarts for the next batch)"));
+    }
+    return r;
+  }
   if (out < 0 || reply.rank == 0 || reply.rank > kWorkerMaxRank) {
-    return absl::InternalError(absl::StrCat("model ", options_.name, ": a malformed worker reply"));
+    return absl::InternalError(absl::StrCat(options_.name, ": a malformed worker reply"));
   }
   HostTensor result;
   result.dtype = static_cast<DType>(reply.dtype);
@@ -239,7 +390,7 @@ absl::StatusOr<HostTensor> SandboxedModel::Forward(const HostTensor& batch) cons
   if (DTypeSize(result.dtype) == 0 ||
       !CheckTensorBytes(result.dtype, result.shape, static_cast<size_t>(reply.bytes)).ok()) {
     return absl::InternalError(
-        absl::StrCat("model ", options_.name, ": the worker's output bytes do not fit its shape"));
+        absl::StrCat(options_.name, ": the worker's output bytes do not fit its shape"));
   }
   RETURN_IF_ERROR(MemfdToBytes(out, reply.bytes, &result.data));
   return result;

@@ -3,6 +3,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -12,6 +13,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "server/model/model.h"
+#include "server/model/precision.h"
 
 namespace modelserver {
 
@@ -25,10 +27,14 @@ namespace modelserver {
 // would.
 //
 // Faults stay in the worker: a forward past `max_forward` kills it
-// (DEADLINE_EXCEEDED); a worker that dies (a signal, its memory cap) answers
-// UNAVAILABLE naming the model and the signal; either way the next Forward
-// starts a new worker and loads the file again. One worker per model version;
-// the batch threads take turns on it.
+// (DEADLINE_EXCEEDED); a worker that dies (a signal) answers UNAVAILABLE naming
+// the model and the signal; one that runs out of its memory cap answers
+// RESOURCE_EXHAUSTED and is stopped (its state may be what grew). Each time the
+// next Forward starts a new worker and loads the file again, after a backoff
+// (0.1 s, doubling to 10 s, UNAVAILABLE meanwhile); `max_deaths` deaths within
+// `death_window` make the model fail every later Forward with FAILED_PRECONDITION
+// (the registry then marks the version FAILED through `on_failed`). One worker
+// per model version; the batch threads take turns on it.
 //
 //   ASSIGN_OR_RETURN(auto m, SandboxedModel::Load(bytes, {.worker_path = "model-worker"}));
 //   ASSIGN_OR_RETURN(HostTensor out, m->Forward(batch));
@@ -38,12 +44,26 @@ class SandboxedModel : public Model {
  public:
   struct Options {
     std::string worker_path;           // the model-worker binary
-    std::string name = "model";        // for messages
+    std::string name = "the model";    // for messages ("model 'x' version 3")
+    // > 0: `bytes` is an architecture template of this many bytes followed by the
+    // state dict it serves (format STATE_DICT, from_template).
+    uint64_t template_bytes = 0;
+    std::string device = "cpu";
+    Precision precision = Precision::kFp32;
+    MemoryLayout memory_layout = MemoryLayout::kAuto;
+    bool verify_crc = true;            // of the state dict's zip records
     bool check = true;                 // the early checks in the worker too (false: trusted)
     int threads = 0;                   // the worker's intra-op threads (0: LibTorch's default)
     uint64_t address_space_bytes = 0;  // the worker's RLIMIT_AS (0: none)
+    uint64_t data_bytes = 0;           // the worker's RLIMIT_DATA: its memory cap (0: none)
     absl::Duration max_forward = absl::Seconds(60);
     absl::Duration max_load = absl::Seconds(120);
+    int max_deaths = 5;                // in death_window: the model fails
+    absl::Duration death_window = absl::Minutes(10);
+    // Called once (on a batch thread) when the model fails for good, with the reason.
+    std::function<void(const std::string&)> on_failed;
+    // Called with "crash", "deadline" or "memory" each time a worker is stopped.
+    std::function<void(const std::string&)> on_restart;
   };
 
   // Starts a worker and loads the TorchScript file `bytes` in it. The load's
@@ -56,7 +76,9 @@ class SandboxedModel : public Model {
   absl::Status ValidateInput(DType dtype, const std::vector<int64_t>& shape) const override;
   bool IsUnbatched(const std::vector<int64_t>&) const override { return false; }
   std::vector<int64_t> WarmupShape() const override { return {}; }
-  // TORCHSCRIPT: the file as it was given. Other formats: UNIMPLEMENTED.
+  // TORCHSCRIPT of a TorchScript model: the file as it was given. A template
+  // model: written by the worker (STATE_DICT or TORCHSCRIPT). Other formats:
+  // UNIMPLEMENTED.
   absl::Status Save(ModelFormat format, const std::string& path) const override;
   absl::StatusOr<HostTensor> Forward(const HostTensor& batch) const override;
 
@@ -71,6 +93,12 @@ class SandboxedModel : public Model {
   absl::Status StartLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Kills the worker (its process group) and reaps it; the reason it ended.
   std::string StopLocked(bool kill) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // After a worker was stopped for `reason`: the backoff, the death count, the
+  // failure; calls the callbacks.
+  void RecordStopLocked(const std::string& reason, const std::string& what) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A worker ready for a request (started after the backoff), or why not.
+  absl::Status EnsureWorkerLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::string bytes_;  // constant after construction
   const Options options_;
@@ -80,6 +108,14 @@ class SandboxedModel : public Model {
   mutable pid_t pid_ ABSL_GUARDED_BY(mu_) = 0;
   mutable int socket_ ABSL_GUARDED_BY(mu_) = -1;
   mutable std::string summary_ ABSL_GUARDED_BY(mu_);
+  mutable std::string loaded_architecture_ ABSL_GUARDED_BY(mu_);
+  mutable int64_t loaded_parameter_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  mutable std::string loaded_precision_ ABSL_GUARDED_BY(mu_);
+  mutable std::string loaded_memory_format_ ABSL_GUARDED_BY(mu_);
+  mutable std::vector<absl::Time> deaths_ ABSL_GUARDED_BY(mu_);
+  mutable absl::Time next_start_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  mutable absl::Duration backoff_ ABSL_GUARDED_BY(mu_) = absl::Milliseconds(100);
+  mutable absl::Status failed_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace modelserver

@@ -4,7 +4,9 @@
 // group; never opens a path after the policy is applied, and the file's bytes
 // arrive only after it.
 //
-//   model-worker --threads N [--address_space_bytes B]
+//   model-worker --threads N [--address_space_bytes B] [--data_bytes B] [--device D]
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <torch/torch.h>
@@ -20,6 +22,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/host_tensor.h"
+#include "common/status_macros.h"
 #include "server/model/torchscript_model.h"
 #include "server/sandbox/sandbox_policy.h"
 #include "server/sandbox/worker_protocol.h"
@@ -35,14 +38,53 @@ void Reply(const absl::Status& status, WorkerReply* reply, int fd = -1) {
 }
 
 // Touches what LibTorch reads from the filesystem on first use (CPU features,
-// thread pools, oneDNN's kernels) while files can still be read.
-void WarmUp(int threads) {
+// thread pools, oneDNN's kernels; on a GPU build the CUDA context of `device`)
+// while files can still be read.
+void WarmUp(int threads, const std::string& device) {
   if (threads > 0) at::set_num_threads(threads);
   torch::NoGradGuard no_grad;
-  at::Tensor x = torch::ones({1, 3, 8, 8});
-  at::Tensor w = torch::ones({4, 3, 3, 3});
-  (void)torch::conv2d(x, w).sum().item<float>();
-  (void)torch::mm(torch::ones({16, 16}), torch::ones({16, 16})).sum().item<float>();
+  for (const at::ScalarType type : {at::kFloat, at::kBFloat16}) {
+    at::Tensor x = torch::ones({1, 3, 8, 8}, type);
+    at::Tensor w = torch::ones({4, 3, 3, 3}, type);
+    (void)torch::conv2d(x, w).sum().item<float>();
+    (void)torch::conv2d(x.contiguous(at::MemoryFormat::ChannelsLast),
+                        w.contiguous(at::MemoryFormat::ChannelsLast))
+        .sum()
+        .item<float>();
+    (void)torch::mm(torch::ones({16, 16}, type), torch::ones({16, 16}, type)).sum().item<float>();
+  }
+  if (device != "cpu") {
+    try {
+      (void)torch::ones({4}, at::Device(device)).sum().item<float>();
+    } catch (const std::exception&) {
+      // The load names the device's problem.
+    }
+  }
+}
+
+// kLoad: the TorchScript file (or template + state dict) in memfd `fd`.
+absl::StatusOr<std::shared_ptr<TorchScriptModel>> LoadRequest(const WorkerRequest& request,
+                                                              int fd) {
+  std::string bytes;
+  struct stat st {};
+  if (fstat(fd, &st) != 0) return absl::InternalError("fstat of the file's memory");
+  RETURN_IF_ERROR(MemfdToBytes(fd, static_cast<uint64_t>(st.st_size), &bytes));
+  const std::string device(request.device, strnlen(request.device, sizeof(request.device)));
+  const bool trusted = request.check == 0;
+  ASSIGN_OR_RETURN(const Numerics numerics,
+                   ResolveNumerics(static_cast<Precision>(request.precision),
+                                   static_cast<MemoryLayout>(request.memory_layout), device,
+                                   /*layout_safe=*/false));
+  if (request.template_bytes == 0) {
+    return TorchScriptModel::LoadBuffer(bytes, device, trusted, numerics);
+  }
+  if (request.template_bytes >= bytes.size()) {
+    return absl::InvalidArgumentError("the template's size is past the file's memory");
+  }
+  const std::string architecture = bytes.substr(0, request.template_bytes);
+  bytes.erase(0, request.template_bytes);
+  return TorchScriptModel::LoadTemplateBuffer(architecture, std::move(bytes), device, trusted,
+                                              numerics, request.verify_crc != 0);
 }
 
 absl::StatusOr<HostTensor> ForwardRequest(const Model& model, const WorkerRequest& request,
@@ -66,17 +108,22 @@ absl::StatusOr<HostTensor> ForwardRequest(const Model& model, const WorkerReques
 int Main(int argc, char** argv) {
   int threads = 0;
   uint64_t address_space = 0;
+  uint64_t data_bytes = 0;
+  std::string device = "cpu";
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     if (flag == "--threads") (void)absl::SimpleAtoi(argv[i + 1], &threads);
     if (flag == "--address_space_bytes") (void)absl::SimpleAtoi(argv[i + 1], &address_space);
+    if (flag == "--data_bytes") (void)absl::SimpleAtoi(argv[i + 1], &data_bytes);
+    if (flag == "--device") device = argv[i + 1];
   }
   // Dies with the server (which may itself be PID 1 in a container); its own
   // process group (the spawner set it).
   prctl(PR_SET_PDEATHSIG, SIGKILL);
-  WarmUp(threads);
+  WarmUp(threads, device);
   SandboxPolicy::Options policy;
   policy.address_space_bytes = address_space;
+  policy.data_bytes = data_bytes;
   policy.max_open_files = 32;
   absl::StatusOr<SandboxPolicy::Report> applied = SandboxPolicy::Apply(policy);
   WorkerReply hello;
@@ -87,7 +134,7 @@ int Main(int argc, char** argv) {
   std::snprintf(hello.message, sizeof(hello.message), "%s", applied->Summary().c_str());
   if (!SendMessage(kWorkerFd, &hello, sizeof(hello)).ok()) return 3;
 
-  std::shared_ptr<const Model> model;
+  std::shared_ptr<const TorchScriptModel> model;
   while (true) {
     WorkerRequest request;
     int fd = -1;
@@ -96,22 +143,32 @@ int Main(int argc, char** argv) {
     if (!got.ok()) return got.code() == absl::StatusCode::kUnavailable ? 0 : 3;
     WorkerReply reply;
     if (request.kind == WorkerRequest::kLoad && model == nullptr && fd >= 0) {
-      std::string bytes;
-      struct stat st {};
-      absl::Status s = fstat(fd, &st) == 0
-                           ? MemfdToBytes(fd, static_cast<uint64_t>(st.st_size), &bytes)
-                           : absl::InternalError("fstat of the file's memory");
+      absl::StatusOr<std::shared_ptr<TorchScriptModel>> loaded = LoadRequest(request, fd);
       close(fd);
-      if (s.ok()) {
-        absl::StatusOr<std::shared_ptr<TorchScriptModel>> loaded =
-            TorchScriptModel::LoadBuffer(bytes, "cpu", /*trusted=*/request.check == 0);
-        if (loaded.ok()) {
-          model = *std::move(loaded);
-          reply.parameter_bytes = model->info().parameter_bytes;
-        }
-        s = loaded.status();
+      if (loaded.ok()) {
+        model = *std::move(loaded);
+        reply.parameter_bytes = model->info().parameter_bytes;
+        std::snprintf(reply.architecture, sizeof(reply.architecture), "%s",
+                      model->info().architecture.c_str());
+        std::snprintf(reply.precision, sizeof(reply.precision), "%s",
+                      model->info().precision.c_str());
+        std::snprintf(reply.memory_format, sizeof(reply.memory_format), "%s",
+                      model->info().memory_format.c_str());
       }
-      Reply(s, &reply);
+      Reply(loaded.status(), &reply);
+    } else if (request.kind == WorkerRequest::kSave && model != nullptr) {
+      if (fd >= 0) close(fd);
+      const int file = memfd_create("saved", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+      absl::Status s = file >= 0 ? model->SaveToFd(static_cast<ModelFormat>(request.format), file)
+                                 : absl::InternalError("memfd_create");
+      struct stat st {};
+      if (s.ok() && fstat(file, &st) != 0) s = absl::InternalError("fstat of the saved file");
+      if (s.ok()) {
+        reply.bytes = static_cast<uint64_t>(st.st_size);
+        (void)fcntl(file, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE);
+      }
+      Reply(s, &reply, s.ok() ? file : -1);
+      if (file >= 0) close(file);
     } else if (request.kind == WorkerRequest::kForward && model != nullptr && fd >= 0) {
       absl::StatusOr<HostTensor> out = ForwardRequest(*model, request, fd);
       close(fd);

@@ -20,6 +20,8 @@ namespace modelserver {
 //                                       <-  WorkerReply{code, message}
 //   WorkerRequest{kForward} + memfd(in) ->  forward
 //                                       <-  WorkerReply{code, dtype, shape, bytes} + memfd(out)
+//   WorkerRequest{kSave, format}        ->  the model written as `format`
+//                                       <-  WorkerReply{code, bytes} + memfd(file)
 //
 // Every size in a message is checked by its reader against the memfd it comes
 // with (fstat): neither side trusts the other's numbers.
@@ -27,11 +29,22 @@ constexpr int kWorkerFd = 3;
 constexpr int kWorkerMaxRank = 8;
 
 struct WorkerRequest {
-  enum Kind : uint32_t { kLoad = 1, kForward = 2 };
+  enum Kind : uint32_t { kLoad = 1, kForward = 2, kSave = 3 };
   uint32_t kind = 0;
   // kLoad: run the file's checks (CheckTorchScriptArchive, the operator
   // allowlist) in the worker too; 0 = trusted.
   uint32_t check = 1;
+  // kLoad: > 0 when the memfd holds an architecture template of this many bytes
+  // followed by the state dict it serves; 0: one TorchScript file.
+  uint64_t template_bytes = 0;
+  // kLoad: the numerics (Precision, MemoryLayout as integers), whether to check
+  // the state dict's zip CRCs, the device ("cpu", "cuda:0"; NUL-terminated).
+  uint32_t precision = 0;
+  uint32_t memory_layout = 0;
+  uint32_t verify_crc = 1;
+  char device[32] = "cpu";
+  // kSave: the ModelFormat to write.
+  uint32_t format = 0;
   // kForward: the input tensor, its bytes in the memfd.
   uint32_t dtype = 0;
   uint32_t rank = 0;
@@ -42,9 +55,13 @@ struct WorkerRequest {
 struct WorkerReply {
   int32_t code = 0;  // absl::StatusCode
   char message[1024] = {};
-  // kLoad: the loaded model's parameter bytes. kForward: the output tensor, its
-  // bytes in the memfd that comes with the reply.
+  // kLoad: the loaded model's parameter bytes and architecture name. kForward:
+  // the output tensor, its bytes in the memfd that comes with the reply. kSave:
+  // the file's size, its bytes in the memfd.
   int64_t parameter_bytes = 0;
+  char architecture[256] = {};
+  char precision[16] = {};      // ModelInfo::precision ("bf16")
+  char memory_format[16] = {};  // ModelInfo::memory_format ("channels_last")
   uint32_t dtype = 0;
   uint32_t rank = 0;
   int64_t shape[kWorkerMaxRank] = {};

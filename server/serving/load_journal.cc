@@ -90,6 +90,11 @@ int64_t LoadJournal::SkippedVersion(const std::string& model) const {
   return Read(Path(model, ".skip"));
 }
 
+void LoadJournal::Skip(const std::string& model, int64_t version) const {
+  if (!enabled()) return;
+  Write(Path(model, ".skip"), version);
+}
+
 void LoadJournal::ClearSkip(const std::string& model, int64_t version) const {
   if (!enabled()) return;
   const std::string skip = Path(model, ".skip");

@@ -36,6 +36,8 @@ class LoadJournal {
 
   // The version this model must skip (0: none): what Init found loading.
   int64_t SkippedVersion(const std::string& model) const;
+  // Marks `version` skipped as Init does (its sandboxed worker kept dying).
+  void Skip(const std::string& model, int64_t version) const;
   // A load of `version` succeeded: clears a skip of it (or of an older version).
   void ClearSkip(const std::string& model, int64_t version) const;
 

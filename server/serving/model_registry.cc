@@ -52,8 +52,19 @@ absl::Status ModelRegistry::CheckUpload(const std::string& name, const std::stri
     absl::ReaderMutexLock lock(&mu_);
     if (auto it = models_.find(name); it != models_.end()) arch = it->second.arch_hint;
   }
-  RETURN_IF_ERROR(CheckLoadable(path, format, arch, options_.trust_torchscript, architecture_file));
-  if (label_count == 0) return absl::OkStatus();
+  const bool code = format == ModelFormat::kTorchScript ||
+                    (format == ModelFormat::kStateDict && arch.empty() && !architecture_file.empty());
+  if (code && options_.sandbox_code) {
+    // Nothing of it runs here: the zip-level checks (friendly early errors) in
+    // process, then a load in a sandboxed worker, which checks everything.
+    if (format == ModelFormat::kTorchScript) {
+      RETURN_IF_ERROR(CheckLoadable(path, format, arch, /*trust_torchscript=*/false));
+    }
+  } else {
+    RETURN_IF_ERROR(
+        CheckLoadable(path, format, arch, options_.trust_torchscript, architecture_file));
+    if (label_count == 0) return absl::OkStatus();
+  }
   ModelLoadOptions lo;
   lo.path = path;
   lo.format = format;
@@ -61,8 +72,10 @@ absl::Status ModelRegistry::CheckUpload(const std::string& name, const std::stri
   lo.architecture_path = architecture_file;
   lo.device = "cpu";
   lo.trust_torchscript = options_.trust_torchscript;
+  lo.name = name;
   ASSIGN_OR_RETURN(std::shared_ptr<const Model> model,
                    options_.loader ? options_.loader(lo) : LoadModelFromFile(lo));
+  if (label_count == 0) return absl::OkStatus();
   std::vector<int64_t> shape = model->WarmupShape();
   const bool own_shape = !shape.empty();
   if (!own_shape) {  // e.g. TorchScript: try what its images become
@@ -143,6 +156,14 @@ absl::StatusOr<ModelRegistry::LoadedVersion> ModelRegistry::LoadVersion(const st
   // A template in the version directory wins over the --model NAME=ARCH hint.
   if (lo.architecture.empty() && lo.architecture_path.empty()) lo.architecture = arch;
   lo.device = options_.device;
+  lo.name = name;
+  lo.version = v.version;
+  // The model outlives this call (LoadVersion only builds it) and reports to the
+  // registry that owns it.
+  lo.on_failed = [self = const_cast<ModelRegistry*>(this), name,
+                  version = v.version](const std::string& reason) {
+    self->VersionFailed(name, version, reason);
+  };
   lo.verify_crc = v.manifest.sha256.empty();
   lo.trust_torchscript = options_.trust_torchscript;
   ASSIGN_OR_RETURN(lo.precision, PrecisionFor(name, v.manifest));
@@ -190,6 +211,47 @@ absl::StatusOr<ModelRegistry::LoadedVersion> ModelRegistry::LoadVersion(const st
   }
   return LoadedVersion{std::move(v), *std::move(model), std::move(labels), std::move(preprocess),
                        std::move(note)};
+}
+
+void ModelRegistry::VersionFailed(const std::string& name, int64_t version,
+                                  const std::string& reason) {
+  // Called on a batch thread: only bookkeeping here, the reload on the loader thread.
+  LOG_ERROR("model ", name, " version ", version, ": ", reason);
+  journal_.Skip(name, version);  // skipped after a restart too, until LoadModel of it succeeds
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = models_.find(name);
+    if (it == models_.end() || it->second.status.serving_version != version) return;
+    it->second.last_failed_version = version;
+    it->second.status.last_error = reason;
+  }
+  // The newest other version, if the store has one; until it serves, this
+  // version's batches answer FAILED_PRECONDITION. None: the model is FAILED.
+  int64_t other = 0;
+  if (absl::StatusOr<std::vector<int64_t>> versions = options_.store->ListVersions(name);
+      versions.ok()) {
+    for (int64_t v : *versions) {
+      if (v != version) other = v;  // ascending
+    }
+  }
+  std::shared_ptr<const Model> dropped;  // freed outside the lock
+  if (other == 0) {
+    absl::MutexLock lock(&mu_);
+    auto it = models_.find(name);
+    if (it == models_.end() || it->second.status.serving_version != version) return;
+    dropped = std::move(it->second.model);
+    it->second.status.state = ModelState::kFailed;
+  }
+  if (other == 0) {
+    if (listener_) listener_(name, false);
+    return;
+  }
+  LoadAsync(name, other, [name, version](absl::Status s) {
+    if (!s.ok()) {
+      LOG_ERROR("model ", name, ": no other version serves after version ", version,
+                " failed: ", s.message());
+    }
+  });
 }
 
 absl::StatusOr<std::shared_ptr<const std::vector<std::string>>> ModelRegistry::ReadLabels(

@@ -65,6 +65,9 @@ class ModelRegistry {
     BatchQueue::Options batching;
     // Skip the TorchScript safety checks (--trust_torchscript).
     bool trust_torchscript = false;
+    // `loader` runs TorchScript and architecture templates in a sandbox: upload
+    // checks load them through it instead of opening them in process.
+    bool sandbox_code = false;
     // Directory of the load journal (crash-loop protection, see LoadJournal);
     // empty: off. Must exist and be writable.
     std::string state_dir;
@@ -238,6 +241,10 @@ class ModelRegistry {
   static void FillFromStore(const StoreListing::Entry& stored, ModelStatusInfo* s);
   // One polling step for one model: load the pinned version, or the newest.
   void PollOne(const std::string& name, int64_t serving, int64_t failed) ABSL_LOCKS_EXCLUDED(mu_);
+  // The serving `version` of `name` failed for good (ModelLoadOptions::on_failed):
+  // it is journaled as skipped and the newest other version is loaded.
+  void VersionFailed(const std::string& name, int64_t version, const std::string& reason)
+      ABSL_LOCKS_EXCLUDED(mu_);
 
   // Resolves `version` (0: newest) to a store version, passing over a version the
   // journal says killed the process (`note` then says so).

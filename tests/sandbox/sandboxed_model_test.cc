@@ -9,6 +9,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "server/model/torchscript_model.h"
 #include "tests/testing/server_process.h"
@@ -114,9 +115,57 @@ TEST(SandboxedModelTest, AKilledWorkerIsRestarted) {
   ASSERT_FALSE(failed.ok());
   EXPECT_EQ(failed.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_NE(failed.status().message().find("signal 9"), std::string::npos) << failed.status();
+  auto backing_off = (*m)->Forward(input);  // within the first backoff (0.1 s)
+  EXPECT_EQ(backing_off.status().code(), absl::StatusCode::kUnavailable) << backing_off.status();
+  EXPECT_NE(backing_off.status().message().find("restarts in"), std::string::npos);
+  absl::SleepFor(absl::Milliseconds(250));
   auto again = (*m)->Forward(input);
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_NE((*m)->worker_pid(), first);
+}
+
+// A worker started from a thread that then ends keeps running (PR_SET_PDEATHSIG
+// is per thread: the server loads models on threads that come and go).
+TEST(SandboxedModelTest, AWorkerOutlivesTheThreadThatLoadedIt) {
+  absl::StatusOr<std::shared_ptr<SandboxedModel>> m;
+  std::thread([&] {
+    m = SandboxedModel::Load(ReadFile(Fixture("tiny_ts_script", "model.pt")), Options());
+  }).join();
+  ASSERT_TRUE(m.ok()) << m.status();
+  absl::SleepFor(absl::Milliseconds(200));
+  auto out = (*m)->Forward(testing::FixtureNpy("tiny_ts_script", "input.npy"));
+  EXPECT_TRUE(out.ok()) << out.status();
+}
+
+// Repeated deaths: each is counted (on_restart), and max_deaths of them fail the
+// model for good (on_failed once, FAILED_PRECONDITION from then on, no restart).
+TEST(SandboxedModelTest, RepeatedDeathsFailTheModel) {
+  SandboxedModel::Options options = Options();
+  options.max_deaths = 2;
+  std::vector<std::string> restarts, failures;
+  options.on_restart = [&](const std::string& reason) { restarts.push_back(reason); };
+  options.on_failed = [&](const std::string& reason) { failures.push_back(reason); };
+  auto m = SandboxedModel::Load(ReadFile(Fixture("tiny_ts_script", "model.pt")), options);
+  ASSERT_TRUE(m.ok()) << m.status();
+  const HostTensor input = testing::FixtureNpy("tiny_ts_script", "input.npy");
+  for (int death = 0; death < 2; ++death) {
+    absl::StatusOr<HostTensor> out;
+    for (int i = 0; i < 100; ++i) {  // past the backoff
+      out = (*m)->Forward(input);
+      if (out.ok()) break;
+      absl::SleepFor(absl::Milliseconds(50));
+    }
+    ASSERT_TRUE(out.ok()) << out.status();
+    ASSERT_EQ(kill((*m)->worker_pid(), SIGKILL), 0);
+    EXPECT_EQ((*m)->Forward(input).status().code(), absl::StatusCode::kUnavailable);
+  }
+  EXPECT_EQ(restarts, (std::vector<std::string>{"crash", "crash"}));
+  ASSERT_EQ(failures.size(), 1u);
+  EXPECT_NE(failures[0].find("2 times"), std::string::npos) << failures[0];
+  absl::SleepFor(absl::Seconds(1));
+  auto after = (*m)->Forward(input);
+  EXPECT_EQ(after.status().code(), absl::StatusCode::kFailedPrecondition) << after.status();
+  EXPECT_EQ((*m)->worker_pid(), 0);
 }
 
 // A forward that never ends is stopped at max_forward: DEADLINE_EXCEEDED, the
@@ -135,6 +184,7 @@ TEST(SandboxedModelTest, AForwardPastItsDeadlineIsKilled) {
   EXPECT_LT(absl::Now() - start, absl::Seconds(30));  // bounded, not a timing assertion
   EXPECT_EQ((*m)->worker_pid(), 0);                   // killed and reaped
   EXPECT_NE(kill(first, 0), 0);                       // gone
+  absl::SleepFor(absl::Milliseconds(250));            // the first restart's backoff
   auto again = (*m)->Forward(input);                  // a new worker, stopped again
   EXPECT_EQ(again.status().code(), absl::StatusCode::kDeadlineExceeded) << again.status();
 }

@@ -1,0 +1,75 @@
+#include "server/sandbox/sandboxed_loader.h"
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "server/sandbox/sandboxed_model.h"
+
+namespace modelserver {
+namespace {
+
+absl::StatusOr<std::string> ReadWhole(const std::string& path, const char* what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::DataLossError(absl::StrCat("cannot open ", what));
+  std::ostringstream out;
+  out << in.rdbuf();
+  if (in.bad()) return absl::DataLossError(absl::StrCat("cannot read ", what));
+  return out.str();
+}
+
+}  // namespace
+
+std::string DefaultWorkerPath() {
+  std::error_code ec;
+  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (ec) return "model-worker";
+  return (self.parent_path() / "model-worker").string();
+}
+
+ModelLoaderFunction MakeSandboxedLoader(SandboxLoaderOptions options) {
+  return [options = std::move(options)](
+             const ModelLoadOptions& lo) -> absl::StatusOr<std::shared_ptr<const Model>> {
+    const bool is_template = lo.format == ModelFormat::kStateDict && lo.architecture.empty() &&
+                             !lo.architecture_path.empty();
+    if (lo.trust_torchscript || (lo.format != ModelFormat::kTorchScript && !is_template)) {
+      return LoadModelFromFile(lo);
+    }
+    SandboxedModel::Options so;
+    so.worker_path = options.worker_path;
+    so.name = lo.name.empty() ? "the model"
+              : lo.version > 0 ? absl::StrCat("model '", lo.name, "' version ", lo.version)
+                               : absl::StrCat("model '", lo.name, "' (upload check)");
+    so.device = lo.device;
+    so.precision = lo.precision;
+    so.memory_layout = lo.memory_layout;
+    so.verify_crc = lo.verify_crc;
+    so.threads = options.threads;
+    so.data_bytes = options.memory_bytes;
+    so.max_forward = options.max_forward;
+    so.max_load = options.max_load;
+    so.on_failed = lo.on_failed;
+    if (options.on_restart && !lo.name.empty()) {
+      so.on_restart = [f = options.on_restart, name = lo.name](const std::string& reason) {
+        f(name, reason);
+      };
+    }
+    std::string bytes;
+    if (is_template) {
+      ASSIGN_OR_RETURN(bytes, ReadWhole(lo.architecture_path, "the architecture template"));
+      so.template_bytes = bytes.size();
+      ASSIGN_OR_RETURN(std::string weights, ReadWhole(lo.path, "the state dict"));
+      bytes += weights;
+    } else {
+      ASSIGN_OR_RETURN(bytes, ReadWhole(lo.path, "the TorchScript file"));
+    }
+    ASSIGN_OR_RETURN(std::shared_ptr<SandboxedModel> model,
+                     SandboxedModel::Load(std::move(bytes), std::move(so)));
+    return std::shared_ptr<const Model>(std::move(model));
+  };
+}
+
+}  // namespace modelserver
