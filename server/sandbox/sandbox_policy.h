@@ -51,6 +51,11 @@ class SandboxPolicy {
   struct Report {
     int landlock_abi = 0;  // 0: the kernel has no Landlock (seccomp alone)
     bool seccomp = false;
+    // Threads of the process when it was confined: Landlock binds the calling
+    // thread (and threads it starts later) only, so this should be 1. (The
+    // seccomp filter is synced to every thread.)
+    int threads = 0;
+    bool network_namespace = false;  // set by the caller (EnterEmptyNetworkNamespace)
     std::string Summary() const;
   };
 
@@ -60,6 +65,14 @@ class SandboxPolicy {
 
   // The Landlock ABI version of this kernel (0 when absent or disabled).
   static int LandlockAbi();
+
+  // Moves the process into a new user namespace and an empty network namespace
+  // (only a down loopback: no route anywhere). Call first, single-threaded.
+  // False where unprivileged user namespaces are not permitted (most Kubernetes
+  // pods): the seccomp filter's refusal of new sockets stands alone then.
+  static bool EnterEmptyNetworkNamespace();
+  // Threads of this process (/proc/self/task entries; 0 when unreadable).
+  static int CountThreads();
 };
 
 }  // namespace modelserver

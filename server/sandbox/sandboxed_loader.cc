@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "server/sandbox/sandboxed_model.h"
+#include "server/util/logging.h"
 
 namespace modelserver {
 namespace {
@@ -66,8 +67,11 @@ ModelLoaderFunction MakeSandboxedLoader(SandboxLoaderOptions options) {
     } else {
       ASSIGN_OR_RETURN(bytes, ReadWhole(lo.path, "the TorchScript file"));
     }
+    const std::string name = so.name;
     ASSIGN_OR_RETURN(std::shared_ptr<SandboxedModel> model,
                      SandboxedModel::Load(std::move(bytes), std::move(so)));
+    LOG_INFO(name, " runs in a sandboxed worker (pid ", model->worker_pid(),
+             "): ", model->sandbox_summary());
     return std::shared_ptr<const Model>(std::move(model));
   };
 }

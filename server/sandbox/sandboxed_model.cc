@@ -147,7 +147,9 @@ absl::Status SandboxedModel::StartLocked() const {
   std::vector<char*> envp;
   for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
     const absl::string_view var(*e);
-    for (const char* prefix : {"OPENBLAS_", "OMP_", "GOMP_", "KMP_", "MKL_", "DNNL_", "ONEDNN_"}) {
+    // (and a sanitizer build's runtime options)
+    for (const char* prefix : {"OPENBLAS_", "OMP_", "GOMP_", "KMP_", "MKL_", "DNNL_", "ONEDNN_",
+                               "ASAN_", "UBSAN_", "TSAN_"}) {
       if (absl::StartsWith(var, prefix)) envp.push_back(*e);
     }
   }
@@ -393,6 +395,7 @@ absl::StatusOr<HostTensor> SandboxedModel::Forward(const HostTensor& batch) cons
         absl::StrCat(options_.name, ": the worker's output bytes do not fit its shape"));
   }
   RETURN_IF_ERROR(MemfdToBytes(out, reply.bytes, &result.data));
+  output_rank_.store(static_cast<int>(result.shape.size()));
   return result;
 }
 

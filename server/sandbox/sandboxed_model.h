@@ -3,6 +3,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <string>
@@ -75,6 +76,8 @@ class SandboxedModel : public Model {
   const ModelInfo& info() const override { return info_; }
   absl::Status ValidateInput(DType dtype, const std::vector<int64_t>& shape) const override;
   bool IsUnbatched(const std::vector<int64_t>&) const override { return false; }
+  // From the last successful forward pass (-1 before one).
+  int OutputRank() const override { return output_rank_.load(); }
   std::vector<int64_t> WarmupShape() const override { return {}; }
   // TORCHSCRIPT of a TorchScript model: the file as it was given. A template
   // model: written by the worker (STATE_DICT or TORCHSCRIPT). Other formats:
@@ -103,6 +106,8 @@ class SandboxedModel : public Model {
   const std::string bytes_;  // constant after construction
   const Options options_;
   ModelInfo info_;  // constant after Load
+
+  mutable std::atomic<int> output_rank_{-1};
 
   mutable absl::Mutex mu_;
   mutable pid_t pid_ ABSL_GUARDED_BY(mu_) = 0;

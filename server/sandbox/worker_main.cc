@@ -40,8 +40,11 @@ void Reply(const absl::Status& status, WorkerReply* reply, int fd = -1) {
 // Touches what LibTorch reads from the filesystem on first use (CPU features,
 // thread pools, oneDNN's kernels; on a GPU build the CUDA context of `device`)
 // while files can still be read.
-void WarmUp(int threads, const std::string& device) {
-  if (threads > 0) at::set_num_threads(threads);
+//
+// On one thread: Landlock confines only the thread that applies it and the
+// threads it starts later, so the intra-op pool is started after the policy.
+void WarmUp(const std::string& device) {
+  at::set_num_threads(1);
   torch::NoGradGuard no_grad;
   for (const at::ScalarType type : {at::kFloat, at::kBFloat16}) {
     at::Tensor x = torch::ones({1, 3, 8, 8}, type);
@@ -119,9 +122,16 @@ int Main(int argc, char** argv) {
   }
   // Dies with the server (which may itself be PID 1 in a container); its own
   // process group (the spawner set it).
+  const bool network_namespace = SandboxPolicy::EnterEmptyNetworkNamespace();  // single-threaded
   prctl(PR_SET_PDEATHSIG, SIGKILL);
-  WarmUp(threads, device);
+  const int default_threads = at::get_num_threads();  // LibTorch's own choice (no thread yet)
+  WarmUp(device);
   SandboxPolicy::Options policy;
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  // A sanitizer's shadow memory (terabytes, mapped at startup) is past any cap:
+  // every later mapping would be refused. Sanitizer builds run without one.
+  address_space = data_bytes = 0;
+#endif
   policy.address_space_bytes = address_space;
   policy.data_bytes = data_bytes;
   policy.max_open_files = 32;
@@ -131,6 +141,9 @@ int Main(int argc, char** argv) {
     Reply(applied.status(), &hello);
     return 2;
   }
+  applied->network_namespace = network_namespace;
+  // The intra-op threads start from here on, confined like this one.
+  at::set_num_threads(threads > 0 ? threads : default_threads);
   std::snprintf(hello.message, sizeof(hello.message), "%s", applied->Summary().c_str());
   if (!SendMessage(kWorkerFd, &hello, sizeof(hello)).ok()) return 3;
 

@@ -224,6 +224,7 @@ void ModelRegistry::VersionFailed(const std::string& name, int64_t version,
     if (it == models_.end() || it->second.status.serving_version != version) return;
     it->second.last_failed_version = version;
     it->second.status.last_error = reason;
+    it->second.failure_note = absl::StrCat("version ", version, " failed: ", reason);
   }
   // The newest other version, if the store has one; until it serves, this
   // version's batches answer FAILED_PRECONDITION. None: the model is FAILED.
@@ -374,6 +375,10 @@ bool ModelRegistry::FinishLoad(const std::string& name, const absl::StatusOr<Loa
     e.status.memory_format = info.memory_format;
     e.status.parameter_bytes = info.parameter_bytes;
     e.status.last_error = result->note;
+    if (!e.failure_note.empty()) {  // why the version before this one stopped serving
+      e.status.last_error = e.failure_note + (result->note.empty() ? "" : "; " + result->note);
+      e.failure_note.clear();
+    }
     e.last_failed_version = 0;
     EnsureQueue(name);
     return true;

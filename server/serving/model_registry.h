@@ -189,6 +189,9 @@ class ModelRegistry {
     std::string arch_hint;  // --model NAME=ARCH, for versions without a manifest
     bool loading = false;
     int64_t last_failed_version = 0;  // polling does not retry it
+    // Set when the serving version failed while serving (VersionFailed); shown in
+    // last_error once the version replacing it serves.
+    std::string failure_note;
   };
   struct PendingLoad {
     std::string name;

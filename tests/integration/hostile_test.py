@@ -246,7 +246,9 @@ def run_attacks(s):
                           ('TorchScript sparse output', SparseOut())):
         path = os.path.join(work, label.replace(' ', '_') + '.pt')
         torch.jit.script(module).save(path)
-        refused_load(label, 'a_' + label.split()[1], path, 'TORCHSCRIPT', ['FAILED_PRECONDITION'])
+        # Uploads of code-bearing files are loaded (in a sandboxed worker) before
+        # anything is published: the allowlist refuses them there.
+        refused_upload(label, 'a_' + label.split()[1], path, 'TORCHSCRIPT', ['FAILED_PRECONDITION'])
     # A meta-device output passes the operator allowlist (aten::to); the output
     # check answers the request instead of the process dying.
     path = os.path.join(work, 'meta.pt')
@@ -272,9 +274,10 @@ def run_attacks(s):
     expect('top_k on a rank-3 output: refused, the second time before computing',
            'FAILED_PRECONDITION' in first[1] and 'FAILED_PRECONDITION' in second[1]
            and batches and batches[0].split()[-1] == '1', f'{first[1]} {second[1]} {batches}')
-    out = refused_load('TorchScript reading a server file', 'a_fromfile',
-                       os.path.join(fixtures, 'ts_from_file', 'model.pt'), 'TORCHSCRIPT',
-                       ['FAILED_PRECONDITION'])
+    rc, out, secs = upload(s, 'a_fromfile', os.path.join(fixtures, 'ts_from_file', 'model.pt'),
+                           'TORCHSCRIPT')
+    expect('TorchScript reading a server file: upload refused with FAILED_PRECONDITION',
+           rc != 0 and 'FAILED_PRECONDITION' in out and secs < 30, out)
     expect('TorchScript reading a server file: no byte of it returned', 'SECRET' not in out, out)
 
     rc, out, secs = client(s, 'predict', '--model', 'vgg16', '--shape', '1,3,2300,2300',

@@ -152,6 +152,49 @@ class TsForever(nn.Module):
         return x
 
 
+class TsHog(nn.Module):
+    """TorchScript whose forward allocates 1 MiB per input column: [1, 4096] asks for
+    4 GiB (ordinary operators only)."""
+
+    def forward(self, x):
+        big = torch.ones([x.shape[1], 262144])
+        return x + big.sum() * 0.0
+
+
+def respell_setstate(src, dst):
+    """A copy of the TorchScript archive `src` whose code records spell the method
+    `def __setstate__ (` (a space before the parenthesis): the same program to
+    LibTorch's lexer, invisible to a search for `def __setstate__(`."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, 'w', zipfile.ZIP_STORED) as zout:
+        changed = 0
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            if '/code/' in info.filename and info.filename.endswith('.py'):
+                if b'def __setstate__(' in data:
+                    changed += 1
+                data = data.replace(b'def __setstate__(', b'def __setstate__ (')
+            zout.writestr(info.filename, data)
+        assert changed, 'no __setstate__ to respell'
+
+
+def write_sandbox_attacks():
+    """sandbox/: ts_setstate_spaced.pt (a __setstate__ that overwrites marker.bin, spelled
+    to pass the early text check), template_spaced.pt (the same as an architecture
+    template) with empty_weights.pth (its empty state dict), ts_hog.pt."""
+    d = os.path.join(os.path.abspath(out_dir), "sandbox")
+    os.makedirs(d, exist_ok=True)
+    marker = os.path.join(d, "marker.bin")
+    with open(marker, "wb") as f:
+        f.write(bytes(16))
+    plain = os.path.join(d, "plain_setstate.pt")
+    torch.jit.script(TsSetState(marker)).save(plain)
+    respell_setstate(plain, os.path.join(d, "ts_setstate_spaced.pt"))
+    respell_setstate(plain, os.path.join(d, "template_spaced.pt"))
+    os.remove(plain)
+    torch.save({}, os.path.join(d, "empty_weights.pth"))
+    torch.jit.script(TsHog()).save(os.path.join(d, "ts_hog.pt"))
+
+
 def write_torchscript_attacks():
     """ts_from_file reads ts_from_file/secret.bin; ts_setstate writes ts_setstate/marker.bin;
     ts_forever loops forever."""
@@ -241,6 +284,7 @@ def main():
         np.save(os.path.join(d, "input.npy"), x.numpy())
 
     write_torchscript_attacks()
+    write_sandbox_attacks()
     write_templates()
 
     tiny_bn_arch = "vgg:cfg=8-M-16-M:bn:classes=10:hidden=32:pool=2"
