@@ -11,7 +11,6 @@ end the peak RSS (VmHWM) is under the baseline (after VGG16's load and first Pre
 Exits 77 (skipped, with the reason) without a memory cgroup or the full fixtures.
 Usage: hostile_test.py SERVER_BIN CLIENT_BIN FIXTURES_DIR TMP_DIR
 """
-import io
 import os
 import pickle
 import shutil

@@ -31,7 +31,7 @@ from PIL import Image, ImageOps
 server_bin, client_bin, fixtures, source_dir, pyclient_dir, tmp_root = sys.argv[1:7]
 sys.path.insert(0, os.path.join(source_dir, 'tests', 'testing'))
 sys.path.insert(0, pyclient_dir)
-from checks import expect, stop, summary  # noqa: E402
+from checks import code_of, expect, stop, summary  # noqa: E402
 from modelserver_client import ModelServerClient, ServerError  # noqa: E402
 from template_models import CifarNet  # noqa: E402
 from inference.v2 import grpc_predict_v2_pb2 as v2  # noqa: E402
@@ -318,14 +318,6 @@ def limited_server(name, flags):
             break
         time.sleep(0.2)
     return p, c
-
-
-def code_of(fn):
-    try:
-        fn()
-        return 'OK', ''
-    except ServerError as e:
-        return e.code.name, e.message
 
 
 big = open(os.path.join(fx, 'big.png'), 'rb').read()

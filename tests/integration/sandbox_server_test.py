@@ -2,15 +2,18 @@
 """Hostile TorchScript against the real server: the sandbox (server/sandbox) is what stops it.
 
 Fixtures written by Python's torch at test time (make_fixtures.py, sandbox/):
-ts_setstate_spaced.pt is a module whose __setstate__ overwrites marker.bin while LibTorch
-loads it, spelled `def __setstate__ (` so that the early text check does not see it;
-template_spaced.pt is the same file used as an architecture template (run at upload);
-ts_hog.pt allocates 1 MiB per input column; ts_forever never returns.
+setstate_<spelling>.pt are modules whose __setstate__ overwrites marker_<spelling>.bin while
+LibTorch loads it, written so that the early text check does not see it (`def __setstate__ (`,
+a tab, a backslash line break, the code record renamed `.PY`, its folder `CODE/`: each one
+that make_fixtures saw LibTorch run); class_setstate.pt holds the method on a TorchScript
+class attribute (no module method); template_spaced.pt is used as an architecture template
+(run at upload, marker.bin); ts_hog.pt allocates 1 MiB per input column; ts_forever never
+returns.
 
 One server with the defaults (every TorchScript file in a sandboxed model-worker):
-- the spaced __setstate__ hand-copied into the store and loaded at startup, and the
-  template uploaded with an empty state dict: marker.bin is untouched, the load / upload is
-  refused with a clear error, nothing is published, the server stays up;
+- every spelled-around __setstate__ hand-copied into the store and loaded at startup, and
+  the template uploaded with an empty state dict: every marker is untouched, each load /
+  upload is refused with a clear error, nothing is published, the server stays up;
 - a TorchScript model serves Python's outputs bit for bit, also while the others fail;
 - a forward that never ends answers DEADLINE_EXCEEDED at --max_forward_seconds, other
   models keep serving, the next upload works;
@@ -19,11 +22,11 @@ One server with the defaults (every TorchScript file in a sandboxed model-worker
   stays flat;
 - SIGKILL to the workers: that model answers UNAVAILABLE, then serves again after the
   restart; modelserver_sandbox_restarts_total counts each reason;
-- a version whose worker keeps being stopped (5 times: the kill above, then deadlines) is FAILED and the previous version
-  serves again;
+- a version whose worker keeps being stopped (5 times: the kill above, then deadlines) is
+  FAILED and the previous version serves again;
 - SIGTERM while a forward loops exits within the grace period.
-A second server with --trust_torchscript loads the same spaced file and marker.bin IS
-overwritten: the sandbox, not the early check, is what stopped it.
+A second server with --trust_torchscript loads the same files and every marker IS
+overwritten: the sandbox, not the early check, is what stopped them.
 Usage: sandbox_server_test.py SERVER_BIN FIXTURES SOURCE_DIR PYCLIENT_DIR TMP
 """
 import os
@@ -42,16 +45,18 @@ import numpy as np
 server_bin, fixtures, source_dir, pyclient_dir, tmp_root = sys.argv[1:6]
 sys.path.insert(0, os.path.join(source_dir, 'tests', 'testing'))
 sys.path.insert(0, pyclient_dir)
-from checks import SANITIZED, expect, stop, summary  # noqa: E402
+from checks import SANITIZED, code_of, expect, stop, summary  # noqa: E402
 from modelserver_client import ModelServerClient as Client, ServerError  # noqa: E402
-
-import grpc  # noqa: E402
 
 os.makedirs(tmp_root, exist_ok=True)
 work = os.path.abspath(tempfile.mkdtemp(prefix='sandbox-', dir=tmp_root))
 store = os.path.join(work, 'store')
 sb = os.path.join(fixtures, 'sandbox')
 marker = os.path.join(sb, 'marker.bin')
+SPELLINGS = open(os.path.join(sb, 'setstate_spellings.txt')).read().split() + ['class']
+MARKERS = {n: os.path.join(sb, f'marker_{n}.bin') for n in SPELLINGS}
+FILES = {n: os.path.join(sb, 'class_setstate.pt' if n == 'class' else f'setstate_{n}.pt')
+         for n in SPELLINGS}
 tiny = os.path.join(fixtures, 'tiny_ts_script')
 x = np.load(os.path.join(tiny, 'input.npy'))
 expected = np.load(os.path.join(tiny, 'output.npy'))
@@ -70,13 +75,13 @@ def put(model, version, src):
     shutil.copyfile(src, os.path.join(d, 'model.pt'))
 
 
-def reset_marker():
-    with open(marker, 'wb') as f:
+def reset_marker(path=marker):
+    with open(path, 'wb') as f:
         f.write(bytes(16))
 
 
-def marker_bytes():
-    with open(marker, 'rb') as f:
+def marker_bytes(path=marker):
+    with open(path, 'rb') as f:
         return f.read()
 
 
@@ -99,16 +104,6 @@ def start(name, models, *extra):
         time.sleep(0.1)
     port = {k: int(open(p).read()) for k, p in ports.items() if os.path.exists(p)}
     return proc, Client(f'127.0.0.1:{port["grpc"]}', admin_token=token), port['metrics']
-
-
-def code_of(fn):
-    try:
-        fn()
-        return 'OK', ''
-    except ServerError as e:
-        return e.code.name, e.message
-    except grpc.RpcError as e:
-        return e.code().name, e.details()
 
 
 def wait_state(client, model, want, timeout=120):
@@ -168,14 +163,17 @@ def retry_ok(fn, seconds=30):
 
 
 put('tiny', 1, os.path.join(tiny, 'model.pt'))
-put('spaced', 1, os.path.join(sb, 'ts_setstate_spaced.pt'))
+for n in SPELLINGS:
+    put('ss_' + n, 1, FILES[n])
+    reset_marker(MARKERS[n])
 put('hog', 1, os.path.join(sb, 'ts_hog.pt'))
 put('forever', 1, os.path.join(fixtures, 'ts_forever', 'model.pt'))
 put('flaky', 1, os.path.join(tiny, 'model.pt'))
 put('flaky', 2, os.path.join(fixtures, 'ts_forever', 'model.pt'))
 reset_marker()
 
-proc, c, metrics_port = start('sandboxed', ['tiny', 'spaced', 'hog', 'forever', 'flaky'],
+proc, c, metrics_port = start('sandboxed', ['tiny', 'hog', 'forever', 'flaky'] +
+                              ['ss_' + n for n in SPELLINGS],
                               '--max_forward_seconds', '2', '--worker_memory_bytes', str(3 << 30))
 try:
     for m in ('tiny', 'hog', 'forever', 'flaky'):
@@ -188,14 +186,15 @@ try:
     workers = workers_of(proc.pid)
     expect('the models run in model-worker processes of the server', len(workers) >= 1, str(workers))
 
-    # The spelled-around __setstate__, hand-copied and loaded at startup.
-    st = wait_state(c, 'spaced', FAILED, timeout=60)
-    expect('the spaced __setstate__ is refused at load (FAILED)', st is not None and st.state == FAILED,
-           str(st))
-    expect('its load error is clear (LibTorch could not open the file from the sandbox)',
-           st is not None and 'TorchScript' in st.last_error, st.last_error if st else '')
-    expect('marker.bin untouched: __setstate__ ran only in the sandbox, where it could not '
-           'open the file', marker_bytes() == bytes(16), marker_bytes().hex())
+    # The spelled-around __setstate__s, hand-copied and loaded at startup.
+    for n in SPELLINGS:
+        st = wait_state(c, 'ss_' + n, FAILED, timeout=60)
+        expect(f'__setstate__ ({n}) is refused at load (FAILED) with a clear error',
+               st is not None and st.state == FAILED and 'TorchScript' in st.last_error,
+               str(st))
+        expect(f'marker_{n}.bin untouched: __setstate__ ran only in the sandbox, where it could '
+               'not open the file', marker_bytes(MARKERS[n]) == bytes(16),
+               marker_bytes(MARKERS[n]).hex())
 
     # The same file as an architecture template, at upload time.
     empty = os.path.join(sb, 'empty_weights.pth')
@@ -297,16 +296,19 @@ try:
 finally:
     stop(proc)
 
-# The same file, trusted: it does what it was written to do.
-reset_marker()
-shutil.rmtree(os.path.join(work, 'trusted-state'), ignore_errors=True)
-proc, c, _ = start('trusted', ['spaced'], '--trust_torchscript')
+# The same files, trusted: they do what they were written to do.
+for n in SPELLINGS:
+    reset_marker(MARKERS[n])
+proc, c, _ = start('trusted', ['ss_' + n for n in SPELLINGS], '--trust_torchscript')
 try:
-    wait_state(c, 'spaced', READY, timeout=60)
-    expect('with --trust_torchscript the same file overwrites marker.bin (so the sandbox is '
-           'what stopped it)', marker_bytes() == bytes([1] * 16), marker_bytes().hex())
+    for n in SPELLINGS:
+        st = wait_state(c, 'ss_' + n, READY, timeout=60)
+        expect(f'with --trust_torchscript, __setstate__ ({n}) overwrites its marker (so the '
+               'sandbox is what stopped it)', marker_bytes(MARKERS[n]) == bytes([1] * 16),
+               f'{marker_bytes(MARKERS[n]).hex()} {st}')
 finally:
     stop(proc)
-    reset_marker()
+    for n in SPELLINGS:
+        reset_marker(MARKERS[n])
 
 sys.exit(summary(work))

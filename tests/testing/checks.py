@@ -46,6 +46,21 @@ def summary(*work_dirs):
     return 1 if _failures else 0
 
 
+def code_of(fn):
+    """('OK', '') when fn() returns, else the status name and message of the RPC error it
+    raised (the Python client's ServerError or a grpc.RpcError); other errors propagate."""
+    try:
+        fn()
+        return 'OK', ''
+    except Exception as e:  # noqa: BLE001 -- re-raised unless it is an RPC error
+        code = getattr(e, 'code', None)
+        if callable(code):
+            return code().name, e.details()
+        if code is not None:
+            return code.name, getattr(e, 'message', str(e))
+        raise
+
+
 def stop(proc, timeout=30):
     """SIGTERM to a server process started by a test; SIGKILL if it is still there
     after `timeout` seconds."""

@@ -161,35 +161,105 @@ class TsHog(nn.Module):
         return x + big.sum() * 0.0
 
 
-def respell_setstate(src, dst):
-    """A copy of the TorchScript archive `src` whose code records spell the method
-    `def __setstate__ (` (a space before the parenthesis): the same program to
-    LibTorch's lexer, invisible to a search for `def __setstate__(`."""
+@torch.jit.script
+class SetStatePayload(object):
+    """A TorchScript class whose __setstate__ (run by torch.jit.load) overwrites 16 bytes
+    at `path`: held as a module attribute, it is no module method."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.marker = torch.zeros(1)
+
+    def __getstate__(self) -> Tuple[str, int]:
+        return (self.path, 0)
+
+    def __setstate__(self, state: Tuple[str, int]) -> None:
+        self.path = state[0]
+        self.marker = torch.from_file(self.path, shared=True, size=16,
+                                      dtype=torch.uint8).fill_(1).float()
+
+
+class HoldsPayload(nn.Module):
+    def __init__(self, path: str):
+        super().__init__()
+        self.payload = SetStatePayload(path)
+
+    def forward(self, x):
+        return x * 2
+
+
+def rewrite_code(src, dst, text=None, name=None):
+    """A copy of the TorchScript archive `src` with its code records' text changed by
+    `text` (bytes -> bytes) and their names by `name` (str -> str)."""
     with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, 'w', zipfile.ZIP_STORED) as zout:
-        changed = 0
         for info in zin.infolist():
-            data = zin.read(info.filename)
-            if '/code/' in info.filename and info.filename.endswith('.py'):
-                if b'def __setstate__(' in data:
-                    changed += 1
-                data = data.replace(b'def __setstate__(', b'def __setstate__ (')
-            zout.writestr(info.filename, data)
-        assert changed, 'no __setstate__ to respell'
+            data, n = zin.read(info.filename), info.filename
+            if '/code/' in n and n.endswith('.py'):
+                data = text(data) if text else data
+                n = name(n) if name else n
+            zout.writestr(n, data)
+
+
+# Ways to write `def __setstate__(` that LibTorch still reads as that method while a
+# search for the text does not find it: (fixture name, text change, name change).
+SETSTATE_SPELLINGS = [
+    ('space', lambda d: d.replace(b'def __setstate__(', b'def __setstate__ ('), None),
+    ('tab', lambda d: d.replace(b'def __setstate__(', b'def\t__setstate__('), None),
+    ('line_break', lambda d: d.replace(b'def __setstate__(', b'def __setstate__\\\n('), None),
+    ('upper_ext', None, lambda n: n[:-3] + '.PY'),
+    ('upper_dir', None, lambda n: n.replace('/code/', '/CODE/')),
+]
 
 
 def write_sandbox_attacks():
-    """sandbox/: ts_setstate_spaced.pt (a __setstate__ that overwrites marker.bin, spelled
-    to pass the early text check), template_spaced.pt (the same as an architecture
-    template) with empty_weights.pth (its empty state dict), ts_hog.pt."""
+    """sandbox/: setstate_<spelling>.pt, a module whose __setstate__ overwrites
+    marker_<spelling>.bin while LibTorch loads it, written each way of SETSTATE_SPELLINGS
+    that this LibTorch still runs (checked here with torch.jit.load; the names are listed
+    in setstate_spellings.txt); class_setstate.pt, the same on a TorchScript class held as
+    an attribute (spelled with a space; marker_class.bin); template_spaced.pt, the space
+    spelling as an architecture template (marker.bin), with empty_weights.pth (its empty
+    state dict); ts_hog.pt."""
     d = os.path.join(os.path.abspath(out_dir), "sandbox")
     os.makedirs(d, exist_ok=True)
+
+    def zero(marker):
+        with open(marker, "wb") as f:
+            f.write(bytes(16))
+
+    def runs_at_load(path, marker):
+        zero(marker)
+        try:
+            torch.jit.load(path)
+        except Exception:  # noqa: BLE001 -- a spelling this LibTorch does not read
+            pass
+        ran = open(marker, "rb").read() == bytes([1] * 16)
+        zero(marker)
+        return ran
+
+    plain = os.path.join(d, "plain.pt")
+    kept = []
+    for name, text, rename in SETSTATE_SPELLINGS:
+        marker = os.path.join(d, f"marker_{name}.bin")
+        zero(marker)
+        torch.jit.script(TsSetState(marker)).save(plain)
+        path = os.path.join(d, f"setstate_{name}.pt")
+        rewrite_code(plain, path, text, rename)
+        if runs_at_load(path, marker):
+            kept.append(name)
+        else:
+            os.remove(path)
+    assert 'space' in kept, 'the spaced __setstate__ no longer runs at load'
+    with open(os.path.join(d, "setstate_spellings.txt"), "w") as f:
+        f.write("\n".join(kept) + "\n")
+    space = SETSTATE_SPELLINGS[0][1]
+    marker = os.path.join(d, "marker_class.bin")
+    torch.jit.script(HoldsPayload(marker)).save(plain)
+    rewrite_code(plain, os.path.join(d, "class_setstate.pt"), space)
+    assert runs_at_load(os.path.join(d, "class_setstate.pt"), marker)
     marker = os.path.join(d, "marker.bin")
-    with open(marker, "wb") as f:
-        f.write(bytes(16))
-    plain = os.path.join(d, "plain_setstate.pt")
+    zero(marker)
     torch.jit.script(TsSetState(marker)).save(plain)
-    respell_setstate(plain, os.path.join(d, "ts_setstate_spaced.pt"))
-    respell_setstate(plain, os.path.join(d, "template_spaced.pt"))
+    rewrite_code(plain, os.path.join(d, "template_spaced.pt"), space)
     os.remove(plain)
     torch.save({}, os.path.join(d, "empty_weights.pth"))
     torch.jit.script(TsHog()).save(os.path.join(d, "ts_hog.pt"))
