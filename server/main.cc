@@ -317,6 +317,7 @@ absl::StatusOr<ModelRegistry::Options> RegistryOptions(const CheckpointStore* st
     const int64_t cap = absl::GetFlag(FLAGS_worker_memory_bytes);
     so.memory_bytes = static_cast<uint64_t>(cap > 0 ? cap : MemoryLimit() / 2);
     so.threads = o.intra_op_threads;
+    so.channels = o.batching.num_workers;
     if (metrics != nullptr) {
       so.on_restart = [metrics](const std::string& model, const std::string& reason) {
         metrics->RecordSandboxRestart(model, reason);

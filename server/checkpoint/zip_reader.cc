@@ -81,6 +81,26 @@ absl::StatusOr<std::unique_ptr<ZipReader>> ZipReader::FromBuffer(std::string dat
   return r;
 }
 
+absl::StatusOr<std::unique_ptr<ZipReader>> ZipReader::FromFd(int fd, uint64_t offset,
+                                                             uint64_t size, std::string name) {
+  std::unique_ptr<ZipReader> r(new ZipReader());
+  r->path_ = std::move(name);
+  struct stat st;
+  if (fstat(fd, &st) != 0 || static_cast<uint64_t>(st.st_size) < offset ||
+      static_cast<uint64_t>(st.st_size) - offset < size) {
+    return absl::InvalidArgumentError(absl::StrCat(r->path_, ": the window [", offset, ", +",
+                                                   size, ") is not within the file"));
+  }
+  r->fd_ = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (r->fd_ < 0) {
+    return absl::InternalError(absl::StrCat(r->path_, ": dup: ", std::strerror(errno)));
+  }
+  r->base_ = offset;
+  r->size_ = size;
+  RETURN_IF_ERROR(r->Parse());
+  return r;
+}
+
 absl::Status ZipReader::ReadAt(uint64_t offset, void* dst, uint64_t n) const {
   if (offset > size_ || n > size_ - offset) {
     return absl::DataLossError(absl::StrCat(path_, ": read of ", n, " bytes at offset ", offset,
@@ -94,7 +114,7 @@ absl::Status ZipReader::ReadAt(uint64_t offset, void* dst, uint64_t n) const {
   auto* out = static_cast<char*>(dst);
   while (n > 0) {
     const size_t want = static_cast<size_t>(std::min<uint64_t>(n, 1u << 30));
-    const ssize_t got = pread(fd_, out, want, static_cast<off_t>(offset));
+    const ssize_t got = pread(fd_, out, want, static_cast<off_t>(base_ + offset));
     if (got < 0) {
       if (errno == EINTR) continue;
       return absl::DataLossError(absl::StrCat(path_, ": read failed: ", std::strerror(errno)));

@@ -42,6 +42,11 @@ class ZipReader {
   static absl::StatusOr<std::unique_ptr<ZipReader>> Open(const std::string& path);
   // Reads an archive held in memory (tests, fuzzing).
   static absl::StatusOr<std::unique_ptr<ZipReader>> FromBuffer(std::string data);
+  // Reads the archive in bytes [offset, offset + size) of the open file `fd` (a
+  // sandboxed worker's memfd; duplicated, the caller keeps its own); `name` for
+  // messages. Nothing is copied up front.
+  static absl::StatusOr<std::unique_ptr<ZipReader>> FromFd(int fd, uint64_t offset, uint64_t size,
+                                                            std::string name);
 
   ~ZipReader();
   ZipReader(const ZipReader&) = delete;
@@ -99,6 +104,7 @@ class ZipReader {
   std::string buffer_;  // memory backing
   std::string path_;    // for messages
   uint64_t size_ = 0;
+  uint64_t base_ = 0;   // where the archive starts in fd_
   std::vector<Entry> entries_;
 };
 

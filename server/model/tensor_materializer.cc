@@ -188,9 +188,10 @@ absl::StatusOr<StateDict> ReadStateDict(const std::string& path,
   return ReadFromZip(zip, path, options);
 }
 
-absl::StatusOr<StateDict> ReadStateDictFromBuffer(std::string bytes, const std::string& name,
-                                                  const CheckpointReadOptions& options) {
-  ASSIGN_OR_RETURN(std::unique_ptr<ZipReader> zip, ZipReader::FromBuffer(std::move(bytes)));
+absl::StatusOr<StateDict> ReadStateDictFromFd(int fd, uint64_t offset, uint64_t size,
+                                              const std::string& name,
+                                              const CheckpointReadOptions& options) {
+  ASSIGN_OR_RETURN(std::unique_ptr<ZipReader> zip, ZipReader::FromFd(fd, offset, size, name));
   return ReadFromZip(zip, name, options);
 }
 

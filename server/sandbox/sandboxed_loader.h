@@ -19,6 +19,7 @@ struct SandboxLoaderOptions {
   absl::Duration max_load = absl::Seconds(600);
   uint64_t memory_bytes = 0;  // each worker's RLIMIT_DATA (0: none)
   int threads = 0;            // each worker's intra-op threads (0: LibTorch's default)
+  int channels = 1;           // forward passes at once per worker (--batch_workers)
   // A worker of `model` was stopped for `reason` ("crash", "deadline", "memory").
   std::function<void(const std::string& model, const std::string& reason)> on_restart;
 };

@@ -83,21 +83,27 @@ std::string Describe(int status) {
 }  // namespace
 
 SandboxedModel::SandboxedModel(std::string bytes, Options options)
-    : bytes_(std::move(bytes)), options_(std::move(options)) {
+    : file_size_(bytes.size()),
+      file_(BytesToMemfd("model", bytes, /*read_only=*/true)),
+      options_(std::move(options)) {
   info_.from_template = options_.template_bytes > 0;
   info_.format = info_.from_template ? ModelFormat::kStateDict : ModelFormat::kTorchScript;
   info_.device = options_.device;
 }
 
 SandboxedModel::~SandboxedModel() {
-  absl::MutexLock lock(&mu_);
-  (void)StopLocked(/*kill=*/true);
+  {
+    absl::MutexLock lock(&mu_);
+    (void)StopLocked(/*kill=*/true);
+  }
+  if (file_ >= 0) close(file_);
 }
 
 absl::StatusOr<std::shared_ptr<SandboxedModel>> SandboxedModel::Load(std::string bytes,
                                                                      Options options) {
   std::shared_ptr<SandboxedModel> model(new SandboxedModel(std::move(bytes), std::move(options)));
-  if (model->options_.template_bytes >= model->bytes_.size()) {
+  if (model->file_ < 0) return absl::InternalError(absl::StrCat("memfd: ", std::strerror(errno)));
+  if (model->options_.template_bytes >= model->file_size_) {
     return absl::InvalidArgumentError("the template's size is past the bytes given");
   }
   absl::MutexLock lock(&model->mu_);
@@ -110,14 +116,29 @@ absl::StatusOr<std::shared_ptr<SandboxedModel>> SandboxedModel::Load(std::string
 }
 
 absl::Status SandboxedModel::StartLocked() const {
-  int sv[2];
-  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
-    return absl::UnavailableError(absl::StrCat("socketpair: ", std::strerror(errno)));
+  const int channels = std::clamp(options_.channels, 1, kWorkerMaxChannels);
+  std::vector<std::shared_ptr<Channel>> ours;
+  std::vector<int> theirs;
+  auto close_theirs = [&theirs] {
+    for (int fd : theirs) close(fd);
+  };
+  for (int c = 0; c < channels; ++c) {
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
+      close_theirs();
+      return absl::UnavailableError(absl::StrCat("socketpair: ", std::strerror(errno)));
+    }
+    ours.push_back(std::make_shared<Channel>(sv[0]));
+    theirs.push_back(sv[1]);
   }
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, sv[1], kWorkerFd);  // clears close-on-exec
-  posix_spawn_file_actions_addclosefrom_np(&actions, kWorkerFd + 1);
+  // In the child, channel c becomes kWorkerFd + c (dup2 clears close-on-exec). The
+  // child ends are all above kWorkerFd + channels, so no dup2 overwrites another.
+  for (int c = 0; c < channels; ++c) {
+    posix_spawn_file_actions_adddup2(&actions, theirs[c], kWorkerFd + c);
+  }
+  posix_spawn_file_actions_addclosefrom_np(&actions, kWorkerFd + channels);
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);
   sigset_t none, defaults;
@@ -129,11 +150,14 @@ absl::Status SandboxedModel::StartLocked() const {
   posix_spawnattr_setflags(&attr,
                            POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
   const std::string threads = std::to_string(options_.threads);
+  const std::string channel_count = std::to_string(channels);
   const std::string address_space = std::to_string(options_.address_space_bytes);
   const std::string data = std::to_string(options_.data_bytes);
   std::vector<char*> argv = {const_cast<char*>(options_.worker_path.c_str()),
                              const_cast<char*>("--threads"),
                              const_cast<char*>(threads.c_str()),
+                             const_cast<char*>("--channels"),
+                             const_cast<char*>(channel_count.c_str()),
                              const_cast<char*>("--address_space_bytes"),
                              const_cast<char*>(address_space.c_str()),
                              const_cast<char*>("--data_bytes"),
@@ -161,23 +185,24 @@ absl::Status SandboxedModel::StartLocked() const {
   });
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
-  close(sv[1]);
+  close_theirs();
   if (spawned != 0) {
-    close(sv[0]);
     return absl::UnavailableError(absl::StrCat("cannot start the model worker ",
                                                options_.worker_path, ": ", std::strerror(spawned)));
   }
   pid_ = pid;
-  socket_ = sv[0];
+  ++generation_;
+  channels_ = std::move(ours);
+  busy_.assign(channels_.size(), false);
+  const int socket = channels_[0]->fd;  // the handshake and the load
   // The worker says how it is confined, then gets the file.
   WorkerReply hello;
   int none_fd = -1;
-  absl::Status s = ReceiveMessage(socket_, &hello, sizeof(hello), &none_fd, options_.max_load);
+  absl::Status s = ReceiveMessage(socket, &hello, sizeof(hello), &none_fd, options_.max_load);
   if (none_fd >= 0) close(none_fd);
   if (s.ok()) s = FromReply(hello);
   if (s.ok()) summary_.assign(hello.message, strnlen(hello.message, sizeof(hello.message)));
-  const int file = s.ok() ? BytesToMemfd("model", bytes_) : -1;
-  if (s.ok() && file < 0) s = absl::InternalError(absl::StrCat("memfd: ", std::strerror(errno)));
+  const int file = file_;  // sealed read-only: every worker gets the same bytes
   if (s.ok()) {
     WorkerRequest load;
     load.kind = WorkerRequest::kLoad;
@@ -187,13 +212,12 @@ absl::Status SandboxedModel::StartLocked() const {
     load.memory_layout = static_cast<uint32_t>(options_.memory_layout);
     load.verify_crc = options_.verify_crc ? 1 : 0;
     std::snprintf(load.device, sizeof(load.device), "%s", options_.device.c_str());
-    s = SendMessage(socket_, &load, sizeof(load), file);
+    s = SendMessage(socket, &load, sizeof(load), file);
   }
-  if (file >= 0) close(file);
   WorkerReply loaded;
   if (s.ok()) {
     int fd = -1;
-    s = ReceiveMessage(socket_, &loaded, sizeof(loaded), &fd, options_.max_load);
+    s = ReceiveMessage(socket, &loaded, sizeof(loaded), &fd, options_.max_load);
     if (fd >= 0) close(fd);
     if (s.ok()) s = FromReply(loaded);
     if (s.ok()) {
@@ -221,8 +245,10 @@ absl::Status SandboxedModel::StartLocked() const {
 std::string SandboxedModel::StopLocked(bool kill) const {
   if (pid_ <= 0) return "no worker";
   if (kill) ::kill(-pid_, SIGKILL);  // the worker's process group
-  if (socket_ >= 0) close(socket_);
-  socket_ = -1;
+  // Closed once no batch uses them (a batch on another channel holds its own).
+  channels_.clear();
+  busy_.clear();
+  free_.SignalAll();  // waiting batches find the worker gone
   int status = 0;
   pid_t got;
   do {
@@ -270,24 +296,27 @@ absl::Status SandboxedModel::Save(ModelFormat format, const std::string& path) c
                      ModelFormatName(format)));
   }
   if (format == ModelFormat::kTorchScript && !info_.from_template) {
-    return WriteNewFile(path, bytes_);  // the file as it was given
+    std::string bytes;  // the file as it was given
+    RETURN_IF_ERROR(MemfdToBytes(file_, file_size_, &bytes));
+    return WriteNewFile(path, bytes);
   }
   // The worker writes it (the module's current weights) into a memfd.
-  absl::MutexLock lock(&mu_);
-  RETURN_IF_ERROR(EnsureWorkerLocked());
+  ASSIGN_OR_RETURN(const Lease lease, Acquire());
   WorkerRequest request;
   request.kind = WorkerRequest::kSave;
   request.format = static_cast<uint32_t>(format);
-  absl::Status s = SendMessage(socket_, &request, sizeof(request));
+  absl::Status s = SendMessage(lease.channel->fd, &request, sizeof(request));
   WorkerReply reply;
   int file = -1;
-  if (s.ok()) s = ReceiveMessage(socket_, &reply, sizeof(reply), &file, options_.max_forward);
-  if (!s.ok()) {
-    const std::string ended = StopLocked(/*kill=*/true);
-    RecordStopLocked("crash", ended);
-    return absl::UnavailableError(absl::StrCat(options_.name, ": its sandboxed worker failed "
-                                               "while saving (", s.message(), "; ", ended, ")"));
+  if (s.ok()) {
+    s = ReceiveMessage(lease.channel->fd, &reply, sizeof(reply), &file, options_.max_forward);
   }
+  if (!s.ok()) {
+    const std::string why = Fail(lease, "crash");
+    return absl::UnavailableError(absl::StrCat(options_.name, ": its sandboxed worker failed "
+                                               "while saving (", s.message(), "; ", why, ")"));
+  }
+  Release(lease);
   std::string bytes;
   s = FromReply(reply);
   if (s.ok() && file < 0) s = absl::InternalError("the worker sent no file");
@@ -332,10 +361,42 @@ absl::Status SandboxedModel::EnsureWorkerLocked() const {
   return absl::OkStatus();
 }
 
+absl::StatusOr<SandboxedModel::Lease> SandboxedModel::Acquire() const {
+  absl::MutexLock lock(&mu_);
+  while (true) {
+    RETURN_IF_ERROR(EnsureWorkerLocked());  // after a crash or a deadline: a new worker
+    for (size_t i = 0; i < busy_.size(); ++i) {
+      if (!busy_[i]) {
+        busy_[i] = true;
+        return Lease{channels_[i], i, generation_};
+      }
+    }
+    free_.Wait(&mu_);  // every channel busy: a batch ends, or the worker is stopped
+  }
+}
+
+void SandboxedModel::Release(const Lease& lease) const {
+  absl::MutexLock lock(&mu_);
+  if (lease.generation == generation_ && lease.index < busy_.size()) busy_[lease.index] = false;
+  free_.Signal();
+}
+
+std::string SandboxedModel::Fail(const Lease& lease, const std::string& reason) const {
+  absl::MutexLock lock(&mu_);
+  if (lease.generation != generation_ || pid_ == 0) {
+    // Another batch's fault stopped this worker first (and was counted).
+    return "the worker was stopped for another batch";
+  }
+  const std::string ended = StopLocked(/*kill=*/true);
+  RecordStopLocked(reason, ended);
+  return ended;
+}
+
 absl::StatusOr<HostTensor> SandboxedModel::Forward(const HostTensor& batch) const {
   RETURN_IF_ERROR(ValidateInput(batch.dtype, batch.shape));
-  absl::MutexLock lock(&mu_);  // one forward pass at a time in the worker
-  RETURN_IF_ERROR(EnsureWorkerLocked());  // after a crash or a deadline
+  // A channel of the worker of its own: the worker runs as many passes at once as
+  // it has channels (the server's batch workers).
+  ASSIGN_OR_RETURN(const Lease lease, Acquire());
   WorkerRequest request;
   request.kind = WorkerRequest::kForward;
   request.dtype = static_cast<uint32_t>(batch.dtype);
@@ -343,15 +404,19 @@ absl::StatusOr<HostTensor> SandboxedModel::Forward(const HostTensor& batch) cons
   for (size_t i = 0; i < batch.shape.size(); ++i) request.shape[i] = batch.shape[i];
   request.bytes = batch.data.size();
   const int in = BytesToMemfd("input", batch.data);
-  if (in < 0) return absl::InternalError(absl::StrCat("memfd: ", std::strerror(errno)));
-  absl::Status s = SendMessage(socket_, &request, sizeof(request), in);
+  if (in < 0) {
+    Release(lease);
+    return absl::InternalError(absl::StrCat("memfd: ", std::strerror(errno)));
+  }
+  absl::Status s = SendMessage(lease.channel->fd, &request, sizeof(request), in);
   close(in);
   WorkerReply reply;
   int out = -1;
-  if (s.ok()) s = ReceiveMessage(socket_, &reply, sizeof(reply), &out, options_.max_forward);
+  if (s.ok()) {
+    s = ReceiveMessage(lease.channel->fd, &reply, sizeof(reply), &out, options_.max_forward);
+  }
   if (s.code() == absl::StatusCode::kDeadlineExceeded) {
-    const std::string ended = StopLocked(/*kill=*/true);
-    RecordStopLocked("deadline", ended);
+    const std::string ended = Fail(lease, "deadline");
     return absl::DeadlineExceededError(
         absl::StrCat(options_.name, ": the forward pass ran past ",
                      absl::FormatDuration(options_.max_forward),
@@ -359,8 +424,7 @@ absl::StatusOr<HostTensor> SandboxedModel::Forward(const HostTensor& batch) cons
                      ") and restarts for the next batch"));
   }
   if (!s.ok()) {
-    const std::string ended = StopLocked(/*kill=*/true);
-    RecordStopLocked("crash", ended);
+    const std::string ended = Fail(lease, "crash");
     return absl::UnavailableError(
         absl::StrCat(options_.name, ": its sandboxed worker died during a forward pass (", ended,
                      "; ", s.message(), "); it restarts for the next batch"));
@@ -371,11 +435,13 @@ absl::StatusOr<HostTensor> SandboxedModel::Forward(const HostTensor& batch) cons
       if (fd >= 0) close(fd);
     }
   } closer{out};
+  if (absl::Status r = FromReply(reply); r.code() != absl::StatusCode::kResourceExhausted) {
+    Release(lease);  // the worker answered: the channel is free again
+  }
   if (absl::Status r = FromReply(reply); !r.ok()) {
     if (r.code() == absl::StatusCode::kResourceExhausted) {
       // Over its memory cap: what grew may be the module's own state.
-      const std::string ended = StopLocked(/*kill=*/true);
-      RecordStopLocked("memory", ended);
+      (void)Fail(lease, "memory");
       return absl::ResourceExhaustedError(absl::StrCat(
           options_.name, ": ", r.message(), " (its sandboxed worker's memory cap; the worker was ",
           "stopped and restarts for the next batch)"));

@@ -2,6 +2,7 @@
 #define MODELSERVER_SERVER_SANDBOX_SANDBOXED_MODEL_H_
 
 #include <sys/types.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <functional>
@@ -35,7 +36,8 @@ namespace modelserver {
 // (0.1 s, doubling to 10 s, UNAVAILABLE meanwhile); `max_deaths` deaths within
 // `death_window` make the model fail every later Forward with FAILED_PRECONDITION
 // (the registry then marks the version FAILED through `on_failed`). One worker
-// per model version; the batch threads take turns on it.
+// process per model version, with `channels` connections: that many batches run
+// in it at once, as the batch workers would in process.
 //
 //   ASSIGN_OR_RETURN(auto m, SandboxedModel::Load(bytes, {.worker_path = "model-worker"}));
 //   ASSIGN_OR_RETURN(HostTensor out, m->Forward(batch));
@@ -55,6 +57,10 @@ class SandboxedModel : public Model {
     bool verify_crc = true;            // of the state dict's zip records
     bool check = true;                 // the early checks in the worker too (false: trusted)
     int threads = 0;                   // the worker's intra-op threads (0: LibTorch's default)
+    // Forward passes the worker runs at once (one channel and thread each; the
+    // server's batch workers); they share `threads` as the batch workers do in
+    // process. At most kWorkerMaxChannels.
+    int channels = 1;
     uint64_t address_space_bytes = 0;  // the worker's RLIMIT_AS (0: none)
     uint64_t data_bytes = 0;           // the worker's RLIMIT_DATA: its memory cap (0: none)
     absl::Duration max_forward = absl::Seconds(60);
@@ -103,7 +109,32 @@ class SandboxedModel : public Model {
   // A worker ready for a request (started after the backoff), or why not.
   absl::Status EnsureWorkerLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  const std::string bytes_;  // constant after construction
+  // One connection to the worker; closed when the last batch using it lets go.
+  struct Channel {
+    explicit Channel(int f) : fd(f) {}
+    ~Channel() { close(fd); }
+    Channel(const Channel&) = delete;
+    Channel& operator=(const Channel&) = delete;
+    const int fd;
+  };
+  // A channel held by one request, of the worker started as `generation`.
+  struct Lease {
+    std::shared_ptr<Channel> channel;
+    size_t index = 0;
+    uint64_t generation = 0;
+  };
+  // Waits for a free channel of a running worker (starting one when needed).
+  absl::StatusOr<Lease> Acquire() const ABSL_LOCKS_EXCLUDED(mu_);
+  // The request on `lease` is answered: its channel is free.
+  void Release(const Lease& lease) const ABSL_LOCKS_EXCLUDED(mu_);
+  // The request on `lease` failed for `reason`: stops that worker (once, if it is
+  // still the running one) and counts it. How it ended.
+  std::string Fail(const Lease& lease, const std::string& reason) const ABSL_LOCKS_EXCLUDED(mu_);
+
+  // The file as given, in a memfd sealed read-only (not in this process's heap),
+  // handed to every worker started; constant after construction.
+  const uint64_t file_size_;
+  const int file_;
   const Options options_;
   ModelInfo info_;  // constant after Load
 
@@ -111,7 +142,10 @@ class SandboxedModel : public Model {
 
   mutable absl::Mutex mu_;
   mutable pid_t pid_ ABSL_GUARDED_BY(mu_) = 0;
-  mutable int socket_ ABSL_GUARDED_BY(mu_) = -1;
+  mutable std::vector<std::shared_ptr<Channel>> channels_ ABSL_GUARDED_BY(mu_);
+  mutable std::vector<bool> busy_ ABSL_GUARDED_BY(mu_);
+  mutable uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;  // of the running worker
+  mutable absl::CondVar free_;                            // a channel was released
   mutable std::string summary_ ABSL_GUARDED_BY(mu_);
   mutable std::string loaded_architecture_ ABSL_GUARDED_BY(mu_);
   mutable int64_t loaded_parameter_bytes_ ABSL_GUARDED_BY(mu_) = 0;

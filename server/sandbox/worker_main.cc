@@ -4,7 +4,10 @@
 // group; never opens a path after the policy is applied, and the file's bytes
 // arrive only after it.
 //
-//   model-worker --threads N [--address_space_bytes B] [--data_bytes B] [--device D]
+//   model-worker --threads N [--channels K] [--address_space_bytes B] [--data_bytes B]
+//                [--device D]
+// Channel c is descriptor kWorkerFd + c: the first carries the handshake and the
+// load; after the load every channel is served by its own thread.
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -17,12 +20,17 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <algorithm>
+#include <atomic>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/host_tensor.h"
 #include "common/status_macros.h"
+#include "server/model/device.h"
 #include "server/model/torchscript_model.h"
 #include "server/sandbox/sandbox_policy.h"
 #include "server/sandbox/worker_protocol.h"
@@ -30,11 +38,11 @@
 namespace modelserver {
 namespace {
 
-void Reply(const absl::Status& status, WorkerReply* reply, int fd = -1) {
+void Reply(int socket, const absl::Status& status, WorkerReply* reply, int fd = -1) {
   reply->code = static_cast<int32_t>(status.code());
   std::snprintf(reply->message, sizeof(reply->message), "%s",
                 std::string(status.message()).c_str());
-  if (!SendMessage(kWorkerFd, reply, sizeof(*reply), fd).ok()) _exit(3);
+  if (!SendMessage(socket, reply, sizeof(*reply), fd).ok()) _exit(3);
 }
 
 // Touches what LibTorch reads from the filesystem on first use (CPU features,
@@ -65,13 +73,10 @@ void WarmUp(const std::string& device) {
   }
 }
 
-// kLoad: the TorchScript file (or template + state dict) in memfd `fd`.
+// kLoad: the TorchScript file (or template + state dict) in memfd `fd`, read in
+// place.
 absl::StatusOr<std::shared_ptr<TorchScriptModel>> LoadRequest(const WorkerRequest& request,
                                                               int fd) {
-  std::string bytes;
-  struct stat st {};
-  if (fstat(fd, &st) != 0) return absl::InternalError("fstat of the file's memory");
-  RETURN_IF_ERROR(MemfdToBytes(fd, static_cast<uint64_t>(st.st_size), &bytes));
   const std::string device(request.device, strnlen(request.device, sizeof(request.device)));
   const bool trusted = request.check == 0;
   ASSIGN_OR_RETURN(const Numerics numerics,
@@ -79,14 +84,9 @@ absl::StatusOr<std::shared_ptr<TorchScriptModel>> LoadRequest(const WorkerReques
                                    static_cast<MemoryLayout>(request.memory_layout), device,
                                    /*layout_safe=*/false));
   if (request.template_bytes == 0) {
-    return TorchScriptModel::LoadBuffer(bytes, device, trusted, numerics);
+    return TorchScriptModel::LoadFromFd(fd, device, trusted, numerics);
   }
-  if (request.template_bytes >= bytes.size()) {
-    return absl::InvalidArgumentError("the template's size is past the file's memory");
-  }
-  const std::string architecture = bytes.substr(0, request.template_bytes);
-  bytes.erase(0, request.template_bytes);
-  return TorchScriptModel::LoadTemplateBuffer(architecture, std::move(bytes), device, trusted,
+  return TorchScriptModel::LoadTemplateFromFd(fd, request.template_bytes, device, trusted,
                                               numerics, request.verify_crc != 0);
 }
 
@@ -108,14 +108,66 @@ absl::StatusOr<HostTensor> ForwardRequest(const Model& model, const WorkerReques
   return model.Forward(in);
 }
 
+// Answers forward and save requests on channel `socket` until the server closes
+// it. While n passes run at once each uses total_threads / n intra-op threads (as
+// the server's batch workers do in process).
+int Serve(int socket, const TorchScriptModel& model, int total_threads,
+          std::atomic<int>* running) {
+  while (true) {
+    WorkerRequest request;
+    int fd = -1;
+    const absl::Status got =
+        ReceiveMessage(socket, &request, sizeof(request), &fd, absl::InfiniteDuration());
+    if (!got.ok()) return got.code() == absl::StatusCode::kUnavailable ? 0 : 3;
+    WorkerReply reply;
+    if (request.kind == WorkerRequest::kSave) {
+      if (fd >= 0) close(fd);
+      const int file = memfd_create("saved", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+      absl::Status s = file >= 0 ? model.SaveToFd(static_cast<ModelFormat>(request.format), file)
+                                 : absl::InternalError("memfd_create");
+      struct stat st {};
+      if (s.ok() && fstat(file, &st) != 0) s = absl::InternalError("fstat of the saved file");
+      if (s.ok()) {
+        reply.bytes = static_cast<uint64_t>(st.st_size);
+        (void)fcntl(file, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE);
+      }
+      Reply(socket, s, &reply, s.ok() ? file : -1);
+      if (file >= 0) close(file);
+    } else if (request.kind == WorkerRequest::kForward && fd >= 0) {
+      const int now = running->fetch_add(1) + 1;
+      SetThisThreadIntraOpThreads(std::max(1, total_threads / now));
+      absl::StatusOr<HostTensor> out = ForwardRequest(model, request, fd);
+      running->fetch_sub(1);
+      close(fd);
+      int out_fd = -1;
+      if (out.ok() && out->shape.size() <= static_cast<size_t>(kWorkerMaxRank)) {
+        out_fd = BytesToMemfd("output", out->data);
+        reply.dtype = static_cast<uint32_t>(out->dtype);
+        reply.rank = static_cast<uint32_t>(out->shape.size());
+        for (size_t i = 0; i < out->shape.size(); ++i) reply.shape[i] = out->shape[i];
+        reply.bytes = out->data.size();
+      }
+      absl::Status s = out.status();
+      if (s.ok() && out_fd < 0) s = absl::InternalError("the output does not fit the wire");
+      Reply(socket, s, &reply, out_fd);
+      if (out_fd >= 0) close(out_fd);
+    } else {
+      if (fd >= 0) close(fd);
+      Reply(socket, absl::InvalidArgumentError("unexpected request"), &reply);
+    }
+  }
+}
+
 int Main(int argc, char** argv) {
   int threads = 0;
+  int channels = 1;
   uint64_t address_space = 0;
   uint64_t data_bytes = 0;
   std::string device = "cpu";
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     if (flag == "--threads") (void)absl::SimpleAtoi(argv[i + 1], &threads);
+    if (flag == "--channels") (void)absl::SimpleAtoi(argv[i + 1], &channels);
     if (flag == "--address_space_bytes") (void)absl::SimpleAtoi(argv[i + 1], &address_space);
     if (flag == "--data_bytes") (void)absl::SimpleAtoi(argv[i + 1], &data_bytes);
     if (flag == "--device") device = argv[i + 1];
@@ -134,11 +186,12 @@ int Main(int argc, char** argv) {
 #endif
   policy.address_space_bytes = address_space;
   policy.data_bytes = data_bytes;
-  policy.max_open_files = 32;
+  channels = std::clamp(channels, 1, kWorkerMaxChannels);
+  policy.max_open_files = 32 + channels;
   absl::StatusOr<SandboxPolicy::Report> applied = SandboxPolicy::Apply(policy);
   WorkerReply hello;
   if (!applied.ok()) {
-    Reply(applied.status(), &hello);
+    Reply(kWorkerFd, applied.status(), &hello);
     return 2;
   }
   applied->network_namespace = network_namespace;
@@ -147,61 +200,44 @@ int Main(int argc, char** argv) {
   std::snprintf(hello.message, sizeof(hello.message), "%s", applied->Summary().c_str());
   if (!SendMessage(kWorkerFd, &hello, sizeof(hello)).ok()) return 3;
 
+  // The first request on the first channel is the load.
   std::shared_ptr<const TorchScriptModel> model;
-  while (true) {
+  {
     WorkerRequest request;
     int fd = -1;
     const absl::Status got =
         ReceiveMessage(kWorkerFd, &request, sizeof(request), &fd, absl::InfiniteDuration());
     if (!got.ok()) return got.code() == absl::StatusCode::kUnavailable ? 0 : 3;
     WorkerReply reply;
-    if (request.kind == WorkerRequest::kLoad && model == nullptr && fd >= 0) {
-      absl::StatusOr<std::shared_ptr<TorchScriptModel>> loaded = LoadRequest(request, fd);
-      close(fd);
-      if (loaded.ok()) {
-        model = *std::move(loaded);
-        reply.parameter_bytes = model->info().parameter_bytes;
-        std::snprintf(reply.architecture, sizeof(reply.architecture), "%s",
-                      model->info().architecture.c_str());
-        std::snprintf(reply.precision, sizeof(reply.precision), "%s",
-                      model->info().precision.c_str());
-        std::snprintf(reply.memory_format, sizeof(reply.memory_format), "%s",
-                      model->info().memory_format.c_str());
-      }
-      Reply(loaded.status(), &reply);
-    } else if (request.kind == WorkerRequest::kSave && model != nullptr) {
+    if (request.kind != WorkerRequest::kLoad || fd < 0) {
       if (fd >= 0) close(fd);
-      const int file = memfd_create("saved", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-      absl::Status s = file >= 0 ? model->SaveToFd(static_cast<ModelFormat>(request.format), file)
-                                 : absl::InternalError("memfd_create");
-      struct stat st {};
-      if (s.ok() && fstat(file, &st) != 0) s = absl::InternalError("fstat of the saved file");
-      if (s.ok()) {
-        reply.bytes = static_cast<uint64_t>(st.st_size);
-        (void)fcntl(file, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE);
-      }
-      Reply(s, &reply, s.ok() ? file : -1);
-      if (file >= 0) close(file);
-    } else if (request.kind == WorkerRequest::kForward && model != nullptr && fd >= 0) {
-      absl::StatusOr<HostTensor> out = ForwardRequest(*model, request, fd);
-      close(fd);
-      int out_fd = -1;
-      if (out.ok() && out->shape.size() <= static_cast<size_t>(kWorkerMaxRank)) {
-        out_fd = BytesToMemfd("output", out->data);
-        reply.dtype = static_cast<uint32_t>(out->dtype);
-        reply.rank = static_cast<uint32_t>(out->shape.size());
-        for (size_t i = 0; i < out->shape.size(); ++i) reply.shape[i] = out->shape[i];
-        reply.bytes = out->data.size();
-      }
-      absl::Status s = out.status();
-      if (s.ok() && out_fd < 0) s = absl::InternalError("the output does not fit the wire");
-      Reply(s, &reply, out_fd);
-      if (out_fd >= 0) close(out_fd);
-    } else {
-      if (fd >= 0) close(fd);
-      Reply(absl::InvalidArgumentError("unexpected request"), &reply);
+      Reply(kWorkerFd, absl::InvalidArgumentError("expected the file first"), &reply);
+      return 3;
     }
+    absl::StatusOr<std::shared_ptr<TorchScriptModel>> loaded = LoadRequest(request, fd);
+    close(fd);
+    if (loaded.ok()) {
+      model = *std::move(loaded);
+      reply.parameter_bytes = model->info().parameter_bytes;
+      std::snprintf(reply.architecture, sizeof(reply.architecture), "%s",
+                    model->info().architecture.c_str());
+      std::snprintf(reply.precision, sizeof(reply.precision), "%s",
+                    model->info().precision.c_str());
+      std::snprintf(reply.memory_format, sizeof(reply.memory_format), "%s",
+                    model->info().memory_format.c_str());
+    }
+    Reply(kWorkerFd, loaded.status(), &reply);
+    if (!loaded.ok()) return 0;
   }
+  // One thread per channel (the server's batch workers), started confined.
+  const int total_threads = threads > 0 ? threads : default_threads;
+  std::atomic<int> running{0};
+  std::vector<std::thread> serving;
+  for (int c = 1; c < channels; ++c) {
+    serving.emplace_back([&, c] { (void)Serve(kWorkerFd + c, *model, total_threads, &running); });
+  }
+  const int rc = Serve(kWorkerFd, *model, total_threads, &running);
+  _exit(rc);  // the other channels' threads end with the process
 }
 
 }  // namespace

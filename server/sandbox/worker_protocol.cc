@@ -85,7 +85,7 @@ absl::Status ReceiveMessage(int socket, void* message, size_t size, int* fd,
   return absl::OkStatus();
 }
 
-int BytesToMemfd(const char* name, const std::string& bytes) {
+int BytesToMemfd(const char* name, const std::string& bytes, bool read_only) {
   const int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
   if (fd < 0) return -1;
   for (size_t done = 0; done < bytes.size();) {
@@ -101,7 +101,8 @@ int BytesToMemfd(const char* name, const std::string& bytes) {
     done += static_cast<size_t>(n);
   }
   // The reader sizes what it reads by the object: it may not shrink or grow.
-  (void)fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+  (void)fcntl(fd, F_ADD_SEALS,
+              F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL | (read_only ? F_SEAL_WRITE : 0));
   return fd;
 }
 

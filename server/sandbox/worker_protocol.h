@@ -25,7 +25,9 @@ namespace modelserver {
 //
 // Every size in a message is checked by its reader against the memfd it comes
 // with (fstat): neither side trusts the other's numbers.
+// Channel c (0 <= c < the worker's --channels) is descriptor kWorkerFd + c.
 constexpr int kWorkerFd = 3;
+constexpr int kWorkerMaxChannels = 16;
 constexpr int kWorkerMaxRank = 8;
 
 struct WorkerRequest {
@@ -78,8 +80,10 @@ absl::Status SendMessage(int socket, const void* message, size_t size, int fd = 
 absl::Status ReceiveMessage(int socket, void* message, size_t size, int* fd,
                             absl::Duration timeout);
 
-// A memfd holding `bytes` (sealed against shrinking), or -1 with errno.
-int BytesToMemfd(const char* name, const std::string& bytes);
+// A memfd holding `bytes` (sealed against shrinking and growing; with
+// `read_only` also against writes, so a worker it is given cannot change it), or
+// -1 with errno.
+int BytesToMemfd(const char* name, const std::string& bytes, bool read_only = false);
 // The bytes of memfd `fd`: exactly `expected` of them, or INVALID_ARGUMENT when
 // the object holds another size (or cannot be read).
 absl::Status MemfdToBytes(int fd, uint64_t expected, std::string* bytes);

@@ -40,10 +40,13 @@ std::string Fixture(const std::string& name, const std::string& file) {
 }
 
 // Outputs equal the in-process model's bit for bit, batch after batch, from
-// several threads; the worker is confined (Landlock here, seccomp always).
+// more threads than the worker has channels (2); the worker is confined
+// (Landlock here, seccomp always).
 TEST(SandboxedModelTest, ServesWhatTheInProcessModelServes) {
   const std::string path = Fixture("tiny_ts_script", "model.pt");
-  auto sandboxed = SandboxedModel::Load(ReadFile(path), Options());
+  SandboxedModel::Options options = Options();
+  options.channels = 2;
+  auto sandboxed = SandboxedModel::Load(ReadFile(path), options);
   ASSERT_TRUE(sandboxed.ok()) << sandboxed.status();
   EXPECT_NE((*sandboxed)->sandbox_summary().find("seccomp filter loaded"), std::string::npos)
       << (*sandboxed)->sandbox_summary();
@@ -67,6 +70,35 @@ TEST(SandboxedModelTest, ServesWhatTheInProcessModelServes) {
     });
   }
   for (auto& t : threads) t.join();
+}
+
+// Two channels run two passes at once: of two endless forwards started together,
+// one passes its deadline and stops the worker, and the other, running beside it,
+// is stopped with it (run one after the other, the second would instead find the
+// worker restarting: "restarts in").
+TEST(SandboxedModelTest, ChannelsRunPassesAtOnce) {
+  SandboxedModel::Options options = Options();
+  options.channels = 2;
+  options.max_forward = absl::Seconds(3);
+  auto m = SandboxedModel::Load(ReadFile(Fixture("ts_forever", "model.pt")), options);
+  ASSERT_TRUE(m.ok()) << m.status();
+  const HostTensor input = testing::FixtureNpy("tiny_ts_script", "input.npy");
+  std::vector<absl::Status> got(2);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 2; ++t) {
+    threads.emplace_back([&, t] { got[t] = (*m)->Forward(input).status(); });
+  }
+  for (auto& t : threads) t.join();
+  // Both end when the first deadline stops the worker; the one whose own deadline
+  // did not stop it says so (DEADLINE_EXCEEDED or UNAVAILABLE by which noticed first).
+  int stopped_for_other = 0;
+  for (const absl::Status& s : got) {
+    EXPECT_TRUE(s.code() == absl::StatusCode::kDeadlineExceeded ||
+                s.code() == absl::StatusCode::kUnavailable)
+        << s;
+    if (s.message().find("stopped for another batch") != std::string::npos) ++stopped_for_other;
+  }
+  EXPECT_EQ(stopped_for_other, 1) << got[0] << " / " << got[1];
 }
 
 // A forward that reads a server file (torch.from_file): in process (trusted) it
