@@ -79,8 +79,8 @@ with open(out, 'w') as f:
 - date: {datetime.datetime.utcnow():%Y-%m-%dT%H:%MZ}
 - machine: {os.cpu_count()} cores, {cpu}; Debian 12, LibTorch 1.13.1 (Debian), OpenBLAS (openmp); no GPU
 - command: `bash bench/sandbox_server_bench.sh` (server defaults: max batch 8, 2 batch workers,
-  queue 256; one sandboxed worker process per model version, the batch threads take turns on it;
-  client and server on the same machine, loopback); the modes alternated: sandboxed, trusted,
+  queue 256; one sandboxed worker process per model version with a channel per batch worker, so
+  two passes run in it at once as in process; client and server on the same machine, loopback); the modes alternated: sandboxed, trusted,
   sandboxed, trusted
 - per level: `model-client bench --duration {duration} --warmup {warmup}`, 1 sample per request;
   "extra us/request" = concurrency x (1/rate sandboxed - 1/rate trusted)
