@@ -460,6 +460,11 @@ absl::StatusOr<HostTensor> SandboxedModel::Forward(const HostTensor& batch) cons
     return absl::InternalError(
         absl::StrCat(options_.name, ": the worker's output bytes do not fit its shape"));
   }
+  if (reply.bytes > kWorkerMaxOutputBytes) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(options_.name, ": the output would take ", reply.bytes,
+                     " bytes, over the limit of ", kWorkerMaxOutputBytes, " bytes"));
+  }
   RETURN_IF_ERROR(MemfdToBytes(out, reply.bytes, &result.data));
   output_rank_.store(static_cast<int>(result.shape.size()));
   return result;

@@ -28,6 +28,9 @@ namespace modelserver {
 // Channel c (0 <= c < the worker's --channels) is descriptor kWorkerFd + c.
 constexpr int kWorkerFd = 3;
 constexpr int kWorkerMaxChannels = 16;
+// The largest output the server copies out of a worker (the in-process bound of
+// ToHostTensor): a worker is as hostile as the file it runs.
+constexpr uint64_t kWorkerMaxOutputBytes = uint64_t{1} << 30;
 constexpr int kWorkerMaxRank = 8;
 
 struct WorkerRequest {

@@ -2,8 +2,10 @@
 
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -222,6 +224,48 @@ TEST(SandboxedModelTest, AForwardPastItsDeadlineIsKilled) {
   absl::SleepFor(absl::Milliseconds(250));            // the first restart's backoff
   auto again = (*m)->Forward(input);                  // a new worker, stopped again
   EXPECT_EQ(again.status().code(), absl::StatusCode::kDeadlineExceeded) << again.status();
+}
+
+// A worker is as hostile as the file it runs: one that answers a forward with a
+// 2 GiB output (a sparse memfd here, a stand-in worker written in Python that
+// speaks the protocol's structs) is refused before the server copies a byte of it.
+TEST(SandboxedModelTest, AnOversizedWorkerOutputIsRefusedBeforeItIsCopied) {
+  const std::string script = ::testing::TempDir() + "/fake_worker_" + std::to_string(getpid());
+  {
+    std::ofstream out(script);
+    out << R"(#!/usr/bin/python3
+import os, socket, struct
+REPLY = '<i1024s4xq256s16s16sII8qQ'  # WorkerReply: 1408 bytes
+assert struct.calcsize(REPLY) == 1408
+s = socket.socket(fileno=3)
+def reply(code=0, rank=0, shape=(), nbytes=0, fds=()):
+    shape = list(shape) + [0] * (8 - len(shape))
+    data = struct.pack(REPLY, code, b'fake', 0, b'fake', b'fp32', b'contiguous', 1, rank,
+                       *shape, nbytes)
+    socket.send_fds(s, [data], list(fds))
+reply()                                       # hello
+for _ in range(2):                            # the load, then one forward
+    msg, fds, _, _ = socket.recv_fds(s, 4096, 1)
+    for fd in fds:
+        os.close(fd)
+    if struct.unpack_from('<I', msg)[0] == 1:  # kLoad
+        reply()
+    else:                                     # kForward: float32 [1, 2^29] = 2 GiB
+        fd = os.memfd_create('out')
+        os.ftruncate(fd, 1 << 31)
+        reply(rank=2, shape=(1, 1 << 29), nbytes=1 << 31, fds=[fd])
+)";
+  }
+  ASSERT_EQ(chmod(script.c_str(), 0755), 0);
+  SandboxedModel::Options options = Options();
+  options.worker_path = script;
+  auto m = SandboxedModel::Load("any bytes", options);
+  ASSERT_TRUE(m.ok()) << m.status();
+  auto out = (*m)->Forward(testing::FixtureNpy("tiny_ts_script", "input.npy"));
+  EXPECT_EQ(out.status().code(), absl::StatusCode::kResourceExhausted) << out.status();
+  EXPECT_NE(out.status().message().find("over the limit of 1073741824 bytes"), std::string::npos)
+      << out.status();
+  std::remove(script.c_str());
 }
 
 TEST(SandboxedModelTest, BadFilesAndInputsAreClearErrors) {
