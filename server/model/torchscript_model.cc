@@ -41,6 +41,16 @@ TorchScriptModel::~TorchScriptModel() = default;
 
 namespace {
 
+// TORCHSCRIPT or STATE_DICT; UNIMPLEMENTED naming any other format.
+absl::Status CheckSaveFormat(ModelFormat format) {
+  if (format == ModelFormat::kTorchScript || format == ModelFormat::kStateDict) {
+    return absl::OkStatus();
+  }
+  return absl::UnimplementedError(
+      absl::StrCat("a TorchScript model can be saved as TORCHSCRIPT or STATE_DICT, not ",
+                   ModelFormatName(format)));
+}
+
 // LibTorch's archive reader over bytes [offset, offset + size) of an open file,
 // read in place with pread (no copy of the file first).
 class FdReadAdapter : public caffe2::serialize::ReadAdapterInterface {
@@ -301,17 +311,13 @@ absl::Status TorchScriptModel::ValidateInput(DType dtype, const std::vector<int6
 }
 
 absl::Status TorchScriptModel::SaveToFd(ModelFormat format, int fd) const {
+  RETURN_IF_ERROR(CheckSaveFormat(format));
   if (format == ModelFormat::kStateDict) {
     try {
       return WriteStateDictToFd(StateDictForSave(), fd);
     } catch (const std::exception& e) {
       return TorchError(e, "writing the state dict");
     }
-  }
-  if (format != ModelFormat::kTorchScript) {
-    return absl::UnimplementedError(
-        absl::StrCat("a TorchScript model can be saved as TORCHSCRIPT or STATE_DICT, not ",
-                     ModelFormatName(format)));
   }
   std::ostringstream out;
   try {
@@ -341,6 +347,7 @@ StateDict TorchScriptModel::StateDictForSave() const {
 }
 
 absl::Status TorchScriptModel::Save(ModelFormat format, const std::string& path) const {
+  RETURN_IF_ERROR(CheckSaveFormat(format));
   if (format == ModelFormat::kStateDict) {
     // Its parameters and buffers by key, float32 on the CPU whatever it serves in:
     // what load_state_dict(strict=True) of the original nn.Module takes.
@@ -349,11 +356,6 @@ absl::Status TorchScriptModel::Save(ModelFormat format, const std::string& path)
     } catch (const std::exception& e) {
       return TorchError(e, "writing the state dict");
     }
-  }
-  if (format != ModelFormat::kTorchScript) {
-    return absl::UnimplementedError(
-        absl::StrCat("a TorchScript model can be saved as TORCHSCRIPT or STATE_DICT, not ",
-                     ModelFormatName(format)));
   }
   try {
     impl_->module.save(path);
