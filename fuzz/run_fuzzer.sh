@@ -10,7 +10,7 @@
 #                              JPEG/PNG/WebP files PIL writes here
 #   fuzz/wire_fuzzer.cc        network input: the REST inference body, the Open
 #                              Inference conversions both ways, Predict's tensor, the
-#                              REST routes; WIRE_SECONDS (default SECONDS / 2), seeded
+#                              REST routes, a sandboxed worker's reply; WIRE_SECONDS (default SECONDS / 2), seeded
 #                              by fuzz/wire_seeds.py with what the tests send
 #
 #   bash fuzz/run_fuzzer.sh [SECONDS [TORCH_SECONDS [IMAGE_SECONDS [WIRE_SECONDS]]]]
@@ -44,7 +44,7 @@ clang++ $flags -I. fuzz/image_fuzzer.cc server/image/image_decode.cc -o "$out/im
 wire_srcs="fuzz/wire_fuzzer.cc server/service/rest_infer.cc server/service/oip_convert.cc
            server/service/shared_memory_regions.cc server/service/tensor_proto.cc server/metrics/http_router.cc common/host_tensor.cc
            common/dtype_convert.cc common/oip_datatype.cc common/wire_size.cc
-           build/proto/inference/v2/grpc_predict_v2.pb.cc build/proto/modelserving/v1/model_service.pb.cc"
+           server/sandbox/worker_protocol.cc build/proto/inference/v2/grpc_predict_v2.pb.cc build/proto/modelserving/v1/model_service.pb.cc"
 clang++ $flags -I. -Ibuild/proto $wire_srcs -o "$out/wire_fuzzer" $absl_libs \
   $(pkg-config --libs protobuf) -lcrypto
 # Seed corpus: real torch.save / torch.jit.save files (the crafted attack fixtures

@@ -13,20 +13,27 @@
 // "s" 4 KiB at offset 60 KiB of it.
 //   3  a modelserving.v1.Tensor -> HostTensor (Predict's FromProto)
 //   4  an HTTP method and path ("<method> <path>") through the REST routes
+//   5  a sandboxed model-worker's reply (a worker is as hostile as the file it
+//      runs): "<u8 what: even = forward, odd = save><u8 dtype><u8 rank><i32 code>
+//      <u64 bytes><rank x i64 shape><the memfd's bytes>" (little-endian) ->
+//      TensorFromReply / FileFromReply (cap 4 KiB) and StatusFromReply
 // Every accepted value must also respect the invariants checked below.
 #include <fcntl.h>
 #include <google/protobuf/stubs/logging.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "inference/v2/grpc_predict_v2.pb.h"
 #include "modelserving/v1/model_service.pb.h"
 #include "server/metrics/http_router.h"
+#include "server/sandbox/worker_protocol.h"
 #include "server/service/oip_convert.h"
 #include "server/service/rest_infer.h"
 #include "server/service/shared_memory_regions.h"
@@ -120,6 +127,38 @@ void Tensor(const std::string& in) {
   }
 }
 
+void WorkerReply(const std::string& in) {
+  constexpr size_t kHead = 1 + 1 + 1 + 4 + 8;
+  if (in.size() < kHead) return;
+  modelserver::WorkerReply reply;
+  const bool save = (static_cast<uint8_t>(in[0]) & 1) != 0;
+  reply.dtype = static_cast<uint8_t>(in[1]);
+  reply.rank = static_cast<uint8_t>(in[2]);
+  std::memcpy(&reply.code, in.data() + 3, 4);
+  std::memcpy(&reply.bytes, in.data() + 7, 8);
+  size_t at = kHead;
+  for (uint32_t i = 0; i < reply.rank && i < modelserver::kWorkerMaxRank && at + 8 <= in.size();
+       ++i, at += 8) {
+    std::memcpy(&reply.shape[i], in.data() + at, 8);
+  }
+  std::memcpy(reply.message, in.data(), std::min(in.size(), sizeof(reply.message)));
+  (void)modelserver::StatusFromReply(reply).ToString();
+  const int fd = modelserver::BytesToMemfd("reply", in.substr(at));
+  if (fd < 0) return;
+  if (save) {
+    absl::StatusOr<std::string> file = modelserver::FileFromReply(reply, fd, 4096);
+    if (file.ok() && (file->size() != reply.bytes || file->size() > 4096)) std::abort();
+  } else {
+    absl::StatusOr<modelserver::HostTensor> t = modelserver::TensorFromReply(reply, fd);
+    if (t.ok() && (t->shape.empty() || t->shape.size() > modelserver::kWorkerMaxRank ||
+                   t->data.size() !=
+                       static_cast<size_t>(t->NumElements()) * modelserver::DTypeSize(t->dtype))) {
+      std::abort();  // an accepted output's bytes match its shape
+    }
+  }
+  close(fd);
+}
+
 const HttpRouter& Routes() {
   static const HttpRouter* router = [] {
     auto* r = new HttpRouter;
@@ -153,7 +192,7 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 1) return 0;
   const std::string in(reinterpret_cast<const char*>(data) + 1, size - 1);
-  switch (data[0] % 5) {
+  switch (data[0] % 6) {
     case 0:
       Rest(in);
       break;
@@ -166,8 +205,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case 3:
       Tensor(in);
       break;
-    default:
+    case 4:
       Route(in);
+      break;
+    default:
+      WorkerReply(in);
   }
   return 0;
 }

@@ -2,7 +2,7 @@
 """Seeds for fuzz/wire_fuzzer.cc, in its framing (first byte = parser), from what the
 tests send: REST bodies (JSON, nested and flat, typed, base64 images, the binary-data
 extension, the hostile ones of oip_test and front_door_test), ModelInferRequests (raw
-and typed contents, BYTES, classification), PredictResponses, Predict tensors, paths.
+and typed contents, BYTES, classification), PredictResponses, Predict tensors, paths, a worker's forward and save replies.
 Usage: wire_seeds.py OUT_DIR BUILD_DIR"""
 import base64
 import json
@@ -96,6 +96,18 @@ seeds['tensor_overflow'] = b'\x03' + big.SerializeToString()
 for i, path in enumerate(('GET /v2/models/tiny/ready', 'POST /v2/models/tiny/versions/3/infer',
                           'GET /metrics', 'DELETE /v2/models/a%2F/ready')):
     seeds[f'route_{i}'] = b'\x04' + path.encode()
+
+
+def worker_reply(what, dtype, shape, code, payload, nbytes=None):
+    n = len(payload) if nbytes is None else nbytes
+    return (bytes([5, what, dtype, len(shape)]) + struct.pack('<iQ', code, n) +
+            b''.join(struct.pack('<q', d) for d in shape) + payload)
+
+
+seeds['worker_forward'] = worker_reply(0, 1, [2, 3], 0, bytes(24))
+seeds['worker_forward_error'] = worker_reply(0, 1, [2, 3], 8, b'')
+seeds['worker_forward_oversized'] = worker_reply(0, 1, [1 << 20, 1 << 20], 0, b'', 1 << 42)
+seeds['worker_save'] = worker_reply(1, 0, [], 0, b'PK\x05\x06' + bytes(18))
 for name, data in seeds.items():
     with open(os.path.join(out, name), 'wb') as f:
         f.write(data)

@@ -1,5 +1,6 @@
 #include "server/checkpoint/torchscript_archive.h"
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -10,11 +11,47 @@ namespace {
 // Largest code record read (the code of torchvision's biggest models is < 1 MiB).
 constexpr uint64_t kMaxCodeBytes = 64ull << 20;
 
+// Whether a record may be read by LibTorch as code: any record in a folder named
+// "code" in any case (its zip lookup ignores case), whatever its extension.
+bool IsCodeRecord(absl::string_view name) {
+  std::string lower = absl::AsciiStrToLower(name);
+  return absl::StartsWith(lower, "code/") || absl::StrContains(lower, "/code/");
+}
+
+bool IsIdentifierChar(char c) { return absl::ascii_isalnum(c) || c == '_'; }
+
+// Whether `text` has the tokens `def __setstate__` however they are spaced.
+bool DefinesSetState(absl::string_view text) {
+  constexpr absl::string_view kName = "__setstate__";
+  for (size_t at = text.find(kName); at != absl::string_view::npos; at = text.find(kName, at + 1)) {
+    if (at + kName.size() < text.size() && IsIdentifierChar(text[at + kName.size()])) continue;
+    // Walk back over blanks and continuations to the token before the name.
+    size_t end = at;
+    while (end > 0) {
+      char c = text[end - 1];
+      if (c == ' ' || c == '\t' || c == '\f' || c == '\v' || c == '\r') {
+        --end;
+      } else if (c == '\n' && end >= 2 && text[end - 2] == '\\') {
+        end -= 2;
+      } else if (c == '\n' && end >= 3 && text[end - 2] == '\r' && text[end - 3] == '\\') {
+        end -= 3;
+      } else {
+        break;
+      }
+    }
+    if (end >= 3 && text.substr(end - 3, 3) == "def" &&
+        (end == 3 || !IsIdentifierChar(text[end - 4]))) {
+      return true;
+    }
+  }
+  return false;
+}
+
 }  // namespace
 
 bool HasTorchScriptCode(const ZipReader& zip) {
   for (const ZipReader::Entry& e : zip.entries()) {
-    if (absl::StrContains(e.name, "/code/") || absl::EndsWith(e.name, "/constants.pkl")) {
+    if (IsCodeRecord(e.name) || absl::EndsWith(absl::AsciiStrToLower(e.name), "/constants.pkl")) {
       return true;
     }
   }
@@ -29,9 +66,9 @@ absl::Status CheckTorchScriptArchive(const ZipReader& zip, const std::string& wh
                      "torch.save(model.state_dict()) is format STATE_DICT"));
   }
   for (const ZipReader::Entry& e : zip.entries()) {
-    if (!absl::StrContains(e.name, "/code/") || !absl::EndsWith(e.name, ".py")) continue;
+    if (!IsCodeRecord(e.name)) continue;
     ASSIGN_OR_RETURN(std::string text, zip.ReadToString(e, kMaxCodeBytes, /*allow_deflated=*/true));
-    if (absl::StrContains(text, "def __setstate__(")) {
+    if (DefinesSetState(text)) {
       return absl::FailedPreconditionError(
           absl::StrCat(what, ": TorchScript record '", e.name,
                        "' defines __setstate__, which LibTorch would run while loading the file; "

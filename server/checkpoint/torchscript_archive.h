@@ -12,7 +12,11 @@ namespace modelserver {
 // reads it: that it holds TorchScript code (code/ records), and that none of its
 // classes defines __setstate__ -- torch::jit::load runs those while it unpickles
 // the module's state, before any check of the module's operators could run.
-// Reads (and inflates, bounded) every code/*.py record.
+// Reads (and inflates, bounded) every record LibTorch could read as code: any
+// record in a folder named "code" in any case, whatever its extension; finds
+// `def __setstate__` however the two tokens are spaced (blanks, tabs, backslash
+// line breaks). A friendly early error, not the boundary: LibTorch's lexer and
+// class loader decide what runs, and the sandboxed worker is what stops it.
 //
 // FAILED_PRECONDITION for a non-TorchScript archive or a __setstate__ (naming
 // the record); DATA_LOSS / RESOURCE_EXHAUSTED from reading a record. `what`

@@ -1,14 +1,17 @@
 #include "server/model/torchscript_ops.h"
 
+#include <torch/csrc/jit/api/function_impl.h>
 #include <torch/csrc/jit/ir/ir.h>
 #include <torch/csrc/jit/passes/inliner.h>
 
+#include <optional>
 #include <set>
 #include <string>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "common/status_macros.h"
 
 namespace modelserver {
 namespace {
@@ -111,6 +114,194 @@ const torch::jit::Node* FirstRefused(const torch::jit::Block* block) {
   return nullptr;
 }
 
+// The value of a bool known before the graph runs in eval mode: `training`
+// attributes (the server loads modules with eval()), bool constants, and not /
+// and / or / if of known ones. Lets the state check skip training-only branches
+// (BatchNorm's num_batches_tracked.add_) without evaluating any operator. Looks
+// at most `*budget` nodes (a chain of `x = x & x` would otherwise double the
+// walk at each link); unknown beyond.
+std::optional<bool> KnownBool(const torch::jit::Value* v, int* budget) {
+  if (--*budget < 0) return std::nullopt;
+  const torch::jit::Node* n = v->node();
+  const std::string kind = n->kind().toQualString();
+  if (kind == "prim::GetAttr") {
+    if (n->s(torch::jit::attr::name) == "training") return false;
+  } else if (kind == "prim::Constant") {
+    if (v->type()->kind() == c10::TypeKind::BoolType) return n->i(torch::jit::attr::value) != 0;
+  } else if (kind == "aten::__not__" && n->inputs().size() == 1) {
+    if (auto b = KnownBool(n->input(0), budget)) return !*b;
+  } else if ((kind == "aten::__and__" || kind == "aten::__or__") && n->inputs().size() == 2 &&
+             v->type()->kind() == c10::TypeKind::BoolType) {
+    auto a = KnownBool(n->input(0), budget), b = KnownBool(n->input(1), budget);
+    if (kind == "aten::__and__" && ((a && !*a) || (b && !*b))) return false;
+    if (kind == "aten::__or__" && ((a && *a) || (b && *b))) return true;
+    if (a && b) return kind == "aten::__and__" ? (*a && *b) : (*a || *b);
+  } else if (kind == "prim::If") {
+    if (auto c = KnownBool(n->input(0), budget)) {
+      const torch::jit::Block* live = n->blocks()[*c ? 0 : 1];
+      for (size_t k = 0; k < n->outputs().size(); ++k) {
+        if (n->outputs()[k] == v && k < live->outputs().size()) {
+          return KnownBool(live->outputs()[k], budget);
+        }
+      }
+    }
+  }
+  return std::nullopt;
+}
+
+// Whether block `b` of `n` never runs in eval mode (the branch of an if whose
+// condition is known).
+bool IsDeadBlock(const torch::jit::Node* n, const torch::jit::Block* b) {
+  if (n->kind() != c10::prim::If) return false;
+  int budget = 256;  // and/or of one value with itself, nested, must not explode
+  std::optional<bool> c = KnownBool(n->input(0), &budget);
+  return c.has_value() && b != n->blocks()[*c ? 0 : 1];
+}
+
+// Which values of an inlined graph are (views of) module state -- attributes
+// (prim::GetAttr: parameters, buffers, lists, dicts) and tensor constants -- and
+// which containers hold such values, so that a write to one can be named.
+class StateTracker {
+ public:
+  // Marks until nothing changes (loops carry values back to their start).
+  void Run(const torch::jit::Block* block) {
+    for (int pass = 0; pass < 64; ++pass) {
+      changed_ = false;
+      Visit(block);
+      if (!changed_) return;
+    }
+  }
+
+  // The first node that writes to module state (an in-place operator, an out=
+  // argument, append/insert/__setitem__ on a list or dict attribute), or null.
+  const torch::jit::Node* FirstWrite(const torch::jit::Block* block) const {
+    for (const torch::jit::Node* n : block->nodes()) {
+      if (const c10::FunctionSchema* schema = n->maybeSchema()) {
+        const auto& args = schema->arguments();
+        for (size_t i = 0; i < n->inputs().size() && i < args.size(); ++i) {
+          if (args[i].alias_info() != nullptr && args[i].alias_info()->isWrite() &&
+              state_.count(n->inputs()[i]) > 0) {
+            return n;
+          }
+        }
+      }
+      for (const torch::jit::Block* b : n->blocks()) {
+        if (IsDeadBlock(n, b)) continue;
+        if (const torch::jit::Node* w = FirstWrite(b)) return w;
+      }
+    }
+    return nullptr;
+  }
+
+ private:
+  void Mark(std::set<const torch::jit::Value*>& set, const torch::jit::Value* v) {
+    if (set.insert(v).second) changed_ = true;
+  }
+  bool Is(const torch::jit::Value* v) const { return state_.count(v) > 0; }
+  bool Holds(const torch::jit::Value* v) const { return holders_.count(v) > 0; }
+
+  void Visit(const torch::jit::Block* block) {
+    for (const torch::jit::Node* n : block->nodes()) {
+      const std::string kind = n->kind().toQualString();
+      if (kind == "prim::GetAttr") {
+        Mark(state_, n->output());
+      } else if (kind == "prim::Constant") {
+        if (n->output()->type()->kind() == c10::TypeKind::TensorType) Mark(state_, n->output());
+      } else if (kind == "prim::ListConstruct" || kind == "prim::TupleConstruct" ||
+                 kind == "prim::DictConstruct") {
+        // A new container: writing to it is fine, its elements may be state.
+        for (const torch::jit::Value* in : n->inputs()) {
+          if (Is(in) || Holds(in)) Mark(holders_, n->output());
+        }
+      } else if (kind == "prim::If") {
+        for (const torch::jit::Block* b : n->blocks()) {
+          if (IsDeadBlock(n, b)) continue;
+          Visit(b);
+          for (size_t k = 0; k < b->outputs().size() && k < n->outputs().size(); ++k) {
+            Carry(b->outputs()[k], n->outputs()[k]);
+          }
+        }
+      } else if (kind == "prim::Loop") {
+        // inputs: trip count, condition, carried...; block: iteration, carried... ->
+        // condition, carried...; outputs: carried...
+        const torch::jit::Block* b = n->blocks()[0];
+        for (size_t k = 0; k < n->outputs().size(); ++k) {
+          if (2 + k < n->inputs().size() && 1 + k < b->inputs().size()) {
+            Carry(n->inputs()[2 + k], b->inputs()[1 + k]);
+          }
+        }
+        Visit(b);
+        for (size_t k = 0; k < n->outputs().size(); ++k) {
+          if (1 + k < b->outputs().size()) {
+            Carry(b->outputs()[1 + k], n->outputs()[k]);
+            if (1 + k < b->inputs().size()) Carry(b->outputs()[1 + k], b->inputs()[1 + k]);
+          }
+        }
+      } else if (const c10::FunctionSchema* schema = n->maybeSchema()) {
+        // An output that may alias an input (a view, a list's element) is state if
+        // that input is.
+        bool from_state = false, from_holder = false;
+        const auto& args = schema->arguments();
+        for (size_t i = 0; i < n->inputs().size() && i < args.size(); ++i) {
+          if (args[i].alias_info() == nullptr) continue;
+          from_state |= Is(n->inputs()[i]);
+          from_holder |= Holds(n->inputs()[i]);
+        }
+        const auto& returns = schema->returns();
+        for (size_t k = 0; k < n->outputs().size() && k < returns.size(); ++k) {
+          if (returns[k].alias_info() == nullptr) continue;
+          if (from_state || from_holder) Mark(state_, n->outputs()[k]);
+          if (from_holder) Mark(holders_, n->outputs()[k]);
+        }
+      } else {
+        // Other prim nodes (unpacking, casts, indexing): outputs follow inputs.
+        bool from_state = false, from_holder = false;
+        for (const torch::jit::Value* in : n->inputs()) {
+          from_state |= Is(in);
+          from_holder |= Holds(in);
+        }
+        for (const torch::jit::Value* out : n->outputs()) {
+          if (from_state || from_holder) Mark(state_, out);
+          if (from_holder) Mark(holders_, out);
+        }
+      }
+    }
+  }
+
+  void Carry(const torch::jit::Value* from, const torch::jit::Value* to) {
+    if (Is(from)) Mark(state_, to);
+    if (Holds(from)) Mark(holders_, to);
+  }
+
+  std::set<const torch::jit::Value*> state_;
+  std::set<const torch::jit::Value*> holders_;
+  bool changed_ = false;
+};
+
+// FAILED_PRECONDITION naming `where` if its graph calls a refused operator or
+// writes to module state.
+absl::Status CheckGraph(torch::jit::Graph& source, const std::string& where) {
+  std::shared_ptr<torch::jit::Graph> graph = source.copy();
+  torch::jit::Inline(*graph);
+  if (const torch::jit::Node* n = FirstRefused(graph->block())) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the TorchScript module calls operator ", n->kind().toQualString(), " in ", where,
+        ", which is not on the server's allowlist of tensor operators (file, process, "
+        "network, print and state-changing operators are refused); serve it only with "
+        "--trust_torchscript if you vouch for the file"));
+  }
+  StateTracker state;
+  state.Run(graph->block());
+  if (const torch::jit::Node* n = state.FirstWrite(graph->block())) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the TorchScript module changes its own state in ", where, " (", n->kind().toQualString(),
+        " writes to a parameter, buffer, constant or list/dict attribute), so one request "
+        "would change the answers to later ones; serve it only with --trust_torchscript if "
+        "you vouch for the file"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 bool IsAllowedTorchScriptOperator(absl::string_view qualified_name) {
@@ -128,17 +319,20 @@ absl::Status CheckTorchScriptOperators(const torch::jit::Module& module) {
   for (const torch::jit::Module& m : module.modules()) modules.push_back(m);
   for (const torch::jit::Module& m : modules) {
     for (const torch::jit::Method& method : m.get_methods()) {
-      std::shared_ptr<torch::jit::Graph> graph = method.graph()->copy();
-      torch::jit::Inline(*graph);
-      if (const torch::jit::Node* n = FirstRefused(graph->block())) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "the TorchScript module calls operator ", n->kind().toQualString(), " in ",
-            m.type()->name() ? m.type()->name()->qualifiedName() : "module", ".", method.name(),
-            ", which is not on the server's allowlist of tensor operators (file, process, "
-            "network, print and state-changing operators are refused); serve it only with "
-            "--trust_torchscript if you vouch for the file"));
-      }
+      RETURN_IF_ERROR(
+          CheckGraph(*method.graph(),
+                     absl::StrCat(m.type()->name() ? m.type()->name()->qualifiedName() : "module",
+                                  ".", method.name())));
     }
+  }
+  // Methods of TorchScript classes (objects held as attributes) and free
+  // functions: every function of the file's compilation unit. A class's
+  // __init__ is not run for a loaded object (its state is unpickled).
+  for (torch::jit::Function* fn : module._ivalue()->compilation_unit()->get_functions()) {
+    if (fn->name() == "__init__") continue;
+    torch::jit::GraphFunction* graph_fn = torch::jit::tryToGraphFunction(*fn);
+    if (graph_fn == nullptr) continue;
+    RETURN_IF_ERROR(CheckGraph(*graph_fn->graph(), fn->qualname().qualifiedName()));
   }
   return absl::OkStatus();
 }

@@ -20,10 +20,17 @@ namespace modelserver {
 // overloads follow their base operator.
 bool IsAllowedTorchScriptOperator(absl::string_view qualified_name);
 
-// Inlines every method of `module` and of each of its submodules and checks
-// every node, nested blocks included, against IsAllowedTorchScriptOperator.
-// FAILED_PRECONDITION naming the first refused operator and the method that
-// uses it. Compiles the methods (no module code runs). Thread-compatible.
+// Inlines every method of `module` and of each of its submodules, and every
+// function of its compilation unit (methods of TorchScript classes held as
+// attributes, free functions; not a class's __init__, which loading does not
+// run), and checks every node, nested blocks included, against
+// IsAllowedTorchScriptOperator; then refuses a write to the module's state:
+// an in-place operator, out= argument or list/dict mutation (append, insert,
+// __setitem__) whose target is an attribute (parameter, buffer, list, dict), a
+// view or element of one, or a tensor constant -- such a module would change
+// later callers' answers. FAILED_PRECONDITION naming the operator and the
+// method. A friendly early error, not the boundary (the sandboxed worker is).
+// Compiles the methods (no module code runs). Thread-compatible.
 absl::Status CheckTorchScriptOperators(const torch::jit::Module& module);
 
 }  // namespace modelserver

@@ -9,9 +9,9 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <condition_variable>
 #include <cstdio>
 #include <cstring>
-#include <condition_variable>
 #include <deque>
 #include <fstream>
 #include <functional>
@@ -29,11 +29,13 @@ extern char** environ;
 namespace modelserver {
 namespace {
 
-absl::Status FromReply(const WorkerReply& reply) {
-  if (reply.code == 0) return absl::OkStatus();
-  const size_t n = strnlen(reply.message, sizeof(reply.message));
-  return absl::Status(static_cast<absl::StatusCode>(reply.code), std::string(reply.message, n));
-}
+// Closes a received descriptor (-1: none) when the scope ends.
+struct FdCloser {
+  int fd;
+  ~FdCloser() {
+    if (fd >= 0) close(fd);
+  }
+};
 
 // Runs `spawn` on one thread that lives as long as the process. A worker's
 // PR_SET_PDEATHSIG fires when the *thread* that started it ends, and models are
@@ -200,7 +202,7 @@ absl::Status SandboxedModel::StartLocked() const {
   int none_fd = -1;
   absl::Status s = ReceiveMessage(socket, &hello, sizeof(hello), &none_fd, options_.max_load);
   if (none_fd >= 0) close(none_fd);
-  if (s.ok()) s = FromReply(hello);
+  if (s.ok()) s = StatusFromReply(hello);
   if (s.ok()) summary_.assign(hello.message, strnlen(hello.message, sizeof(hello.message)));
   const int file = file_;  // sealed read-only: every worker gets the same bytes
   if (s.ok()) {
@@ -219,12 +221,13 @@ absl::Status SandboxedModel::StartLocked() const {
     int fd = -1;
     s = ReceiveMessage(socket, &loaded, sizeof(loaded), &fd, options_.max_load);
     if (fd >= 0) close(fd);
-    if (s.ok()) s = FromReply(loaded);
+    if (s.ok()) s = StatusFromReply(loaded);
     if (s.ok()) {
       loaded_architecture_.assign(loaded.architecture,
                                   strnlen(loaded.architecture, sizeof(loaded.architecture)));
       loaded_parameter_bytes_ = loaded.parameter_bytes;
-      loaded_precision_.assign(loaded.precision, strnlen(loaded.precision, sizeof(loaded.precision)));
+      loaded_precision_.assign(loaded.precision,
+                               strnlen(loaded.precision, sizeof(loaded.precision)));
       loaded_memory_format_.assign(loaded.memory_format,
                                    strnlen(loaded.memory_format, sizeof(loaded.memory_format)));
     }
@@ -313,17 +316,23 @@ absl::Status SandboxedModel::Save(ModelFormat format, const std::string& path) c
   }
   if (!s.ok()) {
     const std::string why = Fail(lease, "crash");
-    return absl::UnavailableError(absl::StrCat(options_.name, ": its sandboxed worker failed "
-                                               "while saving (", s.message(), "; ", why, ")"));
+    return absl::UnavailableError(absl::StrCat(options_.name,
+                                               ": its sandboxed worker failed "
+                                               "while saving (",
+                                               s.message(), "; ", why, ")"));
   }
   Release(lease);
-  std::string bytes;
-  s = FromReply(reply);
-  if (s.ok() && file < 0) s = absl::InternalError("the worker sent no file");
-  if (s.ok()) s = MemfdToBytes(file, reply.bytes, &bytes);
-  if (file >= 0) close(file);
-  RETURN_IF_ERROR(s);
-  return WriteNewFile(path, bytes);
+  const FdCloser closer{file};
+  RETURN_IF_ERROR(StatusFromReply(reply));
+  // A hostile worker may answer with any size: the module's own file, re-saved,
+  // cannot need more than twice the bytes it was loaded from.
+  const uint64_t max_bytes = 2 * file_size_ + (uint64_t{64} << 20);
+  absl::StatusOr<std::string> bytes = FileFromReply(reply, file, max_bytes);
+  if (!bytes.ok()) {
+    return absl::Status(bytes.status().code(),
+                        absl::StrCat(options_.name, ": ", bytes.status().message()));
+  }
+  return WriteNewFile(path, *bytes);
 }
 
 void SandboxedModel::RecordStopLocked(const std::string& reason, const std::string& what) const {
@@ -417,11 +426,10 @@ absl::StatusOr<HostTensor> SandboxedModel::Forward(const HostTensor& batch) cons
   }
   if (s.code() == absl::StatusCode::kDeadlineExceeded) {
     const std::string ended = Fail(lease, "deadline");
-    return absl::DeadlineExceededError(
-        absl::StrCat(options_.name, ": the forward pass ran past ",
-                     absl::FormatDuration(options_.max_forward),
-                     " (--max_forward_seconds); its sandboxed worker was stopped (", ended,
-                     ") and restarts for the next batch"));
+    return absl::DeadlineExceededError(absl::StrCat(
+        options_.name, ": the forward pass ran past ", absl::FormatDuration(options_.max_forward),
+        " (--max_forward_seconds); its sandboxed worker was stopped (", ended,
+        ") and restarts for the next batch"));
   }
   if (!s.ok()) {
     const std::string ended = Fail(lease, "crash");
@@ -429,16 +437,12 @@ absl::StatusOr<HostTensor> SandboxedModel::Forward(const HostTensor& batch) cons
         absl::StrCat(options_.name, ": its sandboxed worker died during a forward pass (", ended,
                      "; ", s.message(), "); it restarts for the next batch"));
   }
-  struct Closer {
-    int fd;
-    ~Closer() {
-      if (fd >= 0) close(fd);
-    }
-  } closer{out};
-  if (absl::Status r = FromReply(reply); r.code() != absl::StatusCode::kResourceExhausted) {
+  const FdCloser closer{out};
+  const absl::Status r = StatusFromReply(reply);
+  if (r.code() != absl::StatusCode::kResourceExhausted) {
     Release(lease);  // the worker answered: the channel is free again
   }
-  if (absl::Status r = FromReply(reply); !r.ok()) {
+  if (!r.ok()) {
     if (r.code() == absl::StatusCode::kResourceExhausted) {
       // Over its memory cap: what grew may be the module's own state.
       (void)Fail(lease, "memory");
@@ -448,25 +452,12 @@ absl::StatusOr<HostTensor> SandboxedModel::Forward(const HostTensor& batch) cons
     }
     return r;
   }
-  if (out < 0 || reply.rank == 0 || reply.rank > kWorkerMaxRank) {
-    return absl::InternalError(absl::StrCat(options_.name, ": a malformed worker reply"));
+  absl::StatusOr<HostTensor> result = TensorFromReply(reply, out);
+  if (!result.ok()) {
+    return absl::Status(result.status().code(),
+                        absl::StrCat(options_.name, ": ", result.status().message()));
   }
-  HostTensor result;
-  result.dtype = static_cast<DType>(reply.dtype);
-  result.shape.assign(reply.shape, reply.shape + reply.rank);
-  // The worker's numbers are checked like a client's.
-  if (DTypeSize(result.dtype) == 0 ||
-      !CheckTensorBytes(result.dtype, result.shape, static_cast<size_t>(reply.bytes)).ok()) {
-    return absl::InternalError(
-        absl::StrCat(options_.name, ": the worker's output bytes do not fit its shape"));
-  }
-  if (reply.bytes > kWorkerMaxOutputBytes) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat(options_.name, ": the output would take ", reply.bytes,
-                     " bytes, over the limit of ", kWorkerMaxOutputBytes, " bytes"));
-  }
-  RETURN_IF_ERROR(MemfdToBytes(out, reply.bytes, &result.data));
-  output_rank_.store(static_cast<int>(result.shape.size()));
+  output_rank_.store(static_cast<int>(result->shape.size()));
   return result;
 }
 

@@ -15,13 +15,13 @@
 #include <torch/torch.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
-#include <algorithm>
-#include <atomic>
 #include <string>
 #include <thread>
 #include <vector>
@@ -30,6 +30,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/host_tensor.h"
 #include "common/status_macros.h"
+#include "server/model/cpu_block_cache.h"
 #include "server/model/device.h"
 #include "server/model/torchscript_model.h"
 #include "server/sandbox/sandbox_policy.h"
@@ -86,8 +87,8 @@ absl::StatusOr<std::shared_ptr<TorchScriptModel>> LoadRequest(const WorkerReques
   if (request.template_bytes == 0) {
     return TorchScriptModel::LoadFromFd(fd, device, trusted, numerics);
   }
-  return TorchScriptModel::LoadTemplateFromFd(fd, request.template_bytes, device, trusted,
-                                              numerics, request.verify_crc != 0);
+  return TorchScriptModel::LoadTemplateFromFd(fd, request.template_bytes, device, trusted, numerics,
+                                              request.verify_crc != 0);
 }
 
 absl::StatusOr<HostTensor> ForwardRequest(const Model& model, const WorkerRequest& request,
@@ -111,8 +112,7 @@ absl::StatusOr<HostTensor> ForwardRequest(const Model& model, const WorkerReques
 // Answers forward and save requests on channel `socket` until the server closes
 // it. While n passes run at once each uses total_threads / n intra-op threads (as
 // the server's batch workers do in process).
-int Serve(int socket, const TorchScriptModel& model, int total_threads,
-          std::atomic<int>* running) {
+int Serve(int socket, const TorchScriptModel& model, int total_threads, std::atomic<int>* running) {
   while (true) {
     WorkerRequest request;
     int fd = -1;
@@ -177,6 +177,10 @@ int Main(int argc, char** argv) {
   const bool network_namespace = SandboxPolicy::EnterEmptyNetworkNamespace();  // single-threaded
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   const int default_threads = at::get_num_threads();  // LibTorch's own choice (no thread yet)
+  // Freed activation blocks are kept for the next batch (a quarter of the cap;
+  // 2 GiB without one): the worker serves one model, and what it keeps counts
+  // against its own cap.
+  InstallCpuBlockCache(data_bytes > 0 ? data_bytes / 4 : uint64_t{2} << 30);
   WarmUp(device);
   SandboxPolicy::Options policy;
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)

@@ -85,6 +85,52 @@ absl::Status ReceiveMessage(int socket, void* message, size_t size, int* fd,
   return absl::OkStatus();
 }
 
+absl::Status StatusFromReply(const WorkerReply& reply) {
+  if (reply.code == 0) return absl::OkStatus();
+  const size_t n = strnlen(reply.message, sizeof(reply.message));
+  const auto code =
+      reply.code > 0 && reply.code <= static_cast<int32_t>(absl::StatusCode::kUnauthenticated)
+          ? static_cast<absl::StatusCode>(reply.code)
+          : absl::StatusCode::kUnknown;
+  return absl::Status(code, std::string(reply.message, n));
+}
+
+absl::StatusOr<HostTensor> TensorFromReply(const WorkerReply& reply, int fd) {
+  if (fd < 0 || reply.rank == 0 || reply.rank > kWorkerMaxRank) {
+    return absl::InternalError("a malformed worker reply");
+  }
+  HostTensor result;
+  result.dtype = static_cast<DType>(reply.dtype);
+  result.shape.assign(reply.shape, reply.shape + reply.rank);
+  if (reply.dtype > 255 || DTypeSize(result.dtype) == 0 ||
+      !CheckTensorBytes(result.dtype, result.shape, static_cast<size_t>(reply.bytes)).ok()) {
+    return absl::InternalError("the worker's output bytes do not fit its shape");
+  }
+  if (reply.bytes > kWorkerMaxOutputBytes) {
+    return absl::ResourceExhaustedError(absl::StrCat("the output would take ", reply.bytes,
+                                                     " bytes, over the limit of ",
+                                                     kWorkerMaxOutputBytes, " bytes"));
+  }
+  if (absl::Status s = MemfdToBytes(fd, reply.bytes, &result.data); !s.ok()) {
+    return absl::InternalError(absl::StrCat("the worker's output: ", s.message()));
+  }
+  return result;
+}
+
+absl::StatusOr<std::string> FileFromReply(const WorkerReply& reply, int fd, uint64_t max_bytes) {
+  if (fd < 0) return absl::InternalError("the worker sent no file");
+  if (reply.bytes > max_bytes) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the saved file would take ", reply.bytes, " bytes, over the limit of ",
+                     max_bytes, " bytes (twice the loaded file, plus 64 MiB)"));
+  }
+  std::string bytes;
+  if (absl::Status s = MemfdToBytes(fd, reply.bytes, &bytes); !s.ok()) {
+    return absl::InternalError(absl::StrCat("the worker's saved file: ", s.message()));
+  }
+  return bytes;
+}
+
 int BytesToMemfd(const char* name, const std::string& bytes, bool read_only) {
   const int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
   if (fd < 0) return -1;

@@ -5,7 +5,9 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/host_tensor.h"
 
 namespace modelserver {
 
@@ -72,6 +74,22 @@ struct WorkerReply {
   int64_t shape[kWorkerMaxRank] = {};
   uint64_t bytes = 0;
 };
+
+// The tensor a worker's kForward reply describes, its bytes read from `fd` (the
+// memfd that came with the reply; -1 when none). A worker is as hostile as the
+// file it runs, so its numbers are checked like a client's: INTERNAL for a
+// malformed reply (no memfd, rank 0 or over kWorkerMaxRank, an unknown dtype,
+// bytes that do not fit the shape, a memfd of another size); RESOURCE_EXHAUSTED
+// over kWorkerMaxOutputBytes, before anything is copied. The reply's own status
+// is the caller's (FromReply).
+absl::StatusOr<HostTensor> TensorFromReply(const WorkerReply& reply, int fd);
+// The file of a kSave reply, read from `fd`: INTERNAL without a memfd or for
+// one of another size than the reply says; RESOURCE_EXHAUSTED over `max_bytes`,
+// before anything is copied.
+absl::StatusOr<std::string> FileFromReply(const WorkerReply& reply, int fd, uint64_t max_bytes);
+// The status a reply carries (its code and message, the message bounded by its
+// field; an unknown code is UNKNOWN).
+absl::Status StatusFromReply(const WorkerReply& reply);
 
 // Sends one struct, with `fd` (>= 0) attached. INTERNAL / UNAVAILABLE (the peer
 // is gone) on failure.

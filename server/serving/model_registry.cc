@@ -12,6 +12,7 @@
 #include "server/model/device.h"
 #include "server/model/model_loader.h"
 #include "server/model/replicated_model.h"
+#include "server/serving/upload_check.h"
 #include "server/util/logging.h"
 
 namespace modelserver {
@@ -30,81 +31,28 @@ const char* ModelStateName(ModelState state) {
   return "?";
 }
 
-namespace {
-
-// A float32 tensor of zeros: the probe of warm-ups and upload checks.
-HostTensor Zeros(const std::vector<int64_t>& shape) {
-  HostTensor t;
-  t.dtype = DType::kFloat32;
-  t.shape = shape;
-  t.data.assign(static_cast<size_t>(t.NumElements()) * 4, '\0');
-  return t;
-}
-
-}  // namespace
-
 absl::Status ModelRegistry::CheckUpload(const std::string& name, const std::string& path,
                                         ModelFormat format, const std::string& architecture,
                                         const std::string& architecture_file, size_t label_count,
                                         const std::vector<int64_t>& image_shape) const {
-  std::string arch = architecture;
-  if (arch.empty() && architecture_file.empty()) {
+  UploadCandidate upload;
+  upload.name = name;
+  upload.path = path;
+  upload.format = format;
+  upload.architecture = architecture;
+  if (upload.architecture.empty() && architecture_file.empty()) {
     absl::ReaderMutexLock lock(&mu_);
-    if (auto it = models_.find(name); it != models_.end()) arch = it->second.arch_hint;
+    if (auto it = models_.find(name); it != models_.end())
+      upload.architecture = it->second.arch_hint;
   }
-  const bool code = format == ModelFormat::kTorchScript ||
-                    (format == ModelFormat::kStateDict && arch.empty() && !architecture_file.empty());
-  if (code && options_.sandbox_code) {
-    // Nothing of it runs here: the zip-level checks (friendly early errors) in
-    // process, then a load in a sandboxed worker, which checks everything.
-    if (format == ModelFormat::kTorchScript) {
-      RETURN_IF_ERROR(CheckLoadable(path, format, arch, /*trust_torchscript=*/false));
-    }
-  } else {
-    RETURN_IF_ERROR(
-        CheckLoadable(path, format, arch, options_.trust_torchscript, architecture_file));
-    if (label_count == 0) return absl::OkStatus();
-  }
-  ModelLoadOptions lo;
-  lo.path = path;
-  lo.format = format;
-  lo.architecture = architecture_file.empty() ? arch : "";
-  lo.architecture_path = architecture_file;
-  lo.device = "cpu";
-  lo.trust_torchscript = options_.trust_torchscript;
-  lo.name = name;
-  ASSIGN_OR_RETURN(std::shared_ptr<const Model> model,
-                   options_.loader ? options_.loader(lo) : LoadModelFromFile(lo));
-  if (label_count == 0) return absl::OkStatus();
-  std::vector<int64_t> shape = model->WarmupShape();
-  const bool own_shape = !shape.empty();
-  if (!own_shape) {  // e.g. TorchScript: try what its images become
-    shape = image_shape;
-    shape.insert(shape.begin(), 1);
-    // Takes no images: its class count cannot be known, so labels are refused.
-    if (!model->ValidateInput(DType::kFloat32, shape).ok()) return CheckLabelCount(label_count, {});
-  }
-  shape[0] = 1;
-  absl::StatusOr<HostTensor> out = model->Forward(Zeros(shape));
-  if (!out.ok()) {
-    if (own_shape) return out.status();
-    return CheckLabelCount(label_count, {});
-  }
-  return CheckLabelCount(label_count, out->shape);
-}
-
-absl::Status ModelRegistry::CheckLabelCount(size_t labels, const std::vector<int64_t>& output) {
-  if (output.size() < 2) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("labels.txt has ", labels, " lines but the model's output ",
-                     output.empty() ? std::string("could not be computed on an image-shaped input")
-                                    : absl::StrCat("is ", ShapeString(output)),
-                     ", which has no class dimension ([N, C, ...]); labels need one"));
-  }
-  if (static_cast<int64_t>(labels) == output[1]) return absl::OkStatus();
-  return absl::FailedPreconditionError(
-      absl::StrCat("labels.txt has ", labels, " lines but the model gives ", output[1],
-                   " classes (output ", ShapeString(output), "); line i must name class i"));
+  upload.architecture_file = architecture_file;
+  upload.label_count = label_count;
+  upload.image_shape = image_shape;
+  UploadCheckOptions options;
+  options.trust_torchscript = options_.trust_torchscript;
+  options.sandbox_code = options_.sandbox_code;
+  options.loader = options_.loader;
+  return modelserver::CheckUpload(upload, options);
 }
 
 absl::Status ModelRegistry::CheckArchitecture(const std::string& architecture) {
@@ -160,10 +108,8 @@ absl::StatusOr<ModelRegistry::LoadedVersion> ModelRegistry::LoadVersion(const st
   lo.version = v.version;
   // The model outlives this call (LoadVersion only builds it) and reports to the
   // registry that owns it.
-  lo.on_failed = [self = const_cast<ModelRegistry*>(this), name,
-                  version = v.version](const std::string& reason) {
-    self->VersionFailed(name, version, reason);
-  };
+  lo.on_failed = [self = const_cast<ModelRegistry*>(this), name, version = v.version](
+                     const std::string& reason) { self->VersionFailed(name, version, reason); };
   lo.verify_crc = v.manifest.sha256.empty();
   lo.trust_torchscript = options_.trust_torchscript;
   ASSIGN_OR_RETURN(lo.precision, PrecisionFor(name, v.manifest));
@@ -202,7 +148,7 @@ absl::StatusOr<ModelRegistry::LoadedVersion> ModelRegistry::LoadVersion(const st
       std::vector<int64_t> shape = preprocess->OutputShape();
       shape.insert(shape.begin(), 1);
       if ((*model)->ValidateInput(DType::kFloat32, shape).ok()) {
-        if (absl::StatusOr<HostTensor> out = (*model)->Forward(Zeros(shape)); out.ok()) {
+        if (absl::StatusOr<HostTensor> out = (*model)->Forward(ZerosProbe(shape)); out.ok()) {
           classes = out->shape;
         }
       }
@@ -290,7 +236,8 @@ absl::StatusOr<StoreVersion> ModelRegistry::ResolveSkipping(const std::string& n
   }
   *note = absl::StrCat("version ", skipped,
                        " was being loaded when the server stopped unexpectedly (killed, out of "
-                       "memory or crashed); it is skipped until LoadModel of version ",
+                       "memory or crashed), or its sandboxed worker kept being stopped; it is "
+                       "skipped until LoadModel of version ",
                        skipped, " succeeds");
   if (pick == 0) return absl::FailedPreconditionError(*note);
   LOG_WARNING("model ", name, ": ", *note, "; loading version ", pick, " instead");
@@ -319,7 +266,7 @@ absl::StatusOr<std::vector<int64_t>> ModelRegistry::WarmUp(const Model& model,
       every_batch_size ? std::max<int64_t>(1, options_.batching.max_batch_size) : 1;
   for (int64_t n = 1; n <= sizes; ++n) {
     shape[0] = n;
-    absl::StatusOr<HostTensor> out = model.Forward(Zeros(shape));
+    absl::StatusOr<HostTensor> out = model.Forward(ZerosProbe(shape));
     if (!out.ok()) {
       return absl::Status(out.status().code(), absl::StrCat("warm-up forward pass (batch ", n,
                                                             ") failed: ", out.status().message()));

@@ -157,13 +157,13 @@ class ModelRegistry {
   // Re-reads `name`'s store listing after a write this server made outside the
   // registry (an upload, a pin). Blocking.
   void StoreChanged(const std::string& name) const { listing_.Refresh(name); }
-  // Whether an uploaded file would load as `name` in `format` (CheckLoadable):
-  // a state dict without an architecture uses the one `name` was started with
-  // (--model NAME=ARCH), if any. Blocks while reading the file's pickle.
+  // Whether an uploaded file would load as `name` in `format`: the checks of
+  // upload_check.h (CheckUpload) with the registry's loader; a state dict
+  // without an architecture uses the one `name` was started with (--model
+  // NAME=ARCH), if any. Blocks while reading the file's pickle.
   // `architecture_file`: the template uploaded beside a state dict (or empty).
-  // `label_count` > 0 (labels uploaded with it): the model is also loaded on
-  // the CPU and run once -- at its own input shape, else at `image_shape` (what
-  // its images become) -- and a labels count other than its classes refused.
+  // `label_count` > 0 (labels uploaded with it): also loaded and run once, and
+  // a labels count other than its classes refused.
   absl::Status CheckUpload(const std::string& name, const std::string& path, ModelFormat format,
                            const std::string& architecture,
                            const std::string& architecture_file = "", size_t label_count = 0,
@@ -220,10 +220,6 @@ class ModelRegistry {
   // max_batch_size (on a GPU, on each batch worker: see DoLoad). Returns the
   // output shape of the batch-1 pass (empty when none ran).
   absl::StatusOr<std::vector<int64_t>> WarmUp(const Model& model, bool every_batch_size) const;
-  // FAILED_PRECONDITION when `labels` has another count than the class
-  // dimension (dimension 1) of an output of shape `output`, or when the output
-  // has none (rank < 2, or empty: it could not be computed).
-  static absl::Status CheckLabelCount(size_t labels, const std::vector<int64_t>& output);
   // The version's labels.txt, one label per line (null without one);
   // FAILED_PRECONDITION when it is over 4 MiB or unreadable.
   static absl::StatusOr<std::shared_ptr<const std::vector<std::string>>> ReadLabels(

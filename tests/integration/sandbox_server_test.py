@@ -3,17 +3,19 @@
 
 Fixtures written by Python's torch at test time (make_fixtures.py, sandbox/):
 setstate_<spelling>.pt are modules whose __setstate__ overwrites marker_<spelling>.bin while
-LibTorch loads it, written so that the early text check does not see it (`def __setstate__ (`,
+LibTorch loads it, written the ways that got past the old text search (`def __setstate__ (`,
 a tab, a backslash line break, the code record renamed `.PY`, its folder `CODE/`: each one
-that make_fixtures saw LibTorch run); class_setstate.pt holds the method on a TorchScript
+that make_fixtures saw LibTorch run; the early check now names them all, and sandbox_test
+loads each in a worker with the checks off to show the sandbox stops it); class_setstate.pt holds the method on a TorchScript
 class attribute (no module method); template_spaced.pt is used as an architecture template
 (run at upload, marker.bin); ts_hog.pt allocates 1 MiB per input column; ts_forever never
-returns.
+returns; ts_checks/list_append.pt keeps every input in a list attribute.
 
 One server with the defaults (every TorchScript file in a sandboxed model-worker):
 - every spelled-around __setstate__ hand-copied into the store and loaded at startup, and
   the template uploaded with an empty state dict: every marker is untouched, each load /
   upload is refused with a clear error, nothing is published, the server stays up;
+- a module that changes its own state in forward is refused at upload naming the method;
 - a TorchScript model serves Python's outputs bit for bit, also while the others fail;
 - a forward that never ends answers DEADLINE_EXCEEDED at --max_forward_seconds, other
   models keep serving, the next upload works;
@@ -25,6 +27,10 @@ One server with the defaults (every TorchScript file in a sandboxed model-worker
 - a version whose worker keeps being stopped (5 times: the kill above, then deadlines) is
   FAILED and the previous version serves again;
 - SIGTERM while a forward loops exits within the grace period.
+Restarted on the same store and state: the journal skips the failed version 2 of flaky (version
+1 serves at once); a model whose only version keeps being stopped is FAILED with the reason and
+answers an error, and after another restart it stays FAILED without running the file again.
+Without its model-worker binary the server refuses to start, naming the path and the flags.
 A second server with --trust_torchscript loads the same files and every marker IS
 overwritten: the sandbox, not the early check, is what stopped them.
 Usage: sandbox_server_test.py SERVER_BIN FIXTURES SOURCE_DIR PYCLIENT_DIR TMP
@@ -85,12 +91,15 @@ def marker_bytes(path=marker):
         return f.read()
 
 
-def start(name, models, *extra):
+def start(name, models, *extra, state=None):
     ports = {k: os.path.join(work, f'{name}-{k}') for k in ('grpc', 'metrics')}
+    for p in ports.values():  # a restart under the same name waits for new ones
+        if os.path.exists(p):
+            os.remove(p)
     args = [server_bin, '--store', store, '--listen', '127.0.0.1:0', '--port_file', ports['grpc'],
             '--metrics_listen', '127.0.0.1:0', '--metrics_port_file', ports['metrics'],
             '--http_listen', '', '--admin_token_file', token_file,
-            '--shutdown_grace_seconds', str(GRACE), '--state_dir', os.path.join(work, name + '-state'),
+            '--shutdown_grace_seconds', str(GRACE), '--state_dir', os.path.join(work, (state or name) + '-state'),
             *extra]
     for m in models:
         args += ['--model', m]
@@ -204,6 +213,13 @@ try:
            f'{code} {msg}')
     expect('nothing was published', not os.path.exists(os.path.join(store, 'tmpl', '1')))
     expect('marker.bin untouched by the template upload', marker_bytes() == bytes(16))
+    code, msg = code_of(lambda: c.upload('grows', os.path.join(fixtures, 'ts_checks',
+                                                              'list_append.pt'),
+                                         format='torchscript'))
+    expect('a forward appending to a list attribute is refused at upload, naming the method',
+           code == 'FAILED_PRECONDITION' and 'forward' in msg and 'aten::append' in msg,
+           f'{code} {msg}')
+    expect('nothing was published for it', not os.path.exists(os.path.join(store, 'grows')))
     expect('the server is up', proc.poll() is None)
 
     # A forward that never ends.
@@ -295,6 +311,53 @@ try:
     expect('no worker outlives the server', not workers_of(proc.pid))
 finally:
     stop(proc)
+
+# Restarted on the same store and state directory.
+proc, c, _ = start('restarted', ['flaky', 'forever'], '--max_forward_seconds', '2',
+                   state='sandboxed')
+try:
+    st = wait_state(c, 'flaky', READY)
+    expect('after a restart the journal skips the failed version: flaky serves version 1',
+           st is not None and st.state == READY and st.serving_version == 1, str(st))
+    # A model whose only version keeps being stopped.
+    st = wait_state(c, 'forever', READY)
+    expect('forever serves its only version', st is not None and st.state == READY, str(st))
+    codes = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(codes) < 12:
+        code, msg = code_of(lambda: c.predict('forever', x))
+        codes.append(f'{code} {msg[:60]}')
+        if code not in ('DEADLINE_EXCEEDED', 'UNAVAILABLE'):
+            break
+        time.sleep(0.2)
+    st = wait_state(c, 'forever', FAILED, timeout=30)
+    expect('a version stopped 5 times with none to fall back on is FAILED, saying why',
+           st is not None and st.state == FAILED and 'times within' in st.last_error,
+           f'{codes} {st}')
+    code, msg = code_of(lambda: c.predict('forever', x))
+    expect('and answers a clear error at once', code in ('UNAVAILABLE', 'FAILED_PRECONDITION')
+           and 'forever' in msg, f'{code} {msg}')
+    expect('flaky still serves', code_of(lambda: c.predict('flaky', x))[0] == 'OK')
+finally:
+    stop(proc)
+proc, c, _ = start('restarted_again', ['forever'], '--max_forward_seconds', '2',
+                   state='sandboxed')
+try:
+    st = wait_state(c, 'forever', FAILED, timeout=60)
+    expect('after another restart the journal keeps it FAILED (not loaded again)',
+           st is not None and st.state == FAILED and st.serving_version == 0, str(st))
+    expect('no worker runs it', not workers_of(proc.pid), str(workers_of(proc.pid)))
+finally:
+    stop(proc)
+
+# Without its model-worker binary.
+missing = os.path.join(work, 'no-such-model-worker')
+r = subprocess.run([server_bin, '--store', store, '--listen', '127.0.0.1:0', '--http_listen', '',
+                    '--metrics_listen', '', '--model_worker', missing],
+                   capture_output=True, text=True, timeout=60, env=env)
+expect('without its model-worker the server refuses to start, naming it and the flags',
+       r.returncode != 0 and missing in r.stderr and '--model_worker' in r.stderr and
+       '--trust_torchscript' in r.stderr, f'rc {r.returncode}: {r.stderr[-400:]}')
 
 # The same files, trusted: they do what they were written to do.
 for n in SPELLINGS:

@@ -2,11 +2,14 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <fstream>
 
 #include "server/checkpoint/torchscript_archive.h"
 #include "server/checkpoint/zip_reader.h"
+#include "server/checkpoint/zip_writer.h"
 #include "tests/testing/server_process.h"
 
 namespace modelserver {
@@ -67,6 +70,90 @@ TEST(TorchScriptOpsTest, SetStateIsFoundBeforeLoading) {
   ASSERT_TRUE(state_dict.ok());
   EXPECT_THAT(std::string(CheckTorchScriptArchive(**state_dict, "w.pth").message()),
               HasSubstr("not a TorchScript archive"));
+}
+
+// Each way of spelling `def __setstate__` that this LibTorch still runs at load
+// (make_fixtures checked each with torch.jit.load; the kept ones are listed),
+// and the method on a TorchScript class held as an attribute, is found before
+// LibTorch reads the file.
+TEST(TorchScriptOpsTest, SetStateIsFoundHoweverSpelled) {
+  const std::string dir = testing::FixturesDir() + "/sandbox";
+  std::ifstream list(dir + "/setstate_spellings.txt");
+  ASSERT_TRUE(list.good()) << "no setstate_spellings.txt in " << dir;
+  std::vector<std::string> files = {"class_setstate.pt", "template_spaced.pt"};
+  for (std::string name; std::getline(list, name);) {
+    if (!name.empty()) files.push_back("setstate_" + name + ".pt");
+  }
+  ASSERT_GE(files.size(), 3u);
+  for (const std::string& file : files) {
+    auto zip = ZipReader::Open(dir + "/" + file);
+    ASSERT_TRUE(zip.ok()) << file << ": " << zip.status();
+    absl::Status s = CheckTorchScriptArchive(**zip, file);
+    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << file << ": " << s;
+    EXPECT_THAT(std::string(s.message()), HasSubstr("__setstate__")) << file;
+  }
+}
+
+// Class methods and forward-time writes to module state are refused naming the
+// method and the operator; in-place work on a forward's own values is not.
+TEST(TorchScriptOpsTest, ClassMethodsAndStateWritesAreRefusedByName) {
+  const std::string dir = testing::FixturesDir() + "/ts_checks";
+  std::ifstream list(dir + "/refused.txt");
+  ASSERT_TRUE(list.good()) << "no refused.txt in " << dir;
+  int checked = 0;
+  for (std::string name, method, op; list >> name >> method >> op; ++checked) {
+    absl::Status s = CheckTorchScriptOperators(torch::jit::load(dir + "/" + name + ".pt"));
+    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << name << ": " << s;
+    EXPECT_THAT(std::string(s.message()), HasSubstr(method)) << name;
+    EXPECT_THAT(std::string(s.message()), HasSubstr(op)) << name;
+    EXPECT_THAT(std::string(s.message()), HasSubstr("--trust_torchscript")) << name;
+  }
+  EXPECT_EQ(checked, 7);
+  absl::Status fresh = CheckTorchScriptOperators(torch::jit::load(dir + "/fresh_inplace.pt"));
+  EXPECT_TRUE(fresh.ok()) << fresh;
+  // A 48-link chain of `t = t & t` guarding a write: answered (the walk is
+  // bounded, not 2^48 steps) and, the branch not known dead, refused.
+  absl::Status chain = CheckTorchScriptOperators(torch::jit::load(dir + "/and_chain.pt"));
+  EXPECT_EQ(chain.code(), absl::StatusCode::kFailedPrecondition) << chain;
+  EXPECT_THAT(std::string(chain.message()), HasSubstr("aten::add_"));
+}
+
+// The spellings are found in any text, not only in fixtures: the tokens with
+// blanks, tabs and backslash line breaks between them, and not a longer name.
+TEST(TorchScriptOpsTest, SetStateTokensInText) {
+  // A stored zip of m/data.pkl and `record` holding `text`, in a memfd.
+  auto archive = [](const std::string& record, const std::string& text) {
+    int fd = memfd_create("archive", MFD_CLOEXEC);
+    ZipWriter w(fd);
+    EXPECT_TRUE(w.Add("m/data.pkl", "", 0).ok());
+    EXPECT_TRUE(w.Add(record, text.data(), text.size()).ok());
+    EXPECT_TRUE(w.Finish().ok());
+    std::string bytes(w.bytes_written(), '\0');
+    EXPECT_EQ(pread(fd, bytes.data(), bytes.size(), 0), static_cast<ssize_t>(bytes.size()));
+    close(fd);
+    return bytes;
+  };
+  for (const std::string text :
+       {"  def __setstate__(self, s):", "def\t__setstate__ (self)", "def \\\n __setstate__(",
+        "x\ndef\f__setstate__\\\r\n(", "def __setstate__"}) {
+    std::string bytes = archive("m/code/__torch__.py", text);
+    auto zip = ZipReader::FromBuffer(bytes);
+    ASSERT_TRUE(zip.ok()) << zip.status();
+    EXPECT_FALSE(CheckTorchScriptArchive(**zip, "f").ok()) << text;
+  }
+  for (const std::string record : {"m/CODE/__torch__.PY", "m/Code/x.debug_pkl", "code/a"}) {
+    std::string bytes = archive(record, "def __setstate__(self, s):");
+    auto zip = ZipReader::FromBuffer(bytes);
+    ASSERT_TRUE(zip.ok()) << zip.status();
+    EXPECT_FALSE(CheckTorchScriptArchive(**zip, "f").ok()) << record;
+  }
+  for (const std::string text :
+       {"undef __setstate__(", "def __setstate__x(", "self.__setstate__()", "# __setstate__"}) {
+    std::string bytes = archive("m/code/__torch__.py", text);
+    auto zip = ZipReader::FromBuffer(bytes);
+    ASSERT_TRUE(zip.ok()) << zip.status();
+    EXPECT_TRUE(CheckTorchScriptArchive(**zip, "f").ok()) << text;
+  }
 }
 
 }  // namespace

@@ -138,6 +138,29 @@ TEST(SandboxedModelTest, ASetstateThatWritesAFileChangesNothing) {
   EXPECT_EQ(before, std::string(16, '\0'));
 }
 
+// The same with each spelling of the method that LibTorch runs (make_fixtures
+// kept the ones it saw run at load) and on a TorchScript class held as an
+// attribute, the early checks off: the worker, not the text check, stops them.
+TEST(SandboxedModelTest, EverySpelledSetstateChangesNothing) {
+  std::ifstream list(Fixture("sandbox", "setstate_spellings.txt"));
+  ASSERT_TRUE(list.good());
+  std::vector<std::string> names = {"class"};
+  for (std::string name; std::getline(list, name);) {
+    if (!name.empty()) names.push_back(name);
+  }
+  ASSERT_GE(names.size(), 2u);
+  for (const std::string& name : names) {
+    const std::string file = name == "class" ? "class_setstate.pt" : "setstate_" + name + ".pt";
+    const std::string marker = Fixture("sandbox", "marker_" + name + ".bin");
+    const std::string before = ReadFile(marker);
+    auto sandboxed =
+        SandboxedModel::Load(ReadFile(Fixture("sandbox", file)), Options(/*check=*/false));
+    EXPECT_FALSE(sandboxed.ok()) << name << ": the sandboxed load wrote the file";
+    EXPECT_EQ(ReadFile(marker), before) << name;
+    EXPECT_EQ(before, std::string(16, '\0')) << name;
+  }
+}
+
 // A worker killed mid-flight answers UNAVAILABLE naming the signal; the next
 // Forward starts a new worker and serves.
 TEST(SandboxedModelTest, AKilledWorkerIsRestarted) {

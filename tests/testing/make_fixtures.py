@@ -16,7 +16,7 @@ import pickle
 import subprocess
 import sys
 import zipfile
-from typing import Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 import torch
@@ -188,6 +188,123 @@ class HoldsPayload(nn.Module):
         return x * 2
 
 
+@torch.jit.script
+class FileReader(object):
+    """A TorchScript class with a method that reads a file; never called."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def read(self) -> torch.Tensor:
+        return torch.from_file(self.path, shared=False, size=4, dtype=torch.uint8)
+
+
+class HoldsReader(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.reader = FileReader("/nonexistent")
+
+    def forward(self, x):
+        return x * 2
+
+
+class MutList(nn.Module):
+    """Keeps every input in a list attribute: grows by one batch per call."""
+
+    seen: List[torch.Tensor]
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.append(x)
+        return x * 2
+
+
+class MutDict(nn.Module):
+    last: Dict[str, torch.Tensor]
+
+    def __init__(self):
+        super().__init__()
+        self.last = {}
+
+    def forward(self, x):
+        self.last["x"] = x
+        return x * 2
+
+
+class MutParam(nn.Module):
+    """Adds one to its weight on every call: each caller changes the next one's answer."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(1), requires_grad=False)
+
+    def forward(self, x):
+        self.w.add_(1.0)
+        return x * self.w
+
+
+class MutBufferView(nn.Module):
+    """Counts calls in a buffer through a view of it."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("count", torch.zeros(2))
+
+    def forward(self, x):
+        c = self.count[0:1]
+        c.add_(1.0)
+        return x + self.count.sum()
+
+
+class MutOutArg(nn.Module):
+    """Writes each input into a buffer with out=."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("keep", torch.zeros(1))
+
+    def forward(self, x):
+        torch.mul(x, 2.0, out=self.keep)
+        return x * 2
+
+
+class MutInLoop(nn.Module):
+    """The buffer is carried through a loop before it is written."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("acc", torch.zeros(1))
+
+    def forward(self, x):
+        a = self.acc
+        for _ in range(2):
+            a = a.view(-1)
+        a.mul_(0.5)
+        return x + a
+
+
+class FreshInPlace(nn.Module):
+    """In-place operators and appends on its own fresh values only: allowed."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(1))
+        self.register_buffer("b", torch.zeros(1))
+
+    def forward(self, x):
+        y = x * self.w
+        y.add_(self.b)
+        parts = [y]
+        for _ in range(2):
+            z = parts[-1].clone()
+            z.relu_()
+            parts.append(z)
+        return torch.cat(parts, 1)
+
+
 def rewrite_code(src, dst, text=None, name=None):
     """A copy of the TorchScript archive `src` with its code records' text changed by
     `text` (bytes -> bytes) and their names by `name` (str -> str)."""
@@ -263,6 +380,42 @@ def write_sandbox_attacks():
     os.remove(plain)
     torch.save({}, os.path.join(d, "empty_weights.pth"))
     torch.jit.script(TsHog()).save(os.path.join(d, "ts_hog.pt"))
+
+
+def write_state_writers():
+    """ts_checks/<name>.pt: modules the early operator check refuses (a class method
+    reading a file; forwards that change module state) and fresh_inplace.pt, which it
+    allows; refused.txt lists the refused ones with the method and operator named."""
+    d = os.path.join(os.path.abspath(out_dir), "ts_checks")
+    os.makedirs(d, exist_ok=True)
+    refused = [("class_method", HoldsReader(), "FileReader.read aten::from_file"),
+               ("list_append", MutList(), "forward aten::append"),
+               ("dict_set", MutDict(), "forward aten::_set_item"),
+               ("param_inplace", MutParam(), "forward aten::add_"),
+               ("buffer_view", MutBufferView(), "forward aten::add_"),
+               ("out_arg", MutOutArg(), "forward aten::mul"),
+               ("loop_carried", MutInLoop(), "forward aten::mul_")]
+    for name, module, _ in refused:
+        torch.jit.script(module).save(os.path.join(d, f"{name}.pt"))
+    with open(os.path.join(d, "refused.txt"), "w") as f:
+        f.write("".join(f"{name} {expect}\n" for name, _, expect in refused))
+    torch.jit.script(FreshInPlace()).save(os.path.join(d, "fresh_inplace.pt"))
+    # 48 links of `t = t & t` on self.training guarding a write: the check must stay linear
+    # (and the branch is not known dead, so the write is refused).
+    src = os.path.join(d, "and_chain_src.py")
+    with open(src, "w") as f:
+        f.write("import torch\n\n\nclass AndChain(torch.nn.Module):\n"
+                "    def __init__(self):\n        super().__init__()\n"
+                "        self.register_buffer('n', torch.zeros(1))\n\n"
+                "    def forward(self, x):\n        t = not self.training\n" +
+                "".join("        t = t & t\n" for _ in range(48)) +
+                "        if t:\n            self.n.add_(1.0)\n        return x\n")
+    sys.path.insert(0, d)
+    try:
+        import and_chain_src
+        torch.jit.script(and_chain_src.AndChain()).save(os.path.join(d, "and_chain.pt"))
+    finally:
+        sys.path.remove(d)
 
 
 def write_torchscript_attacks():
@@ -355,6 +508,7 @@ def main():
 
     write_torchscript_attacks()
     write_sandbox_attacks()
+    write_state_writers()
     write_templates()
 
     tiny_bn_arch = "vgg:cfg=8-M-16-M:bn:classes=10:hidden=32:pool=2"
