@@ -3,13 +3,14 @@
 #   make test   build and run every test
 #   make image-test   build the CPU image without Docker (buildah) and check it runs (root)
 #   make sanitize     ASan + UBSan over every test, TSan over the concurrent ones
+#   make test-debian13   the whole suite in a Debian 13 root (LibTorch 2.6, torch 2.6) (root)
 BUILD ?= build
 STORE ?= model_store
 JOBS ?= $(shell nproc)
 PYTHON ?= /usr/bin/python3
 ARGS ?=
 
-.PHONY: setup build run test image-test bench clean format sanitize
+.PHONY: setup build run test test-debian13 image-test bench clean format sanitize
 
 setup:
 	bash scripts/setup.sh
@@ -26,6 +27,10 @@ run: build $(STORE)/vgg16
 
 test: build
 	cd $(BUILD) && ctest -j$(JOBS) --output-on-failure --timeout 1200
+
+# (setup: the host's npm tools, which the root mounts)
+test-debian13: setup
+	JOBS=$(JOBS) bash scripts/debian13.sh
 
 image-test: build
 	BUILD=$(BUILD) bash scripts/image_test.sh

@@ -1,12 +1,13 @@
 #include "server/model/torchscript_model.h"
 
+#include <caffe2/serialize/read_adapter_interface.h>
 #include <fcntl.h>
 #include <sys/stat.h>
-#include <caffe2/serialize/read_adapter_interface.h>
 #include <torch/script.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <map>
@@ -19,15 +20,20 @@
 #include "common/status_macros.h"
 #include "server/checkpoint/torchscript_archive.h"
 #include "server/checkpoint/zip_reader.h"
+#include "server/model/model_warnings.h"
 #include "server/model/state_dict_writer.h"
 #include "server/model/tensor_convert.h"
 #include "server/model/tensor_materializer.h"
+#include "server/model/torch_compat.h"
 #include "server/model/torchscript_ops.h"
+#include "server/util/logging.h"
 
 namespace modelserver {
 
 struct TorchScriptModel::Impl {
   mutable torch::jit::Module module;
+  std::unique_ptr<ModelWarningLog> warnings;  // what its forward warns
+  mutable std::atomic<bool> told_outputs{false};
 };
 
 TorchScriptModel::TorchScriptModel(std::unique_ptr<Impl> impl, ModelInfo info, at::Device device,
@@ -81,13 +87,12 @@ class FdReadAdapter : public caffe2::serialize::ReadAdapterInterface {
 // messages. With `fd` >= 0 the archive is bytes [offset, offset + size) of that
 // open file instead of `path` (a sandboxed worker opens no path).
 absl::Status OpenModule(const std::string& path, const std::string& what, const at::Device& device,
-                        bool trusted, torch::jit::Module* module, int fd = -1,
-                        uint64_t offset = 0, uint64_t size = 0) {
+                        bool trusted, torch::jit::Module* module, int fd = -1, uint64_t offset = 0,
+                        uint64_t size = 0) {
   // A readable archive that holds TorchScript code and runs none while loading,
   // before LibTorch sees it.
-  ASSIGN_OR_RETURN(std::unique_ptr<ZipReader> zip, fd >= 0
-                                                       ? ZipReader::FromFd(fd, offset, size, what)
-                                                       : ZipReader::Open(path));
+  ASSIGN_OR_RETURN(std::unique_ptr<ZipReader> zip,
+                   fd >= 0 ? ZipReader::FromFd(fd, offset, size, what) : ZipReader::Open(path));
   if (!trusted) {
     RETURN_IF_ERROR(CheckTorchScriptArchive(*zip, what));
   } else if (!HasTorchScriptCode(*zip)) {
@@ -104,6 +109,29 @@ absl::Status OpenModule(const std::string& path, const std::string& what, const 
   module->eval();
   if (!trusted) RETURN_IF_ERROR(CheckTorchScriptOperators(*module));
   return absl::OkStatus();
+}
+
+// The tensors of a forward pass's result in order, depth first (tuples, named
+// tuples, lists, dict values); None counted in `*nones`. Nesting past 8 levels
+// is not looked into.
+void CollectTensors(const c10::IValue& v, std::vector<at::Tensor>* tensors, int64_t* nones,
+                    int depth) {
+  if (v.isTensor()) {
+    tensors->push_back(v.toTensor());
+  } else if (v.isNone()) {
+    ++*nones;
+  } else if (depth >= 8) {
+    return;
+  } else if (v.isTuple()) {
+    for (const c10::IValue& e : v.toTupleRef().elements())
+      CollectTensors(e, tensors, nones, depth + 1);
+  } else if (v.isList()) {
+    for (const c10::IValue& e : v.toListRef()) CollectTensors(e, tensors, nones, depth + 1);
+  } else if (v.isGenericDict()) {
+    for (const auto& entry : v.toGenericDict()) {
+      CollectTensors(entry.value(), tensors, nones, depth + 1);
+    }
+  }
 }
 
 // The module's parameters and buffers by state-dict key ("features.0.weight").
@@ -199,10 +227,9 @@ absl::StatusOr<std::shared_ptr<TorchScriptModel>> TorchScriptModel::LoadFrom(
   at::Device dev(at::kCPU);
   try {
     dev = at::Device(device);
-    RETURN_IF_ERROR(window != nullptr
-                        ? OpenModule(path, path, dev, trusted, &impl->module, window->fd,
-                                     window->offset, window->size)
-                        : OpenModule(path, path, dev, trusted, &impl->module));
+    RETURN_IF_ERROR(window != nullptr ? OpenModule(path, path, dev, trusted, &impl->module,
+                                                   window->fd, window->offset, window->size)
+                                      : OpenModule(path, path, dev, trusted, &impl->module));
   } catch (const std::exception& e) {
     return TorchError(e, absl::StrCat("loading TorchScript ", path),
                       absl::StatusCode::kFailedPrecondition);
@@ -288,6 +315,9 @@ absl::StatusOr<std::shared_ptr<TorchScriptModel>> TorchScriptModel::Finish(
     }
     info.architecture = impl->module.type()->name()->qualifiedName();
     if (info.from_template) info.architecture = "template " + info.architecture;
+    std::string label = ModelWarningLog::ProcessLabel();
+    if (label.empty()) label = "TorchScript model " + info.architecture;
+    impl->warnings = std::make_unique<ModelWarningLog>(std::move(label));
     for (const auto& p : impl->module.parameters()) info.parameter_bytes += p.nbytes();
     for (const auto& b : impl->module.buffers()) info.parameter_bytes += b.nbytes();
   } catch (const std::exception& e) {
@@ -372,12 +402,27 @@ absl::Status TorchScriptModel::Save(ModelFormat format, const std::string& path)
 }
 
 absl::StatusOr<at::Tensor> TorchScriptModel::Run(const at::Tensor& x) const {
-  c10::IValue result = impl_->module.forward({x});
-  if (!result.isTensor()) {
-    return absl::FailedPreconditionError(absl::StrCat("the TorchScript module returned a ",
-                                                      result.tagKind(), ", expected one tensor"));
+  c10::IValue result;
+  {
+    torch_compat::WarningHandlerGuard warnings(impl_->warnings.get());
+    result = impl_->module.forward({x});
   }
-  return result.toTensor();
+  if (result.isTensor()) return result.toTensor();
+  // Several outputs (a tuple, a named tuple, a list, a dict of tensors): the first
+  // tensor, None elements skipped.
+  std::vector<at::Tensor> tensors;
+  int64_t nones = 0;
+  CollectTensors(result, &tensors, &nones, /*depth=*/0);
+  if (tensors.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the TorchScript module returned a ", result.tagKind(), " holding no tensor"));
+  }
+  if (!impl_->told_outputs.exchange(true)) {
+    LOG_INFO(impl_->warnings->label(), " returns a ", result.tagKind(), " of ", tensors.size(),
+             " tensor(s)", nones > 0 ? absl::StrCat(" and ", nones, " None") : "",
+             "; the first tensor is served");
+  }
+  return tensors.front();
 }
 
 }  // namespace modelserver

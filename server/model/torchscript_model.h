@@ -62,7 +62,10 @@ class TorchScriptModel : public TorchModel {
   absl::Status SaveToFd(ModelFormat format, int fd) const;
 
  protected:
-  // Calls the module's forward; FAILED_PRECONDITION when it returns anything but one tensor.
+  // Calls the module's forward, its warnings going to the log (ModelWarningLog).
+  // A module with several outputs (tuple, named tuple, list, dict of tensors)
+  // serves its first tensor, None elements skipped; FAILED_PRECONDITION when the
+  // result holds no tensor.
   absl::StatusOr<at::Tensor> Run(const at::Tensor& x) const override;
 
  private:

@@ -19,40 +19,15 @@ namespace {
 // prim:: nodes of scripted and traced models: constants, containers, attributes
 // of the module (read-only), control flow, type refinement, exceptions.
 const std::set<std::string>& AllowedPrim() {
-  static const auto* ops = new std::set<std::string>{"Constant",
-                                                     "ListConstruct",
-                                                     "ListUnpack",
-                                                     "TupleConstruct",
-                                                     "TupleUnpack",
-                                                     "TupleIndex",
-                                                     "TupleSlice",
-                                                     "DictConstruct",
-                                                     "GetAttr",
-                                                     "If",
-                                                     "Loop",
-                                                     "NumToTensor",
-                                                     "device",
-                                                     "dtype",
-                                                     "layout",
-                                                     "is_cuda",
-                                                     "unchecked_cast",
-                                                     "RaiseException",
-                                                     "Uninitialized",
-                                                     "min",
-                                                     "max",
-                                                     "isinstance",
-                                                     "shape",
-                                                     "requires_grad",
-                                                     "ConstantChunk",
-                                                     "EnumValue",
-                                                     "EnumName",
-                                                     "tolist",
-                                                     "abs",
-                                                     "AutogradAdd",
-                                                     "type",
-                                                     "is_quantized",
-                                                     "data",
-                                                     "ListIndex"};
+  static const auto* ops = new std::set<std::string>{
+      "Constant", "ListConstruct", "ListUnpack", "TupleConstruct", "TupleUnpack", "TupleIndex",
+      "TupleSlice", "DictConstruct", "GetAttr", "If", "Loop", "NumToTensor", "device", "dtype",
+      "layout", "is_cuda", "unchecked_cast", "RaiseException", "Uninitialized", "min", "max",
+      "isinstance", "shape", "requires_grad", "ConstantChunk", "EnumValue", "EnumName", "tolist",
+      "abs", "AutogradAdd", "type", "is_quantized", "data", "ListIndex",
+      // queries of where a tensor lives
+      "is_nested", "is_sparse", "is_sparse_csr", "is_mkldnn", "is_meta", "is_xpu", "is_mps",
+      "is_xla", "is_vulkan", "is_ipu", "is_hpu", "is_maia", "unchecked_unwrap_optional"};
   return *ops;
 }
 
@@ -80,7 +55,8 @@ const std::set<std::string>& AllowedAten() {
       "permute", "transpose", "t", "contiguous", "expand", "expand_as", "repeat", "cat", "concat",
       "stack", "split", "split_with_sizes", "chunk", "unbind", "narrow", "slice", "select",
       "index_select", "gather", "index", "masked_fill", "masked_select", "where", "roll", "flip",
-      "tile", "movedim", "size", "dim", "numel", "_shape_as_tensor",
+      "tile", "movedim", "swapaxes", "swapdims", "size", "dim", "numel", "_shape_as_tensor",
+      "_unsafe_view", "triu", "tril", "meshgrid",
       // element-wise and reductions
       "add", "sub", "rsub", "mul", "div", "true_divide", "floor_divide", "remainder", "fmod", "neg",
       "abs", "pow", "exp", "log", "log1p", "log2", "log10", "sqrt", "rsqrt", "reciprocal", "sin",
@@ -89,29 +65,28 @@ const std::set<std::string>& AllowedAten() {
       "topk", "sort", "argsort", "norm", "std", "var", "logsumexp", "cumsum", "all", "any", "isnan",
       "isinf", "nan_to_num", "eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or",
       "logical_not", "bitwise_and", "bitwise_or", "bitwise_not",
+      // attention (torchvision's ViT, nn.MultiheadAttention's fast path)
+      "_native_multi_head_attention", "scaled_dot_product_attention",
+      "_scaled_dot_product_attention_math", "_scaled_dot_product_flash_attention_for_cpu",
+      "_transformer_encoder_layer_fwd", "_masked_softmax",
       // creating and converting tensors (initialised)
-      "zeros", "ones", "zeros_like", "ones_like", "full", "full_like", "arange", "linspace",
-      "tensor", "scalar_tensor", "to", "type_as", "float", "double", "half", "bfloat16", "int",
-      "long", "bool", "detach", "clone", "fill", "zero", "copy", "alias", "lift_fresh",
+      "zeros", "ones", "zeros_like", "ones_like", "full", "full_like", "new_zeros", "new_ones",
+      "new_full", "new_tensor", "arange", "linspace", "tensor", "scalar_tensor", "to", "type_as",
+      "float", "double", "half", "bfloat16", "int", "long", "bool", "detach", "clone", "fill",
+      "zero", "copy", "alias", "lift_fresh",
       // scalars, strings, lists and dicts of scripted code
       "Int", "Float", "Bool", "ScalarImplicit", "IntImplicit", "FloatImplicit", "item",
       "__getitem__", "__setitem__", "__contains__", "__is__", "__isnot__", "__not__", "__and__",
       "__or__", "__xor__", "__range_length", "__derive_index", "len", "append", "extend", "insert",
       "pop", "keys", "values", "items", "get", "format", "str", "list", "dict", "floordiv",
       "is_floating_point", "is_contiguous", "_set_item", "__interpolate", "__upsample",
-      "__upsample_bilinear", "_assert"};
+      "__upsample_bilinear", "_assert", "find",
+      // queries of the calling context (autocast, autograd)
+      "is_autocast_enabled", "is_autocast_cpu_enabled", "get_autocast_dtype",
+      "get_autocast_gpu_dtype", "get_autocast_cpu_dtype", "is_grad_enabled",
+      // warnings.warn: the server logs it (ModelWarningLog), rate-limited
+      "warn"};
   return *ops;
-}
-
-// Every node of `block`, nested blocks included; the first refused one's kind.
-const torch::jit::Node* FirstRefused(const torch::jit::Block* block) {
-  for (const torch::jit::Node* n : block->nodes()) {
-    if (!IsAllowedTorchScriptOperator(n->kind().toQualString())) return n;
-    for (const torch::jit::Block* b : n->blocks()) {
-      if (const torch::jit::Node* refused = FirstRefused(b)) return refused;
-    }
-  }
-  return nullptr;
 }
 
 // The value of a bool known before the graph runs in eval mode: `training`
@@ -125,7 +100,11 @@ std::optional<bool> KnownBool(const torch::jit::Value* v, int* budget) {
   const torch::jit::Node* n = v->node();
   const std::string kind = n->kind().toQualString();
   if (kind == "prim::GetAttr") {
-    if (n->s(torch::jit::attr::name) == "training") return false;
+    // A module's (eval() cleared it on every submodule), not a class object's.
+    const c10::ClassTypePtr owner = n->input(0)->type()->cast<c10::ClassType>();
+    if (owner != nullptr && owner->is_module() && n->s(torch::jit::attr::name) == "training") {
+      return false;
+    }
   } else if (kind == "prim::Constant") {
     if (v->type()->kind() == c10::TypeKind::BoolType) return n->i(torch::jit::attr::value) != 0;
   } else if (kind == "aten::__not__" && n->inputs().size() == 1) {
@@ -156,6 +135,21 @@ bool IsDeadBlock(const torch::jit::Node* n, const torch::jit::Block* b) {
   int budget = 256;  // and/or of one value with itself, nested, must not explode
   std::optional<bool> c = KnownBool(n->input(0), &budget);
   return c.has_value() && b != n->blocks()[*c ? 0 : 1];
+}
+
+// Every node of `block` that may run in eval mode, nested blocks included (not
+// the branches of a known `if`: training-only code such as torchvision's
+// stochastic depth, which draws random numbers into an uninitialised tensor);
+// the first refused one.
+const torch::jit::Node* FirstRefused(const torch::jit::Block* block) {
+  for (const torch::jit::Node* n : block->nodes()) {
+    if (!IsAllowedTorchScriptOperator(n->kind().toQualString())) return n;
+    for (const torch::jit::Block* b : n->blocks()) {
+      if (IsDeadBlock(n, b)) continue;
+      if (const torch::jit::Node* refused = FirstRefused(b)) return refused;
+    }
+  }
+  return nullptr;
 }
 
 // Which values of an inlined graph are (views of) module state -- attributes
@@ -325,11 +319,17 @@ absl::Status CheckTorchScriptOperators(const torch::jit::Module& module) {
                                   ".", method.name())));
     }
   }
-  // Methods of TorchScript classes (objects held as attributes) and free
-  // functions: every function of the file's compilation unit. A class's
-  // __init__ is not run for a loaded object (its state is unpickled).
-  for (torch::jit::Function* fn : module._ivalue()->compilation_unit()->get_functions()) {
+  // Methods of TorchScript classes (objects held as attributes): every method in
+  // the file's compilation unit. A class's __init__ is not run for a loaded
+  // object (its state is unpickled).
+  const std::shared_ptr<torch::jit::CompilationUnit> unit = module._ivalue()->compilation_unit();
+  for (torch::jit::Function* fn : unit->get_functions()) {
     if (fn->name() == "__init__") continue;
+    // A free function runs only when a method calls it, and is checked there,
+    // inlined with its caller's arguments (torchvision's stochastic_depth gets
+    // `training` from its module: alone, its training branch would be live).
+    const std::string owner = fn->qualname().prefix();
+    if (owner.empty() || unit->get_class(c10::QualifiedName(owner)) == nullptr) continue;
     torch::jit::GraphFunction* graph_fn = torch::jit::tryToGraphFunction(*fn);
     if (graph_fn == nullptr) continue;
     RETURN_IF_ERROR(CheckGraph(*graph_fn->graph(), fn->qualname().qualifiedName()));

@@ -11,21 +11,26 @@
 namespace modelserver {
 
 // Whether a TorchScript operator ("aten::conv2d", "prim::If") is on the
-// allowlist: tensor math, shape and control flow, and the list/tuple/dict and
-// scalar operations scripted code needs. Not allowed: anything that reaches
-// files, processes, the network or other threads (aten::from_file, aten::save,
-// prim::fork, ...), prints (prim::Print, aten::warn), mutates module state
-// between requests (prim::SetAttr), returns uninitialised memory (aten::empty),
-// or calls out of TorchScript (prim::PythonOp). In-place variants ("relu_") and
-// overloads follow their base operator.
+// allowlist: tensor math, shape and control flow, attention, initialised tensor
+// factories (new_zeros, ...), queries of the context (autocast, grad mode),
+// warnings (logged by the server), and the list/tuple/dict and scalar
+// operations scripted code needs. Not allowed: anything that reaches files,
+// processes, the network or other threads (aten::from_file, aten::save,
+// prim::fork, ...), prints (prim::Print), draws random numbers
+// (aten::bernoulli), mutates module state between requests (prim::SetAttr),
+// returns uninitialised memory (aten::empty: it would hand one caller what the
+// allocator kept of another's batch), or calls out of TorchScript
+// (prim::PythonOp). In-place variants ("relu_") and overloads follow their base
+// operator.
 bool IsAllowedTorchScriptOperator(absl::string_view qualified_name);
 
 // Inlines every method of `module` and of each of its submodules, and every
-// function of its compilation unit (methods of TorchScript classes held as
-// attributes, free functions; not a class's __init__, which loading does not
-// run), and checks every node, nested blocks included, against
-// IsAllowedTorchScriptOperator; then refuses a write to the module's state:
-// an in-place operator, out= argument or list/dict mutation (append, insert,
+// class method of its compilation unit (TorchScript classes held as
+// attributes; not __init__, which loading does not run; free functions are
+// checked where a method calls them, inlined), and checks every node, nested blocks included,
+// against IsAllowedTorchScriptOperator -- except the branches of an `if` that cannot run in eval
+// mode (a module's `training`, constants, not/and/or of them); then refuses a write to the module's
+// state: an in-place operator, out= argument or list/dict mutation (append, insert,
 // __setitem__) whose target is an attribute (parameter, buffer, list, dict), a
 // view or element of one, or a tensor constant -- such a module would change
 // later callers' answers. FAILED_PRECONDITION naming the operator and the

@@ -166,6 +166,8 @@ absl::Status SandboxedModel::StartLocked() const {
                              const_cast<char*>(data.c_str()),
                              const_cast<char*>("--device"),
                              const_cast<char*>(options_.device.c_str()),
+                             const_cast<char*>("--label"),
+                             const_cast<char*>(options_.name.c_str()),
                              nullptr};
   // An environment of the numeric libraries' settings only (the operator's,
   // e.g. OPENBLAS_CORETYPE where OpenBLAS misdetects the CPU): the worker must

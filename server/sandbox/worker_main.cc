@@ -32,6 +32,7 @@
 #include "common/status_macros.h"
 #include "server/model/cpu_block_cache.h"
 #include "server/model/device.h"
+#include "server/model/model_warnings.h"
 #include "server/model/torchscript_model.h"
 #include "server/sandbox/sandbox_policy.h"
 #include "server/sandbox/worker_protocol.h"
@@ -171,6 +172,7 @@ int Main(int argc, char** argv) {
     if (flag == "--address_space_bytes") (void)absl::SimpleAtoi(argv[i + 1], &address_space);
     if (flag == "--data_bytes") (void)absl::SimpleAtoi(argv[i + 1], &data_bytes);
     if (flag == "--device") device = argv[i + 1];
+    if (flag == "--label") ModelWarningLog::SetProcessLabel(argv[i + 1]);
   }
   // Dies with the server (which may itself be PID 1 in a container); its own
   // process group (the spawner set it).

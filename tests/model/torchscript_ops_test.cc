@@ -18,14 +18,17 @@ namespace {
 using ::testing::HasSubstr;
 
 TEST(TorchScriptOpsTest, Allowlist) {
-  for (const char* op : {"aten::conv2d", "aten::relu_", "aten::add_", "aten::_convolution",
-                         "aten::__getitem__", "prim::If", "prim::GetAttr", "aten::format"}) {
+  for (const char* op :
+       {"aten::conv2d", "aten::relu_", "aten::add_", "aten::_convolution", "aten::__getitem__",
+        "prim::If", "prim::GetAttr", "aten::format", "aten::warn", "aten::new_zeros",
+        "aten::is_autocast_enabled", "aten::_native_multi_head_attention", "prim::is_nested"}) {
     EXPECT_TRUE(IsAllowedTorchScriptOperator(op)) << op;
   }
   for (const char* op :
-       {"aten::from_file", "aten::save", "aten::empty", "aten::empty_like", "prim::Print",
-        "aten::warn", "prim::SetAttr", "prim::PythonOp", "prim::fork", "aten::wait",
-        "prim::CallMethod", "aten::__getitem___", "quantized::conv2d", "aten::", "conv2d"}) {
+       {"aten::from_file", "aten::save", "aten::empty", "aten::empty_like", "aten::new_empty",
+        "aten::bernoulli_", "aten::rand", "prim::Print", "prim::SetAttr", "prim::PythonOp",
+        "prim::fork", "aten::wait", "prim::CallMethod", "aten::__getitem___", "quantized::conv2d",
+        "aten::", "conv2d"}) {
     EXPECT_FALSE(IsAllowedTorchScriptOperator(op)) << op;
   }
 }
@@ -108,9 +111,15 @@ TEST(TorchScriptOpsTest, ClassMethodsAndStateWritesAreRefusedByName) {
     EXPECT_THAT(std::string(s.message()), HasSubstr(op)) << name;
     EXPECT_THAT(std::string(s.message()), HasSubstr("--trust_torchscript")) << name;
   }
-  EXPECT_EQ(checked, 7);
+  EXPECT_EQ(checked, 8);
   absl::Status fresh = CheckTorchScriptOperators(torch::jit::load(dir + "/fresh_inplace.pt"));
   EXPECT_TRUE(fresh.ok()) << fresh;
+  // Refused operators in a branch only training mode takes (the module's
+  // `training`, not a class object's field: class_training above) pass.
+  torch::jit::Module training_only = torch::jit::load(dir + "/training_only.pt");
+  training_only.eval();
+  absl::Status dead = CheckTorchScriptOperators(training_only);
+  EXPECT_TRUE(dead.ok()) << dead;
   // A 48-link chain of `t = t & t` guarding a write: answered (the walk is
   // bounded, not 2^48 steps) and, the branch not known dead, refused.
   absl::Status chain = CheckTorchScriptOperators(torch::jit::load(dir + "/and_chain.pt"));

