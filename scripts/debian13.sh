@@ -63,6 +63,6 @@ chroot "$root" /usr/bin/env -i HOME=/root PATH=/usr/sbin:/usr/bin:/sbin:/bin LAN
   mkdir -p build-debian13
   cmake -S . -B build-debian13 -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo > build-debian13/cmake.log 2>&1 \
     || { tail -n 40 build-debian13/cmake.log; exit 1; }
-  cmake --build build-debian13 -j$JOBS
-  cd build-debian13 && ctest -j$JOBS --output-on-failure --timeout 1200 $*
+  cmake --build build-debian13 -j$JOBS -- -k 0
+  cd build-debian13 && ctest -j$JOBS --output-on-failure --timeout 1200 $(printf '%q ' "$@")
 "

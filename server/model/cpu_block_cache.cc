@@ -8,16 +8,18 @@
 #include <mutex>
 #include <unordered_map>
 
+#include "server/model/torch_compat.h"
+
 namespace modelserver {
 namespace {
 
 constexpr size_t kMinCachedBlock = size_t{256} << 10;
 
-class CpuBlockCache final : public c10::Allocator {
+class CpuBlockCache final : public torch_compat::AllocatorBase {
  public:
   explicit CpuBlockCache(uint64_t max_cached) : max_cached_(max_cached) {}
 
-  c10::DataPtr allocate(size_t n) const override {
+  c10::DataPtr Allocate(size_t n) const override {
     void* p = Take(n);
     return {p, p, &Release, c10::Device(c10::DeviceType::CPU)};
   }
