@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 import warnings
-from typing import Dict, NamedTuple, Optional
+from typing import Dict, NamedTuple, Optional, Tuple
 
 import numpy as np
 import torch
@@ -98,6 +98,11 @@ class DictOut(torch.nn.Module):
     def forward(self, x) -> Dict[str, torch.Tensor]:
         f = x.flatten(1)
         return {'scores': self.fc(f).softmax(1), 'features': f}
+
+
+class NoTensor(torch.nn.Module):
+    def forward(self, x) -> Tuple[Optional[torch.Tensor], int]:
+        return None, x.dim()
 
 
 def start():
@@ -211,6 +216,12 @@ try:
                           'a named tuple (None, logits, features): the first tensor, logits,')
         serve_and_compare(c, 'dict', x.numpy(), dic(x)['scores'].numpy(),
                           'a dict {scores, features}: the first value, scores,')
+    torch.jit.script(NoTensor()).save(os.path.join(version_dir('none'), 'model.pt'))
+    code, msg = code_of(lambda: c.load('none'))
+    if code == 'OK':
+        code, msg = code_of(lambda: c.predict('none', x.numpy()))
+    expect('a result holding no tensor (None, int) is an error saying so',
+           code != 'OK' and 'holding no tensor' in msg, f'{code} {msg}')
     expect('the server is up', proc.poll() is None)
 finally:
     stop(proc)
