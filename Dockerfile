@@ -5,16 +5,17 @@
 #   GPU:           docker build --target gpu --build-arg LIBTORCH_SHA256=<sha256 of the zip> \
 #                    -t model-server:0.1.0-gpu .
 # Note: the final `FROM cpu` makes the CPU image the default target.
-# The CPU build stage installs exactly scripts/packages.txt through scripts/setup.sh
-# (the list `make test` uses); the runtime stage installs scripts/runtime-packages.txt.
+# The CPU image is Debian 13 with its LibTorch 2.6. Its build stage installs exactly
+# scripts/packages-debian13.txt through scripts/setup.sh (the list `make test-debian13`
+# uses); the runtime stage installs scripts/runtime-packages.txt.
 
-ARG DEBIAN_IMAGE=debian:12.8
+ARG DEBIAN_IMAGE=debian:13.8
 ARG CUDA_IMAGE_TAG=12.4.1-cudnn-devel-ubuntu24.04
 ARG CUDA_RUNTIME_TAG=12.4.1-cudnn-runtime-ubuntu24.04
 
 # ---------------------------------------------------------------- CPU build
 FROM ${DEBIAN_IMAGE} AS build
-COPY scripts/packages.txt scripts/setup.sh /src/scripts/
+COPY scripts/packages.txt scripts/packages-debian13.txt scripts/setup.sh /src/scripts/
 RUN MODELSERVER_NO_TEST_TOOLS=1 bash /src/scripts/setup.sh && rm -rf /var/lib/apt/lists/*
 COPY . /src
 RUN cmake -S /src -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release -DMODELSERVER_BUILD_TESTS=OFF \

@@ -4,13 +4,14 @@
 #   make image-test   build the CPU image without Docker (buildah) and check it runs (root)
 #   make sanitize     ASan + UBSan over every test, TSan over the concurrent ones
 #   make test-debian13   the whole suite in a Debian 13 root (LibTorch 2.6, torch 2.6) (root)
+#   make test-debian13-asan   the same under ASan + UBSan (what .ci/run runs there) (root)
 BUILD ?= build
 STORE ?= model_store
 JOBS ?= $(shell nproc)
 PYTHON ?= /usr/bin/python3
 ARGS ?=
 
-.PHONY: setup build run test test-debian13 image-test bench clean format sanitize
+.PHONY: setup build run test test-debian13 test-debian13-asan image-test bench clean format sanitize
 
 setup:
 	bash scripts/setup.sh
@@ -31,6 +32,9 @@ test: build
 # (setup: the host's npm tools, which the root mounts)
 test-debian13: setup
 	JOBS=$(JOBS) bash scripts/debian13.sh
+
+test-debian13-asan: setup
+	JOBS=$(JOBS) bash scripts/debian13.sh --asan
 
 image-test: build
 	BUILD=$(BUILD) bash scripts/image_test.sh

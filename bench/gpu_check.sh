@@ -68,13 +68,14 @@ cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMODELSERVER_BUI
   -Dabsl_DIR=$LIB/cmake/absl -DgRPC_DIR=$LIB/cmake/grpc \
   -Dprometheus-cpp_DIR=$LIB/cmake/prometheus-cpp -Dnlohmann_json_DIR=$DEPS/usr/share/cmake/nlohmann_json \
   -DBoost_DIR=$LIB/cmake/Boost-1.74.0 -DBoost_INCLUDE_DIR=$DEPS/usr/include \
-  -Dc-ares_DIR=$LIB/cmake/c-ares \
+  -Dc-ares_DIR=$LIB/cmake/c-ares -Dcivetweb_DIR=$LIB/cmake/civetweb \
   -DProtobuf_INCLUDE_DIR=$DEPS/usr/include -DProtobuf_LIBRARY=$LIB/libprotobuf.so \
   -DProtobuf_PROTOC_EXECUTABLE=$DEPS/usr/bin/protoc -DGRPC_CPP_PLUGIN=$DEPS/usr/bin/grpc_cpp_plugin \
   -DJPEG_INCLUDE_DIR=$DEPS/usr/include -DJPEG_LIBRARY=$LIB/libjpeg.so \
   -DOPENSSL_INCLUDE_DIR=$DEPS/usr/include -DOPENSSL_CRYPTO_LIBRARY="$(so libcrypto.so.3)" \
   -DOPENSSL_SSL_LIBRARY="$(so libssl.so.3)" \
   -DZLIB_INCLUDE_DIR=$DEPS/usr/include -DZLIB_LIBRARY="$(so libz.so.1)" \
+  -DCURL_INCLUDE_DIR=$DEPS/usr/include/x86_64-linux-gnu -DCURL_LIBRARY=$LIB/libcurl.so \
   > "$OUT_DIR/cmake.log" 2>&1 || { tail -40 "$OUT_DIR/cmake.log"; exit 1; }
 # Where each dependency was found: the prefix, not the machine (the dry run's
 # machine has them too).
@@ -114,8 +115,10 @@ log "raw LibTorch at batch 32 per mode"
 
 server_pid=""
 trap '[ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null' EXIT
-batch_stats() {  # "sum count" of modelserver_batch_size
-  curl -s "127.0.0.1:$(cat $W/mport)/metrics" 2>/dev/null |
+batch_stats() {  # "sum count" of modelserver_batch_size (Python: the GPU machine has no curl)
+  $PY -c 'import sys, urllib.request
+print(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())' \
+    "http://127.0.0.1:$(cat $W/mport)/metrics" 2>/dev/null |
     awk '/^modelserver_batch_size_sum/ {s=$2} /^modelserver_batch_size_count/ {c=$2} END {print s+0, c+0}'
 }
 : > "$OUT_DIR/served.jsonl"

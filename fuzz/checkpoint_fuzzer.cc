@@ -42,6 +42,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     (void)modelserver::ParseStateDictPickle(**zip, "fuzz", 1 << 20);
     (void)modelserver::ParsePickledModule(**zip, "fuzz");
     (void)modelserver::CheckTorchScriptArchive(**zip, "fuzz");
+    (void)modelserver::TorchScriptFormatVersion(**zip);
   }
   return 0;
 }

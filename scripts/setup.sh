@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Installs the Debian 12 packages listed in scripts/packages.txt that are missing,
-# and buf from npm. Runs apt-get as root, or through sudo. Does nothing when
-# everything is installed.
+# Installs the Debian 12 packages listed in scripts/packages.txt that are missing
+# (on Debian 13, as in the image's build stage: scripts/packages-debian13.txt), and buf
+# from npm. Runs apt-get as root, or through sudo. Does nothing when everything is
+# installed.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-mapfile -t pkgs < <(grep -v -E '^\s*(#|$)' "$here/packages.txt")
+list=packages.txt
+! grep -q '^VERSION_CODENAME=trixie' /etc/os-release 2>/dev/null || list=packages-debian13.txt
+mapfile -t pkgs < <(grep -v -E '^\s*(#|$)' "$here/$list")
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -2,6 +2,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 
@@ -76,6 +77,34 @@ absl::Status CheckTorchScriptArchive(const ZipReader& zip, const std::string& wh
     }
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<uint64_t> TorchScriptFormatVersion(const ZipReader& zip) {
+  if (zip.entries().empty()) return absl::NotFoundError("an empty archive has no version record");
+  const std::string& first = zip.entries().front().name;
+  const size_t slash = first.find('/');
+  const std::string folder =
+      absl::AsciiStrToLower(slash == std::string::npos ? "" : first.substr(0, slash + 1));
+  const ZipReader::Entry* found = nullptr;
+  for (absl::string_view name : {".data/version", "version"}) {
+    const std::string want = absl::StrCat(folder, name);
+    for (const ZipReader::Entry& e : zip.entries()) {
+      if (absl::AsciiStrToLower(e.name) == want) {
+        found = &e;
+        break;
+      }
+    }
+    if (found != nullptr) break;
+  }
+  if (found == nullptr) return absl::NotFoundError("the archive has no version record");
+  ASSIGN_OR_RETURN(std::string text, zip.ReadToString(*found, 64));
+  absl::string_view digits = absl::StripAsciiWhitespace(text);
+  uint64_t version = 0;
+  if (digits.empty() || digits.size() > 19 || !absl::SimpleAtoi(digits, &version)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the version record ", found->name, " holds no number"));
+  }
+  return version;
 }
 
 }  // namespace modelserver

@@ -1,9 +1,11 @@
 #ifndef MODELSERVER_SERVER_CHECKPOINT_TORCHSCRIPT_ARCHIVE_H_
 #define MODELSERVER_SERVER_CHECKPOINT_TORCHSCRIPT_ARCHIVE_H_
 
+#include <cstdint>
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "server/checkpoint/zip_reader.h"
 
 namespace modelserver {
@@ -26,6 +28,13 @@ absl::Status CheckTorchScriptArchive(const ZipReader& zip, const std::string& wh
 // Whether the archive holds TorchScript code (code/ records or constants.pkl):
 // how a torch.jit.save file is told from a torch.save one.
 bool HasTorchScriptCode(const ZipReader& zip);
+
+// The archive's file format version as LibTorch reads it: its `.data/version`
+// record where it has one, else `version`, in the folder of its first record (names
+// compared ignoring case, as LibTorch's zip lookup does); decimal digits with blanks
+// around them. NOT_FOUND without either record, INVALID_ARGUMENT when it holds no
+// number (LibTorch's own error then says more). Thread-safe.
+absl::StatusOr<uint64_t> TorchScriptFormatVersion(const ZipReader& zip);
 
 }  // namespace modelserver
 

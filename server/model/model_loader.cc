@@ -83,6 +83,7 @@ absl::Status CheckLoadable(const std::string& path, ModelFormat format,
                            const std::string& architecture_path) {
   ASSIGN_OR_RETURN(std::unique_ptr<ZipReader> zip, ZipReader::Open(path));
   if (format == ModelFormat::kTorchScript) {
+    RETURN_IF_ERROR(CheckTorchScriptFormatVersion(*zip, "the file"));
     return trust_torchscript ? absl::OkStatus() : CheckTorchScriptArchive(*zip, "the file");
   }
   if (format != ModelFormat::kStateDict) return absl::OkStatus();

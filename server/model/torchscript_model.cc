@@ -1,9 +1,11 @@
 #include "server/model/torchscript_model.h"
 
 #include <caffe2/serialize/read_adapter_interface.h>
+#include <caffe2/serialize/versions.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <torch/script.h>
+#include <torch/version.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -44,6 +46,17 @@ TorchScriptModel::TorchScriptModel(std::unique_ptr<Impl> impl, ModelInfo info, a
       impl_(std::move(impl)) {}
 
 TorchScriptModel::~TorchScriptModel() = default;
+
+absl::Status CheckTorchScriptFormatVersion(const ZipReader& zip, const std::string& what) {
+  absl::StatusOr<uint64_t> version = TorchScriptFormatVersion(zip);
+  const uint64_t newest = caffe2::serialize::kMaxSupportedFileFormatVersion;
+  if (!version.ok() || *version <= newest) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      what, " is TorchScript file format version ", *version, ", written by a newer torch than ",
+      "this server's LibTorch ", TORCH_VERSION, " reads (format versions up to ", newest,
+      "): save it with a torch that writes version ", newest,
+      " or older, or serve it from a build with a newer LibTorch"));
+}
 
 namespace {
 
@@ -93,6 +106,7 @@ absl::Status OpenModule(const std::string& path, const std::string& what, const 
   // before LibTorch sees it.
   ASSIGN_OR_RETURN(std::unique_ptr<ZipReader> zip,
                    fd >= 0 ? ZipReader::FromFd(fd, offset, size, what) : ZipReader::Open(path));
+  RETURN_IF_ERROR(CheckTorchScriptFormatVersion(*zip, what));
   if (!trusted) {
     RETURN_IF_ERROR(CheckTorchScriptArchive(*zip, what));
   } else if (!HasTorchScriptCode(*zip)) {

@@ -111,6 +111,15 @@ absl::Status CheckTemplateStateDict(const std::string& template_path,
                                     const std::map<std::string, std::vector<int64_t>>& given,
                                     bool trusted);
 
+class ZipReader;
+
+// Whether this build's LibTorch reads the TorchScript archive's file format version:
+// FAILED_PRECONDITION naming the file's version, this LibTorch's version and the
+// newest format it reads when the file was written by a newer torch; OK when it
+// reads it or the archive names no version (LibTorch's own error then). A friendly
+// early error before LibTorch's less telling one.
+absl::Status CheckTorchScriptFormatVersion(const ZipReader& zip, const std::string& what);
+
 }  // namespace modelserver
 
 #endif  // MODELSERVER_SERVER_MODEL_TORCHSCRIPT_MODEL_H_

@@ -232,15 +232,20 @@ class Dockerfile(unittest.TestCase):
             self.text = fh.read()
 
     def test_build_stage_installs_the_setup_package_list(self):
-        # One list: the build stage copies scripts/packages.txt and runs setup.sh on
-        # it, and installs nothing else by name.
+        # One list per release: the build stage (Debian 13) copies the package lists and
+        # runs setup.sh, which installs packages-debian13.txt on trixie, and installs
+        # nothing else by name. (make image-test builds it.)
         stage = self.text[self.text.index("AS build"):]
         stage = stage[:stage.index("\nFROM ")]
-        self.assertIn("COPY scripts/packages.txt scripts/setup.sh /src/scripts/", stage)
+        self.assertRegex(self.text, r"(?m)^ARG DEBIAN_IMAGE=debian:13\.", "the CPU image is Debian 13's")
+        self.assertIn("COPY scripts/packages.txt scripts/packages-debian13.txt scripts/setup.sh "
+                      "/src/scripts/", stage)
         self.assertIn("RUN MODELSERVER_NO_TEST_TOOLS=1 bash /src/scripts/setup.sh", stage)
         self.assertNotIn("apt-get install", stage)
         with open(os.path.join(SRC, "scripts", "setup.sh")) as fh:
-            self.assertIn("packages.txt", fh.read())
+            setup = fh.read()
+        self.assertIn("VERSION_CODENAME=trixie", setup)
+        self.assertIn("list=packages-debian13.txt", setup)
 
     def test_runtime_stage(self):
         self.assertIn("runtime-packages.txt", self.text)

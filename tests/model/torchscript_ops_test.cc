@@ -1,15 +1,21 @@
 #include "server/model/torchscript_ops.h"
 
+#include <caffe2/serialize/versions.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sys/mman.h>
+#include <torch/script.h>
+#include <torch/version.h>
 #include <unistd.h>
 
 #include <fstream>
+#include <utility>
+#include <vector>
 
 #include "server/checkpoint/torchscript_archive.h"
 #include "server/checkpoint/zip_reader.h"
 #include "server/checkpoint/zip_writer.h"
+#include "server/model/torchscript_model.h"
 #include "tests/testing/server_process.h"
 
 namespace modelserver {
@@ -73,6 +79,84 @@ TEST(TorchScriptOpsTest, SetStateIsFoundBeforeLoading) {
   ASSERT_TRUE(state_dict.ok());
   EXPECT_THAT(std::string(CheckTorchScriptArchive(**state_dict, "w.pth").message()),
               HasSubstr("not a TorchScript archive"));
+}
+
+// A stored zip of `records` (name, bytes), as bytes.
+std::string StoredZip(const std::vector<std::pair<std::string, std::string>>& records) {
+  int fd = memfd_create("archive", MFD_CLOEXEC);
+  ZipWriter w(fd);
+  for (const auto& [name, data] : records) EXPECT_TRUE(w.Add(name, data.data(), data.size()).ok());
+  EXPECT_TRUE(w.Finish().ok());
+  std::string bytes(w.bytes_written(), '\0');
+  EXPECT_EQ(pread(fd, bytes.data(), bytes.size(), 0), static_cast<ssize_t>(bytes.size()));
+  close(fd);
+  return bytes;
+}
+
+// A TorchScript file from a newer torch (a format version past this LibTorch's
+// newest) is refused before LibTorch reads it, naming both versions; LibTorch
+// itself refuses that file too, and reads the same file at its newest version.
+TEST(TorchScriptOpsTest, FormatVersionPastThisLibTorchIsRefusedNamingBoth) {
+  const uint64_t newest = caffe2::serialize::kMaxSupportedFileFormatVersion;
+  auto real = ZipReader::Open(testing::FixturesDir() + "/tiny_ts_script/model.pt");
+  ASSERT_TRUE(real.ok()) << real.status();
+  absl::StatusOr<uint64_t> written = TorchScriptFormatVersion(**real);
+  ASSERT_TRUE(written.ok()) << written.status();
+  EXPECT_GE(*written, 1u);
+  EXPECT_LE(*written, newest);
+  EXPECT_TRUE(CheckTorchScriptFormatVersion(**real, "model.pt").ok());
+  // The same file with its version record rewritten.
+  auto with_version = [&](uint64_t version) {
+    std::vector<std::pair<std::string, std::string>> records;
+    for (const ZipReader::Entry& e : (*real)->entries()) {
+      absl::StatusOr<std::string> data = (*real)->ReadToString(e, 64 << 20, true);
+      EXPECT_TRUE(data.ok()) << e.name;
+      bool is_version = e.name.size() >= 8 && e.name.substr(e.name.size() - 8) == "/version";
+      records.emplace_back(e.name, is_version ? std::to_string(version) + "\n" : *data);
+    }
+    return StoredZip(records);
+  };
+  const std::string dir = testing::NewTempDir("format_version");
+  const std::string newer = dir + "/newer.pt", same = dir + "/same.pt";
+  std::ofstream(newer, std::ios::binary) << with_version(newest + 1);
+  std::ofstream(same, std::ios::binary) << with_version(newest);
+  auto zip = ZipReader::Open(newer);
+  ASSERT_TRUE(zip.ok()) << zip.status();
+  absl::Status s = CheckTorchScriptFormatVersion(**zip, "newer.pt");
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr("version " + std::to_string(newest + 1)));
+  EXPECT_THAT(std::string(s.message()), HasSubstr(std::string("LibTorch ") + TORCH_VERSION));
+  EXPECT_THAT(std::string(s.message()), HasSubstr("up to " + std::to_string(newest)));
+  EXPECT_THROW(torch::jit::load(newer), c10::Error);
+  auto same_zip = ZipReader::Open(same);
+  ASSERT_TRUE(same_zip.ok());
+  EXPECT_TRUE(CheckTorchScriptFormatVersion(**same_zip, "same.pt").ok());
+  torch::jit::Module m = torch::jit::load(same);
+  EXPECT_FALSE(m.get_methods().empty());
+}
+
+// The version record as LibTorch finds it: `.data/version` before `version`, names
+// in any case, blanks around the digits; none, or no number, is not this check's.
+TEST(TorchScriptOpsTest, FormatVersionRecord) {
+  auto version_of = [](const std::vector<std::pair<std::string, std::string>>& records) {
+    auto zip = ZipReader::FromBuffer(StoredZip(records));
+    EXPECT_TRUE(zip.ok()) << zip.status();
+    return TorchScriptFormatVersion(**zip);
+  };
+  EXPECT_EQ(*version_of({{"m/data.pkl", ""}, {"m/version", "3\n"}}), 3u);
+  EXPECT_EQ(*version_of({{"m/data.pkl", ""}, {"m/version", "3\n"}, {"m/.data/version", " 12 "}}),
+            12u);
+  EXPECT_EQ(*version_of({{"m/data.pkl", ""}, {"M/VERSION", "11"}}), 11u);
+  EXPECT_EQ(version_of({{"m/data.pkl", ""}}).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(version_of({{"m/data.pkl", ""}, {"other/version", "11"}}).status().code(),
+            absl::StatusCode::kNotFound);
+  for (const std::string text : {"", "x", "-1", "99999999999999999999", "1 2"}) {
+    EXPECT_EQ(version_of({{"m/data.pkl", ""}, {"m/version", text}}).status().code(),
+              absl::StatusCode::kInvalidArgument)
+        << text;
+    auto zip = ZipReader::FromBuffer(StoredZip({{"m/data.pkl", ""}, {"m/version", text}}));
+    EXPECT_TRUE(CheckTorchScriptFormatVersion(**zip, "f").ok()) << text;
+  }
 }
 
 // Each way of spelling `def __setstate__` that this LibTorch still runs at load
