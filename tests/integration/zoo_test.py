@@ -13,6 +13,8 @@ Also the patterns of real torch 2.x files: a Sequential subclass whose forward w
 torch 2.1 file did; served, and the warning logged once however often it is asked), and
 modules with several outputs (a named tuple with a None, a dict): the first tensor is
 served. (Scripted GoogLeNet and Inception v3 return named tuples too.)
+A TorchScript file whose format version record is past what any LibTorch reads (as a
+newer torch would write it) is refused, naming the file's version and the server's LibTorch.
 
 Under a sanitizer only a few models run (every one goes through the same server code;
 the time is LibTorch's, which is not instrumented), and it says so; unless
