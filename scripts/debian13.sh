@@ -89,8 +89,8 @@ else
   run="mkdir -p $build
   cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo > $build/cmake.log 2>&1 \
     || { tail -n 40 $build/cmake.log; exit 1; }
-  cmake --build $build -j$JOBS -- -k 0
-  rc=0; (cd $build && ctest -j$JOBS --output-on-failure --timeout 1200 $(printf '%q ' "$@")) || rc=\$?"
+  rc=0; cmake --build $build -j$JOBS -- -k 0 || rc=1
+  (cd $build && ctest -j$JOBS --output-on-failure --timeout 1200 $(printf '%q ' "$@")) || rc=\$?"
 fi
 chroot "$root" /usr/bin/env -i HOME=/root PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
   bash -c "
