@@ -82,20 +82,16 @@ absl::Status CheckTorchScriptArchive(const ZipReader& zip, const std::string& wh
 absl::StatusOr<uint64_t> TorchScriptFormatVersion(const ZipReader& zip) {
   if (zip.entries().empty()) return absl::NotFoundError("an empty archive has no version record");
   const std::string& first = zip.entries().front().name;
-  const size_t slash = first.find('/');
-  const std::string folder =
-      absl::AsciiStrToLower(slash == std::string::npos ? "" : first.substr(0, slash + 1));
-  const ZipReader::Entry* found = nullptr;
-  for (absl::string_view name : {".data/version", "version"}) {
+  const std::string folder = first.substr(0, first.find('/') + 1);  // "" without a folder
+  auto find = [&](absl::string_view name) -> const ZipReader::Entry* {
     const std::string want = absl::StrCat(folder, name);
     for (const ZipReader::Entry& e : zip.entries()) {
-      if (absl::AsciiStrToLower(e.name) == want) {
-        found = &e;
-        break;
-      }
+      if (absl::EqualsIgnoreCase(e.name, want)) return &e;
     }
-    if (found != nullptr) break;
-  }
+    return nullptr;
+  };
+  const ZipReader::Entry* found = find(".data/version");
+  if (found == nullptr) found = find("version");
   if (found == nullptr) return absl::NotFoundError("the archive has no version record");
   ASSIGN_OR_RETURN(std::string text, zip.ReadToString(*found, 64));
   absl::string_view digits = absl::StripAsciiWhitespace(text);
