@@ -150,6 +150,10 @@ TEST(TorchScriptOpsTest, FormatVersionRecord) {
   EXPECT_EQ(version_of({{"m/data.pkl", ""}}).status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(version_of({{"m/data.pkl", ""}, {"other/version", "11"}}).status().code(),
             absl::StatusCode::kNotFound);
+  // A record longer than any number is not read whole.
+  const std::string long_record(100, '1');
+  EXPECT_EQ(version_of({{"m/data.pkl", ""}, {"m/version", long_record}}).status().code(),
+            absl::StatusCode::kResourceExhausted);
   for (const std::string text : {"", "x", "-1", "99999999999999999999", "1 2"}) {
     EXPECT_EQ(version_of({{"m/data.pkl", ""}, {"m/version", text}}).status().code(),
               absl::StatusCode::kInvalidArgument)
