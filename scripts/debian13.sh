@@ -71,34 +71,33 @@ bind "$src" "$root/src"
 if [ -d "$cache/npm" ]; then bind "$cache/npm" "$root/root/.cache/modelserver/npm" ro; fi
 
 echo "debian13: $(chroot "$root" /usr/bin/python3 -c 'import torch, torchvision; print("torch", torch.__version__, "torchvision", torchvision.__version__)'), $(chroot "$root" g++ --version | head -n 1)"
-# The server's startup line (it names its LibTorch): the built server, on an empty
-# store, for as long as it takes to print it.
-startup_line='
-  d=$(mktemp -d)
-  "$1"/server/model-server --store="$d/store" --state_dir=none --listen=127.0.0.1:0 \
-    --http_listen=127.0.0.1:0 --metrics_listen=127.0.0.1:0 > "$d/log" 2>&1 &
-  for _ in $(seq 600); do grep -q "listening on port" "$d/log" && break; sleep 0.1; done
-  kill $! 2>/dev/null; wait $! 2>/dev/null
-  echo "debian13: server startup line: $(grep -m1 "listening on port" "$d/log" || tail -n 3 "$d/log")"
-  rm -rf "$d"'
+in_root() {
+  chroot "$root" /usr/bin/env -i HOME=/root PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 "$@"
+}
 if [ "$mode" = asan ]; then
   build=build-debian13-asan
-  run="MODELSERVER_ZOO=all SANITIZE_BUILD=build-debian13 JOBS=$JOBS bash scripts/sanitize.sh asan; rc=\$?"
+  run="MODELSERVER_ZOO=all SANITIZE_BUILD=build-debian13 JOBS=$JOBS bash scripts/sanitize.sh asan"
 else
   build=build-debian13
   run="mkdir -p $build
   cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo > $build/cmake.log 2>&1 \
     || { tail -n 40 $build/cmake.log; exit 1; }
-  rc=0; cmake --build $build -j$JOBS -- -k 0 || rc=1
-  (cd $build && ctest -j$JOBS --output-on-failure --timeout 1200 $(printf '%q ' "$@")) || rc=\$?"
+  built=0; cmake --build $build -j$JOBS -- -k 0 || built=1
+  cd $build && ctest -j$JOBS --output-on-failure --timeout 1200 $(printf '%q ' "$@")
+  exit \$built"
 fi
-chroot "$root" /usr/bin/env -i HOME=/root PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
-  bash -c "
-  set -uo pipefail
-  cd /src
-  $run
-  startup() { $startup_line
-  }
-  [ -x $build/server/model-server ] && ASAN_OPTIONS=detect_leaks=0 startup $build
-  exit \$rc
-"
+rc=0
+in_root bash -c "set -euo pipefail; cd /src; $run" || rc=$?
+# The server's startup line (it names its LibTorch): the built server, on an empty
+# store, for as long as it takes to print it.
+if [ -x "$build/server/model-server" ]; then
+  in_root bash -c '
+    d=$(mktemp -d)
+    ASAN_OPTIONS=detect_leaks=0 "/src/$1/server/model-server" --store="$d/store" --state_dir=none \
+      --listen=127.0.0.1:0 --http_listen=127.0.0.1:0 --metrics_listen=127.0.0.1:0 > "$d/log" 2>&1 &
+    for _ in $(seq 600); do grep -q "listening on port" "$d/log" && break; sleep 0.1; done
+    kill $! 2>/dev/null; wait $! 2>/dev/null
+    echo "debian13: server startup line: $(grep -m1 "listening on port" "$d/log" || tail -n 3 "$d/log")"
+    rm -rf "$d"' _ "$build" || true
+fi
+exit $rc
