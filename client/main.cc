@@ -45,6 +45,9 @@ ABSL_FLAG(std::string, preprocess, "",
           "\"std\": [0.229, 0.224, 0.225], \"interpolation\": \"bilinear\"}'");
 ABSL_FLAG(int, top_k, 5, "predict: classes to print per sample (0 = none)");
 ABSL_FLAG(std::string, output, "", "predict: write the output tensor to this .npy file");
+ABSL_FLAG(std::string, output_name, "",
+          "predict: the output to return from a model that gives several (a tuple's "
+          "\"output1\", a dict's key); default the first");
 ABSL_FLAG(int, timeout_ms, 60000, "deadline of each call");
 ABSL_FLAG(std::string, tls_ca, "", "PEM CA that signed the server certificate (turns TLS on)");
 ABSL_FLAG(std::string, tls_cert, "", "PEM client certificate, for mutual TLS");
@@ -184,6 +187,9 @@ int Predict(const ModelClient& client) {
     request.clear_input();
     for (std::string& image : images) request.add_images(std::move(image));
   }
+  if (!absl::GetFlag(FLAGS_output_name).empty()) {
+    request.add_output_names(absl::GetFlag(FLAGS_output_name));
+  }
   const auto start = std::chrono::steady_clock::now();
   grpc::Status s = client.Predict(request, &response);
   const double ms =
@@ -200,9 +206,12 @@ int Predict(const ModelClient& client) {
 }
 
 void PrintPrediction(const v1::PredictResponse& response, double ms) {
+  const std::string name = response.output_name().empty() || response.output_name() == "output"
+                               ? ""
+                               : absl::StrCat("'", response.output_name(), "' ");
   std::printf(
-      "model %s version %lld: output %s in %.1f ms\n", response.model_name().c_str(),
-      static_cast<long long>(response.version()),
+      "model %s version %lld: output %s%s in %.1f ms\n", response.model_name().c_str(),
+      static_cast<long long>(response.version()), name.c_str(),
       ShapeString({response.output().shape().begin(), response.output().shape().end()}).c_str(),
       ms);
   const int images = static_cast<int>(ImagePaths().size());

@@ -43,6 +43,19 @@ struct HostTensor {
   int64_t NumElements() const;
 };
 
+// One output of a model, by its name ("output" for a model with one; see
+// Model::ForwardAll).
+struct NamedTensor {
+  std::string name;
+  HostTensor tensor;
+};
+
+// Outputs one forward pass may give (a model returning more is refused), and
+// the longest output name: bounds on what a model -- or a sandboxed worker --
+// hands back.
+constexpr size_t kMaxModelOutputs = 32;
+constexpr size_t kMaxOutputNameBytes = 127;
+
 // "[1,3,224,224]".
 std::string ShapeString(const std::vector<int64_t>& shape);
 

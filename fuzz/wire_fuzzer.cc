@@ -14,9 +14,10 @@
 //   3  a modelserving.v1.Tensor -> HostTensor (Predict's FromProto)
 //   4  an HTTP method and path ("<method> <path>") through the REST routes
 //   5  a sandboxed model-worker's reply (a worker is as hostile as the file it
-//      runs): "<u8 what: even = forward, odd = save><u8 dtype><u8 rank><i32 code>
-//      <u64 bytes><rank x i64 shape><the memfd's bytes>" (little-endian) ->
-//      TensorFromReply / FileFromReply (cap 4 KiB) and StatusFromReply
+//      runs): "<u8 what: even = forward, odd = save><u8 outputs><i32 code>
+//      <u64 bytes>", per output "<u8 dtype><u8 rank><u64 bytes><u8 name length>
+//      <name><rank x i64 shape>", then the memfd's bytes (little-endian) ->
+//      OutputsFromReply / FileFromReply (cap 4 KiB) and StatusFromReply
 // Every accepted value must also respect the invariants checked below.
 #include <fcntl.h>
 #include <google/protobuf/stubs/logging.h>
@@ -128,18 +129,31 @@ void Tensor(const std::string& in) {
 }
 
 void WorkerReply(const std::string& in) {
-  constexpr size_t kHead = 1 + 1 + 1 + 4 + 8;
+  // "<u8 what><u8 outputs><i32 code><u64 bytes>", then per output
+  // "<u8 dtype><u8 rank><u64 bytes><u8 name length><name><rank x i64 shape>",
+  // then the memfd's bytes.
+  constexpr size_t kHead = 1 + 1 + 4 + 8;
   if (in.size() < kHead) return;
   modelserver::WorkerReply reply;
   const bool save = (static_cast<uint8_t>(in[0]) & 1) != 0;
-  reply.dtype = static_cast<uint8_t>(in[1]);
-  reply.rank = static_cast<uint8_t>(in[2]);
-  std::memcpy(&reply.code, in.data() + 3, 4);
-  std::memcpy(&reply.bytes, in.data() + 7, 8);
+  reply.num_outputs = static_cast<uint8_t>(in[1]);
+  std::memcpy(&reply.code, in.data() + 2, 4);
+  std::memcpy(&reply.bytes, in.data() + 6, 8);
   size_t at = kHead;
-  for (uint32_t i = 0; i < reply.rank && i < modelserver::kWorkerMaxRank && at + 8 <= in.size();
-       ++i, at += 8) {
-    std::memcpy(&reply.shape[i], in.data() + at, 8);
+  for (uint32_t o = 0; o < reply.num_outputs && o < modelserver::kMaxModelOutputs; ++o) {
+    if (at + 11 > in.size()) break;
+    modelserver::WorkerOutput& out = reply.outputs[o];
+    out.dtype = static_cast<uint8_t>(in[at]);
+    out.rank = static_cast<uint8_t>(in[at + 1]);
+    std::memcpy(&out.bytes, in.data() + at + 2, 8);
+    const size_t name = std::min<size_t>(static_cast<uint8_t>(in[at + 10]), sizeof(out.name));
+    at += 11;
+    std::memcpy(out.name, in.data() + at, std::min(name, in.size() - at));
+    at = std::min(in.size(), at + name);
+    for (uint32_t i = 0; i < out.rank && i < modelserver::kWorkerMaxRank && at + 8 <= in.size();
+         ++i, at += 8) {
+      std::memcpy(&out.shape[i], in.data() + at, 8);
+    }
   }
   std::memcpy(reply.message, in.data(), std::min(in.size(), sizeof(reply.message)));
   (void)modelserver::StatusFromReply(reply).ToString();
@@ -149,11 +163,18 @@ void WorkerReply(const std::string& in) {
     absl::StatusOr<std::string> file = modelserver::FileFromReply(reply, fd, 4096);
     if (file.ok() && (file->size() != reply.bytes || file->size() > 4096)) std::abort();
   } else {
-    absl::StatusOr<modelserver::HostTensor> t = modelserver::TensorFromReply(reply, fd);
-    if (t.ok() && (t->shape.empty() || t->shape.size() > modelserver::kWorkerMaxRank ||
-                   t->data.size() !=
-                       static_cast<size_t>(t->NumElements()) * modelserver::DTypeSize(t->dtype))) {
-      std::abort();  // an accepted output's bytes match its shape
+    absl::StatusOr<std::vector<modelserver::NamedTensor>> outs =
+        modelserver::OutputsFromReply(reply, fd);
+    if (outs.ok()) {
+      if (outs->empty() || outs->size() > modelserver::kMaxModelOutputs) std::abort();
+      for (const modelserver::NamedTensor& t : *outs) {
+        if (t.name.empty() || t.name.size() > modelserver::kMaxOutputNameBytes ||
+            t.tensor.shape.size() > modelserver::kWorkerMaxRank ||
+            t.tensor.data.size() != static_cast<size_t>(t.tensor.NumElements()) *
+                                        modelserver::DTypeSize(t.tensor.dtype)) {
+          std::abort();  // an accepted output's bytes match its shape
+        }
+      }
     }
   }
   close(fd);

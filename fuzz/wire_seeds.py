@@ -98,16 +98,23 @@ for i, path in enumerate(('GET /v2/models/tiny/ready', 'POST /v2/models/tiny/ver
     seeds[f'route_{i}'] = b'\x04' + path.encode()
 
 
-def worker_reply(what, dtype, shape, code, payload, nbytes=None):
+def worker_reply(what, outputs, code, payload, nbytes=None):
+    """outputs: (name, dtype, shape, bytes) per output."""
     n = len(payload) if nbytes is None else nbytes
-    return (bytes([5, what, dtype, len(shape)]) + struct.pack('<iQ', code, n) +
-            b''.join(struct.pack('<q', d) for d in shape) + payload)
+    body = b''
+    for name, dtype, shape, size in outputs:
+        body += (bytes([dtype, len(shape)]) + struct.pack('<Q', size) + bytes([len(name)]) +
+                 name + b''.join(struct.pack('<q', d) for d in shape))
+    return bytes([5, what, len(outputs)]) + struct.pack('<iQ', code, n) + body + payload
 
 
-seeds['worker_forward'] = worker_reply(0, 1, [2, 3], 0, bytes(24))
-seeds['worker_forward_error'] = worker_reply(0, 1, [2, 3], 8, b'')
-seeds['worker_forward_oversized'] = worker_reply(0, 1, [1 << 20, 1 << 20], 0, b'', 1 << 42)
-seeds['worker_save'] = worker_reply(1, 0, [], 0, b'PK\x05\x06' + bytes(18))
+seeds['worker_forward'] = worker_reply(0, [(b'output', 1, [2, 3], 24)], 0, bytes(24))
+seeds['worker_forward_two'] = worker_reply(
+    0, [(b'output0', 1, [2, 3], 24), (b'scores.1', 8, [2], 16)], 0, bytes(40))
+seeds['worker_forward_error'] = worker_reply(0, [(b'output', 1, [2, 3], 24)], 8, b'')
+seeds['worker_forward_oversized'] = worker_reply(
+    0, [(b'output', 1, [1 << 20, 1 << 20], 1 << 42)], 0, b'', 1 << 42)
+seeds['worker_save'] = worker_reply(1, [], 0, b'PK\x05\x06' + bytes(18))
 for name, data in seeds.items():
     with open(os.path.join(out, name), 'wb') as f:
         f.write(data)

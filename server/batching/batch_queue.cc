@@ -290,35 +290,48 @@ HostTensor BatchQueue::Concatenate(std::vector<Pending>* items, int64_t total) {
 
 std::vector<absl::StatusOr<BatchTask::Result>> BatchQueue::Split(
     const std::vector<Pending>& items, int64_t version, int64_t total,
-    absl::StatusOr<HostTensor> output) {
+    absl::StatusOr<std::vector<NamedTensor>> outputs) {
   const size_t requests = items.size();
-  if (output.ok() && (output->shape.empty() || output->shape[0] != total ||
-                      output->data.size() % static_cast<size_t>(total) != 0)) {
-    output = absl::InternalError(absl::StrCat("model output ", ShapeString(output->shape),
-                                              " does not have the batch's ", total, " rows"));
+  if (outputs.ok() && outputs->empty()) outputs = absl::InternalError("the model gave no output");
+  if (outputs.ok()) {
+    for (const NamedTensor& o : *outputs) {
+      const HostTensor& t = o.tensor;
+      if (t.shape.empty() || t.shape[0] != total ||
+          t.data.size() % static_cast<size_t>(total) != 0) {
+        outputs = absl::InternalError(absl::StrCat(
+            "model output", outputs->size() > 1 ? absl::StrCat(" '", o.name, "' ") : " ",
+            ShapeString(t.shape), " does not have the batch's ", total, " rows"));
+        break;
+      }
+    }
   }
   std::vector<absl::StatusOr<BatchTask::Result>> out;
-  if (!output.ok()) {
-    for (size_t i = 0; i < requests; ++i) out.push_back(output.status());
+  if (!outputs.ok()) {
+    for (size_t i = 0; i < requests; ++i) out.push_back(outputs.status());
     return out;
   }
-  const size_t row_bytes = output->data.size() / static_cast<size_t>(total);
-  size_t offset = 0;
-  for (size_t i = 0; i < requests; ++i) {
-    BatchTask::Result r;
-    r.version = version;
-    r.output.dtype = output->dtype;
-    r.output.shape = output->shape;
-    r.output.shape[0] = items[i].samples;
-    if (requests == 1) {
-      r.output.data = std::move(output->data);
-    } else {
-      r.output.data =
-          output->data.substr(offset, row_bytes * static_cast<size_t>(items[i].samples));
+  std::vector<BatchTask::Result> results(requests);
+  for (BatchTask::Result& r : results) r.version = version;
+  for (NamedTensor& o : *outputs) {
+    const size_t row_bytes = o.tensor.data.size() / static_cast<size_t>(total);
+    size_t offset = 0;
+    for (size_t i = 0; i < requests; ++i) {
+      NamedTensor part;
+      part.name = o.name;
+      part.tensor.dtype = o.tensor.dtype;
+      part.tensor.shape = o.tensor.shape;
+      part.tensor.shape[0] = items[i].samples;
+      const size_t n = row_bytes * static_cast<size_t>(items[i].samples);
+      if (requests == 1) {
+        part.tensor.data = std::move(o.tensor.data);
+      } else {
+        part.tensor.data = o.tensor.data.substr(offset, n);
+      }
+      offset += n;
+      results[i].outputs.push_back(std::move(part));
     }
-    offset += row_bytes * static_cast<size_t>(items[i].samples);
-    out.push_back(std::move(r));
   }
+  for (BatchTask::Result& r : results) out.push_back(std::move(r));
   return out;
 }
 
@@ -368,7 +381,7 @@ void BatchQueue::RunBatchOrThrow(Batch* batch_ptr) {
   const absl::Time concatenated = options_.clock->Now();
   const int running = ++running_;
   if (options_.before_batch) options_.before_batch(running);
-  absl::StatusOr<HostTensor> output = handle->model->Forward(input);
+  absl::StatusOr<std::vector<NamedTensor>> output = handle->model->ForwardAll(input);
   --running_;
   const absl::Time end = options_.clock->Now();
   LOG_DEBUG("model ", options_.name, " version ", handle->version, ": batch of ", total,

@@ -38,7 +38,8 @@ struct BatchTask {
   // Estimated peak memory of computing this request alone (0: not counted).
   int64_t forward_bytes = 0;
   struct Result {
-    HostTensor output;  // [n, ...]
+    // Every output of the model (Model::ForwardAll), in its order, each [n, ...].
+    std::vector<NamedTensor> outputs;
     int64_t version = 0;
   };
   std::function<void(absl::StatusOr<Result>)> done;
@@ -61,8 +62,8 @@ using ModelSource = std::function<absl::StatusOr<ModelHandle>()>;
 // BasicBatchScheduler): requests wait until `max_batch_size` samples of the same
 // per-sample shape and dtype are queued, or until the oldest of them has waited
 // `batch_timeout` (without `wait_when_idle`: or at once when no other batch is
-// running); then one forward pass runs on the concatenated batch and the output
-// rows go back to their requests in order.
+// running); then one forward pass runs on the concatenated batch and the rows of
+// each output go back to their requests in order.
 //
 // - A full queue (more than `max_queue_size` samples waiting) refuses at once with
 //   UNAVAILABLE; nothing blocks.
@@ -183,11 +184,11 @@ class BatchQueue {
 
   // The requests' inputs as one [total, ...] tensor (moved out of the requests).
   static HostTensor Concatenate(std::vector<Pending>* items, int64_t total);
-  // `output` split by rows among the requests, or each request's error
-  // (INTERNAL when the row count is wrong).
-  static std::vector<absl::StatusOr<BatchTask::Result>> Split(const std::vector<Pending>& items,
-                                                              int64_t version, int64_t total,
-                                                              absl::StatusOr<HostTensor> output);
+  // Every output split by rows among the requests, or each request's error
+  // (INTERNAL when an output's row count is not the batch's).
+  static std::vector<absl::StatusOr<BatchTask::Result>> Split(
+      const std::vector<Pending>& items, int64_t version, int64_t total,
+      absl::StatusOr<std::vector<NamedTensor>> outputs);
   void WorkerLoop(size_t index);
   // A RunOnEveryWorker call: `left` workers still to run `fn`.
   struct Job {

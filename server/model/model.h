@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -68,6 +69,26 @@ class Model {
   // dimension. RESOURCE_EXHAUSTED when the device is out of memory,
   // INVALID_ARGUMENT when the network rejects the input, INTERNAL otherwise.
   virtual absl::StatusOr<HostTensor> Forward(const HostTensor& batch) const = 0;
+
+  // Forward, with every output the model gives, in its order, by name: "output"
+  // for a model that returns one tensor; for several (TorchScript returning a
+  // tuple, named tuple or list: "output0", "output1", ... by position, a None
+  // element skipped and its position kept; a dict: its keys; nested containers:
+  // "output1.0", "key.0"), each with the batch's leading dimension. Forward's
+  // output is the first. The default: Forward's one output, named "output".
+  virtual absl::StatusOr<std::vector<NamedTensor>> ForwardAll(const HostTensor& batch) const {
+    absl::StatusOr<HostTensor> out = Forward(batch);
+    if (!out.ok()) return out.status();
+    std::vector<NamedTensor> all(1);
+    all[0].name = "output";
+    all[0].tensor = *std::move(out);
+    return all;
+  }
+
+  // The output names of the last forward pass (ForwardAll), or {"output"} before
+  // the first: for metadata. The registry's warm-up pass at load sets them for a
+  // model with a warm-up shape.
+  virtual std::vector<std::string> OutputNames() const { return {"output"}; }
 };
 
 }  // namespace modelserver

@@ -21,18 +21,36 @@ ReplicatedModel::ReplicatedModel(std::vector<std::shared_ptr<const Model>> repli
   }
 }
 
-absl::StatusOr<HostTensor> ReplicatedModel::Forward(const HostTensor& batch) const {
+size_t ReplicatedModel::Acquire() const {
   size_t best = 0;
   for (size_t i = 1; i < replicas_.size(); ++i) {
     if (running_[i].load() < running_[best].load()) best = i;
   }
   ++running_[best];
   ++total_[best];
-  struct Done {
-    std::atomic<int>* n;
-    ~Done() { --*n; }
-  } done{&running_[best]};
-  return replicas_[best]->Forward(batch);
+  return best;
+}
+
+absl::StatusOr<HostTensor> ReplicatedModel::Forward(const HostTensor& batch) const {
+  const size_t i = Acquire();
+  Releaser done{this, i};
+  return replicas_[i]->Forward(batch);
+}
+
+absl::StatusOr<std::vector<NamedTensor>> ReplicatedModel::ForwardAll(
+    const HostTensor& batch) const {
+  const size_t i = Acquire();
+  Releaser done{this, i};
+  return replicas_[i]->ForwardAll(batch);
+}
+
+std::vector<std::string> ReplicatedModel::OutputNames() const {
+  // The copy that ran last knows; copies of one file name their outputs alike.
+  for (const auto& r : replicas_) {
+    std::vector<std::string> names = r->OutputNames();
+    if (names != std::vector<std::string>{"output"}) return names;
+  }
+  return {"output"};
 }
 
 std::vector<int64_t> ReplicatedModel::forwards() const {

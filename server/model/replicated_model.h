@@ -38,12 +38,23 @@ class ReplicatedModel : public Model {
     return replicas_[0]->Save(format, path);
   }
   absl::StatusOr<HostTensor> Forward(const HostTensor& batch) const override;
+  absl::StatusOr<std::vector<NamedTensor>> ForwardAll(const HostTensor& batch) const override;
+  std::vector<std::string> OutputNames() const override;
 
   const std::vector<std::shared_ptr<const Model>>& replicas() const { return replicas_; }
   // Forward passes each copy has run (for tests and logs).
   std::vector<int64_t> forwards() const;
 
  private:
+  // The least busy copy, counted as running one more pass until `Release`.
+  size_t Acquire() const;
+  // Releases its copy when it goes (a pass that throws too).
+  struct Releaser {
+    const ReplicatedModel* model;
+    size_t index;
+    ~Releaser() { --model->running_[index]; }
+  };
+
   std::vector<std::shared_ptr<const Model>> replicas_;
   ModelInfo info_;
   // Per copy: passes running now, passes run in all.

@@ -91,28 +91,69 @@ TorchModel::CudaStaging& TorchModel::StagingForThisThread() const {
   return *s;
 }
 
+absl::StatusOr<TorchModel::NamedOutputs> TorchModel::RunAll(const at::Tensor& x) const {
+  ASSIGN_OR_RETURN(at::Tensor y, Run(x));
+  NamedOutputs out;
+  out.emplace_back("output", std::move(y));
+  return out;
+}
+
 absl::StatusOr<HostTensor> TorchModel::Forward(const HostTensor& batch) const {
+  ASSIGN_OR_RETURN(std::vector<NamedTensor> all, ForwardAll(batch));
+  return std::move(all.front().tensor);
+}
+
+std::vector<std::string> TorchModel::OutputNames() const {
+  absl::MutexLock lock(&names_mu_);
+  return output_names_;
+}
+
+absl::StatusOr<std::vector<NamedTensor>> TorchModel::ForwardAll(const HostTensor& batch) const {
   RETURN_IF_ERROR(ValidateInput(batch.dtype, batch.shape));
   ASSIGN_OR_RETURN(at::Tensor host, ViewHostTensor(batch));
   const bool unbatched = IsUnbatched(batch.shape);
   try {
     c10::InferenceMode guard;
     if (unbatched) host = host.unsqueeze(0);
+    NamedOutputs ys;
+    std::vector<NamedTensor> out;
     if (device_.is_cpu()) {
-      ASSIGN_OR_RETURN(at::Tensor y, Compute(host));
-      return ToHost(y, unbatched);
+      ASSIGN_OR_RETURN(ys, Compute(host));
+    } else {
+      CudaStaging& staging = StagingForThisThread();
+      c10::StreamGuard on_stream(*staging.stream);
+      at::Tensor pinned = Staged(&staging.pinned_in, host);
+      pinned.copy_(host);
+      ASSIGN_OR_RETURN(ys, Compute(pinned.to(device_, /*non_blocking=*/true)));
+      // The first output through the thread's pinned buffer, the others (rare)
+      // copied plainly.
+      for (size_t i = 0; i < ys.size(); ++i) {
+        at::Tensor& y = ys[i].second;
+        if (y.is_cpu()) continue;
+        if (i > 0) {
+          y = y.to(at::kCPU);
+          continue;
+        }
+        y = y.contiguous();
+        at::Tensor staged = Staged(&staging.pinned_out, y);
+        staged.copy_(y, /*non_blocking=*/true);
+        y = staged;
+      }
+      staging.stream->synchronize();  // the outputs are on the host; pinned_in is free again
     }
-    CudaStaging& staging = StagingForThisThread();
-    c10::StreamGuard on_stream(*staging.stream);
-    at::Tensor pinned = Staged(&staging.pinned_in, host);
-    pinned.copy_(host);
-    ASSIGN_OR_RETURN(at::Tensor y, Compute(pinned.to(device_, /*non_blocking=*/true)));
-    if (y.is_cpu()) return ToHost(y, unbatched);
-    y = y.contiguous();
-    at::Tensor out = Staged(&staging.pinned_out, y);
-    out.copy_(y, /*non_blocking=*/true);
-    staging.stream->synchronize();  // the output is on the host; pinned_in is free again
-    return ToHost(out, unbatched);
+    std::vector<std::string> names;
+    for (auto& [name, y] : ys) {
+      NamedTensor t;
+      t.name = name;
+      ASSIGN_OR_RETURN(t.tensor, ToHost(std::move(y), unbatched));
+      names.push_back(name);
+      out.push_back(std::move(t));
+    }
+    {
+      absl::MutexLock lock(&names_mu_);
+      if (output_names_ != names) output_names_ = std::move(names);
+    }
+    return out;
   } catch (const std::exception& e) {
     // The whole message (a TorchScript traceback, say) once per model; the
     // caller gets its cause.
@@ -124,13 +165,16 @@ absl::StatusOr<HostTensor> TorchModel::Forward(const HostTensor& batch) const {
   }
 }
 
-absl::StatusOr<at::Tensor> TorchModel::Compute(const at::Tensor& x) const {
-  ASSIGN_OR_RETURN(at::Tensor y, Run(numerics_.Apply(x)));
-  output_rank_.store(static_cast<int>(y.dim()));
-  if (y.scalar_type() == numerics_.dtype() && numerics_.dtype() != at::kFloat) {
-    return y.to(at::kFloat);  // the wire's float32
+absl::StatusOr<TorchModel::NamedOutputs> TorchModel::Compute(const at::Tensor& x) const {
+  ASSIGN_OR_RETURN(NamedOutputs ys, RunAll(numerics_.Apply(x)));
+  if (ys.empty()) return absl::InternalError("the model gave no output");
+  output_rank_.store(static_cast<int>(ys.front().second.dim()));
+  for (auto& [name, y] : ys) {
+    if (y.scalar_type() == numerics_.dtype() && numerics_.dtype() != at::kFloat) {
+      y = y.to(at::kFloat);  // the wire's float32
+    }
   }
-  return y;
+  return ys;
 }
 
 absl::StatusOr<HostTensor> TorchModel::ToHost(at::Tensor y, bool unbatched) {

@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -49,11 +50,16 @@ absl::StatusOr<Numerics> ResolveNumerics(Precision precision, MemoryLayout layou
 // Thread-safe as long as Run() is: Forward keeps no state.
 class TorchModel : public Model {
  public:
+  // Tensors by output name, in the model's order.
+  using NamedOutputs = std::vector<std::pair<std::string, at::Tensor>>;
+
   const ModelInfo& info() const final { return info_; }
   ~TorchModel() override;
   absl::StatusOr<HostTensor> Forward(const HostTensor& batch) const final;
+  absl::StatusOr<std::vector<NamedTensor>> ForwardAll(const HostTensor& batch) const final;
   // The rank of the last batched output computed (-1 before the first).
   int OutputRank() const override { return output_rank_.load(); }
+  std::vector<std::string> OutputNames() const override ABSL_LOCKS_EXCLUDED(names_mu_);
 
  protected:
   // `error_code`: the code of an exception thrown by Run() that is not an
@@ -66,6 +72,9 @@ class TorchModel : public Model {
   // Runs the network on a batched input already on device(). Called under
   // InferenceMode inside Forward's try block: it may throw.
   virtual absl::StatusOr<at::Tensor> Run(const at::Tensor& x) const = 0;
+  // Every output, named as Model::ForwardAll says. The default: Run()'s tensor,
+  // named "output". Same contract as Run().
+  virtual absl::StatusOr<NamedOutputs> RunAll(const at::Tensor& x) const;
 
   const at::Device& device() const { return device_; }
   const Numerics& numerics() const { return numerics_; }
@@ -74,8 +83,9 @@ class TorchModel : public Model {
   struct CudaStaging;
   // The calling thread's stream and pinned buffers (created on first use).
   CudaStaging& StagingForThisThread() const ABSL_LOCKS_EXCLUDED(staging_mu_);
-  // Run() on `x` converted to the numerics, the output back in float32. May throw.
-  absl::StatusOr<at::Tensor> Compute(const at::Tensor& x) const;
+  // RunAll() on `x` converted to the numerics, the outputs computed in the
+  // numerics' dtype back in float32. May throw.
+  absl::StatusOr<NamedOutputs> Compute(const at::Tensor& x) const;
   // The host copy of `y`, without the batch dimension Forward added.
   static absl::StatusOr<HostTensor> ToHost(at::Tensor y, bool unbatched);
 
@@ -87,6 +97,8 @@ class TorchModel : public Model {
   std::string error_context_;
   mutable std::atomic<int> output_rank_{-1};         // set by each successful Forward
   mutable std::atomic<bool> logged_failure_{false};  // the first failure is logged in full
+  mutable absl::Mutex names_mu_;
+  mutable std::vector<std::string> output_names_ ABSL_GUARDED_BY(names_mu_) = {"output"};
   // CUDA only: per calling thread (a batch worker, the warm-up), freed with the model.
   mutable absl::Mutex staging_mu_;
   mutable std::map<std::thread::id, std::shared_ptr<CudaStaging>> staging_

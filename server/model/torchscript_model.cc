@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <cstring>
 #include <map>
+#include <set>
 #include <sstream>
 #include <vector>
 
@@ -125,25 +126,43 @@ absl::Status OpenModule(const std::string& path, const std::string& what, const 
   return absl::OkStatus();
 }
 
-// The tensors of a forward pass's result in order, depth first (tuples, named
-// tuples, lists, dict values); None counted in `*nones`. Nesting past 8 levels
-// is not looked into.
-void CollectTensors(const c10::IValue& v, std::vector<at::Tensor>* tensors, int64_t* nones,
-                    int depth) {
+// The tensors of a forward pass's result in order, depth first, with their names
+// (Model::ForwardAll): `name` for a tensor; a tuple's or list's element i is
+// `prefix` + i ("output1", "output1.0"), a dict's entry its key (nested:
+// "key.0"). None counted in `*nones`; other values (ints, strings) skipped.
+// Nesting past 8 levels is not looked into.
+void CollectTensors(const c10::IValue& v, const std::string& name, const std::string& prefix,
+                    TorchModel::NamedOutputs* tensors, int64_t* nones, int depth) {
   if (v.isTensor()) {
-    tensors->push_back(v.toTensor());
+    tensors->emplace_back(name, v.toTensor());
   } else if (v.isNone()) {
     ++*nones;
   } else if (depth >= 8) {
     return;
-  } else if (v.isTuple()) {
-    for (const c10::IValue& e : v.toTupleRef().elements())
-      CollectTensors(e, tensors, nones, depth + 1);
-  } else if (v.isList()) {
-    for (const c10::IValue& e : v.toListRef()) CollectTensors(e, tensors, nones, depth + 1);
+  } else if (v.isTuple() || v.isList()) {
+    size_t i = 0;
+    auto each = [&](const c10::IValue& e) {
+      const std::string n = absl::StrCat(prefix, i++);
+      CollectTensors(e, n, n + ".", tensors, nones, depth + 1);
+    };
+    if (v.isTuple()) {
+      for (const c10::IValue& e : v.toTupleRef().elements()) each(e);
+    } else {
+      for (const c10::IValue& e : v.toListRef()) each(e);
+    }
   } else if (v.isGenericDict()) {
+    const std::string stem = depth == 0 ? "" : name + ".";
     for (const auto& entry : v.toGenericDict()) {
-      CollectTensors(entry.value(), tensors, nones, depth + 1);
+      const c10::IValue& key = entry.key();
+      std::string n = stem;
+      if (key.isString()) {
+        absl::StrAppend(&n, key.toStringRef());
+      } else if (key.isInt()) {
+        absl::StrAppend(&n, key.toInt());
+      } else {
+        absl::StrAppend(&n, key.tagKind());  // made unique or refused by the caller
+      }
+      CollectTensors(entry.value(), n, n + ".", tensors, nones, depth + 1);
     }
   }
 }
@@ -416,27 +435,56 @@ absl::Status TorchScriptModel::Save(ModelFormat format, const std::string& path)
 }
 
 absl::StatusOr<at::Tensor> TorchScriptModel::Run(const at::Tensor& x) const {
+  ASSIGN_OR_RETURN(NamedOutputs all, RunAll(x));
+  return std::move(all.front().second);
+}
+
+absl::StatusOr<TorchModel::NamedOutputs> TorchScriptModel::RunAll(const at::Tensor& x) const {
   c10::IValue result;
   {
     torch_compat::WarningHandlerGuard warnings(impl_->warnings.get());
     result = impl_->module.forward({x});
   }
-  if (result.isTensor()) return result.toTensor();
-  // Several outputs (a tuple, a named tuple, a list, a dict of tensors): the first
-  // tensor, None elements skipped.
-  std::vector<at::Tensor> tensors;
+  NamedOutputs tensors;
+  if (result.isTensor()) {
+    tensors.emplace_back("output", result.toTensor());
+    return tensors;
+  }
+  // Several outputs (a tuple, a named tuple, a list, a dict of tensors): each
+  // tensor an output of its own, None elements skipped.
   int64_t nones = 0;
-  CollectTensors(result, &tensors, &nones, /*depth=*/0);
+  CollectTensors(result, "output", "output", &tensors, &nones, /*depth=*/0);
   if (tensors.empty()) {
     return absl::FailedPreconditionError(
         absl::StrCat("the TorchScript module returned a ", result.tagKind(), " holding no tensor"));
   }
-  if (!impl_->told_outputs.exchange(true)) {
-    LOG_INFO(impl_->warnings->label(), " returns a ", result.tagKind(), " of ", tensors.size(),
-             " tensor(s)", nones > 0 ? absl::StrCat(" and ", nones, " None") : "",
-             "; the first tensor is served");
+  if (tensors.size() > kMaxModelOutputs) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the TorchScript module returned a ", result.tagKind(), " of ", tensors.size(),
+                     " tensors; at most ", kMaxModelOutputs, " outputs are served"));
   }
-  return tensors.front();
+  std::set<std::string> seen;
+  for (const auto& [name, t] : tensors) {
+    if (name.empty() || name.size() > kMaxOutputNameBytes) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("the TorchScript module returned an output named \"", name.substr(0, 40),
+                       name.size() > 40 ? "..." : "", "\" (", name.size(),
+                       " bytes); output names are 1 to ", kMaxOutputNameBytes, " bytes"));
+    }
+    if (!seen.insert(name).second) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("the TorchScript module returned two outputs named \"", name, "\""));
+    }
+  }
+  if (!impl_->told_outputs.exchange(true)) {
+    std::vector<std::string> names;
+    for (const auto& [name, t] : tensors) names.push_back(name);
+    LOG_INFO(impl_->warnings->label(), " returns a ", result.tagKind(), " of ", tensors.size(),
+             " tensor(s)", nones > 0 ? absl::StrCat(" and ", nones, " None") : "", ": outputs ",
+             absl::StrJoin(names, ", "), "; Predict returns ", names.front(),
+             " unless the request names another");
+  }
+  return tensors;
 }
 
 }  // namespace modelserver

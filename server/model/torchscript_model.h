@@ -64,8 +64,12 @@ class TorchScriptModel : public TorchModel {
  protected:
   // Calls the module's forward, its warnings going to the log (ModelWarningLog).
   // A module with several outputs (tuple, named tuple, list, dict of tensors)
-  // serves its first tensor, None elements skipped; FAILED_PRECONDITION when the
-  // result holds no tensor.
+  // gives each tensor as an output of its own, named as Model::ForwardAll says,
+  // None elements skipped. FAILED_PRECONDITION when the result holds no tensor,
+  // more than kMaxModelOutputs, a name longer than kMaxOutputNameBytes or two
+  // outputs of one name.
+  absl::StatusOr<NamedOutputs> RunAll(const at::Tensor& x) const override;
+  // RunAll()'s first output.
   absl::StatusOr<at::Tensor> Run(const at::Tensor& x) const override;
 
  private:

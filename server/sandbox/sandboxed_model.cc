@@ -404,6 +404,16 @@ std::string SandboxedModel::Fail(const Lease& lease, const std::string& reason) 
 }
 
 absl::StatusOr<HostTensor> SandboxedModel::Forward(const HostTensor& batch) const {
+  ASSIGN_OR_RETURN(std::vector<NamedTensor> all, ForwardAll(batch));
+  return std::move(all.front().tensor);
+}
+
+std::vector<std::string> SandboxedModel::OutputNames() const {
+  absl::MutexLock lock(&names_mu_);
+  return output_names_;
+}
+
+absl::StatusOr<std::vector<NamedTensor>> SandboxedModel::ForwardAll(const HostTensor& batch) const {
   RETURN_IF_ERROR(ValidateInput(batch.dtype, batch.shape));
   // A channel of the worker of its own: the worker runs as many passes at once as
   // it has channels (the server's batch workers).
@@ -454,12 +464,16 @@ absl::StatusOr<HostTensor> SandboxedModel::Forward(const HostTensor& batch) cons
     }
     return r;
   }
-  absl::StatusOr<HostTensor> result = TensorFromReply(reply, out);
+  absl::StatusOr<std::vector<NamedTensor>> result = OutputsFromReply(reply, out);
   if (!result.ok()) {
     return absl::Status(result.status().code(),
                         absl::StrCat(options_.name, ": ", result.status().message()));
   }
-  output_rank_.store(static_cast<int>(result->shape.size()));
+  output_rank_.store(static_cast<int>(result->front().tensor.shape.size()));
+  std::vector<std::string> names;
+  for (const NamedTensor& t : *result) names.push_back(t.name);
+  absl::MutexLock lock(&names_mu_);
+  if (output_names_ != names) output_names_ = std::move(names);
   return result;
 }
 

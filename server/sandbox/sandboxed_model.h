@@ -46,17 +46,17 @@ namespace modelserver {
 class SandboxedModel : public Model {
  public:
   struct Options {
-    std::string worker_path;           // the model-worker binary
-    std::string name = "the model";    // for messages ("model 'x' version 3")
+    std::string worker_path;         // the model-worker binary
+    std::string name = "the model";  // for messages ("model 'x' version 3")
     // > 0: `bytes` is an architecture template of this many bytes followed by the
     // state dict it serves (format STATE_DICT, from_template).
     uint64_t template_bytes = 0;
     std::string device = "cpu";
     Precision precision = Precision::kFp32;
     MemoryLayout memory_layout = MemoryLayout::kAuto;
-    bool verify_crc = true;            // of the state dict's zip records
-    bool check = true;                 // the early checks in the worker too (false: trusted)
-    int threads = 0;                   // the worker's intra-op threads (0: LibTorch's default)
+    bool verify_crc = true;  // of the state dict's zip records
+    bool check = true;       // the early checks in the worker too (false: trusted)
+    int threads = 0;         // the worker's intra-op threads (0: LibTorch's default)
     // Forward passes the worker runs at once (one channel and thread each; the
     // server's batch workers); they share `threads` as the batch workers do in
     // process. At most kWorkerMaxChannels.
@@ -65,7 +65,7 @@ class SandboxedModel : public Model {
     uint64_t data_bytes = 0;           // the worker's RLIMIT_DATA: its memory cap (0: none)
     absl::Duration max_forward = absl::Seconds(60);
     absl::Duration max_load = absl::Seconds(120);
-    int max_deaths = 5;                // in death_window: the model fails
+    int max_deaths = 5;  // in death_window: the model fails
     absl::Duration death_window = absl::Minutes(10);
     // Called once (on a batch thread) when the model fails for good, with the reason.
     std::function<void(const std::string&)> on_failed;
@@ -90,6 +90,8 @@ class SandboxedModel : public Model {
   // UNIMPLEMENTED.
   absl::Status Save(ModelFormat format, const std::string& path) const override;
   absl::StatusOr<HostTensor> Forward(const HostTensor& batch) const override;
+  absl::StatusOr<std::vector<NamedTensor>> ForwardAll(const HostTensor& batch) const override;
+  std::vector<std::string> OutputNames() const override ABSL_LOCKS_EXCLUDED(names_mu_);
 
   // What the last worker reported of its confinement ("Landlock ABI 7 ...").
   std::string sandbox_summary() const ABSL_LOCKS_EXCLUDED(mu_);
@@ -139,6 +141,8 @@ class SandboxedModel : public Model {
   ModelInfo info_;  // constant after Load
 
   mutable std::atomic<int> output_rank_{-1};
+  mutable absl::Mutex names_mu_;  // the last forward pass's output names
+  mutable std::vector<std::string> output_names_ ABSL_GUARDED_BY(names_mu_) = {"output"};
 
   mutable absl::Mutex mu_;
   mutable pid_t pid_ ABSL_GUARDED_BY(mu_) = 0;

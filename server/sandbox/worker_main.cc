@@ -92,8 +92,8 @@ absl::StatusOr<std::shared_ptr<TorchScriptModel>> LoadRequest(const WorkerReques
                                               request.verify_crc != 0);
 }
 
-absl::StatusOr<HostTensor> ForwardRequest(const Model& model, const WorkerRequest& request,
-                                          int fd) {
+absl::StatusOr<std::vector<NamedTensor>> ForwardRequest(const Model& model,
+                                                        const WorkerRequest& request, int fd) {
   if (request.rank == 0 || request.rank > kWorkerMaxRank) {
     return absl::InvalidArgumentError(absl::StrCat("input rank ", request.rank));
   }
@@ -107,7 +107,7 @@ absl::StatusOr<HostTensor> ForwardRequest(const Model& model, const WorkerReques
     return s;
   }
   if (absl::Status s = MemfdToBytes(fd, request.bytes, &in.data); !s.ok()) return s;
-  return model.Forward(in);
+  return model.ForwardAll(in);
 }
 
 // Answers forward and save requests on channel `socket` until the server closes
@@ -137,19 +137,23 @@ int Serve(int socket, const TorchScriptModel& model, int total_threads, std::ato
     } else if (request.kind == WorkerRequest::kForward && fd >= 0) {
       const int now = running->fetch_add(1) + 1;
       SetThisThreadIntraOpThreads(std::max(1, total_threads / now));
-      absl::StatusOr<HostTensor> out = ForwardRequest(model, request, fd);
+      absl::StatusOr<std::vector<NamedTensor>> out = ForwardRequest(model, request, fd);
       running->fetch_sub(1);
       close(fd);
       int out_fd = -1;
-      if (out.ok() && out->shape.size() <= static_cast<size_t>(kWorkerMaxRank)) {
-        out_fd = BytesToMemfd("output", out->data);
-        reply.dtype = static_cast<uint32_t>(out->dtype);
-        reply.rank = static_cast<uint32_t>(out->shape.size());
-        for (size_t i = 0; i < out->shape.size(); ++i) reply.shape[i] = out->shape[i];
-        reply.bytes = out->data.size();
-      }
       absl::Status s = out.status();
-      if (s.ok() && out_fd < 0) s = absl::InternalError("the output does not fit the wire");
+      if (s.ok()) s = OutputsToReply(*out, &reply);
+      if (s.ok()) {
+        // The outputs one after another (one copy: the wire's memfd is one object).
+        std::string bytes;
+        bytes.reserve(static_cast<size_t>(reply.bytes));
+        for (NamedTensor& t : *out) {
+          bytes.append(t.tensor.data);
+          std::string().swap(t.tensor.data);
+        }
+        out_fd = BytesToMemfd("output", bytes);
+        if (out_fd < 0) s = absl::InternalError("memfd for the output");
+      }
       Reply(socket, s, &reply, out_fd);
       if (out_fd >= 0) close(out_fd);
     } else {

@@ -9,6 +9,8 @@
 
 #include <cerrno>
 #include <cstring>
+#include <set>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 
@@ -95,26 +97,77 @@ absl::Status StatusFromReply(const WorkerReply& reply) {
   return absl::Status(code, std::string(reply.message, n));
 }
 
-absl::StatusOr<HostTensor> TensorFromReply(const WorkerReply& reply, int fd) {
-  if (fd < 0 || reply.rank == 0 || reply.rank > kWorkerMaxRank) {
+absl::StatusOr<std::vector<NamedTensor>> OutputsFromReply(const WorkerReply& reply, int fd) {
+  if (fd < 0 || reply.num_outputs == 0 || reply.num_outputs > kMaxModelOutputs) {
     return absl::InternalError("a malformed worker reply");
   }
-  HostTensor result;
-  result.dtype = static_cast<DType>(reply.dtype);
-  result.shape.assign(reply.shape, reply.shape + reply.rank);
-  if (reply.dtype > 255 || DTypeSize(result.dtype) == 0 ||
-      !CheckTensorBytes(result.dtype, result.shape, static_cast<size_t>(reply.bytes)).ok()) {
-    return absl::InternalError("the worker's output bytes do not fit its shape");
+  std::vector<NamedTensor> outputs(reply.num_outputs);
+  std::set<std::string> names;
+  uint64_t total = 0;  // at most 32 x 2^30: no overflow
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    const WorkerOutput& o = reply.outputs[i];
+    const size_t length = strnlen(o.name, sizeof(o.name));
+    if (length == 0 || length == sizeof(o.name) || o.rank > kWorkerMaxRank ||
+        !names.insert(std::string(o.name, length)).second) {
+      return absl::InternalError("a malformed worker reply");
+    }
+    NamedTensor& t = outputs[i];
+    t.name.assign(o.name, length);
+    t.tensor.dtype = static_cast<DType>(o.dtype);
+    t.tensor.shape.assign(o.shape, o.shape + o.rank);
+    if (o.dtype > 255 || DTypeSize(t.tensor.dtype) == 0 ||
+        !CheckTensorBytes(t.tensor.dtype, t.tensor.shape, static_cast<size_t>(o.bytes)).ok()) {
+      return absl::InternalError("the worker's output bytes do not fit its shape");
+    }
+    if (o.bytes > kWorkerMaxOutputBytes || total + o.bytes > kWorkerMaxOutputBytes) {
+      return absl::ResourceExhaustedError(absl::StrCat("the output would take ", total + o.bytes,
+                                                       " bytes or more, over the limit of ",
+                                                       kWorkerMaxOutputBytes, " bytes"));
+    }
+    total += o.bytes;
   }
-  if (reply.bytes > kWorkerMaxOutputBytes) {
-    return absl::ResourceExhaustedError(absl::StrCat("the output would take ", reply.bytes,
-                                                     " bytes, over the limit of ",
-                                                     kWorkerMaxOutputBytes, " bytes"));
-  }
-  if (absl::Status s = MemfdToBytes(fd, reply.bytes, &result.data); !s.ok()) {
+  if (total != reply.bytes) return absl::InternalError("a malformed worker reply");
+  std::string all;
+  if (absl::Status s = MemfdToBytes(fd, total, &all); !s.ok()) {
     return absl::InternalError(absl::StrCat("the worker's output: ", s.message()));
   }
-  return result;
+  if (outputs.size() == 1) {
+    outputs[0].tensor.data = std::move(all);
+    return outputs;
+  }
+  size_t at = 0;
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    const size_t n = static_cast<size_t>(reply.outputs[i].bytes);
+    outputs[i].tensor.data = all.substr(at, n);
+    at += n;
+  }
+  return outputs;
+}
+
+absl::Status OutputsToReply(const std::vector<NamedTensor>& outputs, WorkerReply* reply) {
+  if (outputs.empty() || outputs.size() > kMaxModelOutputs) {
+    return absl::InternalError(absl::StrCat(outputs.size(), " outputs do not fit the wire"));
+  }
+  reply->num_outputs = static_cast<uint32_t>(outputs.size());
+  reply->bytes = 0;
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    const NamedTensor& t = outputs[i];
+    WorkerOutput& o = reply->outputs[i];
+    if (t.tensor.shape.size() > static_cast<size_t>(kWorkerMaxRank) || t.name.empty() ||
+        t.name.size() > kMaxOutputNameBytes) {
+      return absl::InternalError(absl::StrCat("output \"", t.name.substr(0, 40), "\" ",
+                                              ShapeString(t.tensor.shape),
+                                              " does not fit the wire"));
+    }
+    o.dtype = static_cast<uint32_t>(t.tensor.dtype);
+    o.rank = static_cast<uint32_t>(t.tensor.shape.size());
+    for (size_t d = 0; d < t.tensor.shape.size(); ++d) o.shape[d] = t.tensor.shape[d];
+    o.bytes = t.tensor.data.size();
+    std::memcpy(o.name, t.name.data(), t.name.size());
+    o.name[t.name.size()] = '\0';
+    reply->bytes += o.bytes;
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::string> FileFromReply(const WorkerReply& reply, int fd, uint64_t max_bytes) {

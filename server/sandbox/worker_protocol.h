@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -21,7 +22,7 @@ namespace modelserver {
 //   WorkerRequest{kLoad} + memfd(file)  ->  load (after SandboxPolicy::Apply)
 //                                       <-  WorkerReply{code, message}
 //   WorkerRequest{kForward} + memfd(in) ->  forward
-//                                       <-  WorkerReply{code, dtype, shape, bytes} + memfd(out)
+//                                       <-  WorkerReply{code, outputs[]} + memfd(outputs)
 //   WorkerRequest{kSave, format}        ->  the model written as `format`
 //                                       <-  WorkerReply{code, bytes} + memfd(file)
 //
@@ -59,30 +60,49 @@ struct WorkerRequest {
   uint64_t bytes = 0;
 };
 
-struct WorkerReply {
-  int32_t code = 0;  // absl::StatusCode
-  char message[1024] = {};
-  // kLoad: the loaded model's parameter bytes and architecture name. kForward:
-  // the output tensor, its bytes in the memfd that comes with the reply. kSave:
-  // the file's size, its bytes in the memfd.
-  int64_t parameter_bytes = 0;
-  char architecture[256] = {};
-  char precision[16] = {};      // ModelInfo::precision ("bf16")
-  char memory_format[16] = {};  // ModelInfo::memory_format ("channels_last")
+// One output of a kForward reply; its bytes follow the previous outputs' in the
+// reply's memfd.
+struct WorkerOutput {
   uint32_t dtype = 0;
   uint32_t rank = 0;
   int64_t shape[kWorkerMaxRank] = {};
   uint64_t bytes = 0;
+  char name[kMaxOutputNameBytes + 1] = {};  // NUL-terminated
 };
 
-// The tensor a worker's kForward reply describes, its bytes read from `fd` (the
-// memfd that came with the reply; -1 when none). A worker is as hostile as the
-// file it runs, so its numbers are checked like a client's: INTERNAL for a
-// malformed reply (no memfd, rank 0 or over kWorkerMaxRank, an unknown dtype,
-// bytes that do not fit the shape, a memfd of another size); RESOURCE_EXHAUSTED
-// over kWorkerMaxOutputBytes, before anything is copied. The reply's own status
-// is the caller's (FromReply).
-absl::StatusOr<HostTensor> TensorFromReply(const WorkerReply& reply, int fd);
+struct WorkerReply {
+  int32_t code = 0;  // absl::StatusCode
+  char message[1024] = {};
+  // kLoad: the loaded model's parameter bytes and architecture name. kForward:
+  // the outputs, their bytes one after another in the memfd that comes with the
+  // reply (`bytes` in all). kSave: the file's size, its bytes in the memfd.
+  int64_t parameter_bytes = 0;
+  char architecture[256] = {};
+  char precision[16] = {};      // ModelInfo::precision ("bf16")
+  char memory_format[16] = {};  // ModelInfo::memory_format ("channels_last")
+  uint64_t bytes = 0;
+  uint32_t num_outputs = 0;
+  WorkerOutput outputs[kMaxModelOutputs];
+};
+// The layout a worker written in another language packs (the tests' fake
+// workers: Python's struct '<i1024s4xq256s16s16sQI4x' + 32 x 'II8qQ128s').
+static_assert(sizeof(WorkerOutput) == 208, "WorkerOutput's layout");
+static_assert(sizeof(WorkerReply) == 8000, "WorkerReply's layout");
+
+// The outputs a worker's kForward reply describes, their bytes read from `fd`
+// (the memfd that came with the reply; -1 when none), in order, by name. A
+// worker is as hostile as the file it runs, so its numbers are checked like a
+// client's: INTERNAL for a malformed reply (no memfd, no outputs or more than
+// kMaxModelOutputs, a name empty, unterminated or given twice, a rank over
+// kWorkerMaxRank, an unknown dtype, bytes that do not fit a shape, a total other
+// than `bytes`, a memfd of another size); RESOURCE_EXHAUSTED when the outputs
+// together pass kWorkerMaxOutputBytes, before anything is copied. The reply's
+// own status is the caller's (StatusFromReply).
+absl::StatusOr<std::vector<NamedTensor>> OutputsFromReply(const WorkerReply& reply, int fd);
+// Describes `outputs` in `reply` (the caller writes their bytes, in order, to
+// the memfd it sends): INTERNAL when they do not fit the wire (too many, a rank
+// or name too long).
+absl::Status OutputsToReply(const std::vector<NamedTensor>& outputs, WorkerReply* reply);
 // The file of a kSave reply, read from `fd`: INTERNAL without a memfd or for
 // one of another size than the reply says; RESOURCE_EXHAUSTED over `max_bytes`,
 // before anything is copied.

@@ -115,10 +115,16 @@ grpc::ServerUnaryReactor* InferenceServiceImpl::ModelMetadata(
   } else {
     in->add_shape(-1);
   }
-  auto* out = response->add_outputs();
-  out->set_name("output");
-  out->set_datatype("FP32");
-  for (int i = 0; i < std::max(1, h->model->OutputRank()); ++i) out->add_shape(-1);
+  // Every output of the last forward pass (the warm-up at load, when the model
+  // has one), by name; the first's rank where known.
+  const std::vector<std::string> names = h->model->OutputNames();
+  for (size_t o = 0; o < names.size(); ++o) {
+    auto* out = response->add_outputs();
+    out->set_name(names[o]);
+    out->set_datatype("FP32");
+    const int rank = o == 0 ? std::max(1, h->model->OutputRank()) : 1;
+    for (int i = 0; i < rank; ++i) out->add_shape(-1);
+  }
   return Answer(context, rpc, absl::OkStatus());
 }
 
@@ -346,11 +352,15 @@ grpc::ServerUnaryReactor* InferenceServiceImpl::ModelConfig(
     in->add_dims(-1);
   }
   if (!batched) in->mutable_dims()->Add(-1);  // then the batch dimension is part of dims
-  auto* out = c->add_output();
-  out->set_name("output");
-  out->set_data_type(ConfigType("FP32"));
-  for (int i = 1; i < std::max(2, h->model->OutputRank()); ++i) out->add_dims(-1);
-  if (h->labels != nullptr) out->set_label_filename(CheckpointStore::kLabelsFile);
+  const std::vector<std::string> names = h->model->OutputNames();
+  for (size_t o = 0; o < names.size(); ++o) {
+    auto* out = c->add_output();
+    out->set_name(names[o]);
+    out->set_data_type(ConfigType("FP32"));
+    const int rank = o == 0 ? std::max(2, h->model->OutputRank()) : 2;
+    for (int i = 1; i < rank; ++i) out->add_dims(-1);
+    if (o == 0 && h->labels != nullptr) out->set_label_filename(CheckpointStore::kLabelsFile);
+  }
   auto* group = c->add_instance_group();
   group->set_name(absl::StrCat(request->name(), "_0"));
   group->set_count(batching.num_workers);

@@ -6,8 +6,11 @@
 
 #include <algorithm>
 #include <functional>
+#include <set>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -60,17 +63,57 @@ absl::Time ToAbslTime(std::chrono::system_clock::time_point t) {
   return absl::FromChrono(t);
 }
 
+// The outputs a request asked for, in its order: `names` (empty: the first
+// output) or, with `all`, every one. INVALID_ARGUMENT naming the model's outputs
+// for a name it does not give.
+absl::StatusOr<std::vector<NamedTensor>> ChooseOutputs(const std::string& model_name,
+                                                       const std::vector<std::string>& names,
+                                                       bool all, std::vector<NamedTensor> outputs) {
+  if (outputs.empty()) return absl::InternalError("the model gave no output");
+  if (all) return outputs;
+  if (names.empty()) {
+    outputs.resize(1);
+    return outputs;
+  }
+  std::vector<NamedTensor> chosen;
+  for (const std::string& name : names) {
+    auto it = std::find_if(outputs.begin(), outputs.end(),
+                           [&](const NamedTensor& o) { return o.name == name; });
+    if (it == outputs.end()) {
+      std::vector<std::string> given;
+      for (const NamedTensor& o : outputs) given.push_back(absl::StrCat("'", o.name, "'"));
+      return absl::InvalidArgumentError(absl::StrCat("model '", model_name, "' has no output '",
+                                                     name, "'; its outputs are ",
+                                                     absl::StrJoin(given, ", ")));
+    }
+    chosen.push_back(std::move(*it));  // names are unique (checked with the request)
+  }
+  return chosen;
+}
+
 // Fills the response from a batch's output rows for this request; a float32
 // output goes back in the request's floating dtype (`wire`).
 absl::Status FillResponse(const std::string& model_name, int top_k, bool unbatched, DType wire,
-                          const std::vector<std::string>* labels, BatchTask::Result result,
+                          const std::vector<std::string>* labels,
+                          const std::vector<std::string>& names, bool all, BatchTask::Result result,
                           v1::PredictResponse* response) {
-  if (result.output.dtype == DType::kFloat32 && wire != DType::kFloat32) {
-    ASSIGN_OR_RETURN(result.output, ConvertFloat(result.output, wire));
+  ASSIGN_OR_RETURN(std::vector<NamedTensor> outputs,
+                   ChooseOutputs(model_name, names, all, std::move(result.outputs)));
+  for (NamedTensor& o : outputs) {
+    if (o.tensor.dtype == DType::kFloat32 && wire != DType::kFloat32) {
+      ASSIGN_OR_RETURN(o.tensor, ConvertFloat(o.tensor, wire));
+    }
   }
+  HostTensor& first = outputs.front().tensor;
   if (top_k > 0) {
-    ASSIGN_OR_RETURN(auto top, TopK(result.output, top_k));
-    for (const auto& sample : top) {
+    absl::StatusOr<std::vector<std::vector<std::pair<int64_t, float>>>> top = TopK(first, top_k);
+    if (!top.ok() && outputs.front().name != "output") {
+      return absl::Status(
+          top.status().code(),
+          absl::StrCat("top_k of output '", outputs.front().name, "': ", top.status().message()));
+    }
+    if (!top.ok()) return top.status();
+    for (const auto& sample : *top) {
       v1::TopK* t = response->add_top_k();
       for (const auto& [index, p] : sample) {
         v1::Class* c = t->add_classes();
@@ -82,10 +125,43 @@ absl::Status FillResponse(const std::string& model_name, int top_k, bool unbatch
       }
     }
   }
-  if (unbatched) result.output.shape.erase(result.output.shape.begin());
+  for (NamedTensor& o : outputs) {
+    if (unbatched && !o.tensor.shape.empty()) o.tensor.shape.erase(o.tensor.shape.begin());
+  }
   response->set_model_name(model_name);
   response->set_version(result.version);
-  ToProto(std::move(result.output), response->mutable_output());
+  response->set_output_name(outputs.front().name);
+  ToProto(std::move(first), response->mutable_output());
+  for (size_t i = 1; i < outputs.size(); ++i) {
+    v1::NamedTensor* more = response->add_more_outputs();
+    more->set_name(outputs[i].name);
+    ToProto(std::move(outputs[i].tensor), more->mutable_tensor());
+  }
+  return absl::OkStatus();
+}
+
+// The request's output choice, checked before anything is computed.
+absl::Status CheckOutputNames(const v1::PredictRequest& request) {
+  if (request.all_outputs() && request.output_names_size() > 0) {
+    return absl::InvalidArgumentError(
+        "the request sets both all_outputs and output_names; send one");
+  }
+  if (static_cast<size_t>(request.output_names_size()) > kMaxModelOutputs) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the request names ", request.output_names_size(),
+                     " outputs; a model gives at most ", kMaxModelOutputs));
+  }
+  std::set<std::string> seen;
+  for (const std::string& name : request.output_names()) {
+    if (name.empty() || name.size() > kMaxOutputNameBytes) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("output names are 1 to ", kMaxOutputNameBytes, " bytes, not ", name.size()));
+    }
+    if (!seen.insert(name).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the request names output '", name, "' twice"));
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -120,7 +196,9 @@ absl::Status ModelServiceImpl::StartPredict(grpc::CallbackServerContext* context
     return absl::InvalidArgumentError(
         absl::StrCat("top_k ", request.top_k(), " is negative, expected 0 (none) or more"));
   }
-  if (request.top_k() > 0 && handle.model->OutputRank() > 0 && handle.model->OutputRank() != 2) {
+  RETURN_IF_ERROR(CheckOutputNames(request));
+  if (request.top_k() > 0 && request.output_names_size() == 0 && handle.model->OutputRank() > 0 &&
+      handle.model->OutputRank() != 2) {
     return absl::FailedPreconditionError(
         absl::StrCat("top_k needs a [N,C] output, and model '", request.model_name(),
                      "' gives outputs of rank ", handle.model->OutputRank(), "; ask with top_k 0"));
@@ -162,11 +240,14 @@ BatchTask ModelServiceImpl::MakeTask(grpc::CallbackServerContext* context,
   task.deadline = ToAbslTime(context->deadline());
   task.is_cancelled = [context] { return context->IsCancelled(); };
   task.done = [reactor, response, unbatched, wire, top_k = request.top_k(), labels = handle.labels,
-               name = request.model_name(), rpc](absl::StatusOr<BatchTask::Result> result) {
+               name = request.model_name(),
+               names = std::vector<std::string>(request.output_names().begin(),
+                                                request.output_names().end()),
+               all = request.all_outputs(), rpc](absl::StatusOr<BatchTask::Result> result) {
     absl::Status status = result.status();
     if (result.ok()) {
-      status =
-          FillResponse(name, top_k, unbatched, wire, labels.get(), *std::move(result), response);
+      status = FillResponse(name, top_k, unbatched, wire, labels.get(), names, all,
+                            *std::move(result), response);
     }
     rpc.Finish(reactor, status);
   };

@@ -127,16 +127,20 @@ void ToContents(const HostTensor& t, inference::InferTensorContents* c) {
   }
 }
 
-// The "classification" parameter of the requested outputs (0 when none).
+// The "classification" parameter of the requested outputs (0 when none). Only
+// the first requested output may carry it: Predict ranks one output.
 absl::StatusOr<int> Classification(const ModelInferRequest& request) {
   int k = 0;
-  for (const auto& out : request.outputs()) {
-    if (out.name() != "output") {
-      return absl::InvalidArgumentError(
-          absl::StrCat("requested output '", out.name(), "' is unknown; the model has 'output'"));
-    }
+  for (int i = 0; i < request.outputs_size(); ++i) {
+    const auto& out = request.outputs(i);
     auto it = out.parameters().find("classification");
     if (it == out.parameters().end()) continue;
+    if (i > 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("output '", out.name(),
+                       "' asks for classification, which is answered for the first "
+                       "requested output only; request it first, or in a request of its own"));
+    }
     if (it->second.parameter_choice_case() != inference::InferParameter::kInt64Param ||
         it->second.int64_param() < 1 || it->second.int64_param() > 1000000) {
       return absl::InvalidArgumentError(
@@ -145,6 +149,12 @@ absl::StatusOr<int> Classification(const ModelInferRequest& request) {
     k = static_cast<int>(it->second.int64_param());
   }
   return k;
+}
+
+// The requested outputs by name, in order; none requested: every output.
+void ToOutputChoice(const ModelInferRequest& request, v1::PredictRequest* predict) {
+  for (const auto& out : request.outputs()) predict->add_output_names(out.name());
+  predict->set_all_outputs(request.outputs_size() == 0);
 }
 
 // A BYTES input: encoded images, one element per sample (shape [N] or [N, 1]),
@@ -211,6 +221,7 @@ absl::Status ToPredictRequest(const ModelInferRequest& request, v1::PredictReque
   const auto& in = request.inputs(0);
   if (in.datatype() == "BYTES") {
     RETURN_IF_ERROR(ToImages(request, predict));
+    ToOutputChoice(request, predict);
     ASSIGN_OR_RETURN(const int k, Classification(request));
     predict->set_top_k(k);
     return absl::OkStatus();
@@ -240,6 +251,7 @@ absl::Status ToPredictRequest(const ModelInferRequest& request, v1::PredictReque
     ASSIGN_OR_RETURN(std::string bytes, ContentBytes(in, dtype, shape_only.NumElements()));
     t->set_data(std::move(bytes));
   }
+  ToOutputChoice(request, predict);
   ASSIGN_OR_RETURN(const int k, Classification(request));
   predict->set_top_k(k);
   return absl::OkStatus();
@@ -332,17 +344,15 @@ absl::Status WriteSharedMemoryOutputs(const ModelInferRequest& request,
   return absl::OkStatus();
 }
 
-absl::Status FromPredictResponse(const ModelInferRequest& request,
-                                 const v1::PredictResponse& predict, ModelInferResponse* response) {
-  response->set_model_name(predict.model_name());
-  response->set_model_version(absl::StrCat(predict.version()));
-  response->set_id(request.id());
-  bool raw = request.raw_input_contents_size() > 0;
-  for (const auto& o : request.outputs()) raw = raw || o.parameters().contains(kRegion);
-  ASSIGN_OR_RETURN(HostTensor out, FromProto(predict.output()));
+namespace {
+
+// One output of a ModelInfer response: its contents, or with `k` > 0 Triton's
+// classification extension ("<score>:<index>[:<label>]" per class, best first,
+// from Predict's top_k rows).
+absl::Status AddOutput(const std::string& name, HostTensor out, int k, bool raw,
+                       const v1::PredictResponse& predict, ModelInferResponse* response) {
   auto* o = response->add_outputs();
-  o->set_name("output");
-  ASSIGN_OR_RETURN(const int k, Classification(request));
+  o->set_name(name);
   if (k == 0) {
     o->set_datatype(DatatypeOf(out.dtype));
     for (int64_t d : out.shape) o->add_shape(d);
@@ -353,7 +363,6 @@ absl::Status FromPredictResponse(const ModelInferRequest& request,
     }
     return absl::OkStatus();
   }
-  // Triton's classification extension: "<score>:<index>" per class, best first.
   if (out.dtype != DType::kFloat32 || predict.top_k_size() == 0) {
     return absl::InvalidArgumentError("classification needs a float32 [N, C] output");
   }
@@ -389,6 +398,26 @@ absl::Status FromPredictResponse(const ModelInferRequest& request,
     }
   }
   if (raw) response->add_raw_output_contents(std::move(raw_bytes));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status FromPredictResponse(const ModelInferRequest& request,
+                                 const v1::PredictResponse& predict, ModelInferResponse* response) {
+  response->set_model_name(predict.model_name());
+  response->set_model_version(absl::StrCat(predict.version()));
+  response->set_id(request.id());
+  bool raw = request.raw_input_contents_size() > 0;
+  for (const auto& o : request.outputs()) raw = raw || o.parameters().contains(kRegion);
+  ASSIGN_OR_RETURN(const int k, Classification(request));
+  ASSIGN_OR_RETURN(HostTensor out, FromProto(predict.output()));
+  const std::string first = predict.output_name().empty() ? "output" : predict.output_name();
+  RETURN_IF_ERROR(AddOutput(first, std::move(out), k, raw, predict, response));
+  for (const v1::NamedTensor& more : predict.more_outputs()) {
+    ASSIGN_OR_RETURN(HostTensor t, FromProto(more.tensor()));
+    RETURN_IF_ERROR(AddOutput(more.name(), std::move(t), 0, raw, predict, response));
+  }
   return absl::OkStatus();
 }
 

@@ -24,15 +24,17 @@ absl::StatusOr<int64_t> ParseModelVersion(absl::string_view version);
 // A ModelInfer request as our Predict request: exactly one input (the models
 // here take one tensor), given as raw_input_contents or as typed contents of
 // its datatype (FP16/BF16 only raw); byte counts and shapes checked as Predict
-// checks them. `top_k` from a requested output's "classification" parameter.
+// checks them. The requested outputs become output_names, in order; a request
+// naming none asks for all_outputs. `top_k` from the first requested output's
+// "classification" parameter (on another one: INVALID_ARGUMENT).
 // A BYTES input [N] (or [N, 1]) is N encoded images (PredictRequest.images).
 // INVALID_ARGUMENT naming the problem.
 absl::Status ToPredictRequest(const inference::ModelInferRequest& request,
                               modelserving::v1::PredictRequest* predict);
 
-// Fills the ModelInfer response from Predict's: the output tensor "output"
-// (raw_output_contents when the request was raw or asks for the output in
-// shared memory, else typed contents), or, with
+// Fills the ModelInfer response from Predict's: each output by its name, in
+// Predict's order (raw_output_contents when the request was raw or asks for an
+// output in shared memory, else typed contents), or, for the first with
 // "classification" k, the top k classes per sample as BYTES
 // "<score>:<index>" (score: the output value), shape [N, k]; model name,
 // version and the request's id.

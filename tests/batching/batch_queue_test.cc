@@ -66,8 +66,8 @@ class BatchQueueTest : public ::testing::Test {
       out->status = r.status();
       if (r.ok()) {
         out->version = r->version;
-        const auto* f = reinterpret_cast<const float*>(r->output.data.data());
-        out->values.assign(f, f + r->output.data.size() / 4);
+        const auto* f = reinterpret_cast<const float*>(r->outputs.at(0).tensor.data.data());
+        out->values.assign(f, f + r->outputs.at(0).tensor.data.size() / 4);
       }
     };
     return t;
@@ -134,6 +134,85 @@ TEST_F(BatchQueueTest, OutputsGoBackToTheirRequestsInOrder) {
   EXPECT_THAT(b.values, ElementsAre(4, 6, 8));
   EXPECT_THAT(c.values, ElementsAre(10, 12));
   EXPECT_EQ(b.version, 1);
+}
+
+// A model with two outputs: FakeModel's ("first", [N, 1], 2 x) and "second"
+// ([N, 2]: 10 x and 100 x the sample's first element), or, with `unbatched`, a
+// second output without the batch's rows.
+class TwoOutputModel : public testing::FakeModel {
+ public:
+  explicit TwoOutputModel(bool unbatched) : unbatched_(unbatched) {}
+  absl::StatusOr<std::vector<NamedTensor>> ForwardAll(const HostTensor& batch) const override {
+    absl::StatusOr<HostTensor> first = Forward(batch);
+    if (!first.ok()) return first.status();
+    const int64_t n = batch.shape[0];
+    const size_t per = batch.data.size() / static_cast<size_t>(n);
+    HostTensor second;
+    second.dtype = DType::kFloat32;
+    second.shape = unbatched_ ? std::vector<int64_t>{2} : std::vector<int64_t>{n, 2};
+    std::vector<float> v;
+    for (int64_t i = 0; i < (unbatched_ ? 1 : n); ++i) {
+      float x;
+      std::memcpy(&x, batch.data.data() + static_cast<size_t>(i) * per, 4);
+      v.push_back(10 * x);
+      v.push_back(100 * x);
+    }
+    second.data.assign(reinterpret_cast<const char*>(v.data()), v.size() * 4);
+    return std::vector<NamedTensor>{{"first", *std::move(first)}, {"second", std::move(second)}};
+  }
+
+ private:
+  bool unbatched_;
+};
+
+std::vector<float> Floats(const HostTensor& t) {
+  std::vector<float> v(t.data.size() / 4);
+  std::memcpy(v.data(), t.data.data(), v.size() * 4);
+  return v;
+}
+
+TEST_F(BatchQueueTest, EveryOutputIsSplitAmongTheRequestsByName) {
+  model_ = std::make_shared<TwoOutputModel>(/*unbatched=*/false);
+  auto q = MakeQueue(16, absl::Milliseconds(1));
+  std::vector<absl::StatusOr<BatchTask::Result>> got(2, absl::UnknownError("not answered"));
+  for (int i = 0; i < 2; ++i) {
+    Outcome unused;
+    BatchTask t = Task(i == 0 ? std::vector<float>{1} : std::vector<float>{2, 3}, &unused);
+    t.done = [&got, i](absl::StatusOr<BatchTask::Result> r) { got[i] = std::move(r); };
+    ASSERT_TRUE(q->Enqueue(std::move(t)).ok());
+  }
+  clock_.Advance(absl::Milliseconds(1));
+  EXPECT_EQ(q->RunReadyBatches(), 1);
+  EXPECT_THAT(model()->batch_sizes(), ElementsAre(3));  // one forward pass for both
+  ASSERT_TRUE(got[0].ok()) << got[0].status();
+  ASSERT_TRUE(got[1].ok()) << got[1].status();
+  ASSERT_EQ(got[0]->outputs.size(), 2u);
+  ASSERT_EQ(got[1]->outputs.size(), 2u);
+  EXPECT_EQ(got[0]->outputs[0].name, "first");
+  EXPECT_EQ(got[1]->outputs[1].name, "second");
+  EXPECT_EQ(got[0]->outputs[1].tensor.shape, (std::vector<int64_t>{1, 2}));
+  EXPECT_EQ(got[1]->outputs[1].tensor.shape, (std::vector<int64_t>{2, 2}));
+  EXPECT_THAT(Floats(got[0]->outputs[0].tensor), ElementsAre(2));
+  EXPECT_THAT(Floats(got[0]->outputs[1].tensor), ElementsAre(10, 100));
+  EXPECT_THAT(Floats(got[1]->outputs[0].tensor), ElementsAre(4, 6));
+  EXPECT_THAT(Floats(got[1]->outputs[1].tensor), ElementsAre(20, 200, 30, 300));
+}
+
+TEST_F(BatchQueueTest, AnOutputWithoutTheBatchRowsIsAnErrorNamingIt) {
+  model_ = std::make_shared<TwoOutputModel>(/*unbatched=*/true);
+  auto q = MakeQueue(16, absl::Milliseconds(1));
+  Outcome a, b;
+  ASSERT_TRUE(q->Enqueue(Task({1}, &a)).ok());
+  ASSERT_TRUE(q->Enqueue(Task({2, 3}, &b)).ok());
+  clock_.Advance(absl::Milliseconds(1));
+  EXPECT_EQ(q->RunReadyBatches(), 1);
+  for (const Outcome* o : {&a, &b}) {
+    EXPECT_TRUE(o->done);
+    EXPECT_EQ(o->status.code(), absl::StatusCode::kInternal) << o->status;
+    EXPECT_NE(o->status.message().find("output 'second' [2] does not have the batch's 3 rows"),
+              std::string::npos)
+        << o->status;
+  }
 }
 
 TEST_F(BatchQueueTest, QueueFullIsUnavailableAtOnce) {
@@ -286,7 +365,7 @@ TEST(BatchQueueThreadsTest, WorkersAnswerConcurrentRequests) {
         const float v = static_cast<float>(id);
         task.input.data.assign(reinterpret_cast<const char*>(&v), 4);
         task.done = [&, id](absl::StatusOr<BatchTask::Result> r) {
-          if (r.ok()) std::memcpy(&got[id], r->output.data.data(), 4);
+          if (r.ok()) std::memcpy(&got[id], r->outputs.at(0).tensor.data.data(), 4);
           done[id].Notify();
         };
         while (!q.Enqueue(std::move(task)).ok()) {

@@ -11,8 +11,12 @@ and compared with Python's `model.eval()(x)`: within 1e-5 of the largest |output
 
 Also the patterns of real torch 2.x files: a Sequential subclass whose forward warns (a
 torch 2.1 file did; served, and the warning logged once however often it is asked), and
-modules with several outputs (a named tuple with a None, a dict): the first tensor is
-served. (Scripted GoogLeNet and Inception v3 return named tuples too.)
+modules with several outputs (a named tuple with a None, a dict, a tuple of a dict of lists):
+each tensor is an output of its own, named by position ("output1") or key ("scores",
+"output1.a.0"), through Predict (the first unless the request names others, or all), the
+Open Inference Protocol over gRPC (built from its field numbers) and REST, and
+ModelMetadata. (Scripted GoogLeNet and Inception v3 return named tuples too: in eval their
+aux outputs are None, so they give one, "output0".)
 A TorchScript file whose format version record is past what any LibTorch reads (as a
 newer torch would write it) is refused, naming the file's version and the server's LibTorch.
 
@@ -22,6 +26,7 @@ MODELSERVER_ZOO=all (`scripts/debian13.sh --asan`, CI's Debian 13 run, sets it).
 Usage: zoo_test.py SERVER_BIN SOURCE_DIR PYCLIENT_DIR TMP
 """
 import collections
+import json
 import os
 import re
 import shutil
@@ -29,10 +34,12 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import warnings
 import zipfile
-from typing import Dict, NamedTuple, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
+import grpc
 import numpy as np
 import torch
 import torchvision
@@ -42,6 +49,7 @@ sys.path.insert(0, os.path.join(source_dir, 'tests', 'testing'))
 sys.path.insert(0, pyclient_dir)
 from checks import SANITIZED, code_of, expect, stop, summary  # noqa: E402
 from modelserver_client import ModelServerClient as Client  # noqa: E402
+from oip_messages import M, call  # noqa: E402
 
 torch.manual_seed(0)
 torch.set_num_threads(2)
@@ -105,26 +113,41 @@ class DictOut(torch.nn.Module):
         return {'scores': self.fc(f).softmax(1), 'features': f}
 
 
+class Nested(torch.nn.Module):
+    """A tuple holding a dict holding a list with a None: names by path."""
+
+    def forward(self, x) -> Tuple[torch.Tensor, Dict[str, List[Optional[torch.Tensor]]]]:
+        f = x.flatten(1)
+        a: List[Optional[torch.Tensor]] = [f + 1]
+        b: List[Optional[torch.Tensor]] = [None, f.sum(1, keepdim=True)]
+        out: Dict[str, List[Optional[torch.Tensor]]] = {'a': a, 'b': b}
+        return f * 2, out
+
+
 class NoTensor(torch.nn.Module):
     def forward(self, x) -> Tuple[Optional[torch.Tensor], int]:
         return None, x.dim()
 
 
 def start():
+    """The server, its gRPC and REST ports, and a client."""
     port_file = os.path.join(work, 'grpc-port')
+    http_file = os.path.join(work, 'http-port')
     args = [server_bin, '--store', store, '--listen', '127.0.0.1:0', '--port_file', port_file,
-            '--metrics_listen', '', '--http_listen', '', '--state_dir', 'none',
+            '--metrics_listen', '', '--http_listen', '127.0.0.1:0', '--http_port_file', http_file,
+            '--state_dir', 'none',
             '--admin_token_file', os.path.join(work, 'token'), '--max_forward_seconds', '120']
     log = open(os.path.join(work, 'server.log'), 'w')
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log, env=env)
     for _ in range(1200):
-        if os.path.exists(port_file) and os.path.getsize(port_file) > 0:
+        if all(os.path.exists(f) and os.path.getsize(f) > 0 for f in (port_file, http_file)):
             break
         if proc.poll() is not None:
             break
         time.sleep(0.1)
     port = int(open(port_file).read())
-    return proc, Client(f'127.0.0.1:{port}', admin_token=token, timeout=300)
+    return (proc, port, int(open(http_file).read()),
+            Client(f'127.0.0.1:{port}', admin_token=token, timeout=300))
 
 
 def version_dir(model):
@@ -157,12 +180,128 @@ def serve_and_compare(c, model, x, want, what):
     shutil.rmtree(os.path.join(store, model), ignore_errors=True)
 
 
+def oip_infer(ch, model, x, outputs=()):
+    r = M['ModelInferRequest'](model_name=model)
+    r.inputs.add(name='input', datatype='FP32', shape=list(x.shape))
+    r.raw_input_contents.append(x.tobytes())
+    for name in outputs:
+        r.outputs.add(name=name)
+    got = call(ch, 'ModelInfer', r, 'ModelInferResponse')
+    return {o.name: np.frombuffer(got.raw_output_contents[i], np.float32).reshape(list(o.shape))
+            for i, o in enumerate(got.outputs)}
+
+
+def rest_infer(model, x, outputs=()):
+    body = {'inputs': [{'name': 'input', 'datatype': 'FP32', 'shape': list(x.shape),
+                        'data': x.ravel().tolist()}]}
+    if outputs:
+        body['outputs'] = [{'name': n} for n in outputs]
+    req = urllib.request.Request(f'http://127.0.0.1:{http_port}/v2/models/{model}/infer',
+                                 data=json.dumps(body).encode(), method='POST',
+                                 headers={'Content-Type': 'application/json'})
+    with urllib.request.urlopen(req, timeout=120) as res:
+        out = json.load(res)
+    return {o['name']: np.array(o['data'], np.float32).reshape(o['shape'])
+            for o in out['outputs']}
+
+
+def same_outputs(got, want):
+    """got, want: name -> array; the same names in the same order, each within 1e-5."""
+    if list(got) != list(want):
+        return False, f'outputs {list(got)}, expected {list(want)}'
+    for name in want:
+        ok, detail = close(got[name], want[name])
+        if not ok:
+            return False, f'{name}: {detail}'
+    return True, ', '.join(f'{n} {list(want[n].shape)}' for n in want)
+
+
+def several_outputs(x):
+    """Modules with several outputs: each tensor an output of its own, by position or key."""
+    tup, dic, nest = TupleOut().eval(), DictOut().eval(), Nested().eval()
+    for name, m in (('tuple', tup), ('dict', dic), ('nested', nest)):
+        torch.jit.script(m).save(os.path.join(version_dir(name), 'model.pt'))
+    with torch.no_grad():
+        t, d, n = tup(x), dic(x), nest(x)
+    want = {
+        'tuple': {'output1': t.logits.numpy(), 'output2': t.features.numpy()},
+        'dict': {'scores': d['scores'].numpy(), 'features': d['features'].numpy()},
+        'nested': {'output0': n[0].numpy(), 'output1.a.0': n[1]['a'][0].numpy(),
+                   'output1.b.1': n[1]['b'][1].numpy()},
+    }
+    xs = x.numpy()
+    ch = grpc.insecure_channel(f'127.0.0.1:{grpc_port}')
+    for model, outs in want.items():
+        code, msg = code_of(lambda: c.load(model))
+        expect(f'{model}: loads', code == 'OK', f'{code} {msg}')
+        names = list(outs)
+        first = names[0]
+        p = c.predict(model, xs)
+        ok, detail = same_outputs(p.outputs, {first: outs[first]})
+        expect(f'{model}: Predict returns the first output, {first}, by name',
+               ok and p.output_name == first, f'{p.output_name}: {detail}')
+        p = c.predict(model, xs, all_outputs=True)
+        ok, detail = same_outputs(p.outputs, outs)
+        expect(f'{model}: Predict all_outputs returns each tensor by name = Python', ok, detail)
+        last = names[-1]
+        p = c.predict(model, xs, outputs=[last])
+        ok, detail = same_outputs(p.outputs, {last: outs[last]})
+        expect(f'{model}: Predict naming {last} returns it', ok and p.output_name == last, detail)
+        code, msg = code_of(lambda: c.predict(model, xs, outputs=['nope']))
+        expect(f'{model}: an output it does not give is INVALID_ARGUMENT naming those it gives',
+               code == 'INVALID_ARGUMENT' and all(f"'{n}'" in msg for n in names), f'{code} {msg}')
+        ok, detail = same_outputs(oip_infer(ch, model, xs), outs)
+        expect(f'{model}: Open Inference ModelInfer gives every output by name = Python', ok,
+               detail)
+        picked = list(reversed(names))
+        ok, detail = same_outputs(oip_infer(ch, model, xs, picked),
+                                  {n: outs[n] for n in picked})
+        expect(f'{model}: ModelInfer asking for {picked} gives those, in that order', ok, detail)
+        ok, detail = same_outputs(rest_infer(model, xs), outs)
+        expect(f'{model}: REST /v2 infer gives every output by name = Python', ok, detail)
+        ok, detail = same_outputs(rest_infer(model, xs, [last]), {last: outs[last]})
+        expect(f'{model}: REST /v2 infer asking for {last} gives it', ok, detail)
+        if model == 'tuple':
+            # Triton's classification extension on the first requested output only.
+            r = M['ModelInferRequest'](model_name=model)
+            r.inputs.add(name='input', datatype='FP32', shape=list(xs.shape))
+            r.raw_input_contents.append(xs.tobytes())
+            r.outputs.add(name='output2')
+            r.outputs.add(name='output1').parameters['classification'].int64_param = 2
+            code, msg = code_of(lambda: call(ch, 'ModelInfer', r, 'ModelInferResponse'))
+            expect('tuple: classification on a later requested output is INVALID_ARGUMENT',
+                   code == 'INVALID_ARGUMENT' and 'first requested output' in msg,
+                   f'{code} {msg}')
+            del r.outputs[:]
+            r.outputs.add(name='output1').parameters['classification'].int64_param = 2
+            r.outputs.add(name='output2')
+            got = call(ch, 'ModelInfer', r, 'ModelInferResponse')
+            # raw BYTES: per element a 4-byte length, then "<score>:<index>".
+            raw, at, entries = got.raw_output_contents[0], 0, []
+            while at + 4 <= len(raw):
+                n = int.from_bytes(raw[at:at + 4], 'little')
+                entries.append(raw[at + 4:at + 4 + n].decode())
+                at += 4 + n
+            top = [int(e.split(':')[1]) for e in entries[::2]]
+            want_top = np.argsort(-outs['output1'], axis=1)[:, 0].tolist()
+            expect('tuple: classification of output1 ranks its classes, output2 rides along',
+                   [o.name for o in got.outputs] == ['output1', 'output2'] and
+                   got.outputs[0].datatype == 'BYTES' and top == want_top,
+                   f'{[o.name for o in got.outputs]} {entries} vs best {want_top}')
+        md = call(ch, 'ModelMetadata', M['ModelMetadataRequest'](name=model),
+                  'ModelMetadataResponse')
+        expect(f'{model}: ModelMetadata lists its outputs', [o.name for o in md.outputs] == names,
+               str([o.name for o in md.outputs]))
+        code_of(lambda: c.unload(model))
+    ch.close()
+
+
 def log_text():
     with open(os.path.join(work, 'server.log')) as f:
         return f.read()
 
 
-proc, c = start()
+proc, grpc_port, http_port, c = start()
 names = list(ZOO)
 if SANITIZED and os.environ.get('MODELSERVER_ZOO') != 'all':
     print(f'note: under {SANITIZED} only {", ".join(UNDER_SANITIZER)} run (the server code is '
@@ -212,15 +351,7 @@ try:
     said = log_text().count('WarnSeq is deprecated, use Net2')
     expect('its warning is in the log once for 5 requests', said == 1, f'{said} times')
 
-    tup = TupleOut().eval()
-    torch.jit.script(tup).save(os.path.join(version_dir('tuple'), 'model.pt'))
-    dic = DictOut().eval()
-    torch.jit.script(dic).save(os.path.join(version_dir('dict'), 'model.pt'))
-    with torch.no_grad():
-        serve_and_compare(c, 'tuple', x.numpy(), tup(x).logits.numpy(),
-                          'a named tuple (None, logits, features): the first tensor, logits,')
-        serve_and_compare(c, 'dict', x.numpy(), dic(x)['scores'].numpy(),
-                          'a dict {scores, features}: the first value, scores,')
+    several_outputs(x)
     # A TorchScript file from a newer torch: its format version record past what any
     # LibTorch reads today (both platforms read versions up to 10).
     torch.jit.script(seq).save(os.path.join(work, 'newer.pt'))

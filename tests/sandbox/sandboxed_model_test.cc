@@ -258,13 +258,15 @@ TEST(SandboxedModelTest, AnOversizedWorkerOutputIsRefusedBeforeItIsCopied) {
     std::ofstream out(script);
     out << R"(#!/usr/bin/python3
 import os, socket, struct
-REPLY = '<i1024s4xq256s16s16sII8qQ'  # WorkerReply: 1408 bytes
-assert struct.calcsize(REPLY) == 1408
+REPLY = '<i1024s4xq256s16s16sQI4x' + 'II8qQ128s' * 32  # WorkerReply: 8000 bytes
+assert struct.calcsize(REPLY) == 8000
 s = socket.socket(fileno=3)
 def reply(code=0, rank=0, shape=(), nbytes=0, fds=()):
     shape = list(shape) + [0] * (8 - len(shape))
-    data = struct.pack(REPLY, code, b'fake', 0, b'fake', b'fp32', b'contiguous', 1, rank,
-                       *shape, nbytes)
+    first = [1, rank, *shape, nbytes, b'output']  # dtype float32
+    rest = [0, 0] + [0] * 8 + [0, b'']
+    data = struct.pack(REPLY, code, b'fake', 0, b'fake', b'fp32', b'contiguous', nbytes,
+                       1 if nbytes else 0, *first, *(rest * 31))
     socket.send_fds(s, [data], list(fds))
 reply()                                       # hello
 for _ in range(2):                            # the load, then one forward

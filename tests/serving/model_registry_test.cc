@@ -126,7 +126,9 @@ class RegistryTest : public ::testing::Test {
 
   static float Value(const absl::StatusOr<BatchTask::Result>& r) {
     float v = -1;
-    if (r.ok() && r->output.data.size() >= 4) std::memcpy(&v, r->output.data.data(), 4);
+    if (r.ok() && !r->outputs.empty() && r->outputs[0].tensor.data.size() >= 4) {
+      std::memcpy(&v, r->outputs[0].tensor.data.data(), 4);
+    }
     return v;
   }
 

@@ -10,7 +10,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import grpc
 import numpy as np
@@ -49,6 +49,11 @@ class Prediction:
     version: int
     # Per sample, the top classes as (index, probability, label); empty without top_k.
     top_k: List[List[Tuple[int, float, str]]] = field(default_factory=list)
+    # The name of `output` ("output" for a model with one).
+    output_name: str = "output"
+    # Every output returned, by name, `output` first (several with `outputs=` or
+    # `all_outputs=True` for a model that gives several).
+    outputs: Dict[str, np.ndarray] = field(default_factory=dict)
 
     def labels(self) -> List[str]:
         """The most likely class's label (or index) of each sample."""
@@ -109,34 +114,51 @@ class ModelServerClient:
 
     # ---- inference ----
 
-    def predict(self, model: str, x, *, version: int = 0, top_k: int = 0) -> Prediction:
-        """Runs `x` (numpy array, torch.Tensor; float64 is sent as float32)."""
+    def predict(self, model: str, x, *, version: int = 0, top_k: int = 0,
+                outputs: Sequence[str] = (), all_outputs: bool = False) -> Prediction:
+        """Runs `x` (numpy array, torch.Tensor; float64 is sent as float32).
+
+        For a model that gives several outputs (a tuple's "output0", "output1", ...;
+        a dict's keys): `outputs` names those to return (the first is `output`),
+        `all_outputs` returns all; by default the first."""
         a = _as_array(x)
-        req = pb.PredictRequest(model_name=model, version=version, top_k=top_k)
+        req = pb.PredictRequest(model_name=model, version=version, top_k=top_k,
+                                output_names=list(outputs), all_outputs=all_outputs)
         req.input.shape.extend(a.shape)
         req.input.dtype = _TO_WIRE[a.dtype]
         req.input.data = a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes()
         return self._prediction(self._call(self._stub.Predict, req))
 
     def predict_images(self, model: str, images: Sequence[ImageInput] | ImageInput, *,
-                       version: int = 0, top_k: int = 5) -> Prediction:
+                       version: int = 0, top_k: int = 5, outputs: Sequence[str] = (),
+                       all_outputs: bool = False) -> Prediction:
         """Encoded images (paths or bytes; JPEG, PNG or WebP), preprocessed by the
-        server as the model's version says (default: torchvision's ImageNet recipe)."""
+        server as the model's version says (default: torchvision's ImageNet recipe).
+        `outputs` and `all_outputs` as for predict()."""
         if isinstance(images, (str, bytes, bytearray, os.PathLike)):
             images = [images]
-        req = pb.PredictRequest(model_name=model, version=version, top_k=top_k)
+        req = pb.PredictRequest(model_name=model, version=version, top_k=top_k,
+                                output_names=list(outputs), all_outputs=all_outputs)
         req.images.extend(_read(i) for i in images)
         return self._prediction(self._call(self._stub.Predict, req))
 
     @staticmethod
-    def _prediction(resp) -> Prediction:
-        t = resp.output
+    def _array(t) -> np.ndarray:
         dtype = _FROM_WIRE.get(t.dtype)
         if dtype is None:
             raise TypeError(f"output dtype {pb.DataType.Name(t.dtype)} has no numpy dtype")
-        out = np.frombuffer(t.data, dtype=dtype.newbyteorder("<")).reshape(tuple(t.shape))
+        return np.frombuffer(t.data, dtype=dtype.newbyteorder("<")).reshape(tuple(t.shape))
+
+    @classmethod
+    def _prediction(cls, resp) -> Prediction:
+        out = cls._array(resp.output)
+        name = resp.output_name or "output"
+        outputs = {name: out}
+        for more in resp.more_outputs:
+            outputs[more.name] = cls._array(more.tensor)
         top = [[(c.index, c.probability, c.label) for c in s.classes] for s in resp.top_k]
-        return Prediction(output=out, version=resp.version, top_k=top)
+        return Prediction(output=out, version=resp.version, top_k=top, output_name=name,
+                          outputs=outputs)
 
     # ---- models ----
 
