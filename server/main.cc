@@ -120,6 +120,11 @@ ABSL_FLAG(bool, trust_torchscript, false,
           "checks; by default each loaded version runs in a sandboxed model-worker process (no "
           "files, network or processes; see --max_forward_seconds, --worker_memory_bytes) after "
           "friendly early checks (__setstate__, an allowlist of tensor operators)");
+ABSL_FLAG(std::string, quantized_engine, "",
+          "onednn|qnnpack|fbgemm|x86: the int8 kernels quantized models run on (in process and "
+          "in every model worker); a model computes Python's int8 outputs on the engine it was "
+          "quantized for (torch.backends.quantized.engine when it was made); default: "
+          "LibTorch's (onednn on x86 builds without FBGEMM)");
 ABSL_FLAG(int, max_forward_seconds, 300,
           "a sandboxed model's forward pass that runs longer is stopped: its worker is killed, "
           "the batch answers DEADLINE_EXCEEDED, the worker restarts");
@@ -324,6 +329,7 @@ absl::StatusOr<ModelRegistry::Options> RegistryOptions(const CheckpointStore* st
     so.memory_bytes = static_cast<uint64_t>(cap > 0 ? cap : MemoryLimit() / 2);
     so.threads = o.intra_op_threads;
     so.channels = o.batching.num_workers;
+    so.quantized_engine = absl::GetFlag(FLAGS_quantized_engine);
     if (metrics != nullptr) {
       so.on_restart = [metrics](const std::string& model, const std::string& reason) {
         metrics->RecordSandboxRestart(model, reason);
@@ -643,6 +649,10 @@ void StopLoads(ModelRegistry* registry, std::thread* loader) {
 int Serve(const std::vector<StartupModel>& startup, sigset_t signals) {
   RaiseDescriptorLimit();
   SetIntraOpThreads(absl::GetFlag(FLAGS_intra_op_threads));
+  if (absl::Status s = SetQuantizedEngine(absl::GetFlag(FLAGS_quantized_engine)); !s.ok()) {
+    LOG_ERROR("--quantized_engine: ", s.message());
+    return 2;
+  }
   if (const int64_t cache = absl::GetFlag(FLAGS_cpu_block_cache_bytes); cache != 0) {
     InstallCpuBlockCache(static_cast<uint64_t>(cache > 0 ? cache : MemoryLimit() / 8));
   }

@@ -17,8 +17,13 @@ namespace modelserver {
 // Reads (and inflates, bounded) every record LibTorch could read as code: any
 // record in a folder named "code" in any case, whatever its extension; finds
 // `def __setstate__` however the two tokens are spaced (blanks, tabs, backslash
-// line breaks). A friendly early error, not the boundary: LibTorch's lexer and
-// class loader decide what runs, and the sandboxed worker is what stops it.
+// line breaks). Except in torch's own quantized module classes (records under
+// __torch__/torch/ao/nn/quantized/, .../ao/nn/intrinsic/quantized/ and the
+// pre-2.0 torch/nn/ spellings): their __setstate__ repacks the int8 weights
+// (quantized::*_prepack), and what it calls is checked by the operator
+// allowlist after the worker loads the file. A friendly early error, not the
+// boundary: LibTorch's lexer and class loader decide what runs, and the
+// sandboxed worker is what stops it.
 //
 // FAILED_PRECONDITION for a non-TorchScript archive or a __setstate__ (naming
 // the record); DATA_LOSS / RESOURCE_EXHAUSTED from reading a record. `what`

@@ -12,9 +12,11 @@
 #include <algorithm>
 #include <thread>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 
 namespace modelserver {
 
@@ -38,6 +40,28 @@ absl::StatusOr<std::string> ResolveDevice(absl::string_view spec) {
   }
   return absl::InvalidArgumentError(
       absl::StrCat("--device '", spec, "' is not one of auto, cpu, cuda, cuda:N"));
+}
+
+absl::Status SetQuantizedEngine(absl::string_view name) {
+  if (name.empty()) return absl::OkStatus();
+  std::vector<std::string> names;
+  for (const at::QEngine engine : at::globalContext().supportedQEngines()) {
+    const std::string known = absl::AsciiStrToLower(c10::toString(engine));
+    if (known == "noqengine") continue;
+    if (absl::EqualsIgnoreCase(known, name)) {
+      at::globalContext().setQEngine(engine);
+      return absl::OkStatus();
+    }
+    names.push_back(known);
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("quantized engine '", name, "' is not in this LibTorch ", TORCH_VERSION,
+                   " (it has ", names.empty() ? "none" : absl::StrJoin(names, ", "),
+                   "); quantize the model for one of those"));
+}
+
+std::string QuantizedEngine() {
+  return absl::AsciiStrToLower(c10::toString(at::globalContext().qEngine()));
 }
 
 void SetIntraOpThreads(int n) {
@@ -94,7 +118,8 @@ std::string TorchHasCuda() {
 std::string TorchBuildSummary() {
   return absl::StrCat("LibTorch ", TORCH_VERSION, ", CUDA ",
                       torch::cuda::is_available() ? "available" : "not available",
-                      ", intra-op threads ", at::get_num_threads());
+                      ", intra-op threads ", at::get_num_threads(), ", quantized engine ",
+                      QuantizedEngine());
 }
 
 }  // namespace modelserver

@@ -3,6 +3,7 @@
 
 #include <string>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
@@ -23,6 +24,16 @@ int IntraOpThreads();
 // (OpenMP), leaving other threads alone: concurrent forward passes can split the
 // cores between them.
 void SetThisThreadIntraOpThreads(int n);
+
+// Sets LibTorch's quantized engine (the int8 kernels int8 models run on, and
+// which repack their weights when loaded): "onednn", "qnnpack", "fbgemm", "x86"
+// (any case) where this LibTorch has it; "" keeps LibTorch's default. A model
+// computes Python's int8 outputs only on the engine it was quantized for.
+// Process-wide: call at startup, before any model loads. INVALID_ARGUMENT
+// naming the engines this LibTorch has otherwise.
+absl::Status SetQuantizedEngine(absl::string_view name);
+// The current one, lower case ("onednn").
+std::string QuantizedEngine();
 
 // On a CUDA device: cuDNN benchmark mode (it times the convolution algorithms per
 // input shape on first use and keeps the fastest; the registry's warm-up runs

@@ -85,7 +85,41 @@ const std::set<std::string>& AllowedAten() {
       "is_autocast_enabled", "is_autocast_cpu_enabled", "get_autocast_dtype",
       "get_autocast_gpu_dtype", "get_autocast_cpu_dtype", "is_grad_enabled",
       // warnings.warn: the server logs it (ModelWarningLog), rate-limited
-      "warn"};
+      "warn",
+      // quantized tensors (eager and FX int8 models, traced or scripted)
+      "quantize_per_tensor", "quantize_per_tensor_dynamic", "quantize_per_channel", "dequantize",
+      "q_scale", "q_zero_point", "q_per_channel_scales", "q_per_channel_zero_points",
+      "q_per_channel_axis", "qscheme", "int_repr", "_make_per_tensor_quantized_tensor",
+      "_make_per_channel_quantized_tensor", "quantized_max_pool1d", "quantized_max_pool2d",
+      "quantized_batch_norm", "fbgemm_linear_fp16_weight"};
+  return *ops;
+}
+
+// quantized:: operators (LibTorch's int8 kernels: oneDNN, QNNPACK, FBGEMM) by
+// base name: the layers of eager and FX quantized models, and the weight
+// packing their __setstate__ / __getstate__ and a frozen model's constants use.
+const std::set<std::string>& AllowedQuantized() {
+  static const auto* ops = new std::set<std::string>{
+      "conv1d", "conv2d", "conv3d", "conv1d_relu", "conv2d_relu", "conv3d_relu", "conv_transpose1d",
+      "conv_transpose2d", "conv_transpose3d", "linear", "linear_relu", "linear_dynamic",
+      "linear_relu_dynamic", "linear_dynamic_fp16", "linear_relu_dynamic_fp16", "add", "add_relu",
+      "add_scalar", "add_scalar_relu", "mul", "mul_relu", "mul_scalar", "mul_scalar_relu", "cat",
+      "cat_relu", "batch_norm", "batch_norm1d", "batch_norm2d", "batch_norm3d", "batch_norm_relu",
+      "batch_norm1d_relu", "batch_norm2d_relu", "batch_norm3d_relu", "hardswish", "sigmoid",
+      "relu6", "leaky_relu", "elu", "celu", "threshold", "layer_norm", "group_norm",
+      "instance_norm", "softmax", "matmul", "max_pool1d", "max_pool2d", "embedding_byte",
+      "embedding_4bit", "embedding_bag_byte", "embedding_bag_4bit",
+      "embedding_bag_byte_rowwise_offsets", "embedding_bag_4bit_rowwise_offsets",
+      // weight packing (load and save of the packed parameters)
+      "conv1d_prepack", "conv2d_prepack", "conv3d_prepack", "conv_transpose1d_prepack",
+      "conv_transpose2d_prepack", "conv_transpose3d_prepack", "conv1d_unpack", "conv2d_unpack",
+      "conv3d_unpack", "conv_transpose1d_unpack", "conv_transpose2d_unpack",
+      "conv_transpose3d_unpack", "conv2d_stride", "conv2d_padding", "conv2d_output_padding",
+      "conv2d_dilation", "conv2d_groups", "conv2d_transpose", "conv3d_stride", "conv3d_padding",
+      "conv3d_output_padding", "conv3d_dilation", "conv3d_groups", "conv3d_transpose",
+      "linear_prepack", "linear_prepack_fp16", "linear_unpack", "linear_unpack_fp16",
+      "embedding_bag_prepack", "embedding_bag_unpack", "embedding_bag_byte_prepack",
+      "embedding_bag_byte_unpack", "embedding_bag_4bit_prepack", "embedding_bag_4bit_unpack"};
   return *ops;
 }
 
@@ -137,16 +171,34 @@ bool IsDeadBlock(const torch::jit::Node* n, const torch::jit::Block* b) {
   return c.has_value() && b != n->blocks()[*c ? 0 : 1];
 }
 
+// A method call on LibTorch's packed int8 weights (torch.classes.quantized.*:
+// C++ classes, such as Conv2dPackedParamsBase.unpack()), which Inline leaves as
+// a call.
+bool IsPackedParamsCall(const torch::jit::Node* n) {
+  if (n->kind() != c10::prim::CallMethod || n->inputs().empty()) return false;
+  const auto cls = n->input(0)->type()->cast<c10::ClassType>();
+  return cls != nullptr && cls->name() &&
+         absl::StartsWith(cls->name()->qualifiedName(), "__torch__.torch.classes.quantized.");
+}
+
 // Every node of `block` that may run in eval mode, nested blocks included (not
 // the branches of a known `if`: training-only code such as torchvision's
 // stochastic depth, which draws random numbers into an uninitialised tensor);
-// the first refused one.
-const torch::jit::Node* FirstRefused(const torch::jit::Block* block) {
+// the first refused one. `per_request`: the graph is a module's forward (with
+// what it calls inlined), which every request runs: setting an attribute
+// (prim::SetAttr) there would change later answers. Other methods run only
+// when the file is loaded or saved (__setstate__ / __getstate__ and what they
+// call, such as torch's quantized modules' set_weight_bias), where setting the
+// module's own attributes is what they are for.
+const torch::jit::Node* FirstRefused(const torch::jit::Block* block, bool per_request) {
   for (const torch::jit::Node* n : block->nodes()) {
-    if (!IsAllowedTorchScriptOperator(n->kind().toQualString())) return n;
+    if (!IsAllowedTorchScriptOperator(n->kind().toQualString()) &&
+        !(!per_request && n->kind() == c10::prim::SetAttr) && !IsPackedParamsCall(n)) {
+      return n;
+    }
     for (const torch::jit::Block* b : n->blocks()) {
       if (IsDeadBlock(n, b)) continue;
-      if (const torch::jit::Node* refused = FirstRefused(b)) return refused;
+      if (const torch::jit::Node* refused = FirstRefused(b, per_request)) return refused;
     }
   }
   return nullptr;
@@ -273,11 +325,11 @@ class StateTracker {
 };
 
 // FAILED_PRECONDITION naming `where` if its graph calls a refused operator or
-// writes to module state.
-absl::Status CheckGraph(torch::jit::Graph& source, const std::string& where) {
+// writes to module state. `per_request`: see FirstRefused.
+absl::Status CheckGraph(torch::jit::Graph& source, const std::string& where, bool per_request) {
   std::shared_ptr<torch::jit::Graph> graph = source.copy();
   torch::jit::Inline(*graph);
-  if (const torch::jit::Node* n = FirstRefused(graph->block())) {
+  if (const torch::jit::Node* n = FirstRefused(graph->block(), per_request)) {
     return absl::FailedPreconditionError(absl::StrCat(
         "the TorchScript module calls operator ", n->kind().toQualString(), " in ", where,
         ", which is not on the server's allowlist of tensor operators (file, process, "
@@ -301,6 +353,9 @@ absl::Status CheckGraph(torch::jit::Graph& source, const std::string& where) {
 bool IsAllowedTorchScriptOperator(absl::string_view qualified_name) {
   absl::string_view name = qualified_name;
   if (absl::ConsumePrefix(&name, "prim::")) return AllowedPrim().count(std::string(name)) > 0;
+  if (absl::ConsumePrefix(&name, "quantized::")) {
+    return AllowedQuantized().count(std::string(name)) > 0;
+  }
   if (!absl::ConsumePrefix(&name, "aten::")) return false;
   if (AllowedAten().count(std::string(name)) > 0) return true;
   // In-place variants follow their base operator ("relu_", "add_"); not "__x__".
@@ -316,7 +371,8 @@ absl::Status CheckTorchScriptOperators(const torch::jit::Module& module) {
       RETURN_IF_ERROR(
           CheckGraph(*method.graph(),
                      absl::StrCat(m.type()->name() ? m.type()->name()->qualifiedName() : "module",
-                                  ".", method.name())));
+                                  ".", method.name()),
+                     /*per_request=*/method.name() == "forward"));
     }
   }
   // Methods of TorchScript classes (objects held as attributes): every method in
@@ -332,7 +388,8 @@ absl::Status CheckTorchScriptOperators(const torch::jit::Module& module) {
     if (owner.empty() || unit->get_class(c10::QualifiedName(owner)) == nullptr) continue;
     torch::jit::GraphFunction* graph_fn = torch::jit::tryToGraphFunction(*fn);
     if (graph_fn == nullptr) continue;
-    RETURN_IF_ERROR(CheckGraph(*graph_fn->graph(), fn->qualname().qualifiedName()));
+    RETURN_IF_ERROR(
+        CheckGraph(*graph_fn->graph(), fn->qualname().qualifiedName(), /*per_request=*/false));
   }
   return absl::OkStatus();
 }

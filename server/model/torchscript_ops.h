@@ -34,7 +34,15 @@ bool IsAllowedTorchScriptOperator(absl::string_view qualified_name);
 // __setitem__) whose target is an attribute (parameter, buffer, list, dict), a
 // view or element of one, or a tensor constant -- such a module would change
 // later callers' answers. FAILED_PRECONDITION naming the operator and the
-// method. A friendly early error, not the boundary (the sandboxed worker is).
+// method. Setting an attribute (prim::SetAttr) is refused in a module's forward
+// and what it calls; other methods run only when the file is loaded or saved
+// (__setstate__ / __getstate__ and what they call: torch's quantized modules
+// repack their weights there), so they may set the module's own attributes.
+// Method calls on LibTorch's packed int8 weights (torch.classes.quantized.*)
+// are allowed. The quantized::
+// operators of int8 models (conv2d, linear, add_relu, ..., *_prepack /
+// *_unpack) and aten's quantize / dequantize are allowed. A friendly early
+// error, not the boundary (the sandboxed worker is).
 // Compiles the methods (no module code runs). Thread-compatible.
 absl::Status CheckTorchScriptOperators(const torch::jit::Module& module);
 

@@ -148,8 +148,8 @@ std::string SandboxPolicy::Report::Summary() const {
   return absl::StrCat(landlock_abi > 0
                           ? absl::StrCat("Landlock ABI ", landlock_abi, " (no filesystem access)")
                           : std::string("no Landlock in this kernel (seccomp alone)"),
-                      ", ", seccomp ? "seccomp filter loaded" : "no seccomp filter", ", ",
-                      threads, threads == 1 ? " thread" : " threads", " when confined, ",
+                      ", ", seccomp ? "seccomp filter loaded" : "no seccomp filter", ", ", threads,
+                      threads == 1 ? " thread" : " threads", " when confined, ",
                       network_namespace ? "an empty network namespace"
                                         : "no network namespace of its own (not permitted here)");
 }

@@ -55,7 +55,7 @@ ModelLoaderFunction MakeSandboxedLoader(SandboxLoaderOptions options) {
     }
     SandboxedModel::Options so;
     so.worker_path = options.worker_path;
-    so.name = lo.name.empty() ? "the model"
+    so.name = lo.name.empty()  ? "the model"
               : lo.version > 0 ? absl::StrCat("model '", lo.name, "' version ", lo.version)
                                : absl::StrCat("model '", lo.name, "' (upload check)");
     so.device = lo.device;
@@ -64,6 +64,7 @@ ModelLoaderFunction MakeSandboxedLoader(SandboxLoaderOptions options) {
     so.verify_crc = lo.verify_crc;
     so.threads = options.threads;
     so.channels = options.channels;
+    so.quantized_engine = options.quantized_engine;
     so.data_bytes = options.memory_bytes;
     so.max_forward = options.max_forward;
     so.max_load = options.max_load;

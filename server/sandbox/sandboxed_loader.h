@@ -14,12 +14,13 @@
 namespace modelserver {
 
 struct SandboxLoaderOptions {
-  std::string worker_path;  // the model-worker binary (DefaultWorkerPath())
+  std::string worker_path;                          // the model-worker binary (DefaultWorkerPath())
   absl::Duration max_forward = absl::Seconds(300);  // --max_forward_seconds
   absl::Duration max_load = absl::Seconds(600);
-  uint64_t memory_bytes = 0;  // each worker's RLIMIT_DATA (0: none)
-  int threads = 0;            // each worker's intra-op threads (0: LibTorch's default)
-  int channels = 1;           // forward passes at once per worker (--batch_workers)
+  uint64_t memory_bytes = 0;     // each worker's RLIMIT_DATA (0: none)
+  int threads = 0;               // each worker's intra-op threads (0: LibTorch's default)
+  int channels = 1;              // forward passes at once per worker (--batch_workers)
+  std::string quantized_engine;  // each worker's (--quantized_engine; "": LibTorch's default)
   // A worker of `model` was stopped for `reason` ("crash", "deadline", "memory").
   std::function<void(const std::string& model, const std::string& reason)> on_restart;
 };

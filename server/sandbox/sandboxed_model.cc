@@ -168,6 +168,8 @@ absl::Status SandboxedModel::StartLocked() const {
                              const_cast<char*>(options_.device.c_str()),
                              const_cast<char*>("--label"),
                              const_cast<char*>(options_.name.c_str()),
+                             const_cast<char*>("--quantized_engine"),
+                             const_cast<char*>(options_.quantized_engine.c_str()),
                              nullptr};
   // An environment of the numeric libraries' settings only (the operator's,
   // e.g. OPENBLAS_CORETYPE where OpenBLAS misdetects the CPU): the worker must

@@ -61,6 +61,8 @@ class SandboxedModel : public Model {
     // server's batch workers); they share `threads` as the batch workers do in
     // process. At most kWorkerMaxChannels.
     int channels = 1;
+    // The worker's quantized engine (SetQuantizedEngine; "": LibTorch's default).
+    std::string quantized_engine;
     uint64_t address_space_bytes = 0;  // the worker's RLIMIT_AS (0: none)
     uint64_t data_bytes = 0;           // the worker's RLIMIT_DATA: its memory cap (0: none)
     absl::Duration max_forward = absl::Seconds(60);

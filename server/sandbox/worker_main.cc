@@ -169,6 +169,7 @@ int Main(int argc, char** argv) {
   uint64_t address_space = 0;
   uint64_t data_bytes = 0;
   std::string device = "cpu";
+  std::string quantized_engine;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     if (flag == "--threads") (void)absl::SimpleAtoi(argv[i + 1], &threads);
@@ -177,6 +178,7 @@ int Main(int argc, char** argv) {
     if (flag == "--data_bytes") (void)absl::SimpleAtoi(argv[i + 1], &data_bytes);
     if (flag == "--device") device = argv[i + 1];
     if (flag == "--label") ModelWarningLog::SetProcessLabel(argv[i + 1]);
+    if (flag == "--quantized_engine") quantized_engine = argv[i + 1];
   }
   // Dies with the server (which may itself be PID 1 in a container); its own
   // process group (the spawner set it).
@@ -198,7 +200,10 @@ int Main(int argc, char** argv) {
   policy.data_bytes = data_bytes;
   channels = std::clamp(channels, 1, kWorkerMaxChannels);
   policy.max_open_files = 32 + channels;
-  absl::StatusOr<SandboxPolicy::Report> applied = SandboxPolicy::Apply(policy);
+  // The int8 kernels the model's packed weights are repacked for when it loads.
+  const absl::Status engine = SetQuantizedEngine(quantized_engine);
+  absl::StatusOr<SandboxPolicy::Report> applied =
+      engine.ok() ? SandboxPolicy::Apply(policy) : engine;
   WorkerReply hello;
   if (!applied.ok()) {
     Reply(kWorkerFd, applied.status(), &hello);

@@ -30,9 +30,7 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 import warnings
@@ -47,19 +45,17 @@ import torchvision
 server_bin, source_dir, pyclient_dir, tmp_root = sys.argv[1:5]
 sys.path.insert(0, os.path.join(source_dir, 'tests', 'testing'))
 sys.path.insert(0, pyclient_dir)
-from checks import SANITIZED, code_of, expect, stop, summary  # noqa: E402
+from checks import (SANITIZED, close_to, code_of, expect, make_work, start_server,  # noqa: E402
+                    stop, summary)
 from modelserver_client import ModelServerClient as Client  # noqa: E402
 from oip_messages import M, call  # noqa: E402
 
 torch.manual_seed(0)
 torch.set_num_threads(2)
-os.makedirs(tmp_root, exist_ok=True)
-work = os.path.abspath(tempfile.mkdtemp(prefix='zoo-', dir=tmp_root))
+token = 'zoo-test-token'
+work = make_work(tmp_root, 'zoo-', token)
 store = os.path.join(work, 'store')
 os.makedirs(store)
-token = 'zoo-test-token'
-with open(os.path.join(work, 'token'), 'w') as f:
-    f.write(token)
 env = {k: v for k, v in os.environ.items() if 'proxy' not in k.lower()}
 
 # name -> (constructor keywords, input side). The smallest input each accepts; ViT and
@@ -131,37 +127,14 @@ class NoTensor(torch.nn.Module):
 
 def start():
     """The server, its gRPC and REST ports, and a client."""
-    port_file = os.path.join(work, 'grpc-port')
-    http_file = os.path.join(work, 'http-port')
-    args = [server_bin, '--store', store, '--listen', '127.0.0.1:0', '--port_file', port_file,
-            '--metrics_listen', '', '--http_listen', '127.0.0.1:0', '--http_port_file', http_file,
-            '--state_dir', 'none',
-            '--admin_token_file', os.path.join(work, 'token'), '--max_forward_seconds', '120']
-    log = open(os.path.join(work, 'server.log'), 'w')
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log, env=env)
-    for _ in range(1200):
-        if all(os.path.exists(f) and os.path.getsize(f) > 0 for f in (port_file, http_file)):
-            break
-        if proc.poll() is not None:
-            break
-        time.sleep(0.1)
-    port = int(open(port_file).read())
-    return (proc, port, int(open(http_file).read()),
-            Client(f'127.0.0.1:{port}', admin_token=token, timeout=300))
+    proc, port, http, _ = start_server(server_bin, work, store, 'zoo', http=True, env=env)
+    return proc, port, http, Client(f'127.0.0.1:{port}', admin_token=token, timeout=300)
 
 
 def version_dir(model):
     d = os.path.join(store, model, '1')
     os.makedirs(d)
     return d
-
-
-def close(out, want):
-    if out.shape != want.shape:
-        return False, f'shape {out.shape}, expected {want.shape}'
-    scale = float(np.abs(want).max()) or 1.0
-    diff = float(np.abs(out - want).max())
-    return diff <= 1e-5 * scale, f'max difference {diff:.3g} of the largest |output| {scale:.3g}'
 
 
 def serve_and_compare(c, model, x, want, what):
@@ -174,7 +147,7 @@ def serve_and_compare(c, model, x, want, what):
     if out is None:
         expect(f'{what} serves', False, f'{code}: {msg}')
     else:
-        ok, detail = close(out, want)
+        ok, detail = close_to(out, want)
         expect(f'{what} serves Python\'s outputs', ok, detail)
     code_of(lambda: c.unload(model))
     shutil.rmtree(os.path.join(store, model), ignore_errors=True)
@@ -210,7 +183,7 @@ def same_outputs(got, want):
     if list(got) != list(want):
         return False, f'outputs {list(got)}, expected {list(want)}'
     for name in want:
-        ok, detail = close(got[name], want[name])
+        ok, detail = close_to(got[name], want[name])
         if not ok:
             return False, f'{name}: {detail}'
     return True, ', '.join(f'{n} {list(want[n].shape)}' for n in want)
@@ -297,7 +270,7 @@ def several_outputs(x):
 
 
 def log_text():
-    with open(os.path.join(work, 'server.log')) as f:
+    with open(os.path.join(work, 'server-zoo.log')) as f:
         return f.read()
 
 
@@ -346,8 +319,8 @@ try:
     expect('a Sequential whose forward warns loads', code == 'OK', f'{code} {msg}')
     outs = [c.predict('warns', x.numpy()).output for _ in range(5)] if code == 'OK' else []
     expect('and serves Python\'s outputs',
-           len(outs) == 5 and all(close(o, want)[0] for o in outs),
-           close(outs[0], want)[1] if outs else 'not served')
+           len(outs) == 5 and all(close_to(o, want)[0] for o in outs),
+           close_to(outs[0], want)[1] if outs else 'not served')
     said = log_text().count('WarnSeq is deprecated, use Net2')
     expect('its warning is in the log once for 5 requests', said == 1, f'{said} times')
 

@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""int8 models as users make them, served by the real server in its sandboxed workers.
+
+torchvision's ResNet-18 and VGG11-BN (random weights, eval mode) quantized by this platform's
+torch with FX graph mode (prepare_fx / convert_fx, the engine's default qconfig mapping, four
+random calibration batches), saved traced and frozen, and scripted (scripted quantized
+modules define __setstate__, which repacks their weights when the file loads). Each is
+loaded by a server started with --quantized_engine ENGINE (the engine the model was
+quantized for) and must give Python's int8 outputs within 1e-5 of the largest |output|:
+VGG11-BN and ResNet-18 on oneDNN, ResNet-18 on QNNPACK (where this torch has them). The
+QNNPACK model is also served by the oneDNN server, to show what the flag is for (the
+difference is printed, not asserted: it depends on the weights). An engine this LibTorch
+lacks is refused at startup naming the ones it has.
+Usage: quantized_test.py SERVER_BIN SOURCE_DIR PYCLIENT_DIR TMP
+"""
+import os
+import subprocess
+import sys
+import time
+import warnings
+
+import torch
+import torchvision
+from torch.ao.quantization import get_default_qconfig_mapping
+from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+server_bin, source_dir, pyclient_dir, tmp_root = sys.argv[1:5]
+sys.path.insert(0, os.path.join(source_dir, 'tests', 'testing'))
+sys.path.insert(0, pyclient_dir)
+from checks import (close_to, code_of, expect, make_work, start_server, stop,  # noqa: E402
+                    summary)
+from modelserver_client import ModelServerClient as Client  # noqa: E402
+
+torch.manual_seed(0)
+torch.set_num_threads(2)
+token = 'quantized-test-token'
+work = make_work(tmp_root, 'quantized-', token)
+env = {k: v for k, v in os.environ.items() if 'proxy' not in k.lower()}
+ENGINES = [e for e in ('onednn', 'qnnpack') if e in torch.backends.quantized.supported_engines]
+print(f'torch {torch.__version__}: quantized engines {torch.backends.quantized.supported_engines}',
+      flush=True)
+
+
+def start(store, engine):
+    """A server on `store` with --quantized_engine `engine`: (process, client, log path)."""
+    os.makedirs(store, exist_ok=True)
+    proc, port, _, log_path = start_server(server_bin, work, store, engine,
+                                           extra=['--quantized_engine', engine], env=env)
+    if port is None:
+        return proc, None, log_path
+    return proc, Client(f'127.0.0.1:{port}', admin_token=token, timeout=300), log_path
+
+
+def quantize(arch, engine, x):
+    """The FX-quantized model for `engine` and its int8 outputs on x."""
+    torch.backends.quantized.engine = engine
+    model = getattr(torchvision.models, arch)(weights=None).eval()
+    prepared = prepare_fx(model, get_default_qconfig_mapping(engine), example_inputs=(x,))
+    with torch.no_grad():
+        for _ in range(4):
+            prepared(torch.randn(4, *x.shape[1:]))
+        q = convert_fx(prepared)
+        return q, q(x).numpy()
+
+
+def write(store, name, q, x):
+    """name-trace (traced and frozen) and name-script versions of q in `store`."""
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        traced = torch.jit.freeze(torch.jit.trace(q, x).eval())
+        scripted = torch.jit.script(q)
+    for kind, m in (('trace', traced), ('script', scripted)):
+        d = os.path.join(store, f'{name}-{kind}', '1')
+        os.makedirs(d)
+        m.save(os.path.join(d, 'model.pt'))
+
+
+x = torch.randn(2, 3, 64, 64)
+xs = x.numpy()
+cases = {'onednn': ('resnet18', 'vgg11_bn'), 'qnnpack': ('resnet18',)}
+qnnpack_r18 = None
+procs = []
+try:
+    for engine in ENGINES:
+        store = os.path.join(work, f'store-{engine}')
+        os.makedirs(store)
+        wants = {}
+        for arch in cases[engine]:
+            t0 = time.monotonic()
+            q, wants[arch] = quantize(arch, engine, x)
+            write(store, arch, q, x)
+            if engine == 'qnnpack':
+                qnnpack_r18 = wants[arch]
+            print(f'     {arch} quantized for {engine} and saved in {time.monotonic() - t0:.1f} s',
+                  flush=True)
+            del q
+        proc, c, log_path = start(store, engine)
+        procs.append(proc)
+        if c is None:
+            expect(f'the server starts with --quantized_engine {engine}', False,
+                   open(log_path).read()[-2000:])
+            continue
+        startup = open(log_path).read()
+        expect(f'its startup line names the engine ({engine})',
+               f'quantized engine {engine}' in startup, startup[:400])
+        for arch in cases[engine]:
+            for kind in ('trace', 'script'):
+                model = f'{arch}-{kind}'
+                code, msg = code_of(lambda: c.load(model))
+                got = []
+                if code == 'OK':
+                    code, msg = code_of(lambda: got.append(c.predict(model, xs).output))
+                what = (f'{arch} int8 for {engine} ({"traced and frozen" if kind == "trace" else "scripted"})')
+                if not got:
+                    expect(f'{what} serves', False, f'{code}: {msg}')
+                else:
+                    ok, detail = close_to(got[0], wants[arch])
+                    expect(f'{what} serves Python\'s int8 outputs', ok, detail)
+                code_of(lambda: c.unload(model))
+        if engine == 'onednn' and 'qnnpack' in ENGINES:
+            # The QNNPACK model on the oneDNN server: it loads, and computes with
+            # oneDNN's rounding (printed).
+            q, want = quantize('resnet18', 'qnnpack', x)
+            write(store, 'r18-qnnpack', q, x)
+            code, msg = code_of(lambda: c.load('r18-qnnpack-trace'))
+            if code == 'OK':
+                out = c.predict('r18-qnnpack-trace', xs).output
+                print(f'     a QNNPACK ResNet-18 on the oneDNN server: {close_to(out, want)[1]}',
+                      flush=True)
+        expect(f'the {engine} server is up', proc.poll() is None)
+        stop(proc)
+
+    # An engine this LibTorch lacks: refused at startup, naming those it has.
+    proc, c, log_path = start(os.path.join(work, 'store-none'), 'nosuch')
+    procs.append(proc)
+    try:
+        rc = proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        rc = None
+    log = open(log_path).read()
+    expect('--quantized_engine nosuch: the server exits 2 naming the engines it has',
+           rc == 2 and "quantized engine 'nosuch' is not in this LibTorch" in log and
+           all(e in log for e in ENGINES), f'rc {rc}: {log[-600:]}')
+finally:
+    for p in procs:
+        stop(p)
+sys.exit(summary(work))
