@@ -10,13 +10,16 @@
 #endif
 
 #include <algorithm>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/status_macros.h"
 
 namespace modelserver {
 
@@ -42,22 +45,35 @@ absl::StatusOr<std::string> ResolveDevice(absl::string_view spec) {
       absl::StrCat("--device '", spec, "' is not one of auto, cpu, cuda, cuda:N"));
 }
 
-absl::Status SetQuantizedEngine(absl::string_view name) {
-  if (name.empty()) return absl::OkStatus();
+namespace {
+
+// The engine of this LibTorch named `name` (any case), or INVALID_ARGUMENT
+// naming those it has.
+absl::StatusOr<at::QEngine> FindQuantizedEngine(absl::string_view name) {
   std::vector<std::string> names;
   for (const at::QEngine engine : at::globalContext().supportedQEngines()) {
     const std::string known = absl::AsciiStrToLower(c10::toString(engine));
     if (known == "noqengine") continue;
-    if (absl::EqualsIgnoreCase(known, name)) {
-      at::globalContext().setQEngine(engine);
-      return absl::OkStatus();
-    }
+    if (absl::EqualsIgnoreCase(known, name)) return engine;
     names.push_back(known);
   }
   return absl::InvalidArgumentError(
       absl::StrCat("quantized engine '", name, "' is not in this LibTorch ", TORCH_VERSION,
                    " (it has ", names.empty() ? "none" : absl::StrJoin(names, ", "),
                    "); quantize the model for one of those"));
+}
+
+}  // namespace
+
+absl::Status CheckQuantizedEngine(absl::string_view name) {
+  return FindQuantizedEngine(name).status();
+}
+
+absl::Status SetQuantizedEngine(absl::string_view name) {
+  if (name.empty()) return absl::OkStatus();
+  ASSIGN_OR_RETURN(const at::QEngine engine, FindQuantizedEngine(name));
+  at::globalContext().setQEngine(engine);
+  return absl::OkStatus();
 }
 
 std::string QuantizedEngine() {

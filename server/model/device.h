@@ -32,6 +32,9 @@ void SetThisThreadIntraOpThreads(int n);
 // Process-wide: call at startup, before any model loads. INVALID_ARGUMENT
 // naming the engines this LibTorch has otherwise.
 absl::Status SetQuantizedEngine(absl::string_view name);
+// OK when this LibTorch has engine `name` (any case); the same INVALID_ARGUMENT
+// as SetQuantizedEngine otherwise. Changes nothing.
+absl::Status CheckQuantizedEngine(absl::string_view name);
 // The current one, lower case ("onednn").
 std::string QuantizedEngine();
 

@@ -1,10 +1,12 @@
 #include "server/model/model_loader.h"
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "server/checkpoint/state_dict_parser.h"
 #include "server/checkpoint/torchscript_archive.h"
 #include "server/checkpoint/zip_reader.h"
+#include "server/model/device.h"
 #include "server/model/pickled_module.h"
 #include "server/model/tensor_convert.h"
 #include "server/model/tensor_materializer.h"
@@ -28,6 +30,16 @@ constexpr char kNeedsArchitecture[] =
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<const Model>> LoadModelFromFile(const ModelLoadOptions& options) {
+  if (!options.quantized_engine.empty() &&
+      !absl::EqualsIgnoreCase(options.quantized_engine, QuantizedEngine())) {
+    // One engine per process: LibTorch's is global.
+    RETURN_IF_ERROR(CheckQuantizedEngine(options.quantized_engine));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the version was quantized for engine ", options.quantized_engine,
+        " (manifest \"quantized_engine\"), and models in this process run on ", QuantizedEngine(),
+        ": serve it in a sandboxed worker (without --trust_torchscript), or ",
+        "start the server with --quantized_engine ", options.quantized_engine));
+  }
   // Native VGGs and layer stacks are written for any layout; TorchScript code may
   // assume a contiguous one, so it is channels-last only when asked.
   ASSIGN_OR_RETURN(const Numerics numerics,

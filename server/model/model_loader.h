@@ -29,6 +29,11 @@ struct ModelLoadOptions {
   // for TorchScript).
   Precision precision = Precision::kFp32;
   MemoryLayout memory_layout = MemoryLayout::kAuto;
+  // The quantized engine the version was made for (manifest "quantized_engine");
+  // empty: the server's. A sandboxed worker runs on it; in process (one engine
+  // per process) a version asking for another one than the process's is
+  // FAILED_PRECONDITION.
+  std::string quantized_engine;
   // For messages and the sandbox (server/sandbox): the model's name and store
   // version (0: an upload being checked), and what to call when the loaded model
   // fails for good while serving (its sandboxed worker died too often).

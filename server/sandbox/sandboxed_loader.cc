@@ -64,7 +64,8 @@ ModelLoaderFunction MakeSandboxedLoader(SandboxLoaderOptions options) {
     so.verify_crc = lo.verify_crc;
     so.threads = options.threads;
     so.channels = options.channels;
-    so.quantized_engine = options.quantized_engine;
+    so.quantized_engine =
+        lo.quantized_engine.empty() ? options.quantized_engine : lo.quantized_engine;
     so.data_bytes = options.memory_bytes;
     so.max_forward = options.max_forward;
     so.max_load = options.max_load;

@@ -114,6 +114,7 @@ absl::StatusOr<ModelRegistry::LoadedVersion> ModelRegistry::LoadVersion(const st
   lo.trust_torchscript = options_.trust_torchscript;
   ASSIGN_OR_RETURN(lo.precision, PrecisionFor(name, v.manifest));
   lo.memory_layout = options_.memory_layout;
+  lo.quantized_engine = v.manifest.quantized_engine;
   std::vector<std::string> devices = {options_.device};
   if (options_.place) {
     ASSIGN_OR_RETURN(devices, options_.place(name));
@@ -499,6 +500,11 @@ absl::StatusOr<StoreVersion> ModelRegistry::Save(const std::string& name, ModelF
   }
   nv.source = absl::StrCat("SaveModel of ", name, " version ", handle.version);
   if (handle.preprocess != nullptr) nv.preprocess = PreprocessJson(*handle.preprocess);
+  // An int8 version's engine goes with it: its outputs depend on it.
+  if (absl::StatusOr<StoreVersion> from = options_.store->Resolve(name, handle.version);
+      from.ok()) {
+    nv.quantized_engine = from->manifest.quantized_engine;
+  }
   ASSIGN_OR_RETURN(std::unique_ptr<PendingVersion> pending, options_.store->BeginVersion(nv));
   RETURN_IF_ERROR(handle.model->Save(format, pending->file_path()));
   if (handle.labels != nullptr) {  // the labels go with the weights

@@ -145,6 +145,7 @@ absl::StatusOr<Manifest> CheckpointStore::ParseManifest(absl::string_view text) 
     str("created_at", &m.created_at);
     str("source", &m.source);
     str("precision", &m.precision);
+    str("quantized_engine", &m.quantized_engine);
     str("architecture_file", &m.architecture_file);
     str("architecture_sha256", &m.architecture_sha256);
     if (!m.architecture_file.empty() && m.architecture_file != kArchitectureFile) {
@@ -325,6 +326,7 @@ std::string CheckpointStore::ManifestJson(const Manifest& m) {
   j["created_at"] = m.created_at;
   j["source"] = m.source;
   if (!m.precision.empty()) j["precision"] = m.precision;
+  if (!m.quantized_engine.empty()) j["quantized_engine"] = m.quantized_engine;
   if (!m.preprocess.empty()) {
     j["preprocess"] = nlohmann::json::parse(m.preprocess, nullptr, /*allow_exceptions=*/false);
   }
@@ -381,6 +383,7 @@ absl::StatusOr<std::unique_ptr<PendingVersion>> CheckpointStore::BeginVersion(
   p->manifest_.source = v.source;
   p->manifest_.precision = v.precision;
   p->manifest_.preprocess = v.preprocess;
+  p->manifest_.quantized_engine = v.quantized_engine;
   p->max_bytes_ = v.max_bytes;
   p->expected_sha256_ = v.expected_sha256;
   p->expected_size_ = v.expected_size;

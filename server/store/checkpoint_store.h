@@ -29,6 +29,9 @@ struct Manifest {
   std::string created_at;
   std::string source;
   std::string precision;  // optional: what the version serves in; empty = the server's
+  // optional: the int8 kernels the version was quantized for ("qnnpack"); empty =
+  // the server's --quantized_engine
+  std::string quantized_engine;
   // An architecture template (TorchScript) beside a state dict: its file name in
   // the version directory ("architecture.pt") and sha256; empty when none.
   std::string architecture_file;
@@ -174,12 +177,13 @@ class CheckpointStore {
     std::string model_name;
     ModelFormat format = ModelFormat::kStateDict;
     std::string architecture;
-    std::string source;           // manifest "source": who wrote it
-    std::string precision;        // manifest "precision" (optional)
-    std::string preprocess;       // manifest "preprocess", a JSON object (optional)
-    uint64_t max_bytes = 0;       // Append limit; 0 = none
-    std::string expected_sha256;  // optional, checked at Commit
-    int64_t expected_size = -1;   // optional, checked at Commit
+    std::string source;            // manifest "source": who wrote it
+    std::string precision;         // manifest "precision" (optional)
+    std::string quantized_engine;  // manifest "quantized_engine" (optional)
+    std::string preprocess;        // manifest "preprocess", a JSON object (optional)
+    uint64_t max_bytes = 0;        // Append limit; 0 = none
+    std::string expected_sha256;   // optional, checked at Commit
+    int64_t expected_size = -1;    // optional, checked at Commit
     // Optional: run by Commit on the complete, verified file (its path) after the
     // structural check and before anything is published; an error refuses the
     // version (the store does not know models: the caller checks loadability).

@@ -8,17 +8,25 @@ modules define __setstate__, which repacks their weights when the file loads). E
 loaded by a server started with --quantized_engine ENGINE (the engine the model was
 quantized for) and must give Python's int8 outputs within 1e-5 of the largest |output|:
 VGG11-BN and ResNet-18 on oneDNN, ResNet-18 on QNNPACK (where this torch has them). The
-QNNPACK model is also served by the oneDNN server, to show what the flag is for (the
-difference is printed, not asserted: it depends on the weights). An engine this LibTorch
-lacks is refused at startup naming the ones it has.
+QNNPACK model is also served by the oneDNN server: without a manifest it computes with
+oneDNN (the difference printed, not asserted: it depends on the weights); with manifest
+"quantized_engine": "qnnpack" its sandboxed worker runs QNNPACK and it gives Python's
+outputs (and so does its SaveModel copy, which keeps the field); a manifest naming an engine the build lacks fails the load naming those it has; in
+process (--trust_torchscript) a version of another engine is refused, saying how to serve it. An engine this LibTorch
+lacks is refused at startup naming the ones it has. Hostile packed-parameter records (the
+convolutions' configurations cut short, or garbage) are refused at load by the sandboxed
+worker, and the server keeps serving.
 Usage: quantized_test.py SERVER_BIN SOURCE_DIR PYCLIENT_DIR TMP
 """
+import json
 import os
 import subprocess
 import sys
 import time
 import warnings
+import zipfile
 
+import numpy as np
 import torch
 import torchvision
 from torch.ao.quantization import get_default_qconfig_mapping
@@ -30,6 +38,7 @@ sys.path.insert(0, pyclient_dir)
 from checks import (close_to, code_of, expect, make_work, start_server, stop,  # noqa: E402
                     summary)
 from modelserver_client import ModelServerClient as Client  # noqa: E402
+from modelserver_client.client import pb  # noqa: E402
 
 torch.manual_seed(0)
 torch.set_num_threads(2)
@@ -75,10 +84,91 @@ def write(store, name, q, x):
         m.save(os.path.join(d, 'model.pt'))
 
 
+def hostile_packed_params(store, c, proc, want):
+    """The traced+frozen ResNet-18 with its convolutions' packed-parameter records
+    (constants/N of 11 int16: spatial dims, stride, padding, dilation, output padding,
+    groups, flags) cut short or overwritten: refused at load, the server alive and
+    still serving the good file."""
+    good = os.path.join(store, 'resnet18-trace', '1', 'model.pt')
+    for tag, change in (('cut short', lambda b: b[:4]),
+                        ('garbage', lambda b: np.full(11, -30000, np.int16).tobytes())):
+        name = 'hostile-' + tag.replace(' ', '-')
+        d = os.path.join(store, name, '1')
+        os.makedirs(d)
+        changed = 0
+        with zipfile.ZipFile(good) as src, \
+                zipfile.ZipFile(os.path.join(d, 'model.pt'), 'w') as dst:
+            for info in src.infolist():
+                data = src.read(info.filename)
+                if '/constants/' in info.filename and info.file_size == 22:
+                    data = change(data)
+                    changed += 1
+                dst.writestr(zipfile.ZipInfo(info.filename), data)
+        code, msg = code_of(lambda: c.load(name))
+        expect(f'packed-parameter records {tag} ({changed}) are refused at load',
+               changed > 0 and code not in ('OK', 'UNKNOWN'), f'{code} {msg}')
+    code, msg = code_of(lambda: c.load('resnet18-trace'))
+    got = []
+    if code == 'OK':
+        code, msg = code_of(lambda: got.append(c.predict('resnet18-trace', xs).output))
+    expect('the server is alive and still serves the good file',
+           proc.poll() is None and bool(got) and close_to(got[0], want)[0], f'{code} {msg}')
+
+
+def manifest(store, name, engine):
+    d = os.path.join(store, name, '1')
+    with open(os.path.join(d, 'manifest.json'), 'w') as f:
+        json.dump({'format': 'TORCHSCRIPT', 'file': 'model.pt', 'quantized_engine': engine}, f)
+
+
+def per_version_engine(store, c):
+    """On the oneDNN server: a QNNPACK ResNet-18 without a manifest computes with oneDNN
+    (the difference printed: it depends on the weights); with manifest
+    "quantized_engine": "qnnpack" its worker runs QNNPACK and it gives Python's outputs;
+    an engine this LibTorch lacks fails the load naming those it has."""
+    q, want = quantize('resnet18', 'qnnpack', x)
+    write(store, 'r18-qnnpack', q, x)
+    write(store, 'r18-qnnpack-engine', q, x)
+    write(store, 'r18-nosuch-engine', q, x)
+    code, msg = code_of(lambda: c.load('r18-qnnpack-trace'))
+    if code == 'OK':
+        out = c.predict('r18-qnnpack-trace', xs).output
+        print(f'     a QNNPACK ResNet-18 on the oneDNN server: {close_to(out, want)[1]}', flush=True)
+    for kind in ('trace', 'script'):
+        manifest(store, f'r18-qnnpack-engine-{kind}', 'qnnpack')
+        name = f'r18-qnnpack-engine-{kind}'
+        code, msg = code_of(lambda: c.load(name))
+        got = []
+        if code == 'OK':
+            code, msg = code_of(lambda: got.append(c.predict(name, xs).output))
+        ok, detail = close_to(got[0], want) if got else (False, f'{code} {msg}')
+        expect(f'a QNNPACK ResNet-18 ({kind}) with manifest "quantized_engine": "qnnpack" on the '
+               'oneDNN server gives Python\'s QNNPACK outputs', ok, detail)
+    # SaveModel keeps the engine with the saved version.
+    req = pb.SaveModelRequest(model_name='r18-qnnpack-engine-trace', format=pb.TORCHSCRIPT,
+                              target_model_name='r18-qnnpack-saved')
+    code, msg = code_of(lambda: c._call(c._stub.SaveModel, req, admin=True))
+    got = []
+    if code == 'OK':
+        code, msg = code_of(lambda: c.load('r18-qnnpack-saved'))
+    if code == 'OK':
+        code, msg = code_of(lambda: got.append(c.predict('r18-qnnpack-saved', xs).output))
+    saved = os.path.join(store, 'r18-qnnpack-saved', '1', 'manifest.json')
+    engine = json.load(open(saved)).get('quantized_engine') if os.path.exists(saved) else None
+    ok, detail = close_to(got[0], want) if got else (False, f'{code} {msg}')
+    expect('SaveModel(TORCHSCRIPT) of it keeps "quantized_engine" and the copy serves the same',
+           ok and engine == 'qnnpack', f'{engine}: {detail}')
+    manifest(store, 'r18-nosuch-engine-trace', 'nosuch')
+    code, msg = code_of(lambda: c.load('r18-nosuch-engine-trace'))
+    expect('a manifest naming an engine this LibTorch lacks fails the load naming those it has',
+           code != 'OK' and "quantized engine 'nosuch' is not in this LibTorch" in msg and
+           all(e in msg for e in ENGINES), f'{code} {msg}')
+    return want
+
+
 x = torch.randn(2, 3, 64, 64)
 xs = x.numpy()
 cases = {'onednn': ('resnet18', 'vgg11_bn'), 'qnnpack': ('resnet18',)}
-qnnpack_r18 = None
 procs = []
 try:
     for engine in ENGINES:
@@ -89,8 +179,6 @@ try:
             t0 = time.monotonic()
             q, wants[arch] = quantize(arch, engine, x)
             write(store, arch, q, x)
-            if engine == 'qnnpack':
-                qnnpack_r18 = wants[arch]
             print(f'     {arch} quantized for {engine} and saved in {time.monotonic() - t0:.1f} s',
                   flush=True)
             del q
@@ -117,17 +205,25 @@ try:
                     ok, detail = close_to(got[0], wants[arch])
                     expect(f'{what} serves Python\'s int8 outputs', ok, detail)
                 code_of(lambda: c.unload(model))
+        if engine == 'onednn':
+            hostile_packed_params(store, c, proc, wants['resnet18'])
         if engine == 'onednn' and 'qnnpack' in ENGINES:
-            # The QNNPACK model on the oneDNN server: it loads, and computes with
-            # oneDNN's rounding (printed).
-            q, want = quantize('resnet18', 'qnnpack', x)
-            write(store, 'r18-qnnpack', q, x)
-            code, msg = code_of(lambda: c.load('r18-qnnpack-trace'))
-            if code == 'OK':
-                out = c.predict('r18-qnnpack-trace', xs).output
-                print(f'     a QNNPACK ResNet-18 on the oneDNN server: {close_to(out, want)[1]}',
-                      flush=True)
+            per_version_engine(store, c)
         expect(f'the {engine} server is up', proc.poll() is None)
+        stop(proc)
+
+    if 'qnnpack' in ENGINES:
+        # In process (--trust_torchscript) every model shares the server's engine: a
+        # version quantized for another one is refused, saying how to serve it.
+        proc, port, _, log_path = start_server(server_bin, work, os.path.join(work, 'store-onednn'),
+                                               'trusted', extra=['--trust_torchscript'], env=env)
+        procs.append(proc)
+        c = Client(f'127.0.0.1:{port}', admin_token=token, timeout=300)
+        code, msg = code_of(lambda: c.load('r18-qnnpack-engine-trace'))
+        expect('in process, a version quantized for another engine than the server\'s is '
+               'FAILED_PRECONDITION saying how to serve it',
+               code == 'FAILED_PRECONDITION' and 'sandboxed worker' in msg and
+               '--quantized_engine qnnpack' in msg, f'{code} {msg}')
         stop(proc)
 
     # An engine this LibTorch lacks: refused at startup, naming those it has.

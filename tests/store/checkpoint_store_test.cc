@@ -207,7 +207,9 @@ class PublishTest : public CheckpointStoreTest {
 
 TEST_F(PublishTest, CommitPublishesTheNextVersionWithAManifest) {
   Put("m", "4", "model.pt", "old");
-  auto p = store_->BeginVersion(NV());
+  CheckpointStore::NewVersion nv = NV();
+  nv.quantized_engine = "qnnpack";
+  auto p = store_->BeginVersion(nv);
   ASSERT_TRUE(p.ok()) << p.status();
   ASSERT_TRUE((*p)->Append(EmptyZip().substr(0, 10)).ok());
   ASSERT_TRUE((*p)->Append(EmptyZip().substr(10)).ok());
@@ -223,6 +225,7 @@ TEST_F(PublishTest, CommitPublishesTheNextVersionWithAManifest) {
   EXPECT_EQ(r->manifest.size_bytes, static_cast<int64_t>(EmptyZip().size()));
   EXPECT_EQ(r->manifest.sha256, *Sha256File(r->path));
   EXPECT_EQ(r->manifest.source, "test");
+  EXPECT_EQ(r->manifest.quantized_engine, "qnnpack");  // written and read back
   EXPECT_TRUE(*store_->Verify(*r));
   p->reset();
   EXPECT_TRUE(Staging("m").empty());
