@@ -1,13 +1,16 @@
 #ifndef MODELSERVER_SERVER_MODEL_MODEL_H_
 #define MODELSERVER_SERVER_MODEL_MODEL_H_
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "common/host_tensor.h"
 #include "server/checkpoint/format.h"
 
@@ -89,6 +92,37 @@ class Model {
   // the first: for metadata. The registry's warm-up pass at load sets them for a
   // model with a warm-up shape.
   virtual std::vector<std::string> OutputNames() const { return {"output"}; }
+};
+
+// The first output of ForwardAll's result: Forward for models that compute every
+// output anyway.
+inline absl::StatusOr<HostTensor> FirstOutput(absl::StatusOr<std::vector<NamedTensor>> all) {
+  if (!all.ok()) return all.status();
+  return std::move(all->front().tensor);
+}
+
+// A model's OutputNames: the names of its last forward pass's outputs
+// ({"output"} before the first). Thread-safe.
+class OutputNamesRecord {
+ public:
+  std::vector<std::string> Get() const {
+    absl::MutexLock lock(&mu_);
+    return names_;
+  }
+  void Set(const std::vector<NamedTensor>& outputs) {
+    absl::MutexLock lock(&mu_);
+    if (names_.size() == outputs.size() &&
+        std::equal(names_.begin(), names_.end(), outputs.begin(),
+                   [](const std::string& n, const NamedTensor& o) { return n == o.name; })) {
+      return;
+    }
+    names_.clear();
+    for (const NamedTensor& o : outputs) names_.push_back(o.name);
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  std::vector<std::string> names_ ABSL_GUARDED_BY(mu_) = {"output"};
 };
 
 }  // namespace modelserver

@@ -21,27 +21,23 @@ ReplicatedModel::ReplicatedModel(std::vector<std::shared_ptr<const Model>> repli
   }
 }
 
-size_t ReplicatedModel::Acquire() const {
+absl::StatusOr<HostTensor> ReplicatedModel::Forward(const HostTensor& batch) const {
+  return FirstOutput(ForwardAll(batch));
+}
+
+absl::StatusOr<std::vector<NamedTensor>> ReplicatedModel::ForwardAll(
+    const HostTensor& batch) const {
   size_t best = 0;
   for (size_t i = 1; i < replicas_.size(); ++i) {
     if (running_[i].load() < running_[best].load()) best = i;
   }
   ++running_[best];
   ++total_[best];
-  return best;
-}
-
-absl::StatusOr<HostTensor> ReplicatedModel::Forward(const HostTensor& batch) const {
-  const size_t i = Acquire();
-  Releaser done{this, i};
-  return replicas_[i]->Forward(batch);
-}
-
-absl::StatusOr<std::vector<NamedTensor>> ReplicatedModel::ForwardAll(
-    const HostTensor& batch) const {
-  const size_t i = Acquire();
-  Releaser done{this, i};
-  return replicas_[i]->ForwardAll(batch);
+  struct Done {
+    std::atomic<int>* n;
+    ~Done() { --*n; }
+  } done{&running_[best]};
+  return replicas_[best]->ForwardAll(batch);
 }
 
 std::vector<std::string> ReplicatedModel::OutputNames() const {

@@ -46,15 +46,6 @@ class ReplicatedModel : public Model {
   std::vector<int64_t> forwards() const;
 
  private:
-  // The least busy copy, counted as running one more pass until `Release`.
-  size_t Acquire() const;
-  // Releases its copy when it goes (a pass that throws too).
-  struct Releaser {
-    const ReplicatedModel* model;
-    size_t index;
-    ~Releaser() { --model->running_[index]; }
-  };
-
   std::vector<std::shared_ptr<const Model>> replicas_;
   ModelInfo info_;
   // Per copy: passes running now, passes run in all.

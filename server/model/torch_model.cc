@@ -99,13 +99,7 @@ absl::StatusOr<TorchModel::NamedOutputs> TorchModel::RunAll(const at::Tensor& x)
 }
 
 absl::StatusOr<HostTensor> TorchModel::Forward(const HostTensor& batch) const {
-  ASSIGN_OR_RETURN(std::vector<NamedTensor> all, ForwardAll(batch));
-  return std::move(all.front().tensor);
-}
-
-std::vector<std::string> TorchModel::OutputNames() const {
-  absl::MutexLock lock(&names_mu_);
-  return output_names_;
+  return FirstOutput(ForwardAll(batch));
 }
 
 absl::StatusOr<std::vector<NamedTensor>> TorchModel::ForwardAll(const HostTensor& batch) const {
@@ -141,18 +135,13 @@ absl::StatusOr<std::vector<NamedTensor>> TorchModel::ForwardAll(const HostTensor
       }
       staging.stream->synchronize();  // the outputs are on the host; pinned_in is free again
     }
-    std::vector<std::string> names;
     for (auto& [name, y] : ys) {
       NamedTensor t;
       t.name = name;
       ASSIGN_OR_RETURN(t.tensor, ToHost(std::move(y), unbatched));
-      names.push_back(name);
       out.push_back(std::move(t));
     }
-    {
-      absl::MutexLock lock(&names_mu_);
-      if (output_names_ != names) output_names_ = std::move(names);
-    }
+    output_names_.Set(out);
     return out;
   } catch (const std::exception& e) {
     // The whole message (a TorchScript traceback, say) once per model; the

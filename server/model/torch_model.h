@@ -59,7 +59,7 @@ class TorchModel : public Model {
   absl::StatusOr<std::vector<NamedTensor>> ForwardAll(const HostTensor& batch) const final;
   // The rank of the last batched output computed (-1 before the first).
   int OutputRank() const override { return output_rank_.load(); }
-  std::vector<std::string> OutputNames() const override ABSL_LOCKS_EXCLUDED(names_mu_);
+  std::vector<std::string> OutputNames() const override { return output_names_.Get(); }
 
  protected:
   // `error_code`: the code of an exception thrown by Run() that is not an
@@ -97,8 +97,7 @@ class TorchModel : public Model {
   std::string error_context_;
   mutable std::atomic<int> output_rank_{-1};         // set by each successful Forward
   mutable std::atomic<bool> logged_failure_{false};  // the first failure is logged in full
-  mutable absl::Mutex names_mu_;
-  mutable std::vector<std::string> output_names_ ABSL_GUARDED_BY(names_mu_) = {"output"};
+  mutable OutputNamesRecord output_names_;
   // CUDA only: per calling thread (a batch worker, the warm-up), freed with the model.
   mutable absl::Mutex staging_mu_;
   mutable std::map<std::thread::id, std::shared_ptr<CudaStaging>> staging_

@@ -406,13 +406,7 @@ std::string SandboxedModel::Fail(const Lease& lease, const std::string& reason) 
 }
 
 absl::StatusOr<HostTensor> SandboxedModel::Forward(const HostTensor& batch) const {
-  ASSIGN_OR_RETURN(std::vector<NamedTensor> all, ForwardAll(batch));
-  return std::move(all.front().tensor);
-}
-
-std::vector<std::string> SandboxedModel::OutputNames() const {
-  absl::MutexLock lock(&names_mu_);
-  return output_names_;
+  return FirstOutput(ForwardAll(batch));
 }
 
 absl::StatusOr<std::vector<NamedTensor>> SandboxedModel::ForwardAll(const HostTensor& batch) const {
@@ -472,10 +466,7 @@ absl::StatusOr<std::vector<NamedTensor>> SandboxedModel::ForwardAll(const HostTe
                         absl::StrCat(options_.name, ": ", result.status().message()));
   }
   output_rank_.store(static_cast<int>(result->front().tensor.shape.size()));
-  std::vector<std::string> names;
-  for (const NamedTensor& t : *result) names.push_back(t.name);
-  absl::MutexLock lock(&names_mu_);
-  if (output_names_ != names) output_names_ = std::move(names);
+  output_names_.Set(*result);
   return result;
 }
 

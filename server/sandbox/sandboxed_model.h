@@ -93,7 +93,7 @@ class SandboxedModel : public Model {
   absl::Status Save(ModelFormat format, const std::string& path) const override;
   absl::StatusOr<HostTensor> Forward(const HostTensor& batch) const override;
   absl::StatusOr<std::vector<NamedTensor>> ForwardAll(const HostTensor& batch) const override;
-  std::vector<std::string> OutputNames() const override ABSL_LOCKS_EXCLUDED(names_mu_);
+  std::vector<std::string> OutputNames() const override { return output_names_.Get(); }
 
   // What the last worker reported of its confinement ("Landlock ABI 7 ...").
   std::string sandbox_summary() const ABSL_LOCKS_EXCLUDED(mu_);
@@ -143,8 +143,7 @@ class SandboxedModel : public Model {
   ModelInfo info_;  // constant after Load
 
   mutable std::atomic<int> output_rank_{-1};
-  mutable absl::Mutex names_mu_;  // the last forward pass's output names
-  mutable std::vector<std::string> output_names_ ABSL_GUARDED_BY(names_mu_) = {"output"};
+  mutable OutputNamesRecord output_names_;
 
   mutable absl::Mutex mu_;
   mutable pid_t pid_ ABSL_GUARDED_BY(mu_) = 0;

@@ -144,14 +144,9 @@ int Serve(int socket, const TorchScriptModel& model, int total_threads, std::ato
       absl::Status s = out.status();
       if (s.ok()) s = OutputsToReply(*out, &reply);
       if (s.ok()) {
-        // The outputs one after another (one copy: the wire's memfd is one object).
-        std::string bytes;
-        bytes.reserve(static_cast<size_t>(reply.bytes));
-        for (NamedTensor& t : *out) {
-          bytes.append(t.tensor.data);
-          std::string().swap(t.tensor.data);
-        }
-        out_fd = BytesToMemfd("output", bytes);
+        std::vector<absl::string_view> parts;  // the outputs one after another
+        for (const NamedTensor& t : *out) parts.push_back(t.tensor.data);
+        out_fd = BytesToMemfd("output", parts);
         if (out_fd < 0) s = absl::InternalError("memfd for the output");
       }
       Reply(socket, s, &reply, out_fd);

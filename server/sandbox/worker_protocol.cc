@@ -185,19 +185,27 @@ absl::StatusOr<std::string> FileFromReply(const WorkerReply& reply, int fd, uint
 }
 
 int BytesToMemfd(const char* name, const std::string& bytes, bool read_only) {
+  return BytesToMemfd(name, std::vector<absl::string_view>{bytes}, read_only);
+}
+
+int BytesToMemfd(const char* name, const std::vector<absl::string_view>& parts, bool read_only) {
   const int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
   if (fd < 0) return -1;
-  for (size_t done = 0; done < bytes.size();) {
-    const ssize_t n =
-        pwrite(fd, bytes.data() + done, bytes.size() - done, static_cast<off_t>(done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const int e = errno;
-      close(fd);
-      errno = e;
-      return -1;
+  size_t at = 0;
+  for (absl::string_view part : parts) {
+    for (size_t done = 0; done < part.size();) {
+      const ssize_t n =
+          pwrite(fd, part.data() + done, part.size() - done, static_cast<off_t>(at + done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        const int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+      }
+      done += static_cast<size_t>(n);
     }
-    done += static_cast<size_t>(n);
+    at += part.size();
   }
   // The reader sizes what it reads by the object: it may not shrink or grow.
   (void)fcntl(fd, F_ADD_SEALS,

@@ -7,6 +7,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "common/host_tensor.h"
 
@@ -125,6 +126,10 @@ absl::Status ReceiveMessage(int socket, void* message, size_t size, int* fd,
 // `read_only` also against writes, so a worker it is given cannot change it), or
 // -1 with errno.
 int BytesToMemfd(const char* name, const std::string& bytes, bool read_only = false);
+// The same with `parts` one after another (a forward reply's outputs: no copy
+// into one string first).
+int BytesToMemfd(const char* name, const std::vector<absl::string_view>& parts,
+                 bool read_only = false);
 // The bytes of memfd `fd`: exactly `expected` of them, or INVALID_ARGUMENT when
 // the object holds another size (or cannot be read).
 absl::Status MemfdToBytes(int fd, uint64_t expected, std::string* bytes);
