@@ -120,6 +120,20 @@ class Nested(torch.nn.Module):
         return f * 2, out
 
 
+class TooMany(torch.nn.Module):
+    """33 tensors: more outputs than a model may give."""
+
+    def forward(self, x) -> List[torch.Tensor]:
+        return [x * float(i) for i in range(33)]
+
+
+class Clash(torch.nn.Module):
+    """Two outputs of one name, "a.b.c": key "b.c" under "a", and key "c" under "a.b"."""
+
+    def forward(self, x) -> Dict[str, Dict[str, torch.Tensor]]:
+        return {'a': {'b.c': x}, 'a.b': {'c': x + 1}}
+
+
 class NoTensor(torch.nn.Module):
     def forward(self, x) -> Tuple[Optional[torch.Tensor], int]:
         return None, x.dim()
@@ -220,6 +234,15 @@ def several_outputs(x):
         p = c.predict(model, xs, outputs=[last])
         ok, detail = same_outputs(p.outputs, {last: outs[last]})
         expect(f'{model}: Predict naming {last} returns it', ok and p.output_name == last, detail)
+        if model == 'tuple':
+            for bad, want_msg in ((dict(outputs=['output1', 'output1']), "names output 'output1' twice"),
+                                  (dict(outputs=['']), 'output names are 1 to 127 bytes'),
+                                  (dict(outputs=['x' * 128]), 'output names are 1 to 127 bytes'),
+                                  (dict(outputs=['output1'], all_outputs=True),
+                                   'both all_outputs and output_names')):
+                code, msg = code_of(lambda: c.predict(model, xs, **bad))
+                expect(f'tuple: a request with {str(bad)[:60]} is INVALID_ARGUMENT saying why',
+                       code == 'INVALID_ARGUMENT' and want_msg in msg, f'{code} {msg}')
         code, msg = code_of(lambda: c.predict(model, xs, outputs=['nope']))
         expect(f'{model}: an output it does not give is INVALID_ARGUMENT naming those it gives',
                code == 'INVALID_ARGUMENT' and all(f"'{n}'" in msg for n in names), f'{code} {msg}')
@@ -267,6 +290,15 @@ def several_outputs(x):
                str([o.name for o in md.outputs]))
         code_of(lambda: c.unload(model))
     ch.close()
+    for name, m, want_msg in (('too_many', TooMany(), 'at most 32 outputs are served'),
+                              ('clash', Clash(), 'two outputs named "a.b.c"')):
+        torch.jit.script(m).save(os.path.join(version_dir(name), 'model.pt'))
+        code, msg = code_of(lambda: c.load(name))
+        if code == 'OK':
+            code, msg = code_of(lambda: c.predict(name, xs))
+        expect(f'a module with {name.replace("_", " ")} outputs is FAILED_PRECONDITION saying why',
+               code == 'FAILED_PRECONDITION' and want_msg in msg, f'{code} {msg}')
+        code_of(lambda: c.unload(name))
 
 
 def log_text():
