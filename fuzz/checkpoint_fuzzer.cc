@@ -1,13 +1,15 @@
 // libFuzzer target for the code that reads untrusted checkpoint bytes, all of
 // server/checkpoint/ (torch-free): the zip reader (stored and deflated records),
 // the restricted unpickler (state-dict and module-tree options), the state-dict
-// parser, the module-tree parser and the TorchScript archive check. Build and run
+// parser, the module-tree parser, the TorchScript archive check and the
+// torch.export program reader (its JSON alone, and whole archives). Build and run
 // with fuzz/run_fuzzer.sh.
 #include <cstddef>
 #include <cstdint>
 #include <string>
 
 #include "server/checkpoint/checkpoint_check.h"
+#include "server/checkpoint/exported_program.h"
 #include "server/checkpoint/module_tree.h"
 #include "server/checkpoint/state_dict_parser.h"
 #include "server/checkpoint/torchscript_archive.h"
@@ -33,6 +35,23 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto tree = modelserver::pickle::Unpickler(Small(modelserver::PickledModuleUnpicklerOptions()))
                   .Parse(bytes);
   if (tree.ok()) (void)modelserver::ParseModuleTree((*tree)->root());
+  // As a torch.export program's JSON, then its graph checks.
+  modelserver::exported::ReadLimits limits;
+  limits.max_json_values = 200000;
+  limits.max_nodes = 2000;
+  {
+    modelserver::exported::ExportedProgram program;
+    if (modelserver::exported::ParseProgramJson(bytes, "fuzz", limits, &program).ok()) {
+      (void)modelserver::exported::CheckProgram(program, "fuzz", limits);
+      (void)modelserver::exported::InputDimSymbol(program, 0, 0);
+    }
+  }
+  // As a .pt2 archive, either layout.
+  if (auto pt2 = modelserver::ZipReader::FromBuffer(bytes); pt2.ok()) {
+    (void)modelserver::exported::ClassifyPt2(**pt2);
+    auto program = modelserver::exported::ReadExportedProgram(*std::move(pt2), "fuzz", limits);
+    if (program.ok()) (void)modelserver::exported::InputDimSymbol(*program, 0, 0);
+  }
   // As a zip archive: every record, a state dict, a module tree, TorchScript.
   auto zip = modelserver::ZipReader::FromBuffer(bytes);
   if (zip.ok()) {

@@ -64,6 +64,19 @@ except zipfile.BadZipFile:
 PY
 done
 cp build/fixtures/reader/*.pkl build/fixtures/reader/*.zip "$out/corpus/" 2>/dev/null || true
+# torch.export programs (both layouts, the hostile ones but the 18 MB graph) and
+# their JSON records.
+for f in $(find build/fixtures/export -name '*.pt2' -size -2M); do
+  cp "$f" "$out/corpus/$(echo "$f" | tr '/' '_')"
+  /usr/bin/python3 - "$f" "$out/corpus" <<'PY'
+import sys, zipfile, os
+path, out = sys.argv[1], sys.argv[2]
+z = zipfile.ZipFile(path)
+for n in z.namelist():
+    if n.endswith(".json"):
+        open(os.path.join(out, path.replace("/", "_") + "_" + n.replace("/", "_")), "wb").write(z.read(n))
+PY
+done
 
 echo "corpus: $(ls "$out/corpus" | wc -l) files"
 mkdir -p "$out/corpus_torch"

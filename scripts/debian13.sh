@@ -12,6 +12,8 @@
 #                                                the whole zoo test included
 #        scripts/debian13.sh --root-only         make the root and stop (.ci/run does this
 #                                                in the background of the Debian 12 tests)
+#        scripts/debian13.sh --run "COMMAND"     run COMMAND in the checkout in the root, with
+#                                                its mounts (bench/export_bench.sh)
 # Either run prints torch's version (which writes the fixtures) and the server's startup
 # line (which names its LibTorch).
 set -euo pipefail
@@ -24,6 +26,7 @@ mode=plain
 case "${1:-}" in
   --asan) mode=asan; shift ;;
   --root-only) mode=root; shift ;;
+  --run) mode=run; command_to_run=${2:?--run needs a command}; shift 2 ;;
 esac
 fail() { echo "test-debian13 FAILED: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || fail "needs root (mmdebstrap, chroot and mounts)"
@@ -74,6 +77,10 @@ echo "debian13: $(chroot "$root" /usr/bin/python3 -c 'import torch, torchvision;
 in_root() {
   chroot "$root" /usr/bin/env -i HOME=/root PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 "$@"
 }
+if [ "$mode" = run ]; then
+  in_root bash -c "set -euo pipefail; cd /src; $command_to_run"
+  exit
+fi
 if [ "$mode" = asan ]; then
   build=build-debian13-asan
   run="MODELSERVER_ZOO=all SANITIZE_BUILD=build-debian13 JOBS=$JOBS bash scripts/sanitize.sh asan"

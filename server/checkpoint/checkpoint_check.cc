@@ -3,6 +3,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "server/checkpoint/exported_program.h"
 #include "server/checkpoint/module_tree.h"
 #include "server/checkpoint/state_dict_parser.h"
 #include "server/checkpoint/torchscript_archive.h"
@@ -22,6 +23,14 @@ absl::Status CheckCheckpointFile(const std::string& path, ModelFormat format) {
     return absl::InvalidArgumentError(
         absl::StrCat("the file is a TorchScript archive (torch.jit.save), not ",
                      ModelFormatName(format), "; upload it with format TORCHSCRIPT"));
+  }
+  if (format == ModelFormat::kExportedProgram) {
+    return exported::ReadExportedProgram(std::move(zip), "the file").status();
+  }
+  if (exported::ClassifyPt2(*zip) != exported::Pt2Kind::kNotPt2) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the file is a torch.export archive (.pt2), not ", ModelFormatName(format),
+                     "; upload it with format EXPORTED_PROGRAM"));
   }
   if (format == ModelFormat::kPickledModule) {
     ASSIGN_OR_RETURN(PickledModuleTree tree, ParsePickledModule(*zip, "the file"));

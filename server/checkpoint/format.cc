@@ -10,6 +10,8 @@ const char* ModelFormatName(ModelFormat format) {
       return "TORCHSCRIPT";
     case ModelFormat::kPickledModule:
       return "PICKLED_MODULE";
+    case ModelFormat::kExportedProgram:
+      return "EXPORTED_PROGRAM";
     case ModelFormat::kUnspecified:
       return "CHECKPOINT_FORMAT_UNSPECIFIED";
   }

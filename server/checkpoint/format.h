@@ -4,9 +4,16 @@
 namespace modelserver {
 
 // How a checkpoint file stores a model (the API's CheckpointFormat, same numbers).
-enum class ModelFormat { kUnspecified = 0, kStateDict = 1, kTorchScript = 2, kPickledModule = 3 };
+enum class ModelFormat {
+  kUnspecified = 0,
+  kStateDict = 1,
+  kTorchScript = 2,
+  kPickledModule = 3,
+  kExportedProgram = 4,  // torch.export.save's .pt2
+};
 
-// "STATE_DICT", "TORCHSCRIPT", "PICKLED_MODULE", "CHECKPOINT_FORMAT_UNSPECIFIED".
+// "STATE_DICT", "TORCHSCRIPT", "PICKLED_MODULE", "EXPORTED_PROGRAM",
+// "CHECKPOINT_FORMAT_UNSPECIFIED".
 const char* ModelFormatName(ModelFormat format);
 
 }  // namespace modelserver

@@ -81,15 +81,15 @@ absl::StatusOr<std::unique_ptr<ZipReader>> ZipReader::FromBuffer(std::string dat
   return r;
 }
 
-absl::StatusOr<std::unique_ptr<ZipReader>> ZipReader::FromFd(int fd, uint64_t offset,
-                                                             uint64_t size, std::string name) {
+absl::StatusOr<std::unique_ptr<ZipReader>> ZipReader::FromFd(int fd, uint64_t offset, uint64_t size,
+                                                             std::string name) {
   std::unique_ptr<ZipReader> r(new ZipReader());
   r->path_ = std::move(name);
   struct stat st;
   if (fstat(fd, &st) != 0 || static_cast<uint64_t>(st.st_size) < offset ||
       static_cast<uint64_t>(st.st_size) - offset < size) {
-    return absl::InvalidArgumentError(absl::StrCat(r->path_, ": the window [", offset, ", +",
-                                                   size, ") is not within the file"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(r->path_, ": the window [", offset, ", +", size, ") is not within the file"));
   }
   r->fd_ = fcntl(fd, F_DUPFD_CLOEXEC, 0);
   if (r->fd_ < 0) {
@@ -99,6 +99,21 @@ absl::StatusOr<std::unique_ptr<ZipReader>> ZipReader::FromFd(int fd, uint64_t of
   r->size_ = size;
   RETURN_IF_ERROR(r->Parse());
   return r;
+}
+
+absl::StatusOr<std::unique_ptr<ZipReader>> ZipReader::OpenNested(const Entry& entry) const {
+  if (entry.method != 0 || entry.size != entry.stored_size) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        path_, ": record '", entry.name, "' is compressed; a nested archive must be stored"));
+  }
+  // Parse checked that the record lies inside the archive.
+  if (fd_ >= 0) {
+    return FromFd(fd_, base_ + entry.data_offset, entry.stored_size,
+                  absl::StrCat(path_, ":", entry.name));
+  }
+  auto nested = FromBuffer(buffer_.substr(entry.data_offset, entry.stored_size));
+  if (nested.ok()) (*nested)->path_ = absl::StrCat(path_, ":", entry.name);
+  return nested;
 }
 
 absl::Status ZipReader::ReadAt(uint64_t offset, void* dst, uint64_t n) const {

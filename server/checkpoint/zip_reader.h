@@ -46,7 +46,14 @@ class ZipReader {
   // sandboxed worker's memfd; duplicated, the caller keeps its own); `name` for
   // messages. Nothing is copied up front.
   static absl::StatusOr<std::unique_ptr<ZipReader>> FromFd(int fd, uint64_t offset, uint64_t size,
-                                                            std::string name);
+                                                           std::string name);
+
+  // A stored record that is itself a zip archive (the torch.save files inside a
+  // torch.export archive), read in place: from the same file without copying, or
+  // from a copy of the record for an archive held in memory. FAILED_PRECONDITION
+  // for a compressed record; the nested archive's own errors otherwise. The
+  // record's CRC is not checked (the nested reader checks each of its records').
+  absl::StatusOr<std::unique_ptr<ZipReader>> OpenNested(const Entry& entry) const;
 
   ~ZipReader();
   ZipReader(const ZipReader&) = delete;
@@ -104,7 +111,7 @@ class ZipReader {
   std::string buffer_;  // memory backing
   std::string path_;    // for messages
   uint64_t size_ = 0;
-  uint64_t base_ = 0;   // where the archive starts in fd_
+  uint64_t base_ = 0;  // where the archive starts in fd_
   std::vector<Entry> entries_;
 };
 

@@ -3,10 +3,12 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "server/checkpoint/exported_program.h"
 #include "server/checkpoint/state_dict_parser.h"
 #include "server/checkpoint/torchscript_archive.h"
 #include "server/checkpoint/zip_reader.h"
 #include "server/model/device.h"
+#include "server/model/exported_program_model.h"
 #include "server/model/pickled_module.h"
 #include "server/model/tensor_convert.h"
 #include "server/model/tensor_materializer.h"
@@ -44,9 +46,17 @@ absl::StatusOr<std::shared_ptr<const Model>> LoadModelFromFile(const ModelLoadOp
   // assume a contiguous one, so it is channels-last only when asked.
   ASSIGN_OR_RETURN(const Numerics numerics,
                    ResolveNumerics(options.precision, options.memory_layout, options.device,
-                                   options.format != ModelFormat::kTorchScript));
+                                   options.format != ModelFormat::kTorchScript &&
+                                       options.format != ModelFormat::kExportedProgram));
   switch (options.format) {
     case ModelFormat::kStateDict: {
+      if (options.architecture.empty() && absl::EndsWith(options.architecture_path, ".pt2")) {
+        ASSIGN_OR_RETURN(
+            std::shared_ptr<ExportedProgramModel> model,
+            ExportedProgramModel::LoadTemplate(options.architecture_path, options.path,
+                                               options.device, numerics, options.verify_crc));
+        return std::shared_ptr<const Model>(std::move(model));
+      }
       if (options.architecture.empty() && !options.architecture_path.empty()) {
         ASSIGN_OR_RETURN(std::shared_ptr<TorchScriptModel> model,
                          TorchScriptModel::LoadTemplate(options.architecture_path, options.path,
@@ -78,6 +88,12 @@ absl::StatusOr<std::shared_ptr<const Model>> LoadModelFromFile(const ModelLoadOp
                                               options.trust_torchscript, numerics));
       return std::shared_ptr<const Model>(std::move(model));
     }
+    case ModelFormat::kExportedProgram: {
+      ASSIGN_OR_RETURN(
+          std::shared_ptr<ExportedProgramModel> model,
+          ExportedProgramModel::Load(options.path, options.device, numerics, options.verify_crc));
+      return std::shared_ptr<const Model>(std::move(model));
+    }
     case ModelFormat::kPickledModule:
       try {
         return LoadPickledModule(options.path, options.device, options.verify_crc, numerics);
@@ -103,6 +119,12 @@ absl::Status CheckLoadable(const std::string& path, ModelFormat format,
     ASSIGN_OR_RETURN(PickledStateDict sd, ParseStateDictPickle(*zip, "the file", 64ull << 20));
     std::map<std::string, std::vector<int64_t>> shapes;
     for (const auto& [k, v] : sd.pickled->root()->entries) shapes[k->s] = v->tensor.sizes;
+    if (absl::EndsWith(architecture_path, ".pt2")) {
+      ASSIGN_OR_RETURN(std::unique_ptr<ZipReader> arch, ZipReader::Open(architecture_path));
+      ASSIGN_OR_RETURN(exported::ExportedProgram program,
+                       exported::ReadExportedProgram(std::move(arch), "the architecture template"));
+      return exported::CheckStateDictFitsProgram(program, shapes, "the file");
+    }
     return CheckTemplateStateDict(architecture_path, shapes, trust_torchscript);
   }
   if (architecture.empty()) {

@@ -18,6 +18,18 @@ namespace {
 // Elements a view may have beyond 4x its storage (small broadcasts).
 constexpr int64_t kViewSlackElements = 1024;
 
+// Asks for transparent huge pages on a large buffer before it is filled: far
+// fewer page faults while reading, fewer TLB misses in the forward pass.
+void AdviseHugePages(void* data, uint64_t bytes) {
+  constexpr uintptr_t kHuge = 2 << 20;
+  if (bytes < 2 * kHuge) return;
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + kHuge - 1) & ~(kHuge - 1);
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + bytes) & ~(kHuge - 1);
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+}
+
+}  // namespace
+
 at::ScalarType ScalarTypeOf(pickle::StorageType type) {
   using pickle::StorageType;
   switch (type) {
@@ -48,18 +60,6 @@ at::ScalarType ScalarTypeOf(pickle::StorageType type) {
   }
   return at::kFloat;
 }
-
-// Asks for transparent huge pages on a large buffer before it is filled: far
-// fewer page faults while reading, fewer TLB misses in the forward pass.
-void AdviseHugePages(void* data, uint64_t bytes) {
-  constexpr uintptr_t kHuge = 2 << 20;
-  if (bytes < 2 * kHuge) return;
-  const uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + kHuge - 1) & ~(kHuge - 1);
-  const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + bytes) & ~(kHuge - 1);
-  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
-}
-
-}  // namespace
 
 absl::Status TensorMaterializer::LoadStorages(const pickle::Unpickled& pickled) {
   // Allocate every storage and check its record first; then read the records

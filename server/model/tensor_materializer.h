@@ -13,6 +13,9 @@
 
 namespace modelserver {
 
+// The ATen dtype of a PyTorch storage type.
+at::ScalarType ScalarTypeOf(pickle::StorageType type);
+
 // An ordered state dict: torchvision key -> CPU tensor.
 using StateDict = std::vector<std::pair<std::string, at::Tensor>>;
 

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "server/sandbox/sandboxed_model.h"
@@ -48,8 +49,11 @@ std::string DefaultWorkerPath() {
 ModelLoaderFunction MakeSandboxedLoader(SandboxLoaderOptions options) {
   return [options = std::move(options)](
              const ModelLoadOptions& lo) -> absl::StatusOr<std::shared_ptr<const Model>> {
+    // TorchScript templates run code; an exported program (architecture.pt2) is data
+    // run by the interpreter's allowlist, in process like a program itself.
     const bool is_template = lo.format == ModelFormat::kStateDict && lo.architecture.empty() &&
-                             !lo.architecture_path.empty();
+                             !lo.architecture_path.empty() &&
+                             !absl::EndsWith(lo.architecture_path, ".pt2");
     if (lo.trust_torchscript || (lo.format != ModelFormat::kTorchScript && !is_template)) {
       return LoadModelFromFile(lo);
     }

@@ -544,8 +544,8 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadCheckpointRequest
       if (h.format() == v1::CHECKPOINT_FORMAT_UNSPECIFIED ||
           !v1::CheckpointFormat_IsValid(h.format())) {
         return absl::InvalidArgumentError(
-            "upload header format is unspecified, expected STATE_DICT, TORCHSCRIPT or "
-            "PICKLED_MODULE");
+            "upload header format is unspecified, expected STATE_DICT, TORCHSCRIPT, "
+            "PICKLED_MODULE or EXPORTED_PROGRAM");
       }
       if (h.size_bytes() < 0) return absl::InvalidArgumentError("size_bytes is negative");
       if (static_cast<uint64_t>(h.size_bytes()) > max_bytes_) {

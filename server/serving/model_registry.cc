@@ -482,7 +482,7 @@ absl::StatusOr<StoreVersion> ModelRegistry::Save(const std::string& name, ModelF
   const std::string target = target_name.empty() ? name : target_name;
   RETURN_IF_ERROR(CheckpointStore::ValidateModelName(target));
   if (format != ModelFormat::kStateDict && format != ModelFormat::kTorchScript &&
-      format != ModelFormat::kPickledModule) {
+      format != ModelFormat::kPickledModule && format != ModelFormat::kExportedProgram) {
     return absl::InvalidArgumentError(
         absl::StrCat("format ", static_cast<int>(format), " (", ModelFormatName(format),
                      ") is not a checkpoint format, expected STATE_DICT, TORCHSCRIPT or "
@@ -493,9 +493,10 @@ absl::StatusOr<StoreVersion> ModelRegistry::Save(const std::string& name, ModelF
   CheckpointStore::NewVersion nv;
   nv.model_name = target;
   nv.format = format;
-  // A TorchScript module's (or template's) name is no VGG architecture: its state
-  // dict is served through the template linked below instead.
-  if (info.format != ModelFormat::kTorchScript && !info.from_template) {
+  // A TorchScript module's, exported program's or template's name is no VGG
+  // architecture: its state dict is served through the template linked below instead.
+  if (info.format != ModelFormat::kTorchScript && info.format != ModelFormat::kExportedProgram &&
+      !info.from_template) {
     nv.architecture = info.architecture;
   }
   nv.source = absl::StrCat("SaveModel of ", name, " version ", handle.version);
@@ -512,9 +513,11 @@ absl::StatusOr<StoreVersion> ModelRegistry::Save(const std::string& name, ModelF
     if (!source.labels_path.empty()) RETURN_IF_ERROR(pending->AddLabelsFrom(source.labels_path));
   }
   if (format == ModelFormat::kStateDict &&
-      (info.from_template || info.format == ModelFormat::kTorchScript)) {
-    // The state dict of a template model or a TorchScript module serves with that
-    // module as its architecture template (the same file, linked where possible).
+      (info.from_template || info.format == ModelFormat::kTorchScript ||
+       info.format == ModelFormat::kExportedProgram)) {
+    // The state dict of a template model, a TorchScript module or an exported program
+    // serves with that module (program) as its architecture template (the same file,
+    // linked where possible: architecture.pt or architecture.pt2).
     ASSIGN_OR_RETURN(StoreVersion source, options_.store->Resolve(name, handle.version));
     RETURN_IF_ERROR(
         pending->AddArchitectureFrom(info.from_template ? source.architecture_path : source.path));

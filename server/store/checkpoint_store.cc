@@ -26,6 +26,8 @@
 #include "common/sha256.h"
 #include "common/status_macros.h"
 #include "server/checkpoint/checkpoint_check.h"
+#include "server/checkpoint/exported_program.h"
+#include "server/checkpoint/zip_reader.h"
 
 namespace modelserver {
 namespace fs = std::filesystem;
@@ -44,8 +46,10 @@ absl::StatusOr<ModelFormat> ParseFormat(const std::string& s) {
   if (s == "STATE_DICT") return ModelFormat::kStateDict;
   if (s == "TORCHSCRIPT") return ModelFormat::kTorchScript;
   if (s == "PICKLED_MODULE") return ModelFormat::kPickledModule;
+  if (s == "EXPORTED_PROGRAM") return ModelFormat::kExportedProgram;
   return absl::DataLossError(
-      absl::StrCat("manifest format '", s, "' is not STATE_DICT, TORCHSCRIPT or PICKLED_MODULE"));
+      absl::StrCat("manifest format '", s,
+                   "' is not STATE_DICT, TORCHSCRIPT, PICKLED_MODULE or EXPORTED_PROGRAM"));
 }
 
 }  // namespace
@@ -83,6 +87,10 @@ absl::Status CheckpointStore::ValidateModelName(absl::string_view name) {
   return absl::OkStatus();
 }
 
+const char* CheckpointStore::ArchitectureFileFor(const std::string& path) {
+  return absl::EndsWith(path, ".pt2") ? kArchitectureProgramFile : kArchitectureFile;
+}
+
 const char* CheckpointStore::FileNameFor(ModelFormat format) {
   switch (format) {
     case ModelFormat::kStateDict:
@@ -91,6 +99,8 @@ const char* CheckpointStore::FileNameFor(ModelFormat format) {
       return "model.pth";
     case ModelFormat::kTorchScript:
       return "model.pt";
+    case ModelFormat::kExportedProgram:
+      return "model.pt2";
     case ModelFormat::kUnspecified:
       break;
   }
@@ -148,10 +158,11 @@ absl::StatusOr<Manifest> CheckpointStore::ParseManifest(absl::string_view text) 
     str("quantized_engine", &m.quantized_engine);
     str("architecture_file", &m.architecture_file);
     str("architecture_sha256", &m.architecture_sha256);
-    if (!m.architecture_file.empty() && m.architecture_file != kArchitectureFile) {
-      return absl::DataLossError(absl::StrCat("manifest.json names architecture_file '",
-                                              m.architecture_file, "', expected '",
-                                              kArchitectureFile, "'"));
+    if (!m.architecture_file.empty() && m.architecture_file != kArchitectureFile &&
+        m.architecture_file != kArchitectureProgramFile) {
+      return absl::DataLossError(absl::StrCat(
+          "manifest.json names architecture_file '", m.architecture_file, "', expected '",
+          kArchitectureFile, "' or '", kArchitectureProgramFile, "'"));
     }
     if (j.contains("preprocess") && j["preprocess"].is_object()) {
       m.preprocess = j["preprocess"].dump();
@@ -186,8 +197,8 @@ absl::StatusOr<Manifest> CheckpointStore::ReadManifest(const std::string& dir) {
   }
   // Hand-copied version: the format comes from the file name.
   Manifest manifest;
-  for (ModelFormat f :
-       {ModelFormat::kStateDict, ModelFormat::kPickledModule, ModelFormat::kTorchScript}) {
+  for (ModelFormat f : {ModelFormat::kStateDict, ModelFormat::kPickledModule,
+                        ModelFormat::kTorchScript, ModelFormat::kExportedProgram}) {
     if (fs::exists(fs::path(dir) / FileNameFor(f), ec)) {
       if (manifest.format != ModelFormat::kUnspecified) {
         return absl::FailedPreconditionError(
@@ -233,8 +244,14 @@ absl::StatusOr<StoreVersion> CheckpointStore::Resolve(absl::string_view name,
   ASSIGN_OR_RETURN(v.labels_path, ContainedFile(v, kLabelsFile, false));
   // A template beside a state dict, named by the manifest or just present.
   if (v.manifest.format == ModelFormat::kStateDict) {
-    ASSIGN_OR_RETURN(v.architecture_path,
-                     ContainedFile(v, kArchitectureFile, !v.manifest.architecture_file.empty()));
+    if (!v.manifest.architecture_file.empty()) {
+      ASSIGN_OR_RETURN(v.architecture_path, ContainedFile(v, v.manifest.architecture_file, true));
+    } else {
+      ASSIGN_OR_RETURN(v.architecture_path, ContainedFile(v, kArchitectureFile, false));
+      if (v.architecture_path.empty()) {
+        ASSIGN_OR_RETURN(v.architecture_path, ContainedFile(v, kArchitectureProgramFile, false));
+      }
+    }
   }
   return v;
 }
@@ -444,7 +461,8 @@ absl::Status PendingVersion::AppendArchitecture(absl::string_view chunk) {
 }
 
 absl::Status PendingVersion::AddArchitectureFrom(const std::string& path) {
-  const fs::path target = fs::path(staging_dir_) / CheckpointStore::kArchitectureFile;
+  arch_name_ = CheckpointStore::ArchitectureFileFor(path);
+  const fs::path target = fs::path(staging_dir_) / arch_name_;
   if (link(path.c_str(), target.c_str()) == 0) return absl::OkStatus();
   std::error_code ec;
   fs::copy_file(path, target, ec);
@@ -472,7 +490,7 @@ absl::Status PendingVersion::AddLabelsFrom(const std::string& path) {
 }
 
 absl::Status PendingVersion::CommitArchitecture() {
-  const std::string path = (fs::path(staging_dir_) / CheckpointStore::kArchitectureFile).string();
+  std::string path = (fs::path(staging_dir_) / arch_name_).string();
   std::string sha;
   if (arch_fd_ >= 0) {
     if (fsync(arch_fd_) != 0) {
@@ -503,8 +521,24 @@ absl::Status PendingVersion::CommitArchitecture() {
     return absl::DataLossError(absl::StrCat("received architecture file has sha256 ", sha,
                                             ", the header announced ", expected_arch_sha256_));
   }
-  RETURN_IF_ERROR(CheckCheckpointFile(path, ModelFormat::kTorchScript));
-  manifest_.architecture_file = CheckpointStore::kArchitectureFile;
+  // A streamed template is TorchScript or an exported program: which, from its records.
+  if (arch_name_ == CheckpointStore::kArchitectureFile) {
+    auto zip = ZipReader::Open(path);
+    if (zip.ok() && exported::ClassifyPt2(**zip) != exported::Pt2Kind::kNotPt2) {
+      const std::string renamed =
+          (fs::path(staging_dir_) / CheckpointStore::kArchitectureProgramFile).string();
+      if (std::rename(path.c_str(), renamed.c_str()) != 0) {
+        return absl::InternalError(
+            absl::StrCat("cannot rename the architecture file: ", std::strerror(errno)));
+      }
+      arch_name_ = CheckpointStore::kArchitectureProgramFile;
+      path = renamed;
+    }
+  }
+  const bool program = arch_name_ == CheckpointStore::kArchitectureProgramFile;
+  RETURN_IF_ERROR(CheckCheckpointFile(
+      path, program ? ModelFormat::kExportedProgram : ModelFormat::kTorchScript));
+  manifest_.architecture_file = arch_name_;
   manifest_.architecture_sha256 = sha;
   // One template on disk for every version that uses it: replace this copy by a
   // hard link to an earlier version's identical file (kept as is if linking fails).
@@ -512,9 +546,9 @@ absl::Status PendingVersion::CommitArchitecture() {
   for (int64_t v : versions.ok() ? *versions : std::vector<int64_t>()) {
     const fs::path dir = fs::path(store_->root()) / model_name_ / std::to_string(v);
     auto m = CheckpointStore::ReadManifest(dir.string());
-    if (!m.ok() || m->architecture_sha256 != sha) continue;
+    if (!m.ok() || m->architecture_sha256 != sha || m->architecture_file != arch_name_) continue;
     const std::string tmp = path + ".link";
-    if (link((dir / CheckpointStore::kArchitectureFile).c_str(), tmp.c_str()) == 0 &&
+    if (link((dir / arch_name_).c_str(), tmp.c_str()) == 0 &&
         std::rename(tmp.c_str(), path.c_str()) == 0) {
       break;
     }
@@ -578,10 +612,9 @@ absl::StatusOr<StoreVersion> PendingVersion::Commit() {
   RETURN_IF_ERROR(CheckCheckpointFile(file_path_, manifest_.format));
   RETURN_IF_ERROR(CommitArchitecture());
   if (validate_) {
-    RETURN_IF_ERROR(validate_(
-        file_path_, manifest_.architecture_file.empty()
-                        ? std::string()
-                        : (fs::path(staging_dir_) / CheckpointStore::kArchitectureFile).string()));
+    RETURN_IF_ERROR(validate_(file_path_, manifest_.architecture_file.empty()
+                                              ? std::string()
+                                              : (fs::path(staging_dir_) / arch_name_).string()));
   }
   manifest_.sha256 = sha;
   manifest_.size_bytes = static_cast<int64_t>(bytes_);

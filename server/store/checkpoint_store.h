@@ -32,8 +32,9 @@ struct Manifest {
   // optional: the int8 kernels the version was quantized for ("qnnpack"); empty =
   // the server's --quantized_engine
   std::string quantized_engine;
-  // An architecture template (TorchScript) beside a state dict: its file name in
-  // the version directory ("architecture.pt") and sha256; empty when none.
+  // An architecture template beside a state dict: its file name in the version
+  // directory ("architecture.pt", TorchScript; "architecture.pt2", an exported
+  // program) and sha256; empty when none.
   std::string architecture_file;
   std::string architecture_sha256;
   // Image preprocessing (a JSON object, see server/image/preprocess.h); empty =
@@ -105,6 +106,9 @@ class PendingVersion {
   int64_t expected_size_ = -1;
   int fd_ = -1;       // open while streaming
   int arch_fd_ = -1;  // architecture.pt, same
+  // The template's name in the staging directory: architecture.pt while it streams,
+  // architecture.pt2 once it is known to be an exported program.
+  std::string arch_name_ = "architecture.pt";
   std::unique_ptr<Sha256> arch_sha_;
   uint64_t arch_bytes_ = 0;
   std::string expected_arch_sha256_;
@@ -140,6 +144,10 @@ class CheckpointStore {
   // File name a format is stored under ("model_weights.pth", ...).
   static const char* FileNameFor(ModelFormat format);
   static constexpr char kArchitectureFile[] = "architecture.pt";
+  // The template as a torch.export program (torch.export.save of the same class).
+  static constexpr char kArchitectureProgramFile[] = "architecture.pt2";
+  // The template's file name for a file at `path`: architecture.pt2 for a .pt2.
+  static const char* ArchitectureFileFor(const std::string& path);
   static constexpr char kLabelsFile[] = "labels.txt";
 
   const std::string& root() const { return root_; }

@@ -698,6 +698,13 @@ def main():
         z.writestr("a/data/0", b"\x01\x02\x03\x04")
     with zipfile.ZipFile(os.path.join(r, "deflated.zip"), "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr("a/data.pkl", b"x" * 1000)
+    # torch.export programs: real ones where torch has torch.export, built by hand
+    # (both archive layouts) and hostile variants everywhere.
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from export_fixtures import write_export_fixtures
+    evil = io.BytesIO()
+    torch.save({"lifted_tensor_0": Evil()}, evil)
+    write_export_fixtures(out_dir, evil.getvalue())
     with open(os.path.join(out_dir, "DONE"), "w") as f:
         f.write("ok\n")
 

@@ -29,7 +29,7 @@ _TO_WIRE = {
 _FROM_WIRE = {v: k for k, v in _TO_WIRE.items()}
 
 _FORMATS = {"model_weights.pth": pb.STATE_DICT, "model.pth": pb.PICKLED_MODULE,
-            "model.pt": pb.TORCHSCRIPT}
+            "model.pt": pb.TORCHSCRIPT, "model.pt2": pb.EXPORTED_PROGRAM}
 
 ImageInput = Union[str, os.PathLike, bytes]
 
@@ -184,8 +184,8 @@ class ModelServerClient:
                preprocess: Optional[dict] = None, precision: str = "") -> int:
         """Uploads a checkpoint as the model's next version; returns its number.
 
-        format: "state_dict", "pickled_module" or "torchscript" (default: from the
-        file name the tutorial uses). labels: a labels.txt path or the labels
+        format: "state_dict", "pickled_module", "torchscript" or "exported_program"
+        (default: from the file name the tutorial uses; model.pt2 for torch.export). labels: a labels.txt path or the labels
         (line i = class i). preprocess: e.g. {"resize": 256, "crop": 224}.
         """
         path = os.fspath(path)

@@ -1,0 +1,980 @@
+#include "server/model/exported_program_model.h"
+
+#include <ATen/ScalarOps.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/core/stack.h>
+#include <c10/core/Device.h>
+#include <torch/version.h>
+
+#include <algorithm>
+#include <limits>
+#include <map>
+#include <optional>
+#include <set>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "common/status_macros.h"
+#include "server/checkpoint/exported_program.h"
+#include "server/checkpoint/zip_reader.h"
+#include "server/model/device.h"
+#include "server/model/state_dict_writer.h"
+#include "server/model/tensor_convert.h"
+#include "server/model/tensor_materializer.h"
+#include "server/model/torchscript_ops.h"
+
+namespace modelserver {
+
+namespace {
+
+using exported::ArgKind;
+using exported::Argument;
+
+// The schema's enums as c10's numbers.
+std::optional<at::ScalarType> C10ScalarType(int64_t v) {
+  auto storage = exported::StorageTypeOf(v);
+  if (!storage.ok()) return std::nullopt;
+  return ScalarTypeOf(*storage);
+}
+std::optional<at::MemoryFormat> C10MemoryFormat(int64_t v) {
+  switch (v) {
+    case 1:
+      return at::MemoryFormat::Contiguous;
+    case 2:
+      return at::MemoryFormat::ChannelsLast;
+    case 3:
+      return at::MemoryFormat::ChannelsLast3d;
+    case 4:
+      return at::MemoryFormat::Preserve;
+    default:
+      return std::nullopt;
+  }
+}
+
+// Where a value of the graph lives during a call.
+using Slot = int;
+
+// One argument of a node, bound to its schema argument at load.
+struct BoundArg {
+  enum Kind { kConstant, kTensor, kTensors, kOptionalTensors, kSymInt, kSymInts };
+  Kind kind = kConstant;
+  c10::IValue constant;
+  std::vector<Slot> slots;    // kTensor (one), kTensors, kOptionalTensors (-1: None)
+  std::vector<int64_t> ints;  // kSymInt(s): constants, where slots[i] == -1
+  bool to_float = false;      // kSymInt into a float argument
+};
+
+struct NodeOutput {
+  enum Kind { kNone, kValue, kList };
+  Kind kind = kNone;
+  std::vector<Slot> slots;  // kValue: one; kList: one per element (-1: not used)
+};
+
+struct CompiledNode {
+  enum Kind {
+    kOperator,
+    kSymSize,
+    kSymNumel,
+    kSymStride,
+    kIntArith,
+    kAssert,
+    kNoOp,
+  };
+  Kind kind = kOperator;
+  std::string where;  // "node 3 (torch.ops.aten.conv2d.default)"
+  std::optional<c10::OperatorHandle> op;
+  std::vector<BoundArg> args;
+  std::vector<NodeOutput> outputs;
+  std::string arith;  // kIntArith: "add", "mul", ...; kAssert: the message
+  std::vector<Slot> free_after;
+};
+
+// The symbol or constant of one input dimension.
+struct InputDim {
+  bool constant = true;
+  int64_t value = 0;
+  std::string symbol;
+  int64_t min = 0, max = std::numeric_limits<int64_t>::max();
+};
+
+}  // namespace
+
+struct ExportedProgramModel::Program {
+  std::vector<CompiledNode> nodes;
+  int num_slots = 0;
+  std::vector<std::pair<Slot, at::Tensor>> weights;  // bound before each call
+  Slot input_slot = -1;
+  std::vector<std::pair<Slot, int>> input_symbols;  // slot <- x.size(dim)
+  std::vector<InputDim> input_dims;
+  at::ScalarType input_dtype = at::kFloat;
+  std::vector<std::pair<std::string, Slot>> outputs;  // name, slot (-1: None, skipped)
+  std::vector<int64_t> warmup_shape;
+  // For Save(STATE_DICT): the state dict's tensors on the CPU, float32 as stored.
+  StateDict state_dict;
+};
+
+namespace {
+
+// What a target names: "torch.ops.aten.conv2d.default" -> ("aten", "conv2d", "default").
+struct OpName {
+  std::string ns, name, overload;
+};
+std::optional<OpName> ParseTarget(absl::string_view target) {
+  if (!absl::ConsumePrefix(&target, "torch.ops.")) return std::nullopt;
+  std::vector<std::string> parts = absl::StrSplit(target, '.');
+  if (parts.size() != 3 || parts[0].empty() || parts[1].empty() || parts[2].empty()) {
+    return std::nullopt;
+  }
+  return OpName{parts[0], parts[1], parts[2]};
+}
+
+class Compiler {
+ public:
+  // `weights`: a state dict whose tensors replace the program's parameters and
+  // persistent buffers (an architecture template), or null.
+  Compiler(const exported::ExportedProgram& p, const at::Device& device, const Numerics& numerics,
+           const std::map<std::string, at::Tensor>* weights)
+      : p_(p), device_(device), numerics_(numerics), weights_(weights) {}
+
+  absl::Status Compile(ExportedProgramModel::Program* out, const std::string& what,
+                       bool verify_crc);
+
+ private:
+  Slot Define(const std::string& name) {
+    auto [it, inserted] = slots_.emplace(name, next_slot_);
+    if (inserted) ++next_slot_;
+    return it->second;
+  }
+  Slot Lookup(const std::string& name) const {
+    auto it = slots_.find(name);
+    return it == slots_.end() ? -1 : it->second;
+  }
+  absl::Status Refuse(const std::string& where, const std::string& why) const {
+    return absl::FailedPreconditionError(absl::StrCat(what_, ": ", where, ": ", why));
+  }
+  absl::StatusOr<at::Tensor> Materialize(const exported::TensorData& t, bool verify_crc);
+  absl::Status CompileOperator(const exported::Node& node, const OpName& name, CompiledNode* c);
+  absl::StatusOr<BoundArg> Bind(const Argument& a, const c10::Argument& schema,
+                                const std::string& where);
+  absl::StatusOr<BoundArg> Dynamic(const Argument& a, const std::string& where);
+  absl::Status BindOutputs(const exported::Node& node, CompiledNode* c);
+
+  const exported::ExportedProgram& p_;
+  at::Device device_;
+  Numerics numerics_;
+  const std::map<std::string, at::Tensor>* weights_;
+  std::string what_;
+  std::map<std::string, Slot> slots_;
+  Slot next_slot_ = 0;
+  std::set<Slot> weight_aliases_;  // weights, and what may be a view of one
+  std::map<std::pair<const ZipReader*, const ZipReader::Entry*>, at::Tensor> storages_;
+};
+
+absl::StatusOr<at::Tensor> Compiler::Materialize(const exported::TensorData& t, bool verify_crc) {
+  const auto key = std::make_pair(t.zip, t.record);
+  auto it = storages_.find(key);
+  if (it == storages_.end()) {
+    at::Tensor storage = at::empty({static_cast<int64_t>(t.storage_numel)},
+                                   at::TensorOptions(ScalarTypeOf(t.dtype)));
+    RETURN_IF_ERROR(t.zip->ReadInto(*t.record, storage.data_ptr(), verify_crc));
+    it = storages_.emplace(key, storage).first;
+  }
+  return it->second.as_strided(t.sizes, t.strides, t.storage_offset);
+}
+
+absl::StatusOr<BoundArg> Compiler::Dynamic(const Argument& a, const std::string& where) {
+  BoundArg b;
+  auto slot = [&](const std::string& name) -> absl::StatusOr<Slot> {
+    Slot s = Lookup(name);
+    if (s < 0) return Refuse(where, absl::StrCat("'", name, "' is not defined"));
+    return s;
+  };
+  switch (a.kind) {
+    case ArgKind::kTensor:
+    case ArgKind::kTensors:
+    case ArgKind::kOptionalTensors:
+      b.kind = a.kind == ArgKind::kTensor    ? BoundArg::kTensor
+               : a.kind == ArgKind::kTensors ? BoundArg::kTensors
+                                             : BoundArg::kOptionalTensors;
+      for (const std::string& n : a.names) {
+        if (n.empty()) {
+          b.slots.push_back(-1);
+          continue;
+        }
+        ASSIGN_OR_RETURN(Slot s, slot(n));
+        b.slots.push_back(s);
+      }
+      return b;
+    case ArgKind::kSymInt:
+    case ArgKind::kSymInts:
+      b.kind = a.kind == ArgKind::kSymInt ? BoundArg::kSymInt : BoundArg::kSymInts;
+      for (const exported::SymInt& s : a.sym_ints) {
+        if (s.is_constant) {
+          b.slots.push_back(-1);
+          b.ints.push_back(s.value);
+          continue;
+        }
+        ASSIGN_OR_RETURN(Slot sl, slot(s.symbol.empty() ? s.expr : s.symbol));
+        b.slots.push_back(sl);
+        b.ints.push_back(0);
+      }
+      return b;
+    default:
+      return Refuse(where, "not a tensor or int argument");
+  }
+}
+
+absl::StatusOr<BoundArg> Compiler::Bind(const Argument& a, const c10::Argument& schema,
+                                        const std::string& where) {
+  c10::TypePtr type = schema.type();
+  if (auto opt = type->cast<c10::OptionalType>()) type = opt->getElementType();
+  const bool wants_float = type->kind() == c10::TypeKind::FloatType;
+  BoundArg b;
+  // A Python number where the operator takes a tensor (x * 0.5 as aten.mul.Tensor): a
+  // "wrapped number" tensor, as Python passes it (type promotion treats it as a scalar).
+  if (type->kind() == c10::TypeKind::TensorType &&
+      (a.kind == ArgKind::kInt || a.kind == ArgKind::kFloat || a.kind == ArgKind::kBool)) {
+    const at::Scalar value = a.kind == ArgKind::kInt     ? at::Scalar(a.i)
+                             : a.kind == ArgKind::kFloat ? at::Scalar(a.f)
+                                                         : at::Scalar(a.b);
+    at::Tensor t = c10::scalar_to_tensor(value, device_);
+    t.unsafeGetTensorImpl()->set_wrapped_number(true);
+    b.constant = c10::IValue(t);
+    return b;
+  }
+  switch (a.kind) {
+    case ArgKind::kNone:
+      b.constant = c10::IValue();
+      return b;
+    case ArgKind::kInt:
+      b.constant = wants_float ? c10::IValue(static_cast<double>(a.i)) : c10::IValue(a.i);
+      return b;
+    case ArgKind::kFloat:
+      b.constant = c10::IValue(a.f);
+      return b;
+    case ArgKind::kBool:
+      b.constant = c10::IValue(a.b);
+      return b;
+    case ArgKind::kString:
+      b.constant = c10::IValue(a.s);
+      return b;
+    case ArgKind::kInts:
+      b.constant = c10::IValue(a.ints);
+      return b;
+    case ArgKind::kFloats:
+      b.constant = c10::IValue(a.floats);
+      return b;
+    case ArgKind::kBools: {
+      c10::List<bool> list;
+      for (bool v : a.bools) list.push_back(v);
+      b.constant = c10::IValue(list);
+      return b;
+    }
+    case ArgKind::kStrings:
+      b.constant = c10::IValue(a.strings);
+      return b;
+    case ArgKind::kScalarType: {
+      std::optional<at::ScalarType> t = C10ScalarType(a.i);
+      if (!t) return Refuse(where, absl::StrCat("dtype number ", a.i, " is not served"));
+      b.constant = c10::IValue(static_cast<int64_t>(*t));
+      return b;
+    }
+    case ArgKind::kMemoryFormat: {
+      std::optional<at::MemoryFormat> f = C10MemoryFormat(a.i);
+      if (!f) return Refuse(where, absl::StrCat("memory format number ", a.i, " is unknown"));
+      b.constant = c10::IValue(static_cast<int64_t>(*f));
+      return b;
+    }
+    case ArgKind::kLayout:
+      if (a.i != 7) return Refuse(where, "only strided tensors are served");
+      b.constant = c10::IValue(static_cast<int64_t>(at::kStrided));
+      return b;
+    case ArgKind::kDevice:
+      // Exported where it was traced; it runs where the model is.
+      b.constant = c10::IValue(device_);
+      return b;
+    case ArgKind::kSymInt:
+    case ArgKind::kSymInts:
+    case ArgKind::kTensor:
+    case ArgKind::kTensors:
+    case ArgKind::kOptionalTensors: {
+      ASSIGN_OR_RETURN(b, Dynamic(a, where));
+      b.to_float = wants_float;
+      if (b.kind == BoundArg::kSymInt && b.slots[0] < 0) {
+        b.kind = BoundArg::kConstant;
+        b.constant =
+            wants_float ? c10::IValue(static_cast<double>(b.ints[0])) : c10::IValue(b.ints[0]);
+      }
+      return b;
+    }
+    case ArgKind::kSymBool:
+    case ArgKind::kSymFloat:
+      if (a.s.empty()) {
+        b.constant = a.kind == ArgKind::kSymBool ? c10::IValue(a.b) : c10::IValue(a.f);
+        return b;
+      }
+      return Refuse(where, "symbolic bools and floats as operator arguments are not served");
+    case ArgKind::kOther:
+      return Refuse(where, absl::StrCat("arguments of kind ", a.other, " are not served"));
+  }
+  return Refuse(where, "an unknown argument kind");
+}
+
+absl::Status Compiler::BindOutputs(const exported::Node& node, CompiledNode* c) {
+  for (const Argument& o : node.outputs) {
+    NodeOutput out;
+    switch (o.kind) {
+      case ArgKind::kNone:
+        break;
+      case ArgKind::kTensor:
+        out.kind = NodeOutput::kValue;
+        out.slots.push_back(Define(o.names[0]));
+        break;
+      case ArgKind::kTensors:
+      case ArgKind::kOptionalTensors:
+        out.kind = NodeOutput::kList;
+        for (const std::string& n : o.names) out.slots.push_back(n.empty() ? -1 : Define(n));
+        break;
+      case ArgKind::kSymInt:
+        if (o.sym_ints[0].is_constant) break;
+        out.kind = NodeOutput::kValue;
+        out.slots.push_back(Define(o.sym_ints[0].expr));
+        break;
+      case ArgKind::kSymBool:
+        if (o.s.empty()) break;
+        out.kind = NodeOutput::kValue;
+        out.slots.push_back(Define(o.s));
+        break;
+      default:
+        return Refuse(c->where, "an output that is not a tensor, a list of tensors or an int");
+    }
+    c->outputs.push_back(std::move(out));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Compiler::CompileOperator(const exported::Node& node, const OpName& name,
+                                       CompiledNode* c) {
+  const std::string qualified = absl::StrCat(name.ns, "::", name.name);
+  const std::string overload = name.overload == "default" ? "" : name.overload;
+  auto handle = c10::Dispatcher::singleton().findSchema(c10::OperatorName(qualified, overload));
+  if (!handle.has_value()) {
+    return Refuse(c->where, absl::StrCat("this LibTorch (", TORCH_VERSION, ") has no operator ",
+                                         qualified, ".", name.overload));
+  }
+  // What torch.export adds to TorchScript's operators: copies and aliases of lifted
+  // constants, and metadata assertions.
+  static const std::set<std::string> kExportOperators = {"lift_fresh_copy", "lift_fresh", "alias",
+                                                         "_assert_tensor_metadata"};
+  if (name.ns != "aten" ||
+      (!IsAllowedTorchScriptOperator(qualified) && kExportOperators.count(name.name) == 0)) {
+    return Refuse(c->where,
+                  absl::StrCat("the operator ", qualified, ".", name.overload,
+                               " is not on the allowlist (ATen tensor operators that touch no "
+                               "files, processes, printing or random state)"));
+  }
+  c->op = *handle;
+  const c10::FunctionSchema& schema = handle->schema();
+  std::set<std::string> used;
+  bool reads_weight = false;
+  for (const c10::Argument& sa : schema.arguments()) {
+    const exported::NamedArgument* given = nullptr;
+    for (const exported::NamedArgument& na : node.inputs) {
+      if (na.name == sa.name()) given = &na;
+    }
+    const std::string where = absl::StrCat(c->where, " argument '", sa.name(), "'");
+    BoundArg b;
+    if (given != nullptr) {
+      used.insert(given->name);
+      ASSIGN_OR_RETURN(b, Bind(given->arg, sa, where));
+    } else if (sa.default_value().has_value()) {
+      b.constant = *sa.default_value();
+    } else if (sa.type()->kind() == c10::TypeKind::OptionalType) {
+      b.constant = c10::IValue();
+    } else {
+      return Refuse(c->where, absl::StrCat("no value for argument '", sa.name(), "' of ",
+                                           schema.name(), ".", name.overload));
+    }
+    // Nothing may write to a weight (or what may be a view of one).
+    const bool writes = sa.alias_info() != nullptr && sa.alias_info()->isWrite();
+    if (writes && b.kind == BoundArg::kConstant && b.constant.isTensor()) {
+      return Refuse(c->where, absl::StrCat(schema.name(), ".", name.overload,
+                                           " writes to a number of the program (a constant "
+                                           "every request shares)"));
+    }
+    for (Slot s : b.slots) {
+      if (s < 0 || weight_aliases_.count(s) == 0) continue;
+      reads_weight = true;
+      if (writes) {
+        return Refuse(c->where, absl::StrCat(schema.name(), ".", name.overload,
+                                             " writes to a weight (parameter, buffer or "
+                                             "constant), so one request would change the "
+                                             "answers to later ones"));
+      }
+    }
+    c->args.push_back(std::move(b));
+  }
+  for (const exported::NamedArgument& na : node.inputs) {
+    if (used.count(na.name) == 0) {
+      return Refuse(c->where, absl::StrCat("argument '", na.name, "' is not one of ", schema.name(),
+                                           ".", name.overload, "'s"));
+    }
+  }
+  if (schema.returns().size() != node.outputs.size()) {
+    return Refuse(c->where, absl::StrCat(schema.name(), " returns ", schema.returns().size(),
+                                         " values, the node names ", node.outputs.size()));
+  }
+  RETURN_IF_ERROR(BindOutputs(node, c));
+  // A return that may alias an argument (a view) of a weight aliases the weight.
+  for (size_t i = 0; i < schema.returns().size(); ++i) {
+    if (!reads_weight || schema.returns()[i].alias_info() == nullptr) continue;
+    for (Slot s : c->outputs[i].slots) {
+      if (s >= 0) weight_aliases_.insert(s);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Compiler::Compile(ExportedProgramModel::Program* out, const std::string& what,
+                               bool verify_crc) {
+  what_ = what;
+  using exported::InputSpec;
+  // Inputs: weights, and exactly one user tensor.
+  for (size_t i = 0; i < p_.input_specs.size(); ++i) {
+    const InputSpec& s = p_.input_specs[i];
+    const std::string where = absl::StrCat("input ", i);
+    switch (s.kind) {
+      case InputSpec::Kind::kUserInput: {
+        if (s.arg.kind != ArgKind::kTensor) {
+          return Refuse(where, "a user input that is not a tensor is not served");
+        }
+        if (out->input_slot >= 0) {
+          return Refuse(where, "the program takes several tensors; one is served");
+        }
+        out->input_slot = Define(s.arg.names[0]);
+        auto meta = p_.graph.tensor_values.find(s.arg.names[0]);
+        if (meta == p_.graph.tensor_values.end()) {
+          return Refuse(where, "the input has no shape in the graph");
+        }
+        if (std::optional<at::ScalarType> t = C10ScalarType(meta->second.dtype)) {
+          out->input_dtype = *t;
+        }
+        for (size_t d = 0; d < meta->second.sizes.size(); ++d) {
+          const exported::SymInt& size = meta->second.sizes[d];
+          InputDim dim;
+          dim.constant = size.is_constant;
+          dim.value = size.value;
+          if (!size.is_constant) {
+            if (size.symbol.empty()) {
+              return Refuse(where, absl::StrCat("dimension ", d, " is the expression '", size.expr,
+                                                "'; dimensions that are one symbol "
+                                                "or a number are served"));
+            }
+            dim.symbol = size.symbol;
+            auto range = p_.range_constraints.find(size.symbol);
+            if (range != p_.range_constraints.end()) {
+              if (range->second.min) dim.min = *range->second.min;
+              if (range->second.max) dim.max = *range->second.max;
+            }
+            dim.min = std::max<int64_t>(dim.min, 0);
+            out->input_symbols.emplace_back(Define(size.symbol), static_cast<int>(d));
+          }
+          out->warmup_shape.push_back(
+              size.is_constant ? size.value : size.hint.value_or(dim.min > 0 ? dim.min : 1));
+          out->input_dims.push_back(dim);
+        }
+        if (out->input_dims.empty()) return Refuse(where, "a scalar input is not served");
+        break;
+      }
+      case InputSpec::Kind::kParameter:
+      case InputSpec::Kind::kBuffer:
+      case InputSpec::Kind::kTensorConstant: {
+        at::Tensor cpu;
+        if (weights_ != nullptr && weights_->count(s.target) > 0) {
+          cpu = weights_->at(s.target);
+        } else {
+          const exported::TensorData* t = nullptr;
+          for (const auto* map : {&p_.state_dict, &p_.constants}) {
+            auto it = map->find(s.target);
+            if (t == nullptr && it != map->end()) t = &it->second;
+          }
+          if (t == nullptr) return Refuse(where, absl::StrCat("'", s.target, "' has no tensor"));
+          ASSIGN_OR_RETURN(cpu, Materialize(*t, verify_crc));
+        }
+        if (s.kind != InputSpec::Kind::kTensorConstant) {
+          out->state_dict.emplace_back(s.target, cpu);
+        }
+        const Slot slot = Define(s.arg.names[0]);
+        weight_aliases_.insert(slot);
+        out->weights.emplace_back(slot, numerics_.Apply(cpu).to(device_));
+        break;
+      }
+      default:
+        return Refuse(where,
+                      "inputs other than tensors and weights (tokens, custom objects, "
+                      "constants) are not served");
+    }
+  }
+  if (out->input_slot < 0) return Refuse("the program", "it takes no tensor input");
+  for (const exported::OutputSpec& o : p_.output_specs) {
+    if (o.kind != exported::OutputSpec::Kind::kUserOutput) {
+      return Refuse("the program",
+                    "it mutates a buffer or an input or returns gradients or tokens; export "
+                    "the model in eval mode (model.eval()) for inference");
+    }
+  }
+  // Nodes.
+  for (size_t n = 0; n < p_.graph.nodes.size(); ++n) {
+    const exported::Node& node = p_.graph.nodes[n];
+    CompiledNode c;
+    c.where = absl::StrCat("node ", n, " (", node.target, ")");
+    const absl::string_view t = node.target;
+    auto tensor_and_int = [&](CompiledNode::Kind kind, bool needs_dim) -> absl::Status {
+      c.kind = kind;
+      if (node.inputs.size() != (needs_dim ? 2u : 1u) || node.outputs.size() != 1) {
+        return Refuse(c.where, "unexpected arguments");
+      }
+      ASSIGN_OR_RETURN(BoundArg self, Dynamic(node.inputs[0].arg, c.where));
+      if (self.kind != BoundArg::kTensor)
+        return Refuse(c.where, "the first argument is not a tensor");
+      c.args.push_back(std::move(self));
+      if (needs_dim) {
+        if (node.inputs[1].arg.kind != ArgKind::kInt) return Refuse(c.where, "dim is not an int");
+        BoundArg dim;
+        dim.constant = c10::IValue(node.inputs[1].arg.i);
+        c.args.push_back(std::move(dim));
+      }
+      return BindOutputs(node, &c);
+    };
+    if (t == "torch.ops.aten.sym_size.int") {
+      RETURN_IF_ERROR(tensor_and_int(CompiledNode::kSymSize, true));
+    } else if (t == "torch.ops.aten.sym_stride.int") {
+      RETURN_IF_ERROR(tensor_and_int(CompiledNode::kSymStride, true));
+    } else if (t == "torch.ops.aten.sym_numel.default") {
+      RETURN_IF_ERROR(tensor_and_int(CompiledNode::kSymNumel, false));
+    } else if (t == "torch.ops.aten.sym_constrain_range_for_size.default" ||
+               t == "torch.ops.aten.sym_constrain_range.default") {
+      c.kind = CompiledNode::kNoOp;  // the ranges are checked on the input
+    } else if (t == "torch.ops.aten._assert_scalar.default") {
+      c.kind = CompiledNode::kAssert;
+      if (node.inputs.empty()) return Refuse(c.where, "no condition");
+      const Argument& cond = node.inputs[0].arg;
+      BoundArg b;
+      if (cond.kind == ArgKind::kSymBool && !cond.s.empty()) {
+        const Slot s = Lookup(cond.s);
+        if (s < 0) return Refuse(c.where, absl::StrCat("'", cond.s, "' is not defined"));
+        b.kind = BoundArg::kSymInt;
+        b.slots.push_back(s);
+        b.ints.push_back(0);
+      } else if (cond.kind == ArgKind::kBool || cond.kind == ArgKind::kSymBool) {
+        b.constant = c10::IValue(cond.b);
+      } else {
+        return Refuse(c.where, "the condition is not a bool");
+      }
+      c.args.push_back(std::move(b));
+      c.arith = node.inputs.size() > 1 ? node.inputs[1].arg.s : "a runtime assertion failed";
+    } else if (absl::StartsWith(t, "_operator.")) {
+      c.kind = CompiledNode::kIntArith;
+      c.arith = std::string(t.substr(sizeof("_operator.") - 1));
+      static const std::set<std::string> kOps = {"add", "sub", "mul", "floordiv", "mod", "neg",
+                                                 "eq",  "ne",  "lt",  "le",       "gt",  "ge"};
+      if (kOps.count(c.arith) == 0) {
+        return Refuse(c.where, absl::StrCat("the Python operator ", t, " is not served"));
+      }
+      const size_t arity = c.arith == "neg" ? 1 : 2;
+      if (node.inputs.size() != arity || node.outputs.size() != 1) {
+        return Refuse(c.where, "unexpected arguments");
+      }
+      for (const exported::NamedArgument& na : node.inputs) {
+        BoundArg b;
+        if (na.arg.kind == ArgKind::kInt) {
+          b.kind = BoundArg::kSymInt;
+          b.slots.push_back(-1);
+          b.ints.push_back(na.arg.i);
+        } else if (na.arg.kind == ArgKind::kSymInt) {
+          ASSIGN_OR_RETURN(b, Dynamic(na.arg, c.where));
+        } else {
+          return Refuse(c.where, "int arithmetic on something other than ints");
+        }
+        c.args.push_back(std::move(b));
+      }
+      RETURN_IF_ERROR(BindOutputs(node, &c));
+    } else if (std::optional<OpName> name = ParseTarget(t)) {
+      RETURN_IF_ERROR(CompileOperator(node, *name, &c));
+    } else {
+      return Refuse(c.where, "the target is not an operator this server runs");
+    }
+    out->nodes.push_back(std::move(c));
+  }
+  // Outputs: "output" for one, else "output<i>" by position, None skipped.
+  const size_t n_outputs = p_.graph.outputs.size();
+  for (size_t i = 0; i < n_outputs; ++i) {
+    const Argument& o = p_.graph.outputs[i];
+    const std::string name = n_outputs == 1 ? "output" : absl::StrCat("output", i);
+    if (o.kind == ArgKind::kNone) continue;
+    if (o.kind != ArgKind::kTensor) {
+      return Refuse(absl::StrCat("output ", i), "outputs that are not tensors are not served");
+    }
+    out->outputs.emplace_back(name, Lookup(o.names[0]));
+  }
+  if (out->outputs.empty()) return Refuse("the program", "it returns no tensor");
+  if (out->outputs.size() > kMaxModelOutputs) {
+    return Refuse("the program", absl::StrCat("it returns ", out->outputs.size(),
+                                              " tensors; at most ", kMaxModelOutputs));
+  }
+  // Free each value after its last use (weights and outputs are kept).
+  std::map<Slot, size_t> last_use;
+  for (size_t n = 0; n < out->nodes.size(); ++n) {
+    for (const BoundArg& b : out->nodes[n].args) {
+      for (Slot s : b.slots) {
+        if (s >= 0) last_use[s] = n;
+      }
+    }
+  }
+  std::set<Slot> keep;
+  for (const auto& [slot, tensor] : out->weights) keep.insert(slot);
+  for (const auto& [name, slot] : out->outputs) keep.insert(slot);
+  for (const auto& [slot, n] : last_use) {
+    if (keep.count(slot) == 0) out->nodes[n].free_after.push_back(slot);
+  }
+  out->num_slots = next_slot_;
+  return absl::OkStatus();
+}
+
+int64_t FloorDiv(int64_t a, int64_t b) {
+  TORCH_CHECK(b != 0, "integer division by zero in the program's size arithmetic");
+  const int64_t q = a / b;
+  return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
+}
+
+}  // namespace
+
+ExportedProgramModel::ExportedProgramModel(std::unique_ptr<Program> program, ModelInfo info,
+                                           at::Device device, const Numerics& numerics)
+    : TorchModel(std::move(info), device, numerics, absl::StatusCode::kInvalidArgument,
+                 "the exported program"),
+      program_(std::move(program)) {}
+
+ExportedProgramModel::~ExportedProgramModel() = default;
+
+absl::StatusOr<std::shared_ptr<ExportedProgramModel>> ExportedProgramModel::Load(
+    const std::string& path, const std::string& device, const Numerics& numerics, bool verify_crc) {
+  return LoadFrom(path, "", device, numerics, verify_crc);
+}
+
+absl::StatusOr<std::shared_ptr<ExportedProgramModel>> ExportedProgramModel::LoadTemplate(
+    const std::string& template_path, const std::string& weights_path, const std::string& device,
+    const Numerics& numerics, bool verify_crc) {
+  return LoadFrom(template_path, weights_path, device, numerics, verify_crc);
+}
+
+absl::StatusOr<std::shared_ptr<ExportedProgramModel>> ExportedProgramModel::LoadFrom(
+    const std::string& path, const std::string& weights_path, const std::string& device,
+    const Numerics& numerics, bool verify_crc) {
+  ASSIGN_OR_RETURN(std::unique_ptr<ZipReader> zip, ZipReader::Open(path));
+  ASSIGN_OR_RETURN(exported::ExportedProgram program,
+                   exported::ReadExportedProgram(std::move(zip), path));
+  // An architecture template: the state dict's tensors, checked to fit.
+  std::map<std::string, at::Tensor> weights;
+  if (!weights_path.empty()) {
+    CheckpointReadOptions read;
+    read.verify_crc = verify_crc;
+    ASSIGN_OR_RETURN(StateDict state, ReadStateDict(weights_path, read));
+    std::map<std::string, std::vector<int64_t>> shapes;
+    for (const auto& [k, t] : state) {
+      shapes[k] = std::vector<int64_t>(t.sizes().begin(), t.sizes().end());
+      weights[k] = t;
+    }
+    RETURN_IF_ERROR(exported::CheckStateDictFitsProgram(program, shapes, weights_path));
+  }
+  auto compiled = std::make_unique<Program>();
+  at::Device dev(at::kCPU);
+  try {
+    dev = at::Device(device);
+    Compiler compiler(program, dev, numerics, weights_path.empty() ? nullptr : &weights);
+    RETURN_IF_ERROR(compiler.Compile(compiled.get(), path, verify_crc));
+  } catch (const std::exception& e) {
+    return TorchError(e, absl::StrCat("loading ", path));
+  }
+  ModelInfo info;
+  info.architecture = weights_path.empty() ? "exported program" : "template exported program";
+  info.format = weights_path.empty() ? ModelFormat::kExportedProgram : ModelFormat::kStateDict;
+  info.from_template = !weights_path.empty();
+  info.device = device;
+  info.precision = PrecisionName(numerics.precision);
+  info.memory_format = numerics.channels_last ? "channels_last" : "contiguous";
+  std::vector<at::Tensor> on_device;
+  for (const auto& [slot, t] : compiled->weights) on_device.push_back(t);
+  AddParameterBytes(on_device, &info);
+  return std::shared_ptr<ExportedProgramModel>(
+      new ExportedProgramModel(std::move(compiled), std::move(info), dev, numerics));
+}
+
+bool ExportedProgramModel::dynamic_batch() const { return !program_->input_dims[0].constant; }
+int64_t ExportedProgramModel::min_batch() const {
+  const InputDim& d = program_->input_dims[0];
+  return d.constant ? d.value : std::max<int64_t>(d.min, 1);
+}
+int64_t ExportedProgramModel::max_batch() const {
+  const InputDim& d = program_->input_dims[0];
+  return d.constant ? d.value : d.max;
+}
+
+std::vector<int64_t> ExportedProgramModel::WarmupShape() const { return program_->warmup_shape; }
+
+absl::Status ExportedProgramModel::ValidateInput(DType dtype,
+                                                 const std::vector<int64_t>& shape) const {
+  const bool floating = dtype == DType::kFloat32 || dtype == DType::kFloat16 ||
+                        dtype == DType::kBFloat16 || dtype == DType::kFloat64;
+  if (at::isFloatingType(program_->input_dtype) != floating) {
+    return absl::InvalidArgumentError(absl::StrCat("the program takes ",
+                                                   c10::toString(program_->input_dtype),
+                                                   " input, not ", DTypeName(dtype)));
+  }
+  const auto& dims = program_->input_dims;
+  auto expected = [&] {
+    std::vector<std::string> parts;
+    for (const InputDim& d : dims) {
+      parts.push_back(d.constant ? absl::StrCat(d.value)
+                                 : absl::StrCat(d.symbol, " in [", d.min, ", ",
+                                                d.max == std::numeric_limits<int64_t>::max()
+                                                    ? std::string("inf")
+                                                    : absl::StrCat(d.max),
+                                                "]"));
+    }
+    return absl::StrCat("[", absl::StrJoin(parts, ", "), "]");
+  };
+  if (shape.size() != dims.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("the input has ", shape.size(),
+                                                   " dimensions; the program takes ", expected()));
+  }
+  // Dimensions of one symbol (a square image's height and width) must agree.
+  for (size_t d = 1; d < dims.size(); ++d) {
+    for (size_t e = 0; e < d; ++e) {
+      if (!dims[d].constant && !dims[e].constant && dims[d].symbol == dims[e].symbol &&
+          shape[d] != shape[e]) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("dimensions ", e, " and ", d, " of the input are ", shape[e], " and ",
+                         shape[d], "; the program was exported with both ", dims[d].symbol,
+                         " (input shape ", expected(), ")"));
+      }
+    }
+  }
+  for (size_t d = 0; d < dims.size(); ++d) {
+    const InputDim& want = dims[d];
+    bool ok = want.constant ? shape[d] == want.value
+                            : shape[d] >= std::max<int64_t>(want.min, 1) && shape[d] <= want.max;
+    // The batch: past the range's maximum (or a multiple of a fixed batch), it runs
+    // in pieces inside the range.
+    if (d == 0 && !ok && shape[0] > 0) {
+      ok = want.constant ? shape[0] % want.value == 0 : shape[0] > want.max;
+    }
+    if (!ok) {
+      const std::string range =
+          want.constant
+              ? absl::StrCat("exactly ", want.value, d == 0 ? " (or a multiple of it)" : "")
+              : absl::StrCat(want.symbol, " in [", std::max<int64_t>(want.min, 1), ", ",
+                             want.max == std::numeric_limits<int64_t>::max()
+                                 ? std::string("inf")
+                                 : absl::StrCat(want.max),
+                             "]");
+      return absl::InvalidArgumentError(absl::StrCat("dimension ", d, " of the input is ", shape[d],
+                                                     "; the program was exported for ", range,
+                                                     " (input shape ", expected(), ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+TorchModel::NamedOutputs ExportedProgramModel::Interpret(const at::Tensor& x) const {
+  const Program& p = *program_;
+  std::vector<c10::IValue> env(static_cast<size_t>(p.num_slots));
+  for (const auto& [slot, t] : p.weights) env[slot] = t;
+  env[p.input_slot] = x;
+  for (const auto& [slot, dim] : p.input_symbols) env[slot] = x.size(dim);
+  auto int_of = [&](const BoundArg& b, size_t i) -> int64_t {
+    return b.slots[i] < 0 ? b.ints[i] : env[b.slots[i]].toInt();
+  };
+  torch::jit::Stack stack;
+  for (const CompiledNode& node : p.nodes) {
+    switch (node.kind) {
+      case CompiledNode::kNoOp:
+        break;
+      case CompiledNode::kSymSize:
+      case CompiledNode::kSymStride:
+      case CompiledNode::kSymNumel: {
+        const at::Tensor& t = env[node.args[0].slots[0]].toTensor();
+        int64_t v = 0;
+        if (node.kind == CompiledNode::kSymNumel) {
+          v = t.numel();
+        } else {
+          const int64_t dim = node.args[1].constant.toInt();
+          v = node.kind == CompiledNode::kSymSize ? t.size(dim) : t.stride(dim);
+        }
+        if (!node.outputs[0].slots.empty()) env[node.outputs[0].slots[0]] = v;
+        break;
+      }
+      case CompiledNode::kAssert: {
+        const BoundArg& b = node.args[0];
+        const bool holds =
+            b.kind == BoundArg::kConstant ? b.constant.toBool() : env[b.slots[0]].toBool();
+        TORCH_CHECK(holds, node.arith);
+        break;
+      }
+      case CompiledNode::kIntArith: {
+        const int64_t a = int_of(node.args[0], 0);
+        const int64_t b = node.args.size() > 1 ? int_of(node.args[1], 0) : 0;
+        const std::string& op = node.arith;
+        c10::IValue v;
+        if (op == "add")
+          v = a + b;
+        else if (op == "sub")
+          v = a - b;
+        else if (op == "mul")
+          v = a * b;
+        else if (op == "floordiv")
+          v = FloorDiv(a, b);
+        else if (op == "mod")
+          v = a - FloorDiv(a, b) * b;
+        else if (op == "neg")
+          v = -a;
+        else if (op == "eq")
+          v = a == b;
+        else if (op == "ne")
+          v = a != b;
+        else if (op == "lt")
+          v = a < b;
+        else if (op == "le")
+          v = a <= b;
+        else if (op == "gt")
+          v = a > b;
+        else
+          v = a >= b;
+        if (!node.outputs[0].slots.empty()) env[node.outputs[0].slots[0]] = std::move(v);
+        break;
+      }
+      case CompiledNode::kOperator: {
+        stack.clear();
+        for (const BoundArg& b : node.args) {
+          switch (b.kind) {
+            case BoundArg::kConstant:
+              stack.push_back(b.constant);
+              break;
+            case BoundArg::kTensor:
+              stack.push_back(env[b.slots[0]]);
+              break;
+            case BoundArg::kTensors: {
+              c10::List<at::Tensor> list;
+              for (Slot s : b.slots) list.push_back(env[s].toTensor());
+              stack.emplace_back(std::move(list));
+              break;
+            }
+            case BoundArg::kOptionalTensors: {
+              c10::List<c10::optional<at::Tensor>> list;
+              for (Slot s : b.slots) {
+                list.push_back(s < 0 ? c10::optional<at::Tensor>()
+                                     : c10::optional<at::Tensor>(env[s].toTensor()));
+              }
+              stack.emplace_back(std::move(list));
+              break;
+            }
+            case BoundArg::kSymInt:
+              if (b.to_float) {
+                stack.emplace_back(static_cast<double>(int_of(b, 0)));
+              } else {
+                stack.emplace_back(int_of(b, 0));
+              }
+              break;
+            case BoundArg::kSymInts: {
+              std::vector<int64_t> v;
+              for (size_t i = 0; i < b.slots.size(); ++i) v.push_back(int_of(b, i));
+              stack.emplace_back(std::move(v));
+              break;
+            }
+          }
+        }
+        node.op->callBoxed(&stack);
+        for (size_t i = 0; i < node.outputs.size() && i < stack.size(); ++i) {
+          const NodeOutput& o = node.outputs[i];
+          if (o.kind == NodeOutput::kValue) {
+            env[o.slots[0]] = std::move(stack[i]);
+          } else if (o.kind == NodeOutput::kList) {
+            c10::List<at::Tensor> list = stack[i].toTensorList();
+            TORCH_CHECK(list.size() == o.slots.size(), node.where, " returned ", list.size(),
+                        " tensors, the program names ", o.slots.size());
+            for (size_t k = 0; k < o.slots.size(); ++k) {
+              if (o.slots[k] >= 0) env[o.slots[k]] = list.get(k);
+            }
+          }
+        }
+        break;
+      }
+    }
+    for (Slot s : node.free_after) env[s] = c10::IValue();
+  }
+  NamedOutputs out;
+  for (const auto& [name, slot] : p.outputs) out.emplace_back(name, env[slot].toTensor());
+  return out;
+}
+
+absl::StatusOr<TorchModel::NamedOutputs> ExportedProgramModel::RunAll(const at::Tensor& x) const {
+  const int64_t n = x.size(0);
+  const int64_t lo = min_batch(), hi = max_batch();
+  if (n >= lo && n <= hi) return Interpret(x);
+  // A merged batch past the program's range: pieces inside it, run one by one.
+  std::vector<int64_t> pieces;
+  if (!dynamic_batch()) {
+    if (n % lo != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("a batch of ", n, " for a program exported at a fixed batch of ", lo));
+    }
+    pieces.assign(static_cast<size_t>(n / lo), lo);
+  } else {
+    const int64_t k = (n + hi - 1) / hi;
+    for (int64_t i = 0; i < k; ++i) pieces.push_back(n / k + (i < n % k ? 1 : 0));
+    if (pieces.back() < lo) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("a batch of ", n, " cannot be split into pieces in [", lo, ", ", hi, "]"));
+    }
+  }
+  std::vector<NamedOutputs> parts;
+  int64_t at = 0;
+  for (int64_t size : pieces) {
+    parts.push_back(Interpret(x.narrow(0, at, size)));
+    at += size;
+  }
+  NamedOutputs out;
+  for (size_t o = 0; o < parts[0].size(); ++o) {
+    std::vector<at::Tensor> each;
+    for (size_t i = 0; i < parts.size(); ++i) {
+      const at::Tensor& t = parts[i][o].second;
+      if (t.dim() == 0 || t.size(0) != pieces[i]) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("output '", parts[0][o].first, "' has no batch dimension, so batches of ",
+                         n, " cannot be run in pieces; send at most ", hi, " samples per request"));
+      }
+      each.push_back(t);
+    }
+    out.emplace_back(parts[0][o].first, at::cat(each, 0));
+  }
+  return out;
+}
+
+absl::StatusOr<at::Tensor> ExportedProgramModel::Run(const at::Tensor& x) const {
+  ASSIGN_OR_RETURN(NamedOutputs all, RunAll(x));
+  return all.front().second;
+}
+
+absl::Status ExportedProgramModel::Save(ModelFormat format, const std::string& path) const {
+  if (format != ModelFormat::kStateDict) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "an exported program saves as STATE_DICT (its weights), not ", ModelFormatName(format)));
+  }
+  return WriteStateDict(program_->state_dict, path);
+}
+
+}  // namespace modelserver
