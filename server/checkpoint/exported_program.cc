@@ -490,12 +490,20 @@ absl::Status JsonReader::ParseSignature(const Json& j, ExportedProgram* out) con
 // Parses `text` with budgets on the number of values and the nesting depth (the
 // parser itself is iterative; the budget bounds the memory the document takes).
 absl::StatusOr<Json> ParseJson(const std::string& text, const JsonReader& r) {
-  uint64_t values = 0;
+  uint64_t values = 0, nodes = 0;
   const uint64_t max_values = r.limits().max_json_values;
-  Json::parser_callback_t budget = [&](int depth, Json::parse_event_t, Json&) -> bool {
+  const uint64_t max_nodes = r.limits().max_nodes;
+  Json::parser_callback_t budget = [&](int depth, Json::parse_event_t event, Json& parsed) -> bool {
     if (++values > max_values) {
       throw JsonBudgetExceeded{
           absl::StrCat("the program's JSON has more than ", max_values, " values")};
+    }
+    // Every node has a "target" (and nothing else in the schema does): a graph past
+    // the node budget stops the parse there, not after the whole document is built.
+    if (event == Json::parse_event_t::key && parsed.is_string() &&
+        parsed.get_ref<const std::string&>() == "target" && ++nodes > max_nodes) {
+      throw JsonBudgetExceeded{absl::StrCat("the graph has more than ", max_nodes,
+                                            " nodes; at most ", max_nodes, " are served")};
     }
     if (static_cast<size_t>(depth) > kMaxJsonDepth) {
       throw JsonBudgetExceeded{

@@ -11,6 +11,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <tuple>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -171,11 +172,14 @@ class Compiler {
   std::map<std::string, Slot> slots_;
   Slot next_slot_ = 0;
   std::set<Slot> weight_aliases_;  // weights, and what may be a view of one
-  std::map<std::pair<const ZipReader*, const ZipReader::Entry*>, at::Tensor> storages_;
+  // Storages read so far, by record and dtype (a record two weights view in two
+  // dtypes is read twice, each view checked against its own storage).
+  std::map<std::tuple<const ZipReader*, const ZipReader::Entry*, pickle::StorageType>, at::Tensor>
+      storages_;
 };
 
 absl::StatusOr<at::Tensor> Compiler::Materialize(const exported::TensorData& t, bool verify_crc) {
-  const auto key = std::make_pair(t.zip, t.record);
+  const auto key = std::make_tuple(t.zip, t.record, t.dtype);
   auto it = storages_.find(key);
   if (it == storages_.end()) {
     at::Tensor storage = at::empty({static_cast<int64_t>(t.storage_numel)},
