@@ -4,6 +4,9 @@
 // parser, the module-tree parser, the TorchScript archive check and the
 // torch.export program reader (its JSON alone, and whole archives). Build and run
 // with fuzz/run_fuzzer.sh.
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -15,6 +18,7 @@
 #include "server/checkpoint/torchscript_archive.h"
 #include "server/checkpoint/unpickler.h"
 #include "server/checkpoint/zip_reader.h"
+#include "server/checkpoint/zip_writer.h"
 
 namespace {
 
@@ -24,6 +28,31 @@ modelserver::pickle::UnpicklerOptions Small(modelserver::pickle::UnpicklerOption
   o.max_stack = 10000;
   o.max_memo = 10000;
   return o;
+}
+
+// The bytes as a PT2 archive's weights config (data/weights/model_weights_config.json)
+// beside a minimal program and two weight records, so that mutated configs reach their
+// parser (inside a fuzzed zip, a mutated record fails its CRC first).
+void AsWeightsConfig(const std::string& bytes, const modelserver::exported::ReadLimits& limits) {
+  static const std::string kProgram =
+      R"({"schema_version": {"major": 8, "minor": 2}, "graph_module": {"graph": )"
+      R"({"inputs": [], "outputs": [], "nodes": []}, "signature": )"
+      R"({"input_specs": [], "output_specs": []}}})";
+  const int fd = memfd_create("fuzz-pt2", MFD_CLOEXEC);
+  if (fd < 0) return;
+  const std::string weight(64, '\x01');
+  modelserver::ZipWriter w(fd);
+  bool ok =
+      w.Add("archive/archive_format", "pt2", 3).ok() &&
+      w.Add("archive/models/model.json", kProgram.data(), kProgram.size()).ok() &&
+      w.Add("archive/data/weights/model_weights_config.json", bytes.data(), bytes.size()).ok() &&
+      w.Add("archive/data/weights/weight_0", weight.data(), weight.size()).ok() &&
+      w.Add("archive/data/weights/weight_1", weight.data(), 60).ok() && w.Finish().ok();
+  if (ok) {
+    auto zip = modelserver::ZipReader::FromFd(fd, 0, w.bytes_written(), "fuzz");
+    if (zip.ok()) (void)modelserver::exported::ReadExportedProgram(*std::move(zip), "fuzz", limits);
+  }
+  close(fd);
 }
 
 }  // namespace
@@ -46,6 +75,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       (void)modelserver::exported::InputDimSymbol(program, 0, 0);
     }
   }
+  AsWeightsConfig(bytes, limits);
   // As a .pt2 archive, either layout.
   if (auto pt2 = modelserver::ZipReader::FromBuffer(bytes); pt2.ok()) {
     (void)modelserver::exported::ClassifyPt2(**pt2);

@@ -1072,38 +1072,11 @@ absl::Status CheckStateDictFitsProgram(const ExportedProgram& program,
       if (t != map->end() && expected.count(s.target) == 0) expected[s.target] = t->second.sizes;
     }
   }
-  std::vector<std::string> missing, unexpected, mismatched;
-  for (const auto& [k, shape] : expected) {
-    auto it = given.find(k);
-    if (it == given.end()) {
-      missing.push_back(absl::StrCat("\"", k, "\""));
-    } else if (it->second != shape) {
-      mismatched.push_back(absl::StrCat("size mismatch for ", k, ": the checkpoint has ",
-                                        ShapeText(it->second), ", the program ", ShapeText(shape)));
-    }
-  }
-  for (const auto& [k, shape] : given) {
-    if (expected.count(k) == 0) unexpected.push_back(absl::StrCat("\"", k, "\""));
-  }
-  if (missing.empty() && unexpected.empty() && mismatched.empty()) return absl::OkStatus();
-  auto list = [](std::vector<std::string> keys) {
-    const size_t more = keys.size() > 20 ? keys.size() - 20 : 0;
-    keys.resize(std::min<size_t>(keys.size(), 20));
-    return absl::StrCat(absl::StrJoin(keys, ", "),
-                        more ? absl::StrCat(" and ", more, " more") : "");
-  };
-  std::vector<std::string> parts;
-  if (!missing.empty()) parts.push_back("missing key(s) in the state dict: " + list(missing));
-  if (!unexpected.empty()) {
-    parts.push_back("unexpected key(s) in the state dict: " + list(unexpected));
-  }
-  if (mismatched.size() > 20) mismatched.resize(20);
-  for (const std::string& m : mismatched) parts.push_back(m);
-  return absl::FailedPreconditionError(
-      absl::StrCat(what,
-                   " does not fit the exported program (load_state_dict(strict=True) would "
-                   "fail): ",
-                   absl::StrJoin(parts, "; ")));
+  const std::string mismatch = StateDictMismatch(expected, given, "the program");
+  if (mismatch.empty()) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      what,
+      " does not fit the exported program (load_state_dict(strict=True) would fail): ", mismatch));
 }
 
 std::string InputDimSymbol(const ExportedProgram& program, size_t index, size_t dim) {

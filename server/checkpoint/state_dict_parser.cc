@@ -2,6 +2,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/status_macros.h"
 
 namespace modelserver {
@@ -61,6 +62,47 @@ absl::StatusOr<PickledStateDict> ParseStateDictPickle(const ZipReader& zip, cons
     }
   }
   return out;
+}
+
+namespace {
+
+std::string ShapeText(const std::vector<int64_t>& s) { return "[" + absl::StrJoin(s, ", ") + "]"; }
+
+// "a", "b", ... (at most 20, then how many more).
+std::string KeyList(const std::vector<std::string>& keys) {
+  std::vector<std::string> shown;
+  for (size_t i = 0; i < keys.size() && i < 20; ++i) shown.push_back("\"" + keys[i] + "\"");
+  std::string out = absl::StrJoin(shown, ", ");
+  if (keys.size() > 20) absl::StrAppend(&out, " and ", keys.size() - 20, " more");
+  return out;
+}
+
+}  // namespace
+
+std::string StateDictMismatch(const std::map<std::string, std::vector<int64_t>>& expected,
+                              const std::map<std::string, std::vector<int64_t>>& given,
+                              const std::string& against) {
+  std::vector<std::string> missing, unexpected, mismatched;
+  for (const auto& [k, shape] : expected) {
+    auto it = given.find(k);
+    if (it == given.end()) {
+      missing.push_back(k);
+    } else if (it->second != shape) {
+      mismatched.push_back(absl::StrCat("size mismatch for ", k, ": the checkpoint has ",
+                                        ShapeText(it->second), ", ", against, " ",
+                                        ShapeText(shape)));
+    }
+  }
+  for (const auto& [k, shape] : given) {
+    if (expected.count(k) == 0) unexpected.push_back(k);
+  }
+  std::vector<std::string> parts;
+  if (!missing.empty()) parts.push_back("missing key(s) in the state dict: " + KeyList(missing));
+  if (!unexpected.empty()) {
+    parts.push_back("unexpected key(s) in the state dict: " + KeyList(unexpected));
+  }
+  for (size_t i = 0; i < mismatched.size() && i < 20; ++i) parts.push_back(mismatched[i]);
+  return absl::StrJoin(parts, "; ");
 }
 
 }  // namespace modelserver

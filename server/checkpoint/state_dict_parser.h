@@ -2,8 +2,10 @@
 #define MODELSERVER_SERVER_CHECKPOINT_STATE_DICT_PARSER_H_
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "server/checkpoint/unpickler.h"
@@ -30,6 +32,15 @@ absl::StatusOr<PickledStateDict> ParseArchivePickle(const ZipReader& zip, const 
 // than a dict of tensors. Messages start with `what` (usually the path).
 absl::StatusOr<PickledStateDict> ParseStateDictPickle(const ZipReader& zip, const std::string& what,
                                                       uint64_t max_pickle_bytes);
+
+// What load_state_dict(strict=True) would say of a state dict whose tensors have
+// the shapes `given` (by key) against a module's `expected` ones: "" when they are
+// the same keys and shapes, else "missing key(s) in the state dict: "a", ...;
+// unexpected key(s) in the state dict: ...; size mismatch for k: the checkpoint has
+// [..], <against> [..]" (at most 20 of each, then how many more keys).
+std::string StateDictMismatch(const std::map<std::string, std::vector<int64_t>>& expected,
+                              const std::map<std::string, std::vector<int64_t>>& given,
+                              const std::string& against);
 
 }  // namespace modelserver
 

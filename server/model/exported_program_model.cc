@@ -649,10 +649,42 @@ absl::Status Compiler::Compile(ExportedProgramModel::Program* out, const std::st
   return absl::OkStatus();
 }
 
-int64_t FloorDiv(int64_t a, int64_t b) {
-  TORCH_CHECK(b != 0, "integer division by zero in the program's size arithmetic");
-  const int64_t q = a / b;
-  return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
+// Python's int arithmetic on the program's sizes, checked: a program's constants
+// are the file's, so a product or sum past int64 is an error, not wrapped.
+c10::IValue IntArith(const std::string& op, int64_t a, int64_t b) {
+  int64_t r = 0;
+  bool overflow = false;
+  if (op == "add") {
+    overflow = __builtin_add_overflow(a, b, &r);
+  } else if (op == "sub") {
+    overflow = __builtin_sub_overflow(a, b, &r);
+  } else if (op == "mul") {
+    overflow = __builtin_mul_overflow(a, b, &r);
+  } else if (op == "neg") {
+    overflow = __builtin_sub_overflow(int64_t{0}, a, &r);
+  } else if (op == "floordiv" || op == "mod") {
+    TORCH_CHECK(b != 0, "integer division by zero in the program's size arithmetic");
+    TORCH_CHECK(!(a == std::numeric_limits<int64_t>::min() && b == -1),
+                "integer overflow in the program's size arithmetic (", op, ")");
+    int64_t q = a / b;
+    if (a % b != 0 && ((a < 0) != (b < 0))) --q;
+    r = op == "floordiv" ? q : a - q * b;
+  } else if (op == "eq") {
+    return a == b;
+  } else if (op == "ne") {
+    return a != b;
+  } else if (op == "lt") {
+    return a < b;
+  } else if (op == "le") {
+    return a <= b;
+  } else if (op == "gt") {
+    return a > b;
+  } else {
+    return a >= b;
+  }
+  TORCH_CHECK(!overflow, "integer overflow in the program's size arithmetic (", op, " of ", a,
+              " and ", b, ")");
+  return r;
 }
 
 }  // namespace
@@ -832,32 +864,7 @@ TorchModel::NamedOutputs ExportedProgramModel::Interpret(const at::Tensor& x) co
       case CompiledNode::kIntArith: {
         const int64_t a = int_of(node.args[0], 0);
         const int64_t b = node.args.size() > 1 ? int_of(node.args[1], 0) : 0;
-        const std::string& op = node.arith;
-        c10::IValue v;
-        if (op == "add")
-          v = a + b;
-        else if (op == "sub")
-          v = a - b;
-        else if (op == "mul")
-          v = a * b;
-        else if (op == "floordiv")
-          v = FloorDiv(a, b);
-        else if (op == "mod")
-          v = a - FloorDiv(a, b) * b;
-        else if (op == "neg")
-          v = -a;
-        else if (op == "eq")
-          v = a == b;
-        else if (op == "ne")
-          v = a != b;
-        else if (op == "lt")
-          v = a < b;
-        else if (op == "le")
-          v = a <= b;
-        else if (op == "gt")
-          v = a > b;
-        else
-          v = a >= b;
+        c10::IValue v = IntArith(node.arith, a, b);
         if (!node.outputs[0].slots.empty()) env[node.outputs[0].slots[0]] = std::move(v);
         break;
       }

@@ -21,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
+#include "server/checkpoint/state_dict_parser.h"
 #include "server/checkpoint/torchscript_archive.h"
 #include "server/checkpoint/zip_reader.h"
 #include "server/model/model_warnings.h"
@@ -175,48 +176,21 @@ std::map<std::string, at::Tensor> NamedTensors(const torch::jit::Module& module)
   return out;
 }
 
-std::string Shape(const std::vector<int64_t>& s) { return "[" + absl::StrJoin(s, ", ") + "]"; }
-
-// "a", "b", ... (at most 20, then how many more).
-std::string KeyList(const std::vector<std::string>& keys) {
-  std::vector<std::string> shown;
-  for (size_t i = 0; i < keys.size() && i < 20; ++i) shown.push_back("\"" + keys[i] + "\"");
-  std::string out = absl::StrJoin(shown, ", ");
-  if (keys.size() > 20) absl::StrAppend(&out, " and ", keys.size() - 20, " more");
-  return out;
-}
-
 // OK when `given` (key -> shape) is exactly the module's parameters and buffers,
 // as load_state_dict(strict=True) checks; else FAILED_PRECONDITION listing the
 // missing and unexpected keys and the shape mismatches. `what` names the state dict.
 absl::Status CheckStateDictFitsModule(const torch::jit::Module& module,
                                       const std::map<std::string, std::vector<int64_t>>& given,
                                       const std::string& what) {
-  const std::map<std::string, at::Tensor> expected = NamedTensors(module);
-  std::vector<std::string> missing, unexpected, mismatched;
-  for (const auto& [k, t] : expected) {
-    auto it = given.find(k);
-    if (it == given.end()) {
-      missing.push_back(k);
-    } else if (std::vector<int64_t>(t.sizes().begin(), t.sizes().end()) != it->second) {
-      mismatched.push_back(absl::StrCat(
-          "size mismatch for ", k, ": the checkpoint has ", Shape(it->second), ", the template ",
-          Shape(std::vector<int64_t>(t.sizes().begin(), t.sizes().end()))));
-    }
+  std::map<std::string, std::vector<int64_t>> expected;
+  for (const auto& [k, t] : NamedTensors(module)) {
+    expected[k] = std::vector<int64_t>(t.sizes().begin(), t.sizes().end());
   }
-  for (const auto& [k, shape] : given) {
-    if (expected.count(k) == 0) unexpected.push_back(k);
-  }
-  if (missing.empty() && unexpected.empty() && mismatched.empty()) return absl::OkStatus();
-  std::vector<std::string> parts;
-  if (!missing.empty()) parts.push_back("missing key(s) in the state dict: " + KeyList(missing));
-  if (!unexpected.empty()) {
-    parts.push_back("unexpected key(s) in the state dict: " + KeyList(unexpected));
-  }
-  for (size_t i = 0; i < mismatched.size() && i < 20; ++i) parts.push_back(mismatched[i]);
+  const std::string mismatch = StateDictMismatch(expected, given, "the template");
+  if (mismatch.empty()) return absl::OkStatus();
   return absl::FailedPreconditionError(absl::StrCat(
       what, " does not fit the architecture template ", module.type()->name()->qualifiedName(),
-      " (load_state_dict(strict=True) would fail): ", absl::StrJoin(parts, "; ")));
+      " (load_state_dict(strict=True) would fail): ", mismatch));
 }
 
 }  // namespace

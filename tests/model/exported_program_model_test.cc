@@ -169,6 +169,23 @@ TEST(ExportedProgramModelTest, DimensionsOfOneSymbolMustAgree) {
                         "with both s1"));
 }
 
+TEST(ExportedProgramModelTest, SymbolicSizesAndRuntimeAssertions) {
+  auto model = LoadExport(ExportDir("handmade_symbolic/model.pt2"));
+  ASSERT_TRUE(model.ok()) << model.status();
+  auto x = ReadNpy(ExportDir("handmade_symbolic/input.npy"));  // 5 samples
+  auto want = ReadNpy(ExportDir("handmade_symbolic/output.npy"));
+  ASSERT_TRUE(x.ok() && want.ok());
+  // sym_size, mul, floordiv and a view to [batch, 4]: the first three samples as Python.
+  auto y = (*model)->Forward(Rows(*x, 0, 3));
+  ASSERT_TRUE(y.ok()) << y.status();
+  EXPECT_LE(RelativeError(*y, Rows(*want, 0, 3)), 1e-5);
+  // The program's own assertion (batch <= 3) fails for 5: INVALID_ARGUMENT with its message.
+  auto five = (*model)->Forward(*x);
+  EXPECT_EQ(five.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(five.status().message()),
+              HasSubstr("Runtime assertion failed: batch <= 3"));
+}
+
 TEST(ExportedProgramModelTest, FixedBatchRunsThatManyAtATime) {
   auto model = LoadExport(ExportDir("handmade_fixed_batch/model.pt2"));
   ASSERT_TRUE(model.ok()) << model.status();

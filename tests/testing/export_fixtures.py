@@ -235,6 +235,46 @@ def write_handmade(out):
         xi = torch.randn(*shape, generator=torch.Generator().manual_seed(6))
         np.save(os.path.join(d, "input.npy"), xi.numpy())
         np.save(os.path.join(d, "output.npy"), forward(xi).numpy())
+    # Symbolic sizes as torch.export writes them: sym_size, Python int arithmetic, a
+    # view to [batch, 4] from them, and runtime assertions (one that holds, and one
+    # that holds only for batches of at most 3: 5 samples fail it).
+    symbolic = copy.deepcopy(prog)
+    ns = symbolic["graph_module"]["graph"]["nodes"]
+
+    def sym_name(name):
+        return {"as_sym_int": {"as_name": name}}
+
+    def sym_bool(name):
+        return {"as_sym_bool": {"as_name": name}}
+    ns[4]["inputs"][0]["arg"] = tensor("view")
+    ns[4:4] = [
+        node("torch.ops.aten.sym_size.int", [("self", tensor("relu")), ("dim", {"as_int": 0})],
+             [sym_name("sym_size_int")]),
+        node("_operator.mul", [("a", sym_name("sym_size_int")), ("b", {"as_int": 4})],
+             [sym_name("mul")]),
+        node("_operator.floordiv", [("a", sym_name("mul")), ("b", {"as_int": 4})],
+             [sym_name("floordiv")]),
+        node("_operator.ge", [("a", sym_name("floordiv")), ("b", {"as_int": 1})], [sym_bool("ge")]),
+        node("torch.ops.aten._assert_scalar.default",
+             [("self", sym_bool("ge")), ("assert_msg", {"as_string": "batch >= 1"})],
+             [{"as_none": True}]),
+        node("_operator.le", [("a", sym_name("sym_size_int")), ("b", {"as_int": 3})],
+             [sym_bool("le")]),
+        node("torch.ops.aten._assert_scalar.default",
+             [("self", sym_bool("le")), ("assert_msg", {"as_string": "Runtime assertion failed: "
+                                                                    "batch <= 3"})],
+             [{"as_none": True}]),
+        node("torch.ops.aten.view.default",
+             [("self", tensor("mean")), ("size", {"as_sym_ints": [{"as_name": "floordiv"},
+                                                                   {"as_int": 4}]})],
+             [tensor("view")]),
+    ]
+    symbolic["graph_module"]["graph"]["tensor_values"]["view"] = meta(FLOAT, [sym(), 4])
+    d = os.path.join(out, "handmade_symbolic")
+    os.makedirs(d, exist_ok=True)
+    write_26(os.path.join(d, "model.pt2"), symbolic, sd)
+    np.save(os.path.join(d, "input.npy"), x.numpy())
+    np.save(os.path.join(d, "output.npy"), y.numpy())
     # A state dict of another SmallCnn (other random weights) with the program as its
     # architecture template (architecture.pt2): what is served is the state dict's.
     torch.manual_seed(12)
