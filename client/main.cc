@@ -60,8 +60,9 @@ ABSL_FLAG(std::vector<std::string>, concurrency, std::vector<std::string>({"1", 
 ABSL_FLAG(absl::Duration, duration, absl::Seconds(10), "bench: measured time per level");
 ABSL_FLAG(absl::Duration, warmup, absl::Seconds(2), "bench: unmeasured time before each level");
 ABSL_FLAG(int64_t, batch, 1, "bench: samples per request");
-ABSL_FLAG(std::string, format, "STATE_DICT",
-          "save/upload: STATE_DICT | TORCHSCRIPT | PICKLED_MODULE | EXPORTED_PROGRAM");
+ABSL_FLAG(
+    std::string, format, "STATE_DICT",
+    "save/upload: STATE_DICT | TORCHSCRIPT | PICKLED_MODULE | EXPORTED_PROGRAM | AOTI_PACKAGE");
 ABSL_FLAG(std::string, target_model, "", "save: store the version under this name");
 ABSL_FLAG(std::string, architecture, "", "upload: architecture for a state dict (vgg16, ...)");
 ABSL_FLAG(std::string, lb, "pick_first",
@@ -531,7 +532,8 @@ int Run(int argc, char** argv) {
   v1::CheckpointFormat format = v1::CHECKPOINT_FORMAT_UNSPECIFIED;
   if (!v1::CheckpointFormat_Parse(absl::AsciiStrToUpper(absl::GetFlag(FLAGS_format)), &format)) {
     std::fprintf(stderr,
-                 "--format %s is not STATE_DICT, TORCHSCRIPT, PICKLED_MODULE or EXPORTED_PROGRAM\n",
+                 "--format %s is not STATE_DICT, TORCHSCRIPT, PICKLED_MODULE, EXPORTED_PROGRAM or "
+                 "AOTI_PACKAGE\n",
                  absl::GetFlag(FLAGS_format).c_str());
     return 2;
   }

@@ -2,7 +2,8 @@
 // server/checkpoint/ (torch-free): the zip reader (stored and deflated records),
 // the restricted unpickler (state-dict and module-tree options), the state-dict
 // parser, the module-tree parser, the TorchScript archive check and the
-// torch.export program reader (its JSON alone, and whole archives). Build and run
+// torch.export program reader (its JSON alone, and whole archives) and the
+// AOTInductor package reader. Build and run
 // with fuzz/run_fuzzer.sh.
 #include <sys/mman.h>
 #include <unistd.h>
@@ -11,6 +12,7 @@
 #include <cstdint>
 #include <string>
 
+#include "server/checkpoint/aoti_package.h"
 #include "server/checkpoint/checkpoint_check.h"
 #include "server/checkpoint/exported_program.h"
 #include "server/checkpoint/module_tree.h"
@@ -79,6 +81,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // As a .pt2 archive, either layout.
   if (auto pt2 = modelserver::ZipReader::FromBuffer(bytes); pt2.ok()) {
     (void)modelserver::exported::ClassifyPt2(**pt2);
+    (void)modelserver::ReadAotiPackage(**pt2);
     auto program = modelserver::exported::ReadExportedProgram(*std::move(pt2), "fuzz", limits);
     if (program.ok()) (void)modelserver::exported::InputDimSymbol(*program, 0, 0);
   }

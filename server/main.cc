@@ -120,6 +120,9 @@ ABSL_FLAG(bool, trust_torchscript, false,
           "checks; by default each loaded version runs in a sandboxed model-worker process (no "
           "files, network or processes; see --max_forward_seconds, --worker_memory_bytes) after "
           "friendly early checks (__setstate__, an allowlist of tensor operators)");
+ABSL_FLAG(bool, trust_compiled_models, false,
+          "run AOTInductor packages (format AOTI_PACKAGE: native code) in this process; by "
+          "default each runs in a sandboxed model-worker process, which needs Landlock");
 ABSL_FLAG(std::string, quantized_engine, "",
           "onednn|qnnpack|fbgemm|x86: the int8 kernels quantized models run on (in process and "
           "in every model worker); a model computes Python's int8 outputs on the engine it was "
@@ -314,15 +317,16 @@ absl::StatusOr<ModelRegistry::Options> RegistryOptions(const CheckpointStore* st
       MemoryLimit() / (2 * std::max(1, absl::GetFlag(FLAGS_batch_workers)));
   o.intra_op_threads = IntraOpThreads();
   o.trust_torchscript = absl::GetFlag(FLAGS_trust_torchscript);
-  if (!o.trust_torchscript) {
+  if (!o.trust_torchscript || !absl::GetFlag(FLAGS_trust_compiled_models)) {
     SandboxLoaderOptions so;
     so.worker_path = absl::GetFlag(FLAGS_model_worker);
     if (so.worker_path.empty()) so.worker_path = DefaultWorkerPath();
     if (access(so.worker_path.c_str(), X_OK) != 0) {
       return absl::FailedPreconditionError(absl::StrCat(
           "the model worker ", so.worker_path,
-          " is not there (it runs TorchScript models in a sandbox; give --model_worker, or "
-          "--trust_torchscript to run them in process)"));
+          " is not there (it runs TorchScript models and compiled packages in a sandbox; give "
+          "--model_worker, or --trust_torchscript and --trust_compiled_models to run them in "
+          "process)"));
     }
     so.max_forward = absl::Seconds(std::max(1, absl::GetFlag(FLAGS_max_forward_seconds)));
     const int64_t cap = absl::GetFlag(FLAGS_worker_memory_bytes);
@@ -330,6 +334,7 @@ absl::StatusOr<ModelRegistry::Options> RegistryOptions(const CheckpointStore* st
     so.threads = o.intra_op_threads;
     so.channels = o.batching.num_workers;
     so.quantized_engine = absl::GetFlag(FLAGS_quantized_engine);
+    so.trust_compiled_models = absl::GetFlag(FLAGS_trust_compiled_models);
     if (metrics != nullptr) {
       so.on_restart = [metrics](const std::string& model, const std::string& reason) {
         metrics->RecordSandboxRestart(model, reason);

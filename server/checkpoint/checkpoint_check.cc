@@ -3,6 +3,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "server/checkpoint/aoti_package.h"
 #include "server/checkpoint/exported_program.h"
 #include "server/checkpoint/module_tree.h"
 #include "server/checkpoint/state_dict_parser.h"
@@ -27,7 +28,22 @@ absl::Status CheckCheckpointFile(const std::string& path, ModelFormat format) {
   if (format == ModelFormat::kExportedProgram) {
     return exported::ReadExportedProgram(std::move(zip), "the file").status();
   }
-  if (exported::ClassifyPt2(*zip) != exported::Pt2Kind::kNotPt2) {
+  const exported::Pt2Kind kind = exported::ClassifyPt2(*zip);
+  if (format == ModelFormat::kAotiPackage) {
+    // The structure, torch-free; its worker opens the library.
+    if (kind == exported::Pt2Kind::kAotiPackage) return ReadAotiPackage(*zip).status();
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the file is not an AOTInductor package (no data/aotinductor/<model>/ records)",
+        kind == exported::Pt2Kind::kExportedProgram
+            ? ": it is a torch.export program, format EXPORTED_PROGRAM"
+            : ""));
+  }
+  if (kind == exported::Pt2Kind::kAotiPackage) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the file is an AOTInductor package (aoti_compile_and_package), not ",
+                     ModelFormatName(format), "; upload it with format AOTI_PACKAGE"));
+  }
+  if (kind != exported::Pt2Kind::kNotPt2) {
     return absl::InvalidArgumentError(
         absl::StrCat("the file is a torch.export archive (.pt2), not ", ModelFormatName(format),
                      "; upload it with format EXPORTED_PROGRAM"));

@@ -12,6 +12,8 @@ const char* ModelFormatName(ModelFormat format) {
       return "PICKLED_MODULE";
     case ModelFormat::kExportedProgram:
       return "EXPORTED_PROGRAM";
+    case ModelFormat::kAotiPackage:
+      return "AOTI_PACKAGE";
     case ModelFormat::kUnspecified:
       return "CHECKPOINT_FORMAT_UNSPECIFIED";
   }

@@ -10,10 +10,11 @@ enum class ModelFormat {
   kTorchScript = 2,
   kPickledModule = 3,
   kExportedProgram = 4,  // torch.export.save's .pt2
+  kAotiPackage = 5,      // aoti_compile_and_package's .pt2 (native code)
 };
 
 // "STATE_DICT", "TORCHSCRIPT", "PICKLED_MODULE", "EXPORTED_PROGRAM",
-// "CHECKPOINT_FORMAT_UNSPECIFIED".
+// "AOTI_PACKAGE", "CHECKPOINT_FORMAT_UNSPECIFIED".
 const char* ModelFormatName(ModelFormat format);
 
 }  // namespace modelserver

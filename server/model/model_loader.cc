@@ -1,5 +1,7 @@
 #include "server/model/model_loader.h"
 
+#include <algorithm>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -7,6 +9,7 @@
 #include "server/checkpoint/state_dict_parser.h"
 #include "server/checkpoint/torchscript_archive.h"
 #include "server/checkpoint/zip_reader.h"
+#include "server/model/aoti_model.h"
 #include "server/model/device.h"
 #include "server/model/exported_program_model.h"
 #include "server/model/pickled_module.h"
@@ -47,7 +50,8 @@ absl::StatusOr<std::shared_ptr<const Model>> LoadModelFromFile(const ModelLoadOp
   ASSIGN_OR_RETURN(const Numerics numerics,
                    ResolveNumerics(options.precision, options.memory_layout, options.device,
                                    options.format != ModelFormat::kTorchScript &&
-                                       options.format != ModelFormat::kExportedProgram));
+                                       options.format != ModelFormat::kExportedProgram &&
+                                       options.format != ModelFormat::kAotiPackage));
   switch (options.format) {
     case ModelFormat::kStateDict: {
       if (options.architecture.empty() && absl::EndsWith(options.architecture_path, ".pt2")) {
@@ -92,6 +96,14 @@ absl::StatusOr<std::shared_ptr<const Model>> LoadModelFromFile(const ModelLoadOp
       ASSIGN_OR_RETURN(
           std::shared_ptr<ExportedProgramModel> model,
           ExportedProgramModel::Load(options.path, options.device, numerics, options.verify_crc));
+      return std::shared_ptr<const Model>(std::move(model));
+    }
+    case ModelFormat::kAotiPackage: {
+      // Native code, in this process: the caller trusts it (--trust_compiled_models);
+      // otherwise server/sandbox loads it in a worker.
+      ASSIGN_OR_RETURN(std::shared_ptr<AotiModel> model,
+                       AotiModel::Load(options.path, options.device, numerics,
+                                       std::max(1, options.concurrency)));
       return std::shared_ptr<const Model>(std::move(model));
     }
     case ModelFormat::kPickledModule:

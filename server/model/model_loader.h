@@ -40,6 +40,9 @@ struct ModelLoadOptions {
   std::string name;
   int64_t version = 0;
   std::function<void(const std::string& reason)> on_failed;
+  // Forward passes that may run at once (the batch workers): an AOTInductor
+  // package's runner holds that many model instances.
+  int concurrency = 1;
 };
 
 // Reads a checkpoint and builds an eval-mode model on the device. Blocks for the

@@ -74,7 +74,29 @@ struct SeccompDeleter {
   void operator()(scmp_filter_ctx* ctx) const { seccomp_release(*ctx); }
 };
 
-absl::Status LoadSeccomp() {
+// open / openat with any flag that writes: refused even while read-only opens
+// are allowed (seccomp compares each flag on its own: one rule per flag).
+absl::Status RefuseWritingOpens(scmp_filter_ctx ctx) {
+  int rc = 0;
+  for (const uint64_t flag : {uint64_t{O_WRONLY}, uint64_t{O_RDWR}, uint64_t{O_CREAT},
+                              uint64_t{O_TRUNC}, uint64_t{O_APPEND}, uint64_t{O_TMPFILE}}) {
+    if (rc == 0) {
+      rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(open), 1,
+                            SCMP_A1(SCMP_CMP_MASKED_EQ, flag, flag));
+    }
+    if (rc == 0) {
+      rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(openat), 1,
+                            SCMP_A2(SCMP_CMP_MASKED_EQ, flag, flag));
+    }
+  }
+  if (rc != 0) {
+    return absl::InternalError(
+        absl::StrCat("sandbox: seccomp_rule_add failed: ", std::strerror(-rc)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status LoadSeccomp(bool allow_read_only_open) {
   scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
   if (ctx == nullptr) return absl::InternalError("sandbox: seccomp_init failed");
   std::unique_ptr<scmp_filter_ctx, SeccompDeleter> owner(&ctx);
@@ -85,15 +107,15 @@ absl::Status LoadSeccomp() {
   };
   for (int nr :
        {// files: opening, creating, changing the tree
-        SCMP_SYS(open), SCMP_SYS(openat), SCMP_SYS(openat2), SCMP_SYS(creat),
-        SCMP_SYS(open_by_handle_at), SCMP_SYS(name_to_handle_at), SCMP_SYS(mkdir),
-        SCMP_SYS(mkdirat), SCMP_SYS(rmdir), SCMP_SYS(unlink), SCMP_SYS(unlinkat), SCMP_SYS(rename),
-        SCMP_SYS(renameat), SCMP_SYS(renameat2), SCMP_SYS(link), SCMP_SYS(linkat),
-        SCMP_SYS(symlink), SCMP_SYS(symlinkat), SCMP_SYS(chmod), SCMP_SYS(fchmodat),
-        SCMP_SYS(chown), SCMP_SYS(lchown), SCMP_SYS(fchownat), SCMP_SYS(truncate), SCMP_SYS(mknod),
-        SCMP_SYS(mknodat), SCMP_SYS(mount), SCMP_SYS(umount2), SCMP_SYS(pivot_root),
-        SCMP_SYS(chroot), SCMP_SYS(swapon), SCMP_SYS(swapoff), SCMP_SYS(acct),
-        SCMP_SYS(fanotify_init), SCMP_SYS(inotify_init), SCMP_SYS(inotify_init1),
+        SCMP_SYS(openat2), SCMP_SYS(creat), SCMP_SYS(open_by_handle_at),
+        SCMP_SYS(name_to_handle_at), SCMP_SYS(mkdir), SCMP_SYS(mkdirat), SCMP_SYS(rmdir),
+        SCMP_SYS(unlink), SCMP_SYS(unlinkat), SCMP_SYS(rename), SCMP_SYS(renameat),
+        SCMP_SYS(renameat2), SCMP_SYS(link), SCMP_SYS(linkat), SCMP_SYS(symlink),
+        SCMP_SYS(symlinkat), SCMP_SYS(chmod), SCMP_SYS(fchmodat), SCMP_SYS(chown), SCMP_SYS(lchown),
+        SCMP_SYS(fchownat), SCMP_SYS(truncate), SCMP_SYS(mknod), SCMP_SYS(mknodat), SCMP_SYS(mount),
+        SCMP_SYS(umount2), SCMP_SYS(pivot_root), SCMP_SYS(chroot), SCMP_SYS(swapon),
+        SCMP_SYS(swapoff), SCMP_SYS(acct), SCMP_SYS(fanotify_init), SCMP_SYS(inotify_init),
+        SCMP_SYS(inotify_init1),
         // programs and processes
         SCMP_SYS(execve), SCMP_SYS(execveat), SCMP_SYS(fork), SCMP_SYS(vfork), SCMP_SYS(ptrace),
         SCMP_SYS(process_vm_readv), SCMP_SYS(process_vm_writev), SCMP_SYS(pidfd_open),
@@ -110,6 +132,12 @@ absl::Status LoadSeccomp() {
         SCMP_SYS(ioperm), SCMP_SYS(quotactl), SCMP_SYS(io_uring_setup), SCMP_SYS(fsopen),
         SCMP_SYS(fsmount), SCMP_SYS(move_mount), SCMP_SYS(open_tree)}) {
     refuse(nr);
+  }
+  if (!allow_read_only_open) {
+    refuse(SCMP_SYS(open));
+    refuse(SCMP_SYS(openat));
+  } else if (rc == 0) {
+    if (absl::Status s = RefuseWritingOpens(ctx); !s.ok()) return s;
   }
   // Threads only: clone without CLONE_THREAD is a new process. clone3 passes its
   // flags in memory the filter cannot read: ENOSYS makes glibc use clone.
@@ -145,13 +173,14 @@ int SandboxPolicy::LandlockAbi() {
 }
 
 std::string SandboxPolicy::Report::Summary() const {
-  return absl::StrCat(landlock_abi > 0
-                          ? absl::StrCat("Landlock ABI ", landlock_abi, " (no filesystem access)")
-                          : std::string("no Landlock in this kernel (seccomp alone)"),
-                      ", ", seccomp ? "seccomp filter loaded" : "no seccomp filter", ", ", threads,
-                      threads == 1 ? " thread" : " threads", " when confined, ",
-                      network_namespace ? "an empty network namespace"
-                                        : "no network namespace of its own (not permitted here)");
+  return absl::StrCat(
+      landlock_abi > 0 ? absl::StrCat("Landlock ABI ", landlock_abi, " (no filesystem access)")
+                       : std::string("no Landlock in this kernel (seccomp alone)"),
+      ", ", seccomp ? "seccomp filter loaded" : "no seccomp filter",
+      read_only_open ? " (read-only opens until the package's library is open)" : "", ", ", threads,
+      threads == 1 ? " thread" : " threads", " when confined, ",
+      network_namespace ? "an empty network namespace"
+                        : "no network namespace of its own (not permitted here)");
 }
 
 bool SandboxPolicy::EnterEmptyNetworkNamespace() {
@@ -193,9 +222,30 @@ absl::StatusOr<SandboxPolicy::Report> SandboxPolicy::Apply(const Options& option
   if (report.landlock_abi > 0) {
     if (absl::Status s = RestrictLandlock(report.landlock_abi); !s.ok()) return s;
   }
-  if (absl::Status s = LoadSeccomp(); !s.ok()) return s;
+  if (options.allow_read_only_open && report.landlock_abi == 0) {
+    return absl::FailedPreconditionError(
+        "sandbox: a compiled package's library is opened read-only inside the sandbox, which "
+        "is confined to no path only by Landlock, and this kernel has no Landlock; serve it "
+        "with --trust_compiled_models (in process) or on a kernel with Landlock (5.13+)");
+  }
+  if (absl::Status s = LoadSeccomp(options.allow_read_only_open); !s.ok()) return s;
   report.seccomp = true;
+  report.read_only_open = options.allow_read_only_open;
   return report;
+}
+
+absl::Status SandboxPolicy::ForbidOpen() {
+  scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+  if (ctx == nullptr) return absl::InternalError("sandbox: seccomp_init failed");
+  std::unique_ptr<scmp_filter_ctx, SeccompDeleter> owner(&ctx);
+  int rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_TSYNC, 1);
+  if (rc == 0) rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(open), 0);
+  if (rc == 0) rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(openat), 0);
+  if (rc == 0) rc = seccomp_load(ctx);
+  if (rc != 0) {
+    return absl::InternalError(absl::StrCat("sandbox: the no-open filter: ", std::strerror(-rc)));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace modelserver

@@ -47,6 +47,12 @@ class SandboxPolicy {
     uint64_t data_bytes = 0;
     // RLIMIT_NOFILE (the inherited descriptors must be below it).
     int max_open_files = 32;
+    // For a compiled package (AOTInductor), which the dynamic loader must open as
+    // /proc/self/fd/N: open/openat stay allowed read-only (no write, create,
+    // truncate or append flag) until ForbidOpen. Only with Landlock, whose
+    // ruleset then leaves no path of the filesystem openable (a memfd, on no
+    // mounted filesystem, is not one): Apply fails without it.
+    bool allow_read_only_open = false;
   };
   struct Report {
     int landlock_abi = 0;  // 0: the kernel has no Landlock (seccomp alone)
@@ -56,12 +62,18 @@ class SandboxPolicy {
     // seccomp filter is synced to every thread.)
     int threads = 0;
     bool network_namespace = false;  // set by the caller (EnterEmptyNetworkNamespace)
+    bool read_only_open = false;     // Options::allow_read_only_open
     std::string Summary() const;
   };
 
   // INTERNAL naming the step that failed (then the process must not go on to
   // parse anything: the caller exits).
   static absl::StatusOr<Report> Apply(const Options& options);
+
+  // After Apply(allow_read_only_open): a second seccomp filter, stacked on the
+  // first for every thread, that refuses open and openat altogether (EPERM), as
+  // Apply alone does. Irreversible.
+  static absl::Status ForbidOpen();
 
   // The Landlock ABI version of this kernel (0 when absent or disabled).
   static int LandlockAbi();

@@ -54,7 +54,10 @@ ModelLoaderFunction MakeSandboxedLoader(SandboxLoaderOptions options) {
     const bool is_template = lo.format == ModelFormat::kStateDict && lo.architecture.empty() &&
                              !lo.architecture_path.empty() &&
                              !absl::EndsWith(lo.architecture_path, ".pt2");
-    if (lo.trust_torchscript || (lo.format != ModelFormat::kTorchScript && !is_template)) {
+    const bool compiled = lo.format == ModelFormat::kAotiPackage;
+    if (compiled
+            ? options.trust_compiled_models
+            : (lo.trust_torchscript || (lo.format != ModelFormat::kTorchScript && !is_template))) {
       return LoadModelFromFile(lo);
     }
     SandboxedModel::Options so;
@@ -62,6 +65,7 @@ ModelLoaderFunction MakeSandboxedLoader(SandboxLoaderOptions options) {
     so.name = lo.name.empty()  ? "the model"
               : lo.version > 0 ? absl::StrCat("model '", lo.name, "' version ", lo.version)
                                : absl::StrCat("model '", lo.name, "' (upload check)");
+    so.compiled = compiled;
     so.device = lo.device;
     so.precision = lo.precision;
     so.memory_layout = lo.memory_layout;
@@ -86,7 +90,8 @@ ModelLoaderFunction MakeSandboxedLoader(SandboxLoaderOptions options) {
       ASSIGN_OR_RETURN(std::string weights, ReadWhole(lo.path, "the state dict"));
       bytes += weights;
     } else {
-      ASSIGN_OR_RETURN(bytes, ReadWhole(lo.path, "the TorchScript file"));
+      ASSIGN_OR_RETURN(bytes,
+                       ReadWhole(lo.path, compiled ? "the package" : "the TorchScript file"));
     }
     const std::string name = so.name;
     ASSIGN_OR_RETURN(std::shared_ptr<SandboxedModel> model,

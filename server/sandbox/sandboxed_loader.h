@@ -21,6 +21,8 @@ struct SandboxLoaderOptions {
   int threads = 0;               // each worker's intra-op threads (0: LibTorch's default)
   int channels = 1;              // forward passes at once per worker (--batch_workers)
   std::string quantized_engine;  // each worker's (--quantized_engine; "": LibTorch's default)
+  // AOTInductor packages in process (--trust_compiled_models), not in a worker.
+  bool trust_compiled_models = false;
   // A worker of `model` was stopped for `reason` ("crash", "deadline", "memory").
   std::function<void(const std::string& model, const std::string& reason)> on_restart;
 };
@@ -29,8 +31,9 @@ using ModelLoaderFunction =
     std::function<absl::StatusOr<std::shared_ptr<const Model>>(const ModelLoadOptions&)>;
 
 // A loader for ModelRegistry::Options::loader: what carries code (a TorchScript
-// file, a state dict in an architecture template), unless the options trust
-// TorchScript, loads and runs in a SandboxedModel: the server reads the files'
+// file, a state dict in an architecture template, unless the load options trust
+// TorchScript; an AOTInductor package, unless these options trust compiled
+// models) loads and runs in a SandboxedModel: the server reads the files'
 // bytes and hands them over; nothing of them runs in this process. Data-only
 // formats (state dicts into native VGGs, pickled layer stacks) go to
 // LoadModelFromFile as before.

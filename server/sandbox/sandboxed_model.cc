@@ -89,7 +89,9 @@ SandboxedModel::SandboxedModel(std::string bytes, Options options)
       file_(BytesToMemfd("model", bytes, /*read_only=*/true)),
       options_(std::move(options)) {
   info_.from_template = options_.template_bytes > 0;
-  info_.format = info_.from_template ? ModelFormat::kStateDict : ModelFormat::kTorchScript;
+  info_.format = options_.compiled     ? ModelFormat::kAotiPackage
+                 : info_.from_template ? ModelFormat::kStateDict
+                                       : ModelFormat::kTorchScript;
   info_.device = options_.device;
 }
 
@@ -170,6 +172,8 @@ absl::Status SandboxedModel::StartLocked() const {
                              const_cast<char*>(options_.name.c_str()),
                              const_cast<char*>("--quantized_engine"),
                              const_cast<char*>(options_.quantized_engine.c_str()),
+                             const_cast<char*>("--compiled"),
+                             const_cast<char*>(options_.compiled ? "1" : "0"),
                              nullptr};
   // An environment of the numeric libraries' settings only (the operator's,
   // e.g. OPENBLAS_CORETYPE where OpenBLAS misdetects the CPU): the worker must
@@ -297,6 +301,16 @@ absl::Status WriteNewFile(const std::string& path, const std::string& bytes) {
 }  // namespace
 
 absl::Status SandboxedModel::Save(ModelFormat format, const std::string& path) const {
+  if (options_.compiled) {
+    if (format != ModelFormat::kAotiPackage) {
+      return absl::UnimplementedError(
+          absl::StrCat("an AOTInductor package can be saved as AOTI_PACKAGE only, not ",
+                       ModelFormatName(format)));
+    }
+    std::string bytes;  // the package as it was given
+    RETURN_IF_ERROR(MemfdToBytes(file_, file_size_, &bytes));
+    return WriteNewFile(path, bytes);
+  }
   if (format != ModelFormat::kTorchScript && format != ModelFormat::kStateDict) {
     return absl::UnimplementedError(
         absl::StrCat("a TorchScript model can be saved as TORCHSCRIPT or STATE_DICT, not ",

@@ -19,8 +19,8 @@
 
 namespace modelserver {
 
-// A TorchScript model that runs in a model-worker process (worker_main.cc)
-// confined by SandboxPolicy: to the server it is just a Model. Forward sends the
+// A TorchScript model (or an AOTInductor package) that runs in a model-worker process
+// (worker_main.cc) confined by SandboxPolicy: to the server it is just a Model. Forward sends the
 // batch in a memfd over the worker's socket and takes the output back the same
 // way; the file's bytes are handed over once, after the worker is confined.
 //
@@ -51,6 +51,9 @@ class SandboxedModel : public Model {
     // > 0: `bytes` is an architecture template of this many bytes followed by the
     // state dict it serves (format STATE_DICT, from_template).
     uint64_t template_bytes = 0;
+    // `bytes` is an AOTInductor package (format AOTI_PACKAGE): the worker opens its
+    // library (worker_main.cc's --compiled).
+    bool compiled = false;
     std::string device = "cpu";
     Precision precision = Precision::kFp32;
     MemoryLayout memory_layout = MemoryLayout::kAuto;
@@ -87,9 +90,9 @@ class SandboxedModel : public Model {
   // From the last successful forward pass (-1 before one).
   int OutputRank() const override { return output_rank_.load(); }
   std::vector<int64_t> WarmupShape() const override { return {}; }
-  // TORCHSCRIPT of a TorchScript model: the file as it was given. A template
-  // model: written by the worker (STATE_DICT or TORCHSCRIPT). Other formats:
-  // UNIMPLEMENTED.
+  // TORCHSCRIPT of a TorchScript model, AOTI_PACKAGE of a package: the file as it
+  // was given. A template model: written by the worker (STATE_DICT or
+  // TORCHSCRIPT). Other formats: UNIMPLEMENTED.
   absl::Status Save(ModelFormat format, const std::string& path) const override;
   absl::StatusOr<HostTensor> Forward(const HostTensor& batch) const override;
   absl::StatusOr<std::vector<NamedTensor>> ForwardAll(const HostTensor& batch) const override;

@@ -1,11 +1,16 @@
-// model-worker: runs one code-bearing model (TorchScript) for the server, inside
+// model-worker: runs one code-bearing model (TorchScript, an AOTInductor package)
+// for the server, inside
 // SandboxPolicy. Started by SandboxedModel with its socket as descriptor
 // kWorkerFd (see worker_protocol.h), an empty environment and its own process
 // group; never opens a path after the policy is applied, and the file's bytes
 // arrive only after it.
 //
 //   model-worker --threads N [--channels K] [--address_space_bytes B] [--data_bytes B]
-//                [--device D]
+//                [--device D] [--compiled 1]
+// --compiled: the file is an AOTInductor package, whose library the dynamic
+// loader opens (read-only, as /proc/self/fd/N) during the load: the policy allows
+// read-only opens until then (SandboxPolicy::allow_read_only_open, Landlock
+// confining them to no path) and forbids every open after it (ForbidOpen).
 // Channel c is descriptor kWorkerFd + c: the first carries the handshake and the
 // load; after the load every channel is served by its own thread.
 #include <fcntl.h>
@@ -21,6 +26,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -30,6 +36,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/host_tensor.h"
 #include "common/status_macros.h"
+#include "server/model/aoti_model.h"
 #include "server/model/cpu_block_cache.h"
 #include "server/model/device.h"
 #include "server/model/model_warnings.h"
@@ -75,21 +82,38 @@ void WarmUp(const std::string& device) {
   }
 }
 
-// kLoad: the TorchScript file (or template + state dict) in memfd `fd`, read in
-// place.
-absl::StatusOr<std::shared_ptr<TorchScriptModel>> LoadRequest(const WorkerRequest& request,
-                                                              int fd) {
+// The loaded model, and how it writes itself for kSave (null: it cannot).
+struct Loaded {
+  std::shared_ptr<const Model> model;
+  std::function<absl::Status(ModelFormat, int)> save_to_fd;
+};
+
+// kLoad: the TorchScript file (or template + state dict), or with `compiled` the
+// AOTInductor package, in memfd `fd`, read in place.
+absl::StatusOr<Loaded> LoadRequest(const WorkerRequest& request, int fd, bool compiled,
+                                   int channels) {
   const std::string device(request.device, strnlen(request.device, sizeof(request.device)));
   const bool trusted = request.check == 0;
   ASSIGN_OR_RETURN(const Numerics numerics,
                    ResolveNumerics(static_cast<Precision>(request.precision),
                                    static_cast<MemoryLayout>(request.memory_layout), device,
                                    /*layout_safe=*/false));
-  if (request.template_bytes == 0) {
-    return TorchScriptModel::LoadFromFd(fd, device, trusted, numerics);
+  Loaded loaded;
+  if (compiled) {
+    ASSIGN_OR_RETURN(loaded.model, AotiModel::LoadFromFd(fd, device, numerics, channels));
+    return loaded;
   }
-  return TorchScriptModel::LoadTemplateFromFd(fd, request.template_bytes, device, trusted, numerics,
-                                              request.verify_crc != 0);
+  std::shared_ptr<TorchScriptModel> ts;
+  if (request.template_bytes == 0) {
+    ASSIGN_OR_RETURN(ts, TorchScriptModel::LoadFromFd(fd, device, trusted, numerics));
+  } else {
+    ASSIGN_OR_RETURN(
+        ts, TorchScriptModel::LoadTemplateFromFd(fd, request.template_bytes, device, trusted,
+                                                 numerics, request.verify_crc != 0));
+  }
+  loaded.save_to_fd = [ts](ModelFormat format, int file) { return ts->SaveToFd(format, file); };
+  loaded.model = std::move(ts);
+  return loaded;
 }
 
 absl::StatusOr<std::vector<NamedTensor>> ForwardRequest(const Model& model,
@@ -113,7 +137,8 @@ absl::StatusOr<std::vector<NamedTensor>> ForwardRequest(const Model& model,
 // Answers forward and save requests on channel `socket` until the server closes
 // it. While n passes run at once each uses total_threads / n intra-op threads (as
 // the server's batch workers do in process).
-int Serve(int socket, const TorchScriptModel& model, int total_threads, std::atomic<int>* running) {
+int Serve(int socket, const Loaded& loaded, int total_threads, std::atomic<int>* running) {
+  const Model& model = *loaded.model;
   while (true) {
     WorkerRequest request;
     int fd = -1;
@@ -124,8 +149,10 @@ int Serve(int socket, const TorchScriptModel& model, int total_threads, std::ato
     if (request.kind == WorkerRequest::kSave) {
       if (fd >= 0) close(fd);
       const int file = memfd_create("saved", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-      absl::Status s = file >= 0 ? model.SaveToFd(static_cast<ModelFormat>(request.format), file)
-                                 : absl::InternalError("memfd_create");
+      absl::Status s = file < 0 ? absl::InternalError("memfd_create")
+                       : loaded.save_to_fd == nullptr
+                           ? absl::UnimplementedError("this model is not saved here")
+                           : loaded.save_to_fd(static_cast<ModelFormat>(request.format), file);
       struct stat st {};
       if (s.ok() && fstat(file, &st) != 0) s = absl::InternalError("fstat of the saved file");
       if (s.ok()) {
@@ -165,6 +192,7 @@ int Main(int argc, char** argv) {
   uint64_t data_bytes = 0;
   std::string device = "cpu";
   std::string quantized_engine;
+  bool compiled = false;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     if (flag == "--threads") (void)absl::SimpleAtoi(argv[i + 1], &threads);
@@ -174,6 +202,7 @@ int Main(int argc, char** argv) {
     if (flag == "--device") device = argv[i + 1];
     if (flag == "--label") ModelWarningLog::SetProcessLabel(argv[i + 1]);
     if (flag == "--quantized_engine") quantized_engine = argv[i + 1];
+    if (flag == "--compiled") compiled = std::string(argv[i + 1]) == "1";
   }
   // Dies with the server (which may itself be PID 1 in a container); its own
   // process group (the spawner set it).
@@ -195,6 +224,7 @@ int Main(int argc, char** argv) {
   policy.data_bytes = data_bytes;
   channels = std::clamp(channels, 1, kWorkerMaxChannels);
   policy.max_open_files = 32 + channels;
+  policy.allow_read_only_open = compiled;
   // The int8 kernels the model's packed weights are repacked for when it loads.
   const absl::Status engine = SetQuantizedEngine(quantized_engine);
   absl::StatusOr<SandboxPolicy::Report> applied =
@@ -211,7 +241,7 @@ int Main(int argc, char** argv) {
   if (!SendMessage(kWorkerFd, &hello, sizeof(hello)).ok()) return 3;
 
   // The first request on the first channel is the load.
-  std::shared_ptr<const TorchScriptModel> model;
+  Loaded model;
   {
     WorkerRequest request;
     int fd = -1;
@@ -224,17 +254,25 @@ int Main(int argc, char** argv) {
       Reply(kWorkerFd, absl::InvalidArgumentError("expected the file first"), &reply);
       return 3;
     }
-    absl::StatusOr<std::shared_ptr<TorchScriptModel>> loaded = LoadRequest(request, fd);
+    absl::StatusOr<Loaded> loaded = LoadRequest(request, fd, compiled, channels);
     close(fd);
+    // The package's library is open: from here on nothing is (the compiled code
+    // runs on every forward pass).
+    if (compiled) {
+      if (absl::Status s = SandboxPolicy::ForbidOpen(); !s.ok()) {
+        Reply(kWorkerFd, s, &reply);
+        return 2;
+      }
+    }
     if (loaded.ok()) {
       model = *std::move(loaded);
-      reply.parameter_bytes = model->info().parameter_bytes;
+      const ModelInfo& info = model.model->info();
+      reply.parameter_bytes = info.parameter_bytes;
       std::snprintf(reply.architecture, sizeof(reply.architecture), "%s",
-                    model->info().architecture.c_str());
-      std::snprintf(reply.precision, sizeof(reply.precision), "%s",
-                    model->info().precision.c_str());
+                    info.architecture.c_str());
+      std::snprintf(reply.precision, sizeof(reply.precision), "%s", info.precision.c_str());
       std::snprintf(reply.memory_format, sizeof(reply.memory_format), "%s",
-                    model->info().memory_format.c_str());
+                    info.memory_format.c_str());
     }
     Reply(kWorkerFd, loaded.status(), &reply);
     if (!loaded.ok()) return 0;
@@ -244,9 +282,9 @@ int Main(int argc, char** argv) {
   std::atomic<int> running{0};
   std::vector<std::thread> serving;
   for (int c = 1; c < channels; ++c) {
-    serving.emplace_back([&, c] { (void)Serve(kWorkerFd + c, *model, total_threads, &running); });
+    serving.emplace_back([&, c] { (void)Serve(kWorkerFd + c, model, total_threads, &running); });
   }
-  const int rc = Serve(kWorkerFd, *model, total_threads, &running);
+  const int rc = Serve(kWorkerFd, model, total_threads, &running);
   _exit(rc);  // the other channels' threads end with the process
 }
 

@@ -545,7 +545,7 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadCheckpointRequest
           !v1::CheckpointFormat_IsValid(h.format())) {
         return absl::InvalidArgumentError(
             "upload header format is unspecified, expected STATE_DICT, TORCHSCRIPT, "
-            "PICKLED_MODULE or EXPORTED_PROGRAM");
+            "PICKLED_MODULE, EXPORTED_PROGRAM or AOTI_PACKAGE");
       }
       if (h.size_bytes() < 0) return absl::InvalidArgumentError("size_bytes is negative");
       if (static_cast<uint64_t>(h.size_bytes()) > max_bytes_) {

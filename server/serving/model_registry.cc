@@ -115,6 +115,7 @@ absl::StatusOr<ModelRegistry::LoadedVersion> ModelRegistry::LoadVersion(const st
   ASSIGN_OR_RETURN(lo.precision, PrecisionFor(name, v.manifest));
   lo.memory_layout = options_.memory_layout;
   lo.quantized_engine = v.manifest.quantized_engine;
+  lo.concurrency = std::max(1, options_.batching.num_workers);
   std::vector<std::string> devices = {options_.device};
   if (options_.place) {
     ASSIGN_OR_RETURN(devices, options_.place(name));
@@ -482,11 +483,12 @@ absl::StatusOr<StoreVersion> ModelRegistry::Save(const std::string& name, ModelF
   const std::string target = target_name.empty() ? name : target_name;
   RETURN_IF_ERROR(CheckpointStore::ValidateModelName(target));
   if (format != ModelFormat::kStateDict && format != ModelFormat::kTorchScript &&
-      format != ModelFormat::kPickledModule && format != ModelFormat::kExportedProgram) {
+      format != ModelFormat::kPickledModule && format != ModelFormat::kExportedProgram &&
+      format != ModelFormat::kAotiPackage) {
     return absl::InvalidArgumentError(
         absl::StrCat("format ", static_cast<int>(format), " (", ModelFormatName(format),
-                     ") is not a checkpoint format, expected STATE_DICT, TORCHSCRIPT or "
-                     "PICKLED_MODULE"));
+                     ") is not a checkpoint format, expected STATE_DICT, TORCHSCRIPT, "
+                     "PICKLED_MODULE, EXPORTED_PROGRAM or AOTI_PACKAGE"));
   }
   ASSIGN_OR_RETURN(ModelHandle handle, Get(name, 0));
   const ModelInfo& info = handle.model->info();
@@ -496,7 +498,7 @@ absl::StatusOr<StoreVersion> ModelRegistry::Save(const std::string& name, ModelF
   // A TorchScript module's, exported program's or template's name is no VGG
   // architecture: its state dict is served through the template linked below instead.
   if (info.format != ModelFormat::kTorchScript && info.format != ModelFormat::kExportedProgram &&
-      !info.from_template) {
+      info.format != ModelFormat::kAotiPackage && !info.from_template) {
     nv.architecture = info.architecture;
   }
   nv.source = absl::StrCat("SaveModel of ", name, " version ", handle.version);

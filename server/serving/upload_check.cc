@@ -16,6 +16,7 @@ HostTensor ZerosProbe(const std::vector<int64_t>& shape) {
 absl::Status CheckUpload(const UploadCandidate& upload, const UploadCheckOptions& options) {
   const std::string& arch = upload.architecture;
   const bool code = upload.format == ModelFormat::kTorchScript ||
+                    upload.format == ModelFormat::kAotiPackage ||
                     (upload.format == ModelFormat::kStateDict && arch.empty() &&
                      !upload.architecture_file.empty());
   if (code && options.sandbox_code) {

@@ -47,9 +47,10 @@ absl::StatusOr<ModelFormat> ParseFormat(const std::string& s) {
   if (s == "TORCHSCRIPT") return ModelFormat::kTorchScript;
   if (s == "PICKLED_MODULE") return ModelFormat::kPickledModule;
   if (s == "EXPORTED_PROGRAM") return ModelFormat::kExportedProgram;
-  return absl::DataLossError(
-      absl::StrCat("manifest format '", s,
-                   "' is not STATE_DICT, TORCHSCRIPT, PICKLED_MODULE or EXPORTED_PROGRAM"));
+  if (s == "AOTI_PACKAGE") return ModelFormat::kAotiPackage;
+  return absl::DataLossError(absl::StrCat(
+      "manifest format '", s,
+      "' is not STATE_DICT, TORCHSCRIPT, PICKLED_MODULE, EXPORTED_PROGRAM or AOTI_PACKAGE"));
 }
 
 }  // namespace
@@ -100,6 +101,7 @@ const char* CheckpointStore::FileNameFor(ModelFormat format) {
     case ModelFormat::kTorchScript:
       return "model.pt";
     case ModelFormat::kExportedProgram:
+    case ModelFormat::kAotiPackage:
       return "model.pt2";
     case ModelFormat::kUnspecified:
       break;
@@ -206,6 +208,13 @@ absl::StatusOr<Manifest> CheckpointStore::ReadManifest(const std::string& dir) {
       }
       manifest.format = f;
       manifest.file = FileNameFor(f);
+    }
+  }
+  // A model.pt2 is a program or a compiled package: told by its contents.
+  if (manifest.format == ModelFormat::kExportedProgram) {
+    auto zip = ZipReader::Open((fs::path(dir) / manifest.file).string());
+    if (zip.ok() && exported::ClassifyPt2(**zip) == exported::Pt2Kind::kAotiPackage) {
+      manifest.format = ModelFormat::kAotiPackage;
     }
   }
   if (manifest.format == ModelFormat::kUnspecified) {

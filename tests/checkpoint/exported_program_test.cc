@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "nlohmann/json.hpp"
+#include "server/checkpoint/aoti_package.h"
 #include "tests/testing/server_process.h"
 
 namespace modelserver {
@@ -212,6 +213,59 @@ TEST(ExportedProgramTest, TellsOtherFilesApart) {
   auto p = ReadExportedProgram(*std::move(zip), "weights", {});
   EXPECT_EQ(p.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(std::string(p.status().message()), HasSubstr("not a torch.export archive"));
+}
+
+// AOTInductor packages: told apart from programs, their structure read torch-free
+// (server/checkpoint/aoti_package.h) before any library is opened.
+TEST(AotiPackageTest, FindsTheLibraryAndRefusesOddPackages) {
+  for (const char* good :
+       {"package_26.pt2", "package_root.pt2", "two_models_one_named_model.pt2"}) {
+    auto zip = ZipReader::Open(ExportDir(std::string("aoti/") + good));
+    ASSERT_TRUE(zip.ok()) << good << ": " << zip.status();
+    EXPECT_EQ(ClassifyPt2(**zip), Pt2Kind::kAotiPackage) << good;
+    auto p = ReadAotiPackage(**zip);
+    ASSERT_TRUE(p.ok()) << good << ": " << p.status();
+    EXPECT_EQ(p->model, "model") << good;
+    EXPECT_EQ(p->device, "cpu") << good;
+    ASSERT_NE(p->library, nullptr);
+    EXPECT_THAT(p->library->name, ::testing::EndsWith("data/aotinductor/model/abc.so")) << good;
+    EXPECT_EQ(p->library->size, 15u * 64u) << good;  // "\x7fELF not really" x 64
+    // Not a program: the exported-program reader says which format it is.
+    auto program = ReadExportedProgram(*std::move(zip), good, {});
+    EXPECT_THAT(std::string(program.status().message()), HasSubstr("AOTI_PACKAGE")) << good;
+  }
+  const struct {
+    const char* file;
+    absl::StatusCode code;
+    const char* message;
+  } bad[] = {
+      {"two_models.pt2", absl::StatusCode::kFailedPrecondition, "several models (a, b)"},
+      {"two_libraries.pt2", absl::StatusCode::kFailedPrecondition, "has two libraries"},
+      {"cpp_only.pt2", absl::StatusCode::kFailedPrecondition, "no compiled library"},
+      {"bad_metadata.pt2", absl::StatusCode::kDataLoss, "is not a JSON object"},
+      {"device_not_string.pt2", absl::StatusCode::kDataLoss, "AOTI_DEVICE_KEY is not a string"},
+  };
+  for (const auto& b : bad) {
+    auto zip = ZipReader::Open(ExportDir(std::string("aoti/") + b.file));
+    ASSERT_TRUE(zip.ok()) << b.file;
+    auto p = ReadAotiPackage(**zip);
+    EXPECT_EQ(p.status().code(), b.code) << b.file << ": " << p.status();
+    EXPECT_THAT(std::string(p.status().message()), HasSubstr(b.message)) << b.file;
+  }
+  auto cuda = ZipReader::Open(ExportDir("aoti/cuda.pt2"));
+  ASSERT_TRUE(cuda.ok());
+  auto p = ReadAotiPackage(**cuda);
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->device, "cuda");
+  AotiPackageLimits small;
+  small.max_library_bytes = 100;
+  auto big = ZipReader::Open(ExportDir("aoti/package_26.pt2"));
+  ASSERT_TRUE(big.ok());
+  EXPECT_EQ(ReadAotiPackage(**big, small).status().code(), absl::StatusCode::kResourceExhausted);
+  // A program is no package.
+  auto program = ZipReader::Open(ExportDir("handmade_26/model.pt2"));
+  ASSERT_TRUE(program.ok());
+  EXPECT_EQ(ReadAotiPackage(**program).status().code(), absl::StatusCode::kFailedPrecondition);
 }
 
 TEST(ExportedProgramTest, TruncatedArchivesAreDataLoss) {

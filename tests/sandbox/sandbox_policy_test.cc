@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -145,6 +146,71 @@ TEST_F(SandboxPolicyTest, NoFilesNoProgramsNoSocketsNoSignalsButThreadsAndPipesW
   EXPECT_FALSE(fs::exists(created));
   EXPECT_FALSE(fs::exists(moved));
   EXPECT_FALSE(fs::exists(dir_ / "d"));
+}
+
+// A compiled package's library is opened by the dynamic loader as
+// /proc/self/fd/N of a memfd: that mode allows read-only opens, Landlock keeps
+// every path of the filesystem closed, and ForbidOpen closes even the memfd.
+TEST_F(SandboxPolicyTest, ReadOnlyOpenReachesAMemfdAndNoPathUntilForbidden) {
+  if (SandboxPolicy::LandlockAbi() == 0) {
+    SandboxPolicy::Options options;
+    options.allow_read_only_open = true;
+    const auto got = InSandbox(options, [](const auto&) {});
+    ASSERT_EQ(got.count("apply"), 1u);
+    EXPECT_NE(got.at("apply").find("no Landlock"), std::string::npos) << got.at("apply");
+    GTEST_SKIP() << "this kernel has no Landlock: the mode is refused (checked above)";
+  }
+  const std::string created = (dir_ / "created.txt").string();
+  SandboxPolicy::Options options;
+  options.allow_read_only_open = true;
+  const auto got = InSandbox(options, [&](const auto& attempt) {
+    const int mem = memfd_create("library", MFD_CLOEXEC);
+    (void)!write(mem, "ELF?", 4);
+    const std::string via_proc = "/proc/self/fd/" + std::to_string(mem);
+    int fd = open(via_proc.c_str(), O_RDONLY | O_CLOEXEC);
+    char buf[4] = {};
+    attempt("memfd_read", fd >= 0 && pread(fd, buf, 4, 0) == 4 && std::memcmp(buf, "ELF?", 4) == 0);
+    if (fd >= 0) close(fd);
+    fd = open(via_proc.c_str(), O_RDWR);
+    attempt("memfd_write", fd >= 0);
+    fd = open(secret_.c_str(), O_RDONLY);
+    attempt("read_secret", fd >= 0);
+    fd = open("/etc/hostname", O_RDONLY);
+    attempt("read_etc", fd >= 0);
+    fd = open("/proc/self/status", O_RDONLY);
+    attempt("read_proc", fd >= 0);
+    fd = open(dir_.c_str(), O_RDONLY | O_DIRECTORY);
+    attempt("read_dir", fd >= 0);
+    fd = open(created.c_str(), O_WRONLY | O_CREAT, 0644);
+    attempt("create", fd >= 0);
+    fd = open(secret_.c_str(), O_RDONLY | O_TRUNC);
+    attempt("truncate", fd >= 0);
+    fd = open(secret_.c_str(), O_RDONLY | O_APPEND);
+    attempt("append", fd >= 0);
+    const absl::Status forbid = SandboxPolicy::ForbidOpen();
+    attempt("forbid", forbid.ok());
+    fd = open(via_proc.c_str(), O_RDONLY);
+    attempt("memfd_after", fd >= 0);
+    std::thread t([&] {
+      const int f = open(via_proc.c_str(), O_RDONLY);
+      attempt("memfd_after_thread", f >= 0);
+    });
+    t.join();
+  });
+  ASSERT_EQ(got.count("apply"), 1u);
+  ASSERT_EQ(got.at("apply").rfind("ok", 0), 0u) << got.at("apply");
+  EXPECT_EQ(got.count("memfd_read") ? got.at("memfd_read") : "missing", "ok");
+  EXPECT_EQ(got.count("forbid") ? got.at("forbid") : "missing", "ok");
+  for (const char* denied : {"memfd_write", "read_secret", "read_etc", "read_proc", "read_dir",
+                             "create", "truncate", "append", "memfd_after", "memfd_after_thread"}) {
+    ASSERT_EQ(got.count(denied), 1u) << denied;
+    EXPECT_NE(got.at(denied), "ok") << denied << " succeeded inside the sandbox";
+  }
+  EXPECT_FALSE(fs::exists(created));
+  std::ifstream in(secret_);
+  std::string content;
+  std::getline(in, content);
+  EXPECT_EQ(content, "the server's secret");
 }
 
 TEST_F(SandboxPolicyTest, LandlockIsUsedWhereTheKernelHasIt) {

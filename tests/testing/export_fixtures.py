@@ -402,9 +402,38 @@ def write_real(out):
     np.save(os.path.join(d, "output.npy"), y.numpy())
 
 
+def write_aoti_shaped(out):
+    """Archives laid out as AOTInductor packages (the library's bytes are not a
+    library): what the torch-free package reader must accept and refuse."""
+    d = os.path.join(out, "aoti")
+    os.makedirs(d, exist_ok=True)
+    lib = b"\x7fELF not really" * 64
+
+    def pkg(name, files, root=""):
+        with zipfile.ZipFile(os.path.join(d, name), "w", zipfile.ZIP_STORED) as z:
+            z.writestr(root + "archive_format", "pt2")
+            z.writestr(root + "version", "1")
+            for path, data in files.items():
+                z.writestr(root + path, data)
+
+    m = "data/aotinductor/model/"
+    cpu = '{"AOTI_DEVICE_KEY": "cpu"}'
+    pkg("package_26.pt2", {m + "abc.so": lib, m + "abc.cpp": "//", m + "abc_metadata.json": cpu})
+    pkg("package_root.pt2", {m + "abc.so": lib, m + "abc_metadata.json": cpu}, root="archive/")
+    pkg("two_models_one_named_model.pt2", {m + "abc.so": lib, "data/aotinductor/other/x.so": lib})
+    pkg("two_models.pt2", {"data/aotinductor/a/x.so": lib, "data/aotinductor/b/y.so": lib})
+    pkg("two_libraries.pt2", {m + "a.so": lib, m + "b.so": lib})
+    pkg("cpp_only.pt2", {m + "abc.cpp": "//", m + "abc_metadata.json": cpu})
+    pkg("cuda.pt2", {m + "abc.so": lib, m + "abc_metadata.json": '{"AOTI_DEVICE_KEY": "cuda"}'})
+    pkg("bad_metadata.pt2", {m + "abc.so": lib, m + "abc_metadata.json": '["cpu"]'})
+    pkg("device_not_string.pt2", {m + "abc.so": lib,
+                                  m + "abc_metadata.json": '{"AOTI_DEVICE_KEY": 7}'})
+
+
 def write_export_fixtures(out_dir, evil_pickle):
     out = os.path.join(out_dir, "export")
     os.makedirs(out, exist_ok=True)
+    write_aoti_shaped(out)
     m, prog = write_handmade(out)
     write_hostile(out, m, prog, evil_pickle)
     if hasattr(torch, "export") and hasattr(torch.export, "save"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -32,6 +33,21 @@ _FORMATS = {"model_weights.pth": pb.STATE_DICT, "model.pth": pb.PICKLED_MODULE,
             "model.pt": pb.TORCHSCRIPT, "model.pt2": pb.EXPORTED_PROGRAM}
 
 ImageInput = Union[str, os.PathLike, bytes]
+
+
+def _is_aoti_package(path: str) -> bool:
+    """A model.pt2 with data/aotinductor/ records and no program: compiled code."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return False
+    def below_root(n):  # the PT2 archive of torch >= 2.7 has one root folder
+        return n if n.startswith("data/") else n.partition("/")[2]
+    rest = [below_root(n) for n in names]
+    program = any(r.startswith("models/") or r == "serialized_exported_program.json" or
+                  n == "serialized_exported_program.json" for n, r in zip(names, rest))
+    return not program and any(r.startswith("data/aotinductor/") for r in rest)
 
 
 class ServerError(Exception):
@@ -193,6 +209,8 @@ class ModelServerClient:
             fmt = _FORMATS.get(os.path.basename(path))
             if fmt is None:
                 raise ValueError(f"cannot tell the format of {path}; pass format=")
+            if fmt == pb.EXPORTED_PROGRAM and _is_aoti_package(path):
+                fmt = pb.AOTI_PACKAGE
         else:
             fmt = pb.CheckpointFormat.Value(format.upper())
         header = pb.UploadHeader(model_name=model, format=fmt, architecture=architecture,
