@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # torch.export programs served by the interpreter, against Python and TorchScript (the
 # torch.export issue's bench), one run: ResNet-18 (random weights) exported with a
-# dynamic batch (model.pt2, format EXPORTED_PROGRAM) and scripted (model.pt), each
+# dynamic batch (model.pt2, format EXPORTED_PROGRAM), scripted (model.pt) and compiled
+# by AOTInductor (model.pt2, format AOTI_PACKAGE, in its sandboxed worker), each
 # served with the defaults through `model-client bench --concurrency 16` (one
 # 3x224x224 sample per request; the queue makes batches of 8), against Python's eager
 # model and ep.module() at batch 8. Needs torch.export, so it runs in the Debian 13
@@ -45,7 +46,7 @@ for r in json.load(open(sys.argv[1])):
 ' "$W/bench.json" "$model" >> "$W/server.jsonl"
   kill "$server_pid"; wait "$server_pid" || true; server_pid=""
 }
-for m in resnet18-export resnet18-torchscript; do
+for m in resnet18-export resnet18-torchscript resnet18-aoti; do
   echo "server $m ..." >&2
   serve "$m"
 done
@@ -57,7 +58,7 @@ out="bench/results/export-$(date -u +%Y-%m-%d).md"
   echo "- machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/{print $2}') GiB; Debian 13 root"
   echo "- LibTorch / PyTorch: $(/usr/bin/python3 -c 'import torch; print(torch.__version__)') (Debian; the same library under both); threads: $THREADS"
   echo "- command: \`scripts/debian13.sh --run \"bash bench/export_bench.sh\"\` (SECONDS_PER=$SECS: each figure is one run of that many seconds)"
-  echo "- served: the server's defaults (batches up to 8, 2 workers; TorchScript in its sandboxed worker, the program in process) through \`model-client bench --concurrency 16\`"
+  echo "- served: the server's defaults (batches up to 8, 2 workers; TorchScript and the AOTInductor package in sandboxed workers, the program in process) through \`model-client bench --concurrency 16\`"
   echo
   /usr/bin/python3 - "$W/python.json" "$W/server.jsonl" <<'PY'
 import json, sys
@@ -68,6 +69,14 @@ i, t = sv['resnet18-export']['samples_per_s'], sv['resnet18-torchscript']['sampl
 print('| Python eager (b8) | Python ep.module() (b8) | interpreter served | TorchScript served | interpreter / eager | interpreter / TorchScript |')
 print('| ---: | ---: | ---: | ---: | ---: | ---: |')
 print(f'| {e:.2f}/s | {m:.2f}/s | {i:.2f}/s | {t:.2f}/s | {i / e:.3f} | {i / t:.3f} |')
+a, pa = sv['resnet18-aoti']['samples_per_s'], py['aoti_b8_per_s']
+print()
+print(f'AOTInductor package (compiled in {py["aoti_compile_s"]:.0f} s by aoti_compile_and_package, '
+      'served in its sandboxed worker with the program as architecture.pt2):')
+print()
+print('| Python aoti_load_package (b8) | package served | served / Python package | package / interpreter served |')
+print('| ---: | ---: | ---: | ---: |')
+print(f'| {pa:.2f}/s | {a:.2f}/s | {a / pa:.3f} | {a / i:.3f} |')
 PY
 } > "$out"
 cat "$out"

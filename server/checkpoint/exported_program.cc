@@ -1079,6 +1079,116 @@ absl::Status CheckStateDictFitsProgram(const ExportedProgram& program,
       " does not fit the exported program (load_state_dict(strict=True) would fail): ", mismatch));
 }
 
+absl::StatusOr<std::vector<InputDim>> UserInputDims(const ExportedProgram& program, size_t index,
+                                                    std::vector<int64_t>* warmup_shape) {
+  size_t user = 0;
+  for (const InputSpec& s : program.input_specs) {
+    if (s.kind != InputSpec::Kind::kUserInput || user++ != index) continue;
+    if (s.arg.kind != ArgKind::kTensor || s.arg.names.empty()) {
+      return absl::FailedPreconditionError("a user input that is not a tensor is not served");
+    }
+    auto meta = program.graph.tensor_values.find(s.arg.names[0]);
+    if (meta == program.graph.tensor_values.end()) {
+      return absl::FailedPreconditionError("the input has no shape in the graph");
+    }
+    std::vector<InputDim> dims;
+    std::vector<int64_t> warmup;
+    for (size_t d = 0; d < meta->second.sizes.size(); ++d) {
+      const SymInt& size = meta->second.sizes[d];
+      InputDim dim;
+      dim.constant = size.is_constant;
+      dim.value = size.value;
+      if (!size.is_constant) {
+        if (size.symbol.empty()) {
+          return absl::FailedPreconditionError(
+              absl::StrCat("dimension ", d, " is the expression '", size.expr,
+                           "'; dimensions that are one symbol or a number are served"));
+        }
+        dim.symbol = size.symbol;
+        auto range = program.range_constraints.find(size.symbol);
+        if (range != program.range_constraints.end()) {
+          if (range->second.min) dim.min = *range->second.min;
+          if (range->second.max) dim.max = *range->second.max;
+        }
+        dim.min = std::max<int64_t>(dim.min, 0);
+      }
+      warmup.push_back(size.is_constant ? size.value
+                                        : size.hint.value_or(dim.min > 0 ? dim.min : 1));
+      dims.push_back(dim);
+    }
+    if (dims.empty()) {
+      return absl::FailedPreconditionError("a scalar input is not served");
+    }
+    if (warmup_shape != nullptr) *warmup_shape = std::move(warmup);
+    return dims;
+  }
+  return absl::FailedPreconditionError(
+      absl::StrCat("the program has no user input ", index, " (it takes ", user, ")"));
+}
+
+namespace {
+std::string RangeText(const InputDim& d) {
+  return absl::StrCat(
+      d.symbol, " in [", std::max<int64_t>(d.min, 1), ", ",
+      d.max == std::numeric_limits<int64_t>::max() ? std::string("inf") : absl::StrCat(d.max), "]");
+}
+}  // namespace
+
+absl::Status CheckInputShape(const std::vector<InputDim>& dims, const std::vector<int64_t>& shape,
+                             const std::string& what) {
+  auto expected = [&] {
+    std::vector<std::string> parts;
+    for (const InputDim& d : dims) {
+      parts.push_back(d.constant ? absl::StrCat(d.value)
+                                 : absl::StrCat(d.symbol, " in [", d.min, ", ",
+                                                d.max == std::numeric_limits<int64_t>::max()
+                                                    ? std::string("inf")
+                                                    : absl::StrCat(d.max),
+                                                "]"));
+    }
+    return absl::StrCat("[", absl::StrJoin(parts, ", "), "]");
+  };
+  if (shape.size() != dims.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the input has ", shape.size(), " dimensions; ", what, " for ", expected()));
+  }
+  // Dimensions of one symbol (a square image's height and width) must agree.
+  for (size_t d = 1; d < dims.size(); ++d) {
+    for (size_t e = 0; e < d; ++e) {
+      if (!dims[d].constant && !dims[e].constant && dims[d].symbol == dims[e].symbol &&
+          shape[d] != shape[e]) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "dimensions ", e, " and ", d, " of the input are ", shape[e], " and ", shape[d], "; ",
+            what, " with both ", dims[d].symbol, " (input shape ", expected(), ")"));
+      }
+    }
+  }
+  for (size_t d = 0; d < dims.size(); ++d) {
+    const InputDim& want = dims[d];
+    bool ok = want.constant ? shape[d] == want.value
+                            : shape[d] >= std::max<int64_t>(want.min, 1) && shape[d] <= want.max;
+    // The batch: past the range's maximum (or a multiple of a fixed batch), it runs
+    // in pieces inside the range.
+    if (d == 0 && !ok && shape[0] > 0) {
+      ok = want.constant ? want.value > 0 && shape[0] % want.value == 0 : shape[0] > want.max;
+    }
+    if (!ok) {
+      const std::string range = want.constant ? absl::StrCat("exactly ", want.value,
+                                                             d == 0 ? " (or a multiple of it)" : "")
+                                              : RangeText(want);
+      return absl::InvalidArgumentError(absl::StrCat("dimension ", d, " of the input is ", shape[d],
+                                                     "; ", what, " for ", range, " (input shape ",
+                                                     expected(), ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+int64_t BatchPiece(const std::vector<InputDim>& dims) {
+  if (dims.empty()) return std::numeric_limits<int64_t>::max();
+  return dims[0].constant ? dims[0].value : dims[0].max;
+}
+
 std::string InputDimSymbol(const ExportedProgram& program, size_t index, size_t dim) {
   size_t user = 0;
   for (size_t i = 0; i < program.input_specs.size(); ++i) {

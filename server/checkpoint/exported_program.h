@@ -2,6 +2,7 @@
 #define MODELSERVER_SERVER_CHECKPOINT_EXPORTED_PROGRAM_H_
 
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <memory>
 #include <optional>
@@ -252,6 +253,36 @@ absl::Status CheckProgram(const ExportedProgram& program, const std::string& wha
 absl::Status CheckStateDictFitsProgram(const ExportedProgram& program,
                                        const std::map<std::string, std::vector<int64_t>>& given,
                                        const std::string& what);
+
+// One dimension of a program's user input: a number, or a symbol with its range
+// (from range_constraints; [0, inf] without one).
+struct InputDim {
+  bool constant = true;
+  int64_t value = 0;
+  std::string symbol;
+  int64_t min = 0, max = std::numeric_limits<int64_t>::max();
+};
+
+// The dimensions of user input `index` (a tensor), and a shape for a warm-up pass
+// (the exported example's: the size hints). FAILED_PRECONDITION (saying which) for
+// an input that is not a tensor, a dimension that is an expression of symbols,
+// a scalar input, or no such input.
+absl::StatusOr<std::vector<InputDim>> UserInputDims(const ExportedProgram& program, size_t index,
+                                                    std::vector<int64_t>* warmup_shape);
+
+// Checks an input's `shape` against `dims`: its rank, each number, each symbol's
+// range, and dimensions of one symbol equal to each other. Dimension 0 may also
+// be past its range's maximum or a multiple of a fixed batch: such batches run in
+// pieces (BatchPiece). INVALID_ARGUMENT otherwise, naming the dimension, the
+// range and the whole shape: "dimension 2 of the input is 3; the program was
+// exported for s1 in [4, 16] (input shape [s0 in [1, 64], 3, s1 in [4, 16], ...])";
+// `what` is "the program was exported" or the like.
+absl::Status CheckInputShape(const std::vector<InputDim>& dims, const std::vector<int64_t>& shape,
+                             const std::string& what);
+
+// The largest batch one pass may take: a fixed batch's size, or a dynamic batch
+// range's maximum.
+int64_t BatchPiece(const std::vector<InputDim>& dims);
 
 // "dynamic batch" facts of a program's first user input, for batching decisions.
 // The symbol of dimension 0 of user input `index` when it is one symbol ("" when

@@ -6,6 +6,7 @@
 #include <torch/version.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <utility>
 
@@ -79,7 +80,10 @@ struct AotiModel::Impl {
     if (package_fd >= 0) close(package_fd);
   }
   std::unique_ptr<Runner> runner;
-  int package_fd = -1;  // the archive (Save)
+  int package_fd = -1;                   // the archive (Save)
+  std::vector<exported::InputDim> dims;  // empty: shapes unchecked
+  std::vector<int64_t> warmup_shape;
+  int64_t batch_piece = 0;  // 0: whole batches
 };
 
 bool AotiSupported() { return true; }
@@ -88,6 +92,9 @@ bool AotiSupported() { return true; }
 
 struct AotiModel::Impl {
   int package_fd = -1;
+  std::vector<exported::InputDim> dims;
+  std::vector<int64_t> warmup_shape;
+  int64_t batch_piece = 0;
 };
 bool AotiSupported() { return false; }
 
@@ -113,18 +120,32 @@ absl::StatusOr<std::shared_ptr<AotiModel>> Unsupported() {
 
 absl::StatusOr<std::shared_ptr<AotiModel>> AotiModel::Load(const std::string& path,
                                                            const std::string& device,
-                                                           const Numerics& numerics,
-                                                           int num_models) {
+                                                           const Numerics& numerics, int num_models,
+                                                           const std::string& program_path) {
+  std::vector<exported::InputDim> dims;
+  std::vector<int64_t> warmup;
+  if (!program_path.empty()) {
+    ASSIGN_OR_RETURN(std::unique_ptr<ZipReader> zip, ZipReader::Open(program_path));
+    ASSIGN_OR_RETURN(const exported::ExportedProgram program,
+                     exported::ReadExportedProgram(std::move(zip), "the package's program"));
+    ASSIGN_OR_RETURN(dims, exported::UserInputDims(program, 0, &warmup));
+  }
   const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return absl::DataLossError(absl::StrCat("cannot open ", path));
-  absl::StatusOr<std::shared_ptr<AotiModel>> model = LoadFromFd(fd, device, numerics, num_models);
+  absl::StatusOr<std::shared_ptr<AotiModel>> model =
+      LoadFromFd(fd, device, numerics, num_models, dims.empty() ? 0 : exported::BatchPiece(dims));
   close(fd);
+  if (model.ok()) {
+    (*model)->impl_->dims = std::move(dims);
+    (*model)->impl_->warmup_shape = std::move(warmup);
+  }
   return model;
 }
 
 absl::StatusOr<std::shared_ptr<AotiModel>> AotiModel::LoadFromFd(int fd, const std::string& device,
                                                                  const Numerics& numerics,
-                                                                 int num_models) {
+                                                                 int num_models,
+                                                                 int64_t batch_piece) {
   if (!AotiSupported()) return Unsupported();
   if (numerics.precision != Precision::kFp32 || numerics.channels_last) {
     return absl::FailedPreconditionError(
@@ -135,7 +156,10 @@ absl::StatusOr<std::shared_ptr<AotiModel>> AotiModel::LoadFromFd(int fd, const s
   if (fstat(fd, &st) != 0) return absl::InternalError("fstat of the package");
   ASSIGN_OR_RETURN(std::unique_ptr<ZipReader> zip,
                    ZipReader::FromFd(fd, 0, static_cast<uint64_t>(st.st_size), "the package"));
-  return LoadPackage(*zip, fd, device, numerics, num_models);
+  ASSIGN_OR_RETURN(std::shared_ptr<AotiModel> model,
+                   LoadPackage(*zip, fd, device, numerics, num_models));
+  model->impl_->batch_piece = batch_piece;
+  return model;
 }
 
 absl::StatusOr<std::shared_ptr<AotiModel>> AotiModel::LoadPackage(const ZipReader& zip, int fd,
@@ -193,11 +217,16 @@ absl::Status AotiModel::ValidateInput(DType dtype, const std::vector<int64_t>& s
     return absl::InvalidArgumentError(
         absl::StrCat("the package takes FP32 input, not ", DTypeName(dtype)));
   }
+  if (!impl_->dims.empty()) {
+    return exported::CheckInputShape(impl_->dims, shape, "the package was compiled");
+  }
   if (shape.empty() || shape[0] < 1) {
     return absl::InvalidArgumentError("the input needs a batch dimension of at least 1");
   }
   return absl::OkStatus();
 }
+
+std::vector<int64_t> AotiModel::WarmupShape() const { return impl_->warmup_shape; }
 
 absl::Status AotiModel::Save(ModelFormat format, const std::string& path) const {
   if (format != ModelFormat::kAotiPackage) {
@@ -231,7 +260,30 @@ absl::Status AotiModel::Save(ModelFormat format, const std::string& path) const 
 
 absl::StatusOr<TorchModel::NamedOutputs> AotiModel::RunAll(const at::Tensor& x) const {
 #ifdef MODELSERVER_HAVE_AOTI
-  std::vector<at::Tensor> outputs = impl_->runner->run({x.contiguous()});
+  const int64_t n = x.size(0);
+  const int64_t piece = impl_->batch_piece;
+  std::vector<at::Tensor> outputs;
+  if (piece <= 0 || n <= piece) {
+    outputs = impl_->runner->run({x.contiguous()});
+  } else {  // in pieces inside the compiled range, joined
+    std::vector<std::vector<at::Tensor>> parts;
+    for (int64_t start = 0; start < n; start += piece) {
+      parts.push_back(
+          impl_->runner->run({x.narrow(0, start, std::min(piece, n - start)).contiguous()}));
+    }
+    for (size_t i = 0; i < parts.front().size(); ++i) {
+      std::vector<at::Tensor> column;
+      for (const auto& p : parts) {
+        if (p.size() != parts.front().size() || p[i].dim() == 0) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "the batch of ", n, " runs in pieces of ", piece,
+              " and an output has no batch dimension to join them by: send at most ", piece));
+        }
+        column.push_back(p[i]);
+      }
+      outputs.push_back(at::cat(column, 0));
+    }
+  }
   NamedOutputs named;
   for (size_t i = 0; i < outputs.size(); ++i) {
     named.emplace_back(outputs.size() == 1 ? std::string("output") : absl::StrCat("output", i),

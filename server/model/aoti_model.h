@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "server/checkpoint/exported_program.h"
 #include "server/model/torch_model.h"
 
 namespace modelserver {
@@ -34,31 +35,41 @@ class ZipReader;
 // `output1`, ... by position. It computes in what it was compiled for: fp32
 // only (other --precision modes are FAILED_PRECONDITION).
 //
-// What the compiled code does not check and neither can we: an input's shape.
-// Torch does not store the exported input shapes or ranges in the package
-// (only a debug build of the package checks them, inside the untrusted code),
-// so a request of a shape the package was not compiled for computes garbage or
-// reads past its buffers -- inside the sandbox, where that costs the worker at
-// most. The batch queue merges requests along dimension 0 as for any model (a
-// package compiled with a dynamic batch dimension, as torch.export.Dim).
+// Input shapes: torch does not store the exported shapes or ranges in the
+// package (only a debug build of it checks them, inside the untrusted code), and
+// the compiled kernels trust their input. So the program the package was
+// compiled from (torch.export.save(ep), the version's architecture.pt2) gives
+// them: with it, every input is checked against the program's shapes and ranges
+// (exported::CheckInputShape) and a batch past the batch range's maximum (or a
+// multiple of a fixed batch) runs in pieces inside it, as an exported program
+// does. Without it, any rank >= 1 goes to the compiled code, which computes
+// garbage or reads past its buffers for a shape it was not compiled for --
+// inside the sandbox, where that costs the worker at most.
 //
 // Thread-safe: the runner holds `num_models` model instances and hands each call
 // a free one.
 class AotiModel : public TorchModel {
  public:
-  // The package at `path` (in process: trusted).
+  // The package at `path` (in process: trusted), with the input shapes of the
+  // program at `program_path` (the exported program it was compiled from; ""
+  // when none: shapes unchecked).
   static absl::StatusOr<std::shared_ptr<AotiModel>> Load(const std::string& path,
                                                          const std::string& device,
-                                                         const Numerics& numerics, int num_models);
-  // The package in the open file `fd` (a sandboxed worker's memfd).
+                                                         const Numerics& numerics, int num_models,
+                                                         const std::string& program_path = "");
+  // The package in the open file `fd` (a sandboxed worker's memfd); batches past
+  // `batch_piece` samples (> 0; the server checked the shapes) run in pieces of
+  // at most that many.
   static absl::StatusOr<std::shared_ptr<AotiModel>> LoadFromFd(int fd, const std::string& device,
                                                                const Numerics& numerics,
-                                                               int num_models);
+                                                               int num_models,
+                                                               int64_t batch_piece = 0);
   ~AotiModel() override;
 
   absl::Status ValidateInput(DType dtype, const std::vector<int64_t>& shape) const override;
   bool IsUnbatched(const std::vector<int64_t>&) const override { return false; }
-  std::vector<int64_t> WarmupShape() const override { return {}; }
+  // The program's example shape (empty without a program).
+  std::vector<int64_t> WarmupShape() const override;
   // AOTI_PACKAGE: the package as it was given (read again from the descriptor
   // the model keeps open).
   absl::Status Save(ModelFormat format, const std::string& path) const override;

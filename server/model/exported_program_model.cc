@@ -94,13 +94,7 @@ struct CompiledNode {
   std::vector<Slot> free_after;
 };
 
-// The symbol or constant of one input dimension.
-struct InputDim {
-  bool constant = true;
-  int64_t value = 0;
-  std::string symbol;
-  int64_t min = 0, max = std::numeric_limits<int64_t>::max();
-};
+using exported::InputDim;
 
 }  // namespace
 
@@ -467,29 +461,16 @@ absl::Status Compiler::Compile(ExportedProgramModel::Program* out, const std::st
         if (std::optional<at::ScalarType> t = C10ScalarType(meta->second.dtype)) {
           out->input_dtype = *t;
         }
-        for (size_t d = 0; d < meta->second.sizes.size(); ++d) {
-          const exported::SymInt& size = meta->second.sizes[d];
-          InputDim dim;
-          dim.constant = size.is_constant;
-          dim.value = size.value;
-          if (!size.is_constant) {
-            if (size.symbol.empty()) {
-              return Refuse(where, absl::StrCat("dimension ", d, " is the expression '", size.expr,
-                                                "'; dimensions that are one symbol "
-                                                "or a number are served"));
-            }
-            dim.symbol = size.symbol;
-            auto range = p_.range_constraints.find(size.symbol);
-            if (range != p_.range_constraints.end()) {
-              if (range->second.min) dim.min = *range->second.min;
-              if (range->second.max) dim.max = *range->second.max;
-            }
-            dim.min = std::max<int64_t>(dim.min, 0);
-            out->input_symbols.emplace_back(Define(size.symbol), static_cast<int>(d));
+        {
+          absl::StatusOr<std::vector<InputDim>> dims =
+              exported::UserInputDims(p_, 0, &out->warmup_shape);
+          if (!dims.ok()) return Refuse(where, std::string(dims.status().message()));
+          out->input_dims = *std::move(dims);
+        }
+        for (size_t d = 0; d < out->input_dims.size(); ++d) {
+          if (!out->input_dims[d].constant) {
+            out->input_symbols.emplace_back(Define(out->input_dims[d].symbol), static_cast<int>(d));
           }
-          out->warmup_shape.push_back(
-              size.is_constant ? size.value : size.hint.value_or(dim.min > 0 ? dim.min : 1));
-          out->input_dims.push_back(dim);
         }
         if (out->input_dims.empty()) return Refuse(where, "a scalar input is not served");
         break;
@@ -771,59 +752,7 @@ absl::Status ExportedProgramModel::ValidateInput(DType dtype,
                                                    c10::toString(program_->input_dtype),
                                                    " input, not ", DTypeName(dtype)));
   }
-  const auto& dims = program_->input_dims;
-  auto expected = [&] {
-    std::vector<std::string> parts;
-    for (const InputDim& d : dims) {
-      parts.push_back(d.constant ? absl::StrCat(d.value)
-                                 : absl::StrCat(d.symbol, " in [", d.min, ", ",
-                                                d.max == std::numeric_limits<int64_t>::max()
-                                                    ? std::string("inf")
-                                                    : absl::StrCat(d.max),
-                                                "]"));
-    }
-    return absl::StrCat("[", absl::StrJoin(parts, ", "), "]");
-  };
-  if (shape.size() != dims.size()) {
-    return absl::InvalidArgumentError(absl::StrCat("the input has ", shape.size(),
-                                                   " dimensions; the program takes ", expected()));
-  }
-  // Dimensions of one symbol (a square image's height and width) must agree.
-  for (size_t d = 1; d < dims.size(); ++d) {
-    for (size_t e = 0; e < d; ++e) {
-      if (!dims[d].constant && !dims[e].constant && dims[d].symbol == dims[e].symbol &&
-          shape[d] != shape[e]) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("dimensions ", e, " and ", d, " of the input are ", shape[e], " and ",
-                         shape[d], "; the program was exported with both ", dims[d].symbol,
-                         " (input shape ", expected(), ")"));
-      }
-    }
-  }
-  for (size_t d = 0; d < dims.size(); ++d) {
-    const InputDim& want = dims[d];
-    bool ok = want.constant ? shape[d] == want.value
-                            : shape[d] >= std::max<int64_t>(want.min, 1) && shape[d] <= want.max;
-    // The batch: past the range's maximum (or a multiple of a fixed batch), it runs
-    // in pieces inside the range.
-    if (d == 0 && !ok && shape[0] > 0) {
-      ok = want.constant ? shape[0] % want.value == 0 : shape[0] > want.max;
-    }
-    if (!ok) {
-      const std::string range =
-          want.constant
-              ? absl::StrCat("exactly ", want.value, d == 0 ? " (or a multiple of it)" : "")
-              : absl::StrCat(want.symbol, " in [", std::max<int64_t>(want.min, 1), ", ",
-                             want.max == std::numeric_limits<int64_t>::max()
-                                 ? std::string("inf")
-                                 : absl::StrCat(want.max),
-                             "]");
-      return absl::InvalidArgumentError(absl::StrCat("dimension ", d, " of the input is ", shape[d],
-                                                     "; the program was exported for ", range,
-                                                     " (input shape ", expected(), ")"));
-    }
-  }
-  return absl::OkStatus();
+  return exported::CheckInputShape(program_->input_dims, shape, "the program was exported");
 }
 
 TorchModel::NamedOutputs ExportedProgramModel::Interpret(const at::Tensor& x) const {

@@ -101,9 +101,10 @@ absl::StatusOr<std::shared_ptr<const Model>> LoadModelFromFile(const ModelLoadOp
     case ModelFormat::kAotiPackage: {
       // Native code, in this process: the caller trusts it (--trust_compiled_models);
       // otherwise server/sandbox loads it in a worker.
-      ASSIGN_OR_RETURN(std::shared_ptr<AotiModel> model,
-                       AotiModel::Load(options.path, options.device, numerics,
-                                       std::max(1, options.concurrency)));
+      ASSIGN_OR_RETURN(
+          std::shared_ptr<AotiModel> model,
+          AotiModel::Load(options.path, options.device, numerics, std::max(1, options.concurrency),
+                          options.architecture_path));
       return std::shared_ptr<const Model>(std::move(model));
     }
     case ModelFormat::kPickledModule:

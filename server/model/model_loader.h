@@ -16,7 +16,9 @@ struct ModelLoadOptions {
   std::string path;  // the checkpoint file
   ModelFormat format = ModelFormat::kStateDict;
   std::string architecture;  // for kStateDict: "vgg16", ... or empty with a template
-  // For kStateDict: an architecture template (TorchScript) the state dict fills.
+  // For kStateDict: an architecture template (TorchScript or an exported program)
+  // the state dict fills. For kAotiPackage: the exported program the package was
+  // compiled from (its input shapes), or empty.
   std::string architecture_path;
   std::string device = "cpu";  // a ResolveDevice() result
   // Check zip CRCs; the store turns this off once it verified the file's sha256.

@@ -11,6 +11,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "server/checkpoint/exported_program.h"
+#include "server/checkpoint/zip_reader.h"
 #include "server/sandbox/sandboxed_model.h"
 #include "server/util/logging.h"
 
@@ -66,6 +68,14 @@ ModelLoaderFunction MakeSandboxedLoader(SandboxLoaderOptions options) {
               : lo.version > 0 ? absl::StrCat("model '", lo.name, "' version ", lo.version)
                                : absl::StrCat("model '", lo.name, "' (upload check)");
     so.compiled = compiled;
+    if (compiled && !lo.architecture_path.empty()) {
+      // The program the package was compiled from: its input shapes, read here
+      // torch-free (it is data).
+      ASSIGN_OR_RETURN(std::unique_ptr<ZipReader> zip, ZipReader::Open(lo.architecture_path));
+      ASSIGN_OR_RETURN(const exported::ExportedProgram program,
+                       exported::ReadExportedProgram(std::move(zip), "the package's program"));
+      ASSIGN_OR_RETURN(so.input_dims, exported::UserInputDims(program, 0, &so.warmup_shape));
+    }
     so.device = lo.device;
     so.precision = lo.precision;
     so.memory_layout = lo.memory_layout;

@@ -218,6 +218,7 @@ absl::Status SandboxedModel::StartLocked() const {
     load.kind = WorkerRequest::kLoad;
     load.check = options_.check ? 1 : 0;
     load.template_bytes = options_.template_bytes;
+    load.batch_piece = options_.input_dims.empty() ? 0 : exported::BatchPiece(options_.input_dims);
     load.precision = static_cast<uint32_t>(options_.precision);
     load.memory_layout = static_cast<uint32_t>(options_.memory_layout);
     load.verify_crc = options_.verify_crc ? 1 : 0;
@@ -279,6 +280,13 @@ absl::Status SandboxedModel::ValidateInput(DType dtype, const std::vector<int64_
   if (shape[0] < 1) {
     return absl::InvalidArgumentError(absl::StrCat("input shape ", ShapeString(shape),
                                                    " is empty, expected at least one sample"));
+  }
+  if (!options_.input_dims.empty()) {
+    if (dtype != DType::kFloat32) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the package takes FP32 input, not ", DTypeName(dtype)));
+    }
+    return exported::CheckInputShape(options_.input_dims, shape, "the package was compiled");
   }
   return absl::OkStatus();
 }

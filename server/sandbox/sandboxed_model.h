@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "server/checkpoint/exported_program.h"
 #include "server/model/model.h"
 #include "server/model/precision.h"
 
@@ -54,6 +55,11 @@ class SandboxedModel : public Model {
     // `bytes` is an AOTInductor package (format AOTI_PACKAGE): the worker opens its
     // library (worker_main.cc's --compiled).
     bool compiled = false;
+    // A compiled package's input shapes (from the program it was compiled from):
+    // ValidateInput checks them, WarmupShape is `warmup_shape`, the worker runs
+    // batches past BatchPiece(input_dims) in pieces. Empty: any [N, ...].
+    std::vector<exported::InputDim> input_dims;
+    std::vector<int64_t> warmup_shape;
     std::string device = "cpu";
     Precision precision = Precision::kFp32;
     MemoryLayout memory_layout = MemoryLayout::kAuto;
@@ -89,7 +95,7 @@ class SandboxedModel : public Model {
   bool IsUnbatched(const std::vector<int64_t>&) const override { return false; }
   // From the last successful forward pass (-1 before one).
   int OutputRank() const override { return output_rank_.load(); }
-  std::vector<int64_t> WarmupShape() const override { return {}; }
+  std::vector<int64_t> WarmupShape() const override { return options_.warmup_shape; }
   // TORCHSCRIPT of a TorchScript model, AOTI_PACKAGE of a package: the file as it
   // was given. A template model: written by the worker (STATE_DICT or
   // TORCHSCRIPT). Other formats: UNIMPLEMENTED.

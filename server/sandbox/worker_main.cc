@@ -100,7 +100,8 @@ absl::StatusOr<Loaded> LoadRequest(const WorkerRequest& request, int fd, bool co
                                    /*layout_safe=*/false));
   Loaded loaded;
   if (compiled) {
-    ASSIGN_OR_RETURN(loaded.model, AotiModel::LoadFromFd(fd, device, numerics, channels));
+    ASSIGN_OR_RETURN(loaded.model,
+                     AotiModel::LoadFromFd(fd, device, numerics, channels, request.batch_piece));
     return loaded;
   }
   std::shared_ptr<TorchScriptModel> ts;

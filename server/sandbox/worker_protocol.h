@@ -54,6 +54,9 @@ struct WorkerRequest {
   char device[32] = "cpu";
   // kSave: the ModelFormat to write.
   uint32_t format = 0;
+  // kLoad of a compiled package: batches past this many samples run in pieces of
+  // at most this many (0: whole batches).
+  int64_t batch_piece = 0;
   // kForward: the input tensor, its bytes in the memfd.
   uint32_t dtype = 0;
   uint32_t rank = 0;

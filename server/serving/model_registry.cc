@@ -524,6 +524,13 @@ absl::StatusOr<StoreVersion> ModelRegistry::Save(const std::string& name, ModelF
     RETURN_IF_ERROR(
         pending->AddArchitectureFrom(info.from_template ? source.architecture_path : source.path));
   }
+  if (format == ModelFormat::kAotiPackage && info.format == ModelFormat::kAotiPackage) {
+    // The program that gives the package's input shapes goes with it.
+    ASSIGN_OR_RETURN(StoreVersion source, options_.store->Resolve(name, handle.version));
+    if (!source.architecture_path.empty()) {
+      RETURN_IF_ERROR(pending->AddArchitectureFrom(source.architecture_path));
+    }
+  }
   ASSIGN_OR_RETURN(StoreVersion v, pending->Commit());
   listing_.Refresh(target);
   LOG_INFO("model ", name, ": version ", handle.version, " saved as ", target, " version ",

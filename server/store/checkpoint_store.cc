@@ -251,6 +251,14 @@ absl::StatusOr<StoreVersion> CheckpointStore::Resolve(absl::string_view name,
   ASSIGN_OR_RETURN(v.manifest, ReadManifest(v.dir));
   ASSIGN_OR_RETURN(v.path, ContainedFile(v, v.manifest.file, true));
   ASSIGN_OR_RETURN(v.labels_path, ContainedFile(v, kLabelsFile, false));
+  // A compiled package's program (its input shapes), named by the manifest or just present.
+  if (v.manifest.format == ModelFormat::kAotiPackage) {
+    ASSIGN_OR_RETURN(v.architecture_path, ContainedFile(v,
+                                                        v.manifest.architecture_file.empty()
+                                                            ? std::string(kArchitectureProgramFile)
+                                                            : v.manifest.architecture_file,
+                                                        !v.manifest.architecture_file.empty()));
+  }
   // A template beside a state dict, named by the manifest or just present.
   if (v.manifest.format == ModelFormat::kStateDict) {
     if (!v.manifest.architecture_file.empty()) {
@@ -521,9 +529,11 @@ absl::Status PendingVersion::CommitArchitecture() {
     ASSIGN_OR_RETURN(sha, Sha256File(path));
     RETURN_IF_ERROR(FsyncPath(path, false));
   }
-  if (manifest_.format != ModelFormat::kStateDict) {
+  if (manifest_.format != ModelFormat::kStateDict &&
+      manifest_.format != ModelFormat::kAotiPackage) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "an architecture file goes with a STATE_DICT checkpoint, not ",
+        "an architecture file goes with a STATE_DICT checkpoint (its template) or an "
+        "AOTI_PACKAGE (the program it was compiled from), not ",
         ModelFormatName(manifest_.format), " (a TorchScript or pickled module carries its own)"));
   }
   if (!expected_arch_sha256_.empty() && sha != expected_arch_sha256_) {
@@ -545,6 +555,12 @@ absl::Status PendingVersion::CommitArchitecture() {
     }
   }
   const bool program = arch_name_ == CheckpointStore::kArchitectureProgramFile;
+  if (manifest_.format == ModelFormat::kAotiPackage && !program) {
+    return absl::InvalidArgumentError(
+        "the architecture file of an AOTI_PACKAGE is the torch.export program it was compiled "
+        "from (torch.export.save(ep, 'program.pt2')), which gives its input shapes; this one "
+        "is no .pt2 archive");
+  }
   RETURN_IF_ERROR(CheckCheckpointFile(
       path, program ? ModelFormat::kExportedProgram : ModelFormat::kTorchScript));
   manifest_.architecture_file = arch_name_;

@@ -14,7 +14,11 @@ compiled by torch._inductor.aoti_compile_and_package, and Python's
 - an upload of model.pt2 (the client tells the package from a program) serves the same;
 - SaveModel(AOTI_PACKAGE) writes the package byte for byte; SaveModel(STATE_DICT) is
   UNIMPLEMENTED;
-- with --trust_compiled_models the package runs in process and serves the same.
+- with --trust_compiled_models the package runs in process and serves the same;
+- with the program it was compiled from beside it (architecture.pt2, hand-copied or
+  uploaded as the architecture file), an input of another shape is INVALID_ARGUMENT naming
+  the dimension and 100 samples (past the range's 64) run in pieces, sandboxed and in
+  process.
 
 On every build, with packages made here by hand (gcc): a package whose library's
 constructor tries to read /etc/passwd and a file of this test, to create a file and to
@@ -29,6 +33,7 @@ Usage: aoti_test.py SERVER_BIN SOURCE_DIR PYCLIENT_DIR TMP
 """
 import concurrent.futures
 import filecmp
+import json
 import os
 import re
 import shutil
@@ -188,10 +193,30 @@ def served_batches(c, model, x, want, what):
     return ok
 
 
-def sandboxed_checks(pkg, x, want):
+def shape_checks(c, model, x, want, what):
+    """A package served with the program it was compiled from (architecture.pt2):
+    shapes checked against the program's, batches past its range run in pieces."""
+    code, msg = code_of(lambda: c.predict(model, np.zeros((2, 3, 17, 16), np.float32)))
+    expect(f'{what}: an input of another shape is INVALID_ARGUMENT naming the dimension',
+           code == 'INVALID_ARGUMENT' and
+           'dimension 2 of the input is 17; the package was compiled for exactly 16' in msg,
+           f'{code} {msg}')
+    big = np.concatenate([x] * 13)[:100]  # past the batch range's 64
+    got = []
+    code, msg = code_of(lambda: got.append(c.predict(model, big).output))
+    tiled = np.concatenate([want[8]] * 13)[:100]
+    expect(f'{what}: 100 samples (the range is [1, 64]) run in pieces, each sample\'s output',
+           code == 'OK' and close_to(got[0], tiled)[0],
+           f'{code} {msg}' if code != 'OK' else close_to(got[0], tiled)[1])
+
+
+def sandboxed_checks(pkg, x, want, program):
     store = os.path.join(work, 'store')
     put(store, 'cnn', pkg)
-    proc, port, _, log = start_server(server_bin, work, store, 'sandboxed', env=env)
+    put(store, 'cnnspec', pkg)
+    shutil.copyfile(program, os.path.join(store, 'cnnspec', '1', 'architecture.pt2'))
+    proc, port, _, log = start_server(server_bin, work, store, 'sandboxed',
+                                      extra=['--max_queue_size', '256'], env=env)
     expect('the server starts', port is not None, log_text(log)[-2000:])
     if port is None:
         return
@@ -232,6 +257,20 @@ def sandboxed_checks(pkg, x, want):
                 code, msg = code_of(lambda: c.load('uploaded'))
                 expect('the uploaded package loads', code == 'OK', f'{code} {msg}')
                 served_batches(c, 'uploaded', x, want, 'the uploaded package')
+            code, msg = code_of(lambda: c.load('cnnspec'))
+            expect('a package with its program (architecture.pt2) loads', code == 'OK',
+                   f'{code} {msg}')
+            if code == 'OK':
+                served_batches(c, 'cnnspec', x, want, 'the package with its program')
+                shape_checks(c, 'cnnspec', x, want, 'sandboxed')
+            code, msg = code_of(lambda: c.upload('upspec', up, architecture_file=program))
+            expect('an upload of the package with its program is accepted', code == 'OK',
+                   f'{code} {msg}')
+            if code == 'OK' and code_of(lambda: c.load('upspec'))[0] == 'OK':
+                shape_checks(c, 'upspec', x, want, 'uploaded with its program')
+                m = json.load(open(os.path.join(store, 'upspec', '1', 'manifest.json')))
+                expect('its manifest names architecture.pt2',
+                       m.get('architecture_file') == 'architecture.pt2', str(m))
             code, msg = code_of(lambda: c.upload('uploaded', up, format='exported_program'))
             expect('the package uploaded as EXPORTED_PROGRAM is refused naming AOTI_PACKAGE',
                    code in ('FAILED_PRECONDITION', 'INVALID_ARGUMENT') and
@@ -250,11 +289,13 @@ def sandboxed_checks(pkg, x, want):
         stop(proc)
 
 
-def trusted_checks(pkg, x, want):
+def trusted_checks(pkg, x, want, program):
     store = os.path.join(work, 'store-trusted')
     put(store, 'cnn', pkg)
+    shutil.copyfile(program, os.path.join(store, 'cnn', '1', 'architecture.pt2'))
     proc, port, _, log = start_server(server_bin, work, store, 'trusted',
-                                      extra=['--trust_compiled_models'], env=env)
+                                      extra=['--trust_compiled_models', '--max_queue_size', '256'],
+                                      env=env)
     if port is None:
         expect('the server starts with --trust_compiled_models', False, log_text(log)[-2000:])
         return
@@ -266,6 +307,7 @@ def trusted_checks(pkg, x, want):
                    'runs in a sandboxed worker' not in log_text(log), log_text(log)[-800:])
             if code == 'OK':
                 served_batches(c, 'cnn', x, want, 'the in-process package')
+                shape_checks(c, 'cnn', x, want, 'in process')
     finally:
         stop(proc)
 
@@ -353,9 +395,9 @@ if packages:
     hostile_checks(packages, aoti_build)
 compiled = compile_package()
 if compiled and aoti_build:
-    pkg, x, want, _ = compiled
-    sandboxed_checks(pkg, x, want)
-    trusted_checks(pkg, x, want)
+    pkg, x, want, program = compiled
+    sandboxed_checks(pkg, x, want, program)
+    trusted_checks(pkg, x, want, program)
 elif compiled:
     print('skip serving the compiled package: this build\'s LibTorch is older than 2.6',
           flush=True)
