@@ -658,9 +658,12 @@ int Serve(const std::vector<StartupModel>& startup, sigset_t signals) {
     LOG_ERROR("--quantized_engine: ", s.message());
     return 2;
   }
-  if (const int64_t cache = absl::GetFlag(FLAGS_cpu_block_cache_bytes); cache != 0) {
-    InstallCpuBlockCache(static_cast<uint64_t>(cache > 0 ? cache : MemoryLimit() / 8));
-  }
+  // Installed even with the cache off (0): its allocator enforces the forward-pass
+  // memory budgets of exported programs.
+  const int64_t cache = absl::GetFlag(FLAGS_cpu_block_cache_bytes);
+  InstallCpuBlockCache(static_cast<uint64_t>(cache > 0    ? cache
+                                             : cache == 0 ? 0
+                                                          : MemoryLimit() / 8));
   auto device = ResolveDevice(absl::GetFlag(FLAGS_device));
   if (device.ok()) ConfigureDevice(*device);
   auto store = CheckpointStore::Create({absl::GetFlag(FLAGS_store), /*create_root=*/true});

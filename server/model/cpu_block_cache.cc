@@ -3,17 +3,60 @@
 #include <c10/core/Allocator.h>
 #include <c10/core/CPUAllocator.h>
 #include <c10/core/impl/alloc_cpu.h>
+#include <c10/util/Exception.h>
 
+#include <atomic>
 #include <map>
 #include <mutex>
 #include <unordered_map>
+#include <utility>
 
 #include "server/model/torch_compat.h"
 
 namespace modelserver {
+
+struct ScopedCpuMemoryBudget::State {
+  explicit State(uint64_t l) : limit(l) {}
+  const uint64_t limit;
+  std::atomic<uint64_t> live{0};
+  std::atomic<uint64_t> peak{0};
+  std::atomic<int> refs{1};  // the scope, and each block counted against it
+  void Unref() {
+    if (refs.fetch_sub(1) == 1) delete this;
+  }
+};
+
 namespace {
 
 constexpr size_t kMinCachedBlock = size_t{256} << 10;
+thread_local ScopedCpuMemoryBudget::State* t_budget = nullptr;
+
+using Budget = ScopedCpuMemoryBudget::State;
+
+// Counts `n` bytes against the calling thread's budget, or throws as LibTorch does
+// when memory runs out. The budget, or null when none applies.
+Budget* Charge(size_t n) {
+  Budget* b = t_budget;
+  if (b == nullptr) return nullptr;
+  const uint64_t now = b->live.fetch_add(n) + n;
+  if (now > b->limit) {
+    b->live.fetch_sub(n);
+    TORCH_CHECK(false, "out of memory: the forward pass would hold ", now,
+                " bytes of CPU memory at once, over its budget of ", b->limit,
+                " bytes (--memory_limit_bytes / (2 x --batch_workers))");
+  }
+  uint64_t peak = b->peak.load();
+  while (now > peak && !b->peak.compare_exchange_weak(peak, now)) {
+  }
+  b->refs.fetch_add(1);
+  return b;
+}
+
+void Uncharge(Budget* b, size_t n) {
+  if (b == nullptr) return;
+  b->live.fetch_sub(n);
+  b->Unref();
+}
 
 class CpuBlockCache final : public torch_compat::AllocatorBase {
  public:
@@ -34,27 +77,35 @@ class CpuBlockCache final : public torch_compat::AllocatorBase {
   static void Release(void* p);
 
   void* Take(size_t n) const {
+    Budget* budget = Charge(n);  // throws past the thread's budget
     if (n >= kMinCachedBlock) {
       std::lock_guard<std::mutex> lock(mu_);
       if (auto it = free_.find(n); it != free_.end()) {
         void* p = it->second;
         free_.erase(it);
         cached_ -= n;
-        live_[p] = n;
+        live_[p] = {n, budget};
         return p;
       }
     }
     void* p = nullptr;
     try {
-      p = c10::alloc_cpu(n);
-    } catch (const c10::Error&) {
-      // Over the process's cap with blocks kept: give them back and try again.
-      if (!Flush()) throw;
-      p = c10::alloc_cpu(n);
+      try {
+        p = c10::alloc_cpu(n);
+      } catch (const c10::Error&) {
+        // Over the process's cap with blocks kept: give them back and try again.
+        if (!Flush()) throw;
+        p = c10::alloc_cpu(n);
+      }
+    } catch (...) {
+      Uncharge(budget, n);
+      throw;
     }
-    if (n >= kMinCachedBlock && p != nullptr) {
+    if ((n >= kMinCachedBlock || budget != nullptr) && p != nullptr) {
       std::lock_guard<std::mutex> lock(mu_);
-      live_[p] = n;
+      live_[p] = {n, budget};
+    } else {
+      Uncharge(budget, n);
     }
     return p;
   }
@@ -64,9 +115,10 @@ class CpuBlockCache final : public torch_compat::AllocatorBase {
       std::lock_guard<std::mutex> lock(mu_);
       auto it = live_.find(p);
       if (it != live_.end()) {
-        const size_t n = it->second;
+        const size_t n = it->second.first;
+        Uncharge(it->second.second, n);
         live_.erase(it);
-        if (cached_ + n <= max_cached_) {
+        if (n >= kMinCachedBlock && cached_ + n <= max_cached_) {
           free_.emplace(n, p);
           cached_ += n;
           return;
@@ -90,8 +142,10 @@ class CpuBlockCache final : public torch_compat::AllocatorBase {
 
   const uint64_t max_cached_;
   mutable std::mutex mu_;
-  mutable std::multimap<size_t, void*> free_;       // kept blocks by size
-  mutable std::unordered_map<void*, size_t> live_;  // handed out, >= kMinCachedBlock
+  mutable std::multimap<size_t, void*> free_;  // kept blocks by size
+  // handed out, >= kMinCachedBlock or under a budget: size, and the budget it
+  // counts against
+  mutable std::unordered_map<void*, std::pair<size_t, Budget*>> live_;
   mutable uint64_t cached_ = 0;
 };
 
@@ -110,5 +164,19 @@ void InstallCpuBlockCache(uint64_t max_cached_bytes) {
 }
 
 uint64_t CpuBlockCacheBytes() { return g_cache == nullptr ? 0 : g_cache->cached(); }
+
+ScopedCpuMemoryBudget::ScopedCpuMemoryBudget(uint64_t bytes)
+    : previous_(t_budget), state_(new State(bytes)) {
+  t_budget = state_;
+}
+
+ScopedCpuMemoryBudget::~ScopedCpuMemoryBudget() {
+  t_budget = previous_;
+  state_->Unref();
+}
+
+uint64_t ScopedCpuMemoryBudget::peak_bytes() const { return state_->peak.load(); }
+
+bool ScopedCpuMemoryBudget::Enforced() { return g_cache != nullptr; }
 
 }  // namespace modelserver

@@ -22,6 +22,7 @@
 #include "common/status_macros.h"
 #include "server/checkpoint/exported_program.h"
 #include "server/checkpoint/zip_reader.h"
+#include "server/model/cpu_block_cache.h"
 #include "server/model/device.h"
 #include "server/model/state_dict_writer.h"
 #include "server/model/tensor_convert.h"
@@ -108,6 +109,7 @@ struct ExportedProgramModel::Program {
   at::ScalarType input_dtype = at::kFloat;
   std::vector<std::pair<std::string, Slot>> outputs;  // name, slot (-1: None, skipped)
   std::vector<int64_t> warmup_shape;
+  uint64_t forward_memory_bytes = 0;  // SetForwardMemoryBudget
   // For Save(STATE_DICT): the state dict's tensors on the CPU, float32 as stored.
   StateDict state_dict;
 };
@@ -861,7 +863,13 @@ TorchModel::NamedOutputs ExportedProgramModel::Interpret(const at::Tensor& x) co
   return out;
 }
 
+void ExportedProgramModel::SetForwardMemoryBudget(uint64_t bytes) {
+  program_->forward_memory_bytes = bytes;
+}
+
 absl::StatusOr<TorchModel::NamedOutputs> ExportedProgramModel::RunAll(const at::Tensor& x) const {
+  std::optional<ScopedCpuMemoryBudget> budget;
+  if (program_->forward_memory_bytes > 0) budget.emplace(program_->forward_memory_bytes);
   const int64_t n = x.size(0);
   const int64_t lo = min_batch(), hi = max_batch();
   if (n >= lo && n <= hi) return Interpret(x);

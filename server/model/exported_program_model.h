@@ -65,6 +65,11 @@ class ExportedProgramModel : public TorchModel {
   // STATE_DICT: the weights, as torch.save(ep.state_dict()) would write them.
   absl::Status Save(ModelFormat format, const std::string& path) const override;
 
+  // Bounds the CPU memory one forward pass may hold at once (ScopedCpuMemoryBudget;
+  // 0: none): a program's intermediate sizes are its own, not known before it runs.
+  // Past it the pass fails RESOURCE_EXHAUSTED. Call before the model serves.
+  void SetForwardMemoryBudget(uint64_t bytes);
+
   // Whether the first dimension is dynamic (batched), and its range; a fixed batch
   // otherwise (min == max == that batch).
   bool dynamic_batch() const;

@@ -59,6 +59,7 @@ absl::StatusOr<std::shared_ptr<const Model>> LoadModelFromFile(const ModelLoadOp
             std::shared_ptr<ExportedProgramModel> model,
             ExportedProgramModel::LoadTemplate(options.architecture_path, options.path,
                                                options.device, numerics, options.verify_crc));
+        model->SetForwardMemoryBudget(options.forward_memory_bytes);
         return std::shared_ptr<const Model>(std::move(model));
       }
       if (options.architecture.empty() && !options.architecture_path.empty()) {
@@ -96,6 +97,7 @@ absl::StatusOr<std::shared_ptr<const Model>> LoadModelFromFile(const ModelLoadOp
       ASSIGN_OR_RETURN(
           std::shared_ptr<ExportedProgramModel> model,
           ExportedProgramModel::Load(options.path, options.device, numerics, options.verify_crc));
+      model->SetForwardMemoryBudget(options.forward_memory_bytes);
       return std::shared_ptr<const Model>(std::move(model));
     }
     case ModelFormat::kAotiPackage: {

@@ -45,6 +45,9 @@ struct ModelLoadOptions {
   // Forward passes that may run at once (the batch workers): an AOTInductor
   // package's runner holds that many model instances.
   int concurrency = 1;
+  // What one forward pass of an exported program may hold in CPU memory at once
+  // (ExportedProgramModel::SetForwardMemoryBudget; 0: unbounded).
+  uint64_t forward_memory_bytes = 0;
 };
 
 // Reads a checkpoint and builds an eval-mode model on the device. Blocks for the

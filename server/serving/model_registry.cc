@@ -116,6 +116,8 @@ absl::StatusOr<ModelRegistry::LoadedVersion> ModelRegistry::LoadVersion(const st
   lo.memory_layout = options_.memory_layout;
   lo.quantized_engine = v.manifest.quantized_engine;
   lo.concurrency = std::max(1, options_.batching.num_workers);
+  lo.forward_memory_bytes =
+      static_cast<uint64_t>(std::max<int64_t>(0, options_.batching.max_batch_forward_bytes));
   std::vector<std::string> devices = {options_.device};
   if (options_.place) {
     ASSIGN_OR_RETURN(devices, options_.place(name));

@@ -201,6 +201,8 @@ def small_cnn(c):
         'view_past_storage': ('FAILED_PRECONDITION', 'reaches element 9999'),
         'expanded_view': ('FAILED_PRECONDITION', 'a view of a storage of 2'),
         'huge_graph': ('RESOURCE_EXHAUSTED', 'more than 50000 nodes'),
+        # zeros of 2^17 x 2^17 (64 GiB): its warm-up pass meets the forward-pass budget
+        'huge_allocation': ('RESOURCE_EXHAUSTED', 'over its budget'),
     }
     for name, (want_code, want_msg) in hostile.items():
         put('h-' + name, os.path.join(exports, 'hostile', name + '.pt2'))

@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "client/npy.h"
+#include "server/model/cpu_block_cache.h"
 #include "server/model/model_loader.h"
 #include "tests/testing/server_process.h"
 
@@ -17,6 +18,7 @@ namespace {
 
 using testing::FixturesDir;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 std::string ExportDir(const std::string& rel) { return FixturesDir() + "/export/" + rel; }
 
@@ -105,6 +107,42 @@ TEST(ExportedProgramModelTest, BatchesInsideTheRangeAndRunsLargerOnesInPieces) {
     ASSERT_TRUE(one.ok()) << one.status();
     EXPECT_LE(RelativeError(Rows(*y, i, 1), *one), 1e-5) << i;
   }
+}
+
+// A program's intermediate sizes are its own: a zeros of 2^17 x 2^17 floats (64 GiB)
+// is valid data. The forward pass's memory budget refuses it before it is allocated
+// (RESOURCE_EXHAUSTED naming the budget), and the model serves on.
+TEST(ExportedProgramModelTest, TheForwardPassHasAMemoryBudget) {
+  InstallCpuBlockCache(0);  // the allocator that enforces budgets (the server's too)
+  ASSERT_TRUE(ScopedCpuMemoryBudget::Enforced());
+  ModelLoadOptions o;
+  o.path = ExportDir("hostile/huge_allocation.pt2");
+  o.format = ModelFormat::kExportedProgram;
+  o.forward_memory_bytes = uint64_t{1} << 30;
+  auto model = LoadModelFromFile(o);
+  ASSERT_TRUE(model.ok()) << model.status();
+  auto x = ReadNpy(ExportDir("handmade_26/input.npy"));
+  ASSERT_TRUE(x.ok());
+  auto y = (*model)->Forward(*x);
+  EXPECT_EQ(y.status().code(), absl::StatusCode::kResourceExhausted) << y.status();
+  EXPECT_THAT(std::string(y.status().message()), HasSubstr("over its budget of 1073741824 bytes"));
+  // The same program in the same process without a budget: the allocation itself
+  // fails (no overcommit of 64 GiB here) with LibTorch's own message, not ours.
+  o.forward_memory_bytes = 0;
+  auto unbounded = LoadModelFromFile(o);
+  ASSERT_TRUE(unbounded.ok()) << unbounded.status();
+  auto z = (*unbounded)->Forward(*x);
+  EXPECT_FALSE(z.ok());
+  EXPECT_THAT(std::string(z.status().message()), Not(HasSubstr("budget")));
+  // Within the budget the handmade program serves as before.
+  o.path = ExportDir("handmade_26/model.pt2");
+  o.forward_memory_bytes = uint64_t{1} << 30;
+  auto fine = LoadModelFromFile(o);
+  ASSERT_TRUE(fine.ok()) << fine.status();
+  auto want = ReadNpy(ExportDir("handmade_26/output.npy"));
+  auto got = (*fine)->Forward(*x);
+  ASSERT_TRUE(got.ok() && want.ok()) << got.status();
+  EXPECT_LE(RelativeError(*got, *want), 1e-5);
 }
 
 TEST(ExportedProgramModelTest, InputsOutsideTheProgramAreInvalidArgument) {

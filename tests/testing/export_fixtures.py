@@ -337,6 +337,11 @@ def write_hostile(out, m, prog, evil):
     variant("writes_number", lambda p: nodes(p).insert(4, node(
         "torch.ops.aten.add_.Tensor", [("self", {"as_float": 1.0}), ("other", tensor("mean"))],
         [tensor("add_")])))
+    # A program whose own sizes ask for 64 GiB at run time (zeros of 2^17 x 2^17): valid
+    # data, refused by the forward pass's memory budget before anything is allocated.
+    variant("huge_allocation", lambda p: nodes(p).insert(3, node(
+        "torch.ops.aten.zeros.default",
+        [("size", {"as_ints": [1 << 17, 1 << 17]})], [tensor("huge")])))
     missing = dict(sd)
     del missing["fc.bias"]
     variant("missing_weight", lambda p: None, state_dict=missing)
