@@ -81,6 +81,9 @@ ABSL_FLAG(std::string, architecture_file, "",
 ABSL_FLAG(std::string, precision, "",
           "upload: what the version serves in (fp32, bf16, fp16); empty: the server's --precision");
 ABSL_FLAG(std::string, file, "", "upload: the checkpoint file; download: where to write it");
+ABSL_FLAG(std::string, quantized_engine, "",
+          "upload: the quantized engine an int8 model was made for (onednn, qnnpack, fbgemm, "
+          "x86); empty: the server's");
 ABSL_FLAG(std::string, shared_memory, "none",
           "bench: none, or system (Triton's system shared memory: inputs and outputs through "
           "POSIX shared memory regions registered with the server, which needs "
@@ -409,6 +412,7 @@ int Upload(const Command& c) {
   header.set_format(c.format);
   header.set_architecture(absl::GetFlag(FLAGS_architecture));
   header.set_precision(absl::GetFlag(FLAGS_precision));
+  header.set_quantized_engine(absl::GetFlag(FLAGS_quantized_engine));
   header.set_preprocess(absl::GetFlag(FLAGS_preprocess));
   if (const std::string labels = absl::GetFlag(FLAGS_labels); !labels.empty()) {
     if (!ReadFlagFile("--labels", labels, header.mutable_labels())) return 2;
@@ -482,7 +486,7 @@ constexpr char kUsage[] =
     "  model-client unload NAME\n"
     "  model-client upload NAME --file model_weights.pth [--format STATE_DICT]"
     " [--architecture vgg16 | --architecture_file arch.pt] [--precision bf16] [--labels "
-    "labels.txt] [--preprocess JSON]\n"
+    "labels.txt] [--preprocess JSON] [--quantized_engine qnnpack]\n"
     "  model-client download NAME [--version N] --file out.pth";
 
 // `model-client help [COMMAND]`: the usage lines (of COMMAND), then where the

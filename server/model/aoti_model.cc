@@ -64,7 +64,12 @@ class Runner : public torch::inductor::AOTIModelContainerRunnerCpu {
   // The model's count of inputs (its graph's user inputs, flattened).
   absl::StatusOr<size_t> NumInputs() {
     using Fn = decltype(&AOTInductorModelContainerGetNumInputs);
-    auto fn = reinterpret_cast<Fn>(model_so_->sym("AOTInductorModelContainerGetNumInputs"));
+    Fn fn = nullptr;
+    try {  // sym() throws for a library without the symbol
+      fn = reinterpret_cast<Fn>(model_so_->sym("AOTInductorModelContainerGetNumInputs"));
+    } catch (const std::exception&) {
+      fn = nullptr;
+    }
     size_t n = 0;
     if (fn == nullptr || fn(container_handle_, &n) != AOTI_RUNTIME_SUCCESS) {
       return absl::FailedPreconditionError("the package's library does not tell its inputs");

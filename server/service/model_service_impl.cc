@@ -9,6 +9,7 @@
 #include <set>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
@@ -567,11 +568,19 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadCheckpointRequest
       if (h.format() == v1::STATE_DICT && !h.architecture().empty()) {
         RETURN_IF_ERROR(ModelRegistry::CheckArchitecture(h.architecture()));
       }
+      const std::string engine = absl::AsciiStrToLower(h.quantized_engine());
+      if (!engine.empty() && engine != "onednn" && engine != "qnnpack" && engine != "fbgemm" &&
+          engine != "x86") {
+        return absl::InvalidArgumentError(absl::StrCat("upload header quantized_engine '",
+                                                       h.quantized_engine().substr(0, 64),
+                                                       "' is not onednn, qnnpack, fbgemm or x86"));
+      }
       CheckpointStore::NewVersion nv;
       nv.model_name = h.model_name();
       nv.format = static_cast<ModelFormat>(h.format());
       nv.architecture = h.architecture();
       nv.precision = precision;
+      nv.quantized_engine = engine;
       ImagePreprocess preprocess;  // the default unless the header gives one
       if (!h.preprocess().empty()) {
         ASSIGN_OR_RETURN(preprocess, ParsePreprocess(h.preprocess()));
@@ -593,10 +602,10 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadCheckpointRequest
               : static_cast<size_t>(std::count(h.labels().begin(), h.labels().end(), '\n')) +
                     (h.labels().back() == '\n' ? 0 : 1);
       nv.validate = [registry = registry_, name = h.model_name(), format = nv.format,
-                     arch = h.architecture(), label_count, image_shape = preprocess.OutputShape()](
-                        const std::string& file, const std::string& architecture_file) {
+                     arch = h.architecture(), label_count, image_shape = preprocess.OutputShape(),
+                     engine](const std::string& file, const std::string& architecture_file) {
         return registry->CheckUpload(name, file, format, arch, architecture_file, label_count,
-                                     image_shape);
+                                     image_shape, engine);
       };
       ASSIGN_OR_RETURN(pending_, store_->BeginVersion(nv));
       if (!h.labels().empty()) RETURN_IF_ERROR(pending_->SetLabels(h.labels()));

@@ -34,7 +34,8 @@ const char* ModelStateName(ModelState state) {
 absl::Status ModelRegistry::CheckUpload(const std::string& name, const std::string& path,
                                         ModelFormat format, const std::string& architecture,
                                         const std::string& architecture_file, size_t label_count,
-                                        const std::vector<int64_t>& image_shape) const {
+                                        const std::vector<int64_t>& image_shape,
+                                        const std::string& quantized_engine) const {
   UploadCandidate upload;
   upload.name = name;
   upload.path = path;
@@ -46,6 +47,7 @@ absl::Status ModelRegistry::CheckUpload(const std::string& name, const std::stri
       upload.architecture = it->second.arch_hint;
   }
   upload.architecture_file = architecture_file;
+  upload.quantized_engine = quantized_engine;
   upload.label_count = label_count;
   upload.image_shape = image_shape;
   UploadCheckOptions options;

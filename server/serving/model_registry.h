@@ -167,7 +167,8 @@ class ModelRegistry {
   absl::Status CheckUpload(const std::string& name, const std::string& path, ModelFormat format,
                            const std::string& architecture,
                            const std::string& architecture_file = "", size_t label_count = 0,
-                           const std::vector<int64_t>& image_shape = {}) const;
+                           const std::vector<int64_t>& image_shape = {},
+                           const std::string& quantized_engine = "") const;
 
   // OK when a state dict can be served as `architecture`; else INVALID_ARGUMENT.
   static absl::Status CheckArchitecture(const std::string& architecture);

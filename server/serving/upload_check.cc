@@ -37,6 +37,7 @@ absl::Status CheckUpload(const UploadCandidate& upload, const UploadCheckOptions
   lo.architecture_path = upload.architecture_file;
   lo.device = "cpu";
   lo.trust_torchscript = options.trust_torchscript;
+  lo.quantized_engine = upload.quantized_engine;
   lo.name = upload.name;
   ASSIGN_OR_RETURN(std::shared_ptr<const Model> model,
                    options.loader ? options.loader(lo) : LoadModelFromFile(lo));

@@ -29,6 +29,8 @@ struct UploadCandidate {
   // images become) -- and a labels count other than its classes refused.
   size_t label_count = 0;
   std::vector<int64_t> image_shape;
+  // The quantized engine it was made for (the header's; "": the server's).
+  std::string quantized_engine;
 };
 
 struct UploadCheckOptions {

@@ -158,6 +158,24 @@ def per_version_engine(store, c):
     ok, detail = close_to(got[0], want) if got else (False, f'{code} {msg}')
     expect('SaveModel(TORCHSCRIPT) of it keeps "quantized_engine" and the copy serves the same',
            ok and engine == 'qnnpack', f'{engine}: {detail}')
+    # An upload names its engine in the header (model-client --quantized_engine): kept in
+    # the manifest, checked and served on it.
+    up = os.path.join(store, 'r18-qnnpack-trace', '1', 'model.pt')
+    code, msg = code_of(lambda: c.upload('r18-qnnpack-up', up, quantized_engine='QNNPACK'))
+    got = []
+    if code == 'OK':
+        code, msg = code_of(lambda: c.load('r18-qnnpack-up'))
+    if code == 'OK':
+        code, msg = code_of(lambda: got.append(c.predict('r18-qnnpack-up', xs).output))
+    up_manifest = os.path.join(store, 'r18-qnnpack-up', '1', 'manifest.json')
+    engine = json.load(open(up_manifest)).get('quantized_engine') \
+        if os.path.exists(up_manifest) else None
+    ok, detail = close_to(got[0], want) if got else (False, f'{code} {msg}')
+    expect('an upload with quantized_engine "QNNPACK" keeps "qnnpack" in its manifest and '
+           'serves Python\'s QNNPACK outputs', ok and engine == 'qnnpack', f'{engine}: {detail}')
+    code, msg = code_of(lambda: c.upload('r18-qnnpack-up', up, quantized_engine='mkl'))
+    expect('an upload naming an engine that does not exist is INVALID_ARGUMENT',
+           code == 'INVALID_ARGUMENT' and "'mkl'" in msg, f'{code} {msg}')
     manifest(store, 'r18-nosuch-engine-trace', 'nosuch')
     code, msg = code_of(lambda: c.load('r18-nosuch-engine-trace'))
     expect('a manifest naming an engine this LibTorch lacks fails the load naming those it has',

@@ -197,12 +197,16 @@ class ModelServerClient:
     def upload(self, model: str, path: Union[str, os.PathLike], *, format: Optional[str] = None,
                architecture: str = "", architecture_file: Union[str, os.PathLike, None] = None,
                labels: Union[str, os.PathLike, Iterable[str], None] = None,
-               preprocess: Optional[dict] = None, precision: str = "") -> int:
+               preprocess: Optional[dict] = None, precision: str = "",
+               quantized_engine: str = "") -> int:
         """Uploads a checkpoint as the model's next version; returns its number.
 
-        format: "state_dict", "pickled_module", "torchscript" or "exported_program"
-        (default: from the file name the tutorial uses; model.pt2 for torch.export). labels: a labels.txt path or the labels
-        (line i = class i). preprocess: e.g. {"resize": 256, "crop": 224}.
+        format: "state_dict", "pickled_module", "torchscript", "exported_program" or
+        "aoti_package" (default: from the file name the tutorial uses; model.pt2 for
+        torch.export, told from an AOTInductor package by its contents). labels: a
+        labels.txt path or the labels (line i = class i). preprocess: e.g.
+        {"resize": 256, "crop": 224}. quantized_engine: the engine an int8 model was
+        made for (torch.backends.quantized.engine then: "qnnpack", "onednn", ...).
         """
         path = os.fspath(path)
         if format is None:
@@ -214,7 +218,8 @@ class ModelServerClient:
         else:
             fmt = pb.CheckpointFormat.Value(format.upper())
         header = pb.UploadHeader(model_name=model, format=fmt, architecture=architecture,
-                                 precision=precision, size_bytes=os.path.getsize(path))
+                                 precision=precision, quantized_engine=quantized_engine,
+                                 size_bytes=os.path.getsize(path))
         header.sha256 = _sha256(path)
         if labels is not None:
             if isinstance(labels, (str, os.PathLike)):
