@@ -24,6 +24,7 @@
 #include "server/checkpoint/zip_reader.h"
 #include "server/model/cpu_block_cache.h"
 #include "server/model/device.h"
+#include "server/model/quantized_decomposed_ops.h"
 #include "server/model/state_dict_writer.h"
 #include "server/model/tensor_convert.h"
 #include "server/model/tensor_materializer.h"
@@ -361,6 +362,9 @@ absl::Status Compiler::CompileOperator(const exported::Node& node, const OpName&
                                        CompiledNode* c) {
   const std::string qualified = absl::StrCat(name.ns, "::", name.name);
   const std::string overload = name.overload == "default" ? "" : name.overload;
+  // PT2E quantization's operators (defined by torch in Python): ours.
+  const bool pt2e = name.ns == "quantized_decomposed" && IsQuantizedDecomposedOp(name.name);
+  if (pt2e) RegisterQuantizedDecomposedOps();
   auto handle = c10::Dispatcher::singleton().findSchema(c10::OperatorName(qualified, overload));
   if (!handle.has_value()) {
     return Refuse(c->where, absl::StrCat("this LibTorch (", TORCH_VERSION, ") has no operator ",
@@ -370,8 +374,8 @@ absl::Status Compiler::CompileOperator(const exported::Node& node, const OpName&
   // constants, and metadata assertions.
   static const std::set<std::string> kExportOperators = {"lift_fresh_copy", "lift_fresh", "alias",
                                                          "_assert_tensor_metadata"};
-  if (name.ns != "aten" ||
-      (!IsAllowedTorchScriptOperator(qualified) && kExportOperators.count(name.name) == 0)) {
+  if (!pt2e && (name.ns != "aten" || (!IsAllowedTorchScriptOperator(qualified) &&
+                                      kExportOperators.count(name.name) == 0))) {
     return Refuse(c->where,
                   absl::StrCat("the operator ", qualified, ".", name.overload,
                                " is not on the allowlist (ATen tensor operators that touch no "

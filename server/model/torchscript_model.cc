@@ -1,5 +1,6 @@
 #include "server/model/torchscript_model.h"
 
+#include <caffe2/serialize/file_adapter.h>
 #include <caffe2/serialize/read_adapter_interface.h>
 #include <caffe2/serialize/versions.h>
 #include <fcntl.h>
@@ -25,6 +26,7 @@
 #include "server/checkpoint/torchscript_archive.h"
 #include "server/checkpoint/zip_reader.h"
 #include "server/model/model_warnings.h"
+#include "server/model/packed_params_check.h"
 #include "server/model/state_dict_writer.h"
 #include "server/model/tensor_convert.h"
 #include "server/model/tensor_materializer.h"
@@ -117,11 +119,14 @@ absl::Status OpenModule(const std::string& path, const std::string& what, const 
                      " is not a TorchScript archive (no code/ records); a file written by "
                      "torch.save(model.state_dict()) is format STATE_DICT"));
   }
+  std::shared_ptr<caffe2::serialize::ReadAdapterInterface> source;
   if (fd >= 0) {
-    *module = torch::jit::load(std::make_shared<FdReadAdapter>(fd, offset, size), device);
+    source = std::make_shared<FdReadAdapter>(fd, offset, size);
   } else {
-    *module = torch::jit::load(path, device);
+    source = std::make_shared<caffe2::serialize::FileAdapter>(path);
   }
+  RETURN_IF_ERROR(CheckPackedParams(*zip, what));
+  *module = torch::jit::load(source, device);
   module->eval();
   if (!trusted) RETURN_IF_ERROR(CheckTorchScriptOperators(*module));
   return absl::OkStatus();

@@ -86,12 +86,22 @@ def write(store, name, q, x):
 
 def hostile_packed_params(store, c, proc, want):
     """The traced+frozen ResNet-18 with its convolutions' packed-parameter records
-    (constants/N of 11 int16: spatial dims, stride, padding, dilation, output padding,
-    groups, flags) cut short or overwritten: refused at load, the server alive and
-    still serving the good file."""
+    (constants/N of 11 int16: spatial rank, stride, padding, dilation, output padding,
+    groups, flags) cut short, overwritten, or with groups that do not divide the channels:
+    refused at load by the check before LibTorch restores them (FAILED_PRECONDITION naming
+    the defect), the server alive and still serving the good file."""
     good = os.path.join(store, 'resnet18-trace', '1', 'model.pt')
-    for tag, change in (('cut short', lambda b: b[:4]),
-                        ('garbage', lambda b: np.full(11, -30000, np.int16).tobytes())):
+
+    def groups_of_7(b):
+        v = np.frombuffer(b, np.int16).copy()
+        v[9] = 7
+        return v.tobytes()
+    for tag, change, want_msg in (
+            ('cut short', lambda b: b[:4], 'the configuration record [11] needs 22 bytes; its '
+             'record holds 4'),
+            ('garbage', lambda b: np.full(11, -30000, np.int16).tobytes(),
+             "the configuration's spatial rank is -30000, not 2"),
+            ('groups not dividing', groups_of_7, "the groups (7) do not divide the weight's")):
         name = 'hostile-' + tag.replace(' ', '-')
         d = os.path.join(store, name, '1')
         os.makedirs(d)
@@ -105,8 +115,10 @@ def hostile_packed_params(store, c, proc, want):
                     changed += 1
                 dst.writestr(zipfile.ZipInfo(info.filename), data)
         code, msg = code_of(lambda: c.load(name))
-        expect(f'packed-parameter records {tag} ({changed}) are refused at load',
-               changed > 0 and code not in ('OK', 'UNKNOWN'), f'{code} {msg}')
+        expect(f'packed-parameter records {tag} ({changed}) are refused at load: '
+               f'FAILED_PRECONDITION "{want_msg}"',
+               changed > 0 and code == 'FAILED_PRECONDITION' and want_msg in msg and
+               'Conv2dPackedParamsBase' in msg, f'{code} {msg}')
     code, msg = code_of(lambda: c.load('resnet18-trace'))
     got = []
     if code == 'OK':

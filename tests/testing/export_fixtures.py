@@ -342,6 +342,26 @@ def write_hostile(out, m, prog, evil):
     variant("huge_allocation", lambda p: nodes(p).insert(3, node(
         "torch.ops.aten.zeros.default",
         [("size", {"as_ints": [1 << 17, 1 << 17]})], [tensor("huge")])))
+    # PT2E's operators (the server's own implementation) given arguments torch's refuse:
+    # an axis past the tensor's dimensions, bounds outside the dtype's; and one of
+    # torch's quantized_decomposed operators that the server does not implement.
+    int8 = 2  # the export schema's ScalarType.CHAR (1 is BYTE, uint8)
+    variant("pt2e_axis_out_of_range", lambda p: nodes(p).insert(3, node(
+        "torch.ops.quantized_decomposed.quantize_per_channel.default",
+        [("input", tensor("relu")), ("scales", tensor("p_fc_bias")),
+         ("zero_points", tensor("p_fc_bias")), ("axis", {"as_int": 9}),
+         ("quant_min", {"as_int": -128}), ("quant_max", {"as_int": 127}),
+         ("dtype", {"as_scalar_type": int8})], [tensor("q")])))
+    variant("pt2e_bounds_outside_dtype", lambda p: nodes(p).insert(3, node(
+        "torch.ops.quantized_decomposed.quantize_per_tensor.default",
+        [("input", tensor("relu")), ("scale", {"as_float": 0.5}), ("zero_point", {"as_int": 0}),
+         ("quant_min", {"as_int": -1000}), ("quant_max", {"as_int": 127}),
+         ("dtype", {"as_scalar_type": int8})], [tensor("q")])))
+    variant("pt2e_unimplemented", lambda p: nodes(p).insert(3, node(
+        "torch.ops.quantized_decomposed.choose_qparams.tensor",
+        [("input", tensor("relu")), ("quant_min", {"as_int": -128}),
+         ("quant_max", {"as_int": 127}), ("eps", {"as_float": 1e-5}),
+         ("dtype", {"as_scalar_type": int8})], [tensor("qp0"), tensor("qp1")])))
     missing = dict(sd)
     del missing["fc.bias"]
     variant("missing_weight", lambda p: None, state_dict=missing)
