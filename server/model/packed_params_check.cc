@@ -265,8 +265,10 @@ absl::Status CheckPackedParams(const ZipReader& zip, const std::string& what) {
   // Every record read at most once per pickle: together no more than twice what
   // the archive holds.
   uint64_t budget = 0;
-  for (const ZipReader::Entry& entry : zip.entries()) budget += entry.size;
-  budget *= 2;
+  for (const ZipReader::Entry& entry : zip.entries()) {
+    if (__builtin_add_overflow(budget, entry.size, &budget)) budget = UINT64_MAX;
+  }
+  if (__builtin_mul_overflow(budget, uint64_t{2}, &budget)) budget = UINT64_MAX;
   for (const char* archive : {"constants", "data"}) {
     const std::string pkl = absl::StrCat("/", archive, ".pkl");
     for (const ZipReader::Entry& entry : zip.entries()) {
