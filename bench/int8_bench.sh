@@ -6,7 +6,11 @@
 # through `model-client bench --concurrency 16` (one 3x224x224 sample per request);
 # Python's eager int8 at batch 8; the int8 models' top-1 agreement and cosine with
 # float32 on 64 random inputs (random weights: near-tie logits, so agreement is a
-# lower bound of what a trained model shows). Writes bench/results/int8-<date>.md.
+# lower bound of what a trained model shows). And the server's own --precision int8 of
+# the VGG16 state dict (quantized at load on 32 calibration samples, the batches the FX
+# model was calibrated on): its rate, the numbers its status gives, and its top-1
+# agreement and cosine with float32 on the 64 inputs and on skimage's photos.
+# Writes bench/results/int8-<date>.md.
 #
 #   bash bench/int8_bench.sh      (after `make build`; ~10 minutes on 2 cores)
 set -euo pipefail
@@ -43,6 +47,26 @@ serve() {
   done
   "$BUILD/client/model-client" --target "$target" bench --model "$name" --shape 3,224,224 \
     --concurrency 16 --duration "${SECS}s" --warmup 3s --json "$W/bench.json" > /dev/null
+  if [ "$mode" = vgg16-int8-load ]; then
+    PYTHONPATH="$BUILD/clients/python" /usr/bin/python3 - "$target" "$W" > "$W/int8-load.json" <<'PY'
+import json, sys
+import numpy as np
+from modelserver_client import ModelServerClient
+c = ModelServerClient(sys.argv[1], timeout=600)
+st = c.status('vgg16')
+r = {'precision': st.precision, 'status_samples': st.int8_calibration_samples,
+     'status_top1': st.int8_top1_agreement, 'status_cosine': st.int8_worst_cosine}
+for name in ('inputs', 'photos'):
+    x = np.load(f'{sys.argv[2]}/{name}.npy')
+    ref = np.load(f'{sys.argv[2]}/vgg16-ref-{name}.npy').astype(np.float64)
+    got = np.concatenate([c.predict('vgg16', x[i:i + 8]).output for i in range(0, len(x), 8)])
+    got = got.astype(np.float64)
+    cos = (got * ref).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(ref, axis=1))
+    r[name] = {'n': len(x), 'top1': float((got.argmax(1) == ref.argmax(1)).mean()),
+               'cosine_min': float(cos.min()), 'cosine_mean': float(cos.mean())}
+print(json.dumps(r))
+PY
+  fi
   /usr/bin/python3 -c '
 import json, sys
 for r in json.load(open(sys.argv[1])):
@@ -58,6 +82,7 @@ for arch in vgg16 resnet18; do
   serve "$model" "$arch-fp32" --precision fp32
   serve "$model" "$arch-bf16" --precision bf16
   serve "$arch-int8" "$arch-int8"
+  [ $arch = vgg16 ] && serve "$model" "$arch-int8-load" --precision int8
 done
 
 out="bench/results/int8-$(date -u +%Y-%m-%d).md"
@@ -72,7 +97,7 @@ out="bench/results/int8-$(date -u +%Y-%m-%d).md"
   echo "- command: \`bash bench/int8_bench.sh\` (SECONDS_PER=$SECS: each figure is one run of that many seconds)"
   echo "- served: the server's defaults (batches up to 8, 2 workers; TorchScript in its sandboxed worker) through \`model-client bench --concurrency 16\`"
   echo
-  /usr/bin/python3 - "$W/python.jsonl" "$W/server.jsonl" <<'EOF'
+  /usr/bin/python3 - "$W/python.jsonl" "$W/server.jsonl" "$W/int8-load.json" <<'EOF'
 import json, sys
 py = {r['arch']: r for r in map(json.loads, open(sys.argv[1]))}
 sv = {r['mode']: r for r in map(json.loads, open(sys.argv[2]))}
@@ -83,6 +108,18 @@ for arch in ('vgg16', 'resnet18'):
     p = py[arch]
     print(f"| {arch} | {f:.2f}/s | {b:.2f}/s | {i:.2f}/s | {i / b:.2f}x | {p['python_int8_per_s']:.2f}/s | "
           f"{p['top1_agreement']:.3f} | {p['cosine_min']:.4f} / {p['cosine_mean']:.4f} |")
+print()
+print('The server\'s own `--precision int8` of the VGG16 state dict (quantized at load from its '
+      'calibration.npy):')
+print()
+load = json.load(open(sys.argv[3]))
+i, b = sv['vgg16-int8-load']['samples_per_s'], sv['vgg16-bf16']['samples_per_s']
+print('| served | int8 / bf16 | status: samples, top-1, worst cosine | 64 bench inputs: top-1, cosine min / mean | skimage photos: top-1, cosine min / mean |')
+print('| ---: | ---: | --- | --- | --- |')
+print(f"| {i:.2f}/s | {i / b:.2f}x | {load['status_samples']}, {load['status_top1']:.3f}, "
+      f"{load['status_cosine']:.4f} | {load['inputs']['top1']:.3f}, {load['inputs']['cosine_min']:.4f} / "
+      f"{load['inputs']['cosine_mean']:.4f} | {load['photos']['top1']:.3f} ({load['photos']['n']} photos), "
+      f"{load['photos']['cosine_min']:.4f} / {load['photos']['cosine_mean']:.4f} |")
 EOF
 } > "$out"
 cat "$out"

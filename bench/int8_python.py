@@ -7,7 +7,10 @@ for the native architecture, ResNet-18 scripted), its FX int8 version for ENGINE
 random batches of 8), traced and frozen, each in a version directory of OUT; 64 bench
 inputs; Python's eager int8 rate at batch 8 for SECONDS; and the int8 model's agreement
 with float32 on the 64 inputs (top-1 agreement, worst and mean cosine of the logit rows).
-Prints one JSON line per model.
+Prints one JSON line per model. For the server's own --precision int8 of VGG16: its
+calibration samples (the same random batches the FX model is calibrated on) as
+vgg16/1/calibration.npy, skimage's photos preprocessed as torchvision's ImageNet recipe
+(photos.npy), and VGG16's float32 outputs on the inputs and photos (vgg16-ref-*.npy).
 Usage: int8_python.py OUT ENGINE SECONDS THREADS [CALIB]
 """
 import json
@@ -29,6 +32,32 @@ torch.set_num_threads(threads)
 torch.backends.quantized.engine = engine
 inputs = torch.randn(64, 3, 224, 224)
 np.save(os.path.join(out, 'inputs.npy'), inputs.numpy())
+calibration = torch.randn(calib * 8, 3, 224, 224)
+
+
+def photos():
+    """skimage's RGB photos, resized to 256, center-cropped to 224 and normalised."""
+    import skimage.data
+    from PIL import Image
+    from torchvision import transforms
+    t = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224),
+                            transforms.ToTensor(),
+                            transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    names = ('astronaut', 'chelsea', 'coffee', 'rocket', 'cat', 'retina', 'hubble_deep_field',
+             'immunohistochemistry', 'motorcycle_left', 'colorwheel')
+    out = []
+    for n in names:
+        try:
+            a = getattr(skimage.data, n)()
+        except Exception:  # noqa: BLE001 -- not every skimage version has every photo
+            continue
+        if a.ndim == 3 and a.shape[2] >= 3:
+            out.append(t(Image.fromarray(a[..., :3])))
+    return torch.stack(out)
+
+
+photo_batch = photos()
+np.save(os.path.join(out, 'photos.npy'), photo_batch.numpy())
 
 
 def version(name):
@@ -51,13 +80,18 @@ for arch in ('vgg16', 'resnet18'):
     model = getattr(torchvision.models, arch)(weights=None).eval()
     if arch == 'vgg16':
         torch.save(model.state_dict(), os.path.join(version(arch), 'model_weights.pth'))
+        np.save(os.path.join(version(arch), 'calibration.npy'), calibration.numpy())
+        with torch.no_grad():
+            for name, batch in (('inputs', inputs), ('photos', photo_batch)):
+                np.save(os.path.join(out, f'vgg16-ref-{name}.npy'),
+                        torch.cat([model(batch[i:i + 8]) for i in range(0, len(batch), 8)]).numpy())
     else:
         torch.jit.script(model).save(os.path.join(version(arch), 'model.pt'))
     x = inputs[:8]
     prepared = prepare_fx(model, get_default_qconfig_mapping(engine), example_inputs=(x,))
     with torch.no_grad():
-        for _ in range(calib):
-            prepared(torch.randn(8, 3, 224, 224))
+        for i in range(calib):
+            prepared(calibration[i * 8:(i + 1) * 8])
         q = convert_fx(prepared)
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')

@@ -38,7 +38,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/notification.h"
-#include "client/npy.h"
+#include "common/npy.h"
 #include "server/batching/batch_queue.h"
 #include "server/model/device.h"
 #include "server/model/model_loader.h"

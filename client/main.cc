@@ -21,12 +21,13 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "client/load_generator.h"
 #include "client/model_client.h"
-#include "client/npy.h"
+#include "common/npy.h"
 
 ABSL_FLAG(std::string, target, "localhost:50051", "server address host:port");
 ABSL_FLAG(std::string, model, "", "model name (predict)");
@@ -75,6 +76,9 @@ ABSL_FLAG(std::string, protocol, "v1",
 ABSL_FLAG(std::string, labels, "",
           "upload: class labels, one per line (line i = class i), stored as labels.txt; "
           "predict --top_k then prints them");
+ABSL_FLAG(std::string, calibration, "",
+          "upload: calibration samples for --precision int8, a float32 .npy of [samples, ...] as "
+          "the model takes them (numpy.save), stored with the version as calibration.npy");
 ABSL_FLAG(std::string, architecture_file, "",
           "upload: an architecture template for a state dict -- a TorchScript module "
           "(torch.jit.script(Net()).save('arch.pt')) -- stored beside it as architecture.pt");
@@ -118,12 +122,18 @@ bool ParseShape(int64_t min, std::vector<int64_t>* shape) {
 }
 
 void PrintStatus(const v1::ModelStatus& m) {
+  const std::string int8 =
+      m.int8_calibration_samples() > 0
+          ? absl::StrFormat(" int8_top1_agreement=%.4f int8_worst_cosine=%.6f int8_samples=%d",
+                            m.int8_top1_agreement(), m.int8_worst_cosine(),
+                            m.int8_calibration_samples())
+          : "";
   std::printf(
-      "%-24s %-8s serving=%lld store=[%s] format=%s arch=%s device=%s%s%s%s%s pinned=%lld%s%s\n",
+      "%-24s %-8s serving=%lld store=[%s] format=%s arch=%s device=%s%s%s%s%s%s pinned=%lld%s%s\n",
       m.model_name().c_str(), v1::ModelState_Name(m.state()).c_str(),
       static_cast<long long>(m.serving_version()), absl::StrJoin(m.store_versions(), ",").c_str(),
       v1::CheckpointFormat_Name(m.format()).c_str(), m.architecture().c_str(), m.device().c_str(),
-      m.precision().empty() ? "" : " precision=", m.precision().c_str(),
+      m.precision().empty() ? "" : " precision=", m.precision().c_str(), int8.c_str(),
       m.memory_format().empty() ? "" : " memory_format=", m.memory_format().c_str(),
       static_cast<long long>(m.pinned_version()),
       m.last_error().empty() ? "" : " error=", m.last_error().c_str());
@@ -418,8 +428,9 @@ int Upload(const Command& c) {
     if (!ReadFlagFile("--labels", labels, header.mutable_labels())) return 2;
   }
   v1::UploadCheckpointResponse resp;
-  grpc::Status s = c.client.Upload(absl::GetFlag(FLAGS_file), header, &resp, 1 << 20,
-                                   absl::GetFlag(FLAGS_architecture_file));
+  grpc::Status s =
+      c.client.Upload(absl::GetFlag(FLAGS_file), header, &resp, 1 << 20,
+                      absl::GetFlag(FLAGS_architecture_file), absl::GetFlag(FLAGS_calibration));
   if (!s.ok()) return Fail("upload", s);
   std::printf("uploaded %s version %lld (%lld bytes, sha256 %s)\n", resp.model_name().c_str(),
               static_cast<long long>(resp.version()), static_cast<long long>(resp.size_bytes()),
@@ -486,7 +497,7 @@ constexpr char kUsage[] =
     "  model-client unload NAME\n"
     "  model-client upload NAME --file model_weights.pth [--format STATE_DICT]"
     " [--architecture vgg16 | --architecture_file arch.pt] [--precision bf16] [--labels "
-    "labels.txt] [--preprocess JSON] [--quantized_engine qnnpack]\n"
+    "labels.txt] [--preprocess JSON] [--quantized_engine qnnpack] [--calibration samples.npy]\n"
     "  model-client download NAME [--version N] --file out.pth";
 
 // `model-client help [COMMAND]`: the usage lines (of COMMAND), then where the

@@ -171,10 +171,12 @@ grpc::Status ModelClient::UnloadModel(const std::string& model_name,
 
 namespace {
 
-// Writes the file as chunk (or architecture_chunk) messages; false once the
-// stream broke.
+enum class Part { kCheckpoint, kArchitecture, kCalibration };
+
+// Writes the file as chunk (architecture_chunk, calibration_chunk) messages;
+// false once the stream broke.
 bool StreamFile(std::ifstream& in, size_t chunk_bytes,
-                grpc::ClientWriter<v1::UploadCheckpointRequest>* writer, bool architecture,
+                grpc::ClientWriter<v1::UploadCheckpointRequest>* writer, Part part,
                 const std::function<void(uint64_t)>& sent) {
   std::string buf(chunk_bytes, '\0');
   v1::UploadCheckpointRequest message;
@@ -183,8 +185,10 @@ bool StreamFile(std::ifstream& in, size_t chunk_bytes,
     const std::streamsize n = in.gcount();
     if (n <= 0) break;
     message.Clear();
-    if (architecture) {
+    if (part == Part::kArchitecture) {
       message.set_architecture_chunk(buf.data(), static_cast<size_t>(n));
+    } else if (part == Part::kCalibration) {
+      message.set_calibration_chunk(buf.data(), static_cast<size_t>(n));
     } else {
       message.set_chunk(buf.data(), static_cast<size_t>(n));
     }
@@ -198,9 +202,17 @@ bool StreamFile(std::ifstream& in, size_t chunk_bytes,
 
 grpc::Status ModelClient::Upload(const std::string& path, v1::UploadHeader header,
                                  v1::UploadCheckpointResponse* response, size_t chunk_bytes,
-                                 const std::string& architecture_path) const {
+                                 const std::string& architecture_path,
+                                 const std::string& calibration_path) const {
   std::ifstream in(path, std::ios::binary);
   if (!in) return grpc::Status(grpc::StatusCode::NOT_FOUND, "cannot open " + path);
+  std::ifstream calibration;
+  if (!calibration_path.empty()) {
+    calibration.open(calibration_path, std::ios::binary);
+    if (!calibration) {
+      return grpc::Status(grpc::StatusCode::NOT_FOUND, "cannot open " + calibration_path);
+    }
+  }
   std::ifstream arch;
   if (!architecture_path.empty()) {
     arch.open(architecture_path, std::ios::binary);
@@ -233,9 +245,12 @@ grpc::Status ModelClient::Upload(const std::string& path, v1::UploadHeader heade
     if (options_.progress) options_.progress(done, total);
   };
   if (ok && arch.is_open()) {
-    ok = StreamFile(arch, chunk_bytes, writer.get(), /*architecture=*/true, nullptr);
+    ok = StreamFile(arch, chunk_bytes, writer.get(), Part::kArchitecture, nullptr);
   }
-  if (ok) ok = StreamFile(in, chunk_bytes, writer.get(), /*architecture=*/false, sent);
+  if (ok && calibration.is_open()) {
+    ok = StreamFile(calibration, chunk_bytes, writer.get(), Part::kCalibration, nullptr);
+  }
+  if (ok) ok = StreamFile(in, chunk_bytes, writer.get(), Part::kCheckpoint, sent);
   if (ok) writer->WritesDone();
   return writer->Finish();
 }

@@ -66,11 +66,13 @@ class ModelClient {
   // Streams the file at `path` after `header` (its sha256 and size_bytes are
   // filled in when empty) in `chunk_bytes` chunks.
   // `architecture_path`: optional architecture template (TorchScript) sent
-  // before a STATE_DICT checkpoint, stored beside it.
+  // before a STATE_DICT checkpoint, stored beside it. `calibration_path`: optional
+  // calibration samples (a float32 .npy) for precision int8, stored beside it as
+  // calibration.npy.
   grpc::Status Upload(const std::string& path, modelserving::v1::UploadHeader header,
                       modelserving::v1::UploadCheckpointResponse* response,
-                      size_t chunk_bytes = 1 << 20,
-                      const std::string& architecture_path = "") const;
+                      size_t chunk_bytes = 1 << 20, const std::string& architecture_path = "",
+                      const std::string& calibration_path = "") const;
   // Writes the stored file to `out_path` (replaced atomically when complete) and
   // checks its sha256 against the header (DATA_LOSS on a mismatch).
   grpc::Status Download(const std::string& model_name, int64_t version, const std::string& out_path,

@@ -3,15 +3,18 @@
 // the restricted unpickler (state-dict and module-tree options), the state-dict
 // parser, the module-tree parser, the TorchScript archive check and the
 // torch.export program reader (its JSON alone, and whole archives) and the
-// AOTInductor package reader. Build and run
-// with fuzz/run_fuzzer.sh.
+// AOTInductor package reader; and the .npy reader (a version's calibration.npy,
+// checked at upload and read at an int8 load). Build and run with
+// fuzz/run_fuzzer.sh.
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 
+#include "common/npy.h"
 #include "server/checkpoint/aoti_package.h"
 #include "server/checkpoint/checkpoint_check.h"
 #include "server/checkpoint/exported_program.h"
@@ -61,6 +64,10 @@ void AsWeightsConfig(const std::string& bytes, const modelserver::exported::Read
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string bytes(reinterpret_cast<const char*>(data), size);
+  // As calibration samples: what parses has exactly the bytes its shape needs.
+  if (auto npy = modelserver::ParseNpy(bytes); npy.ok()) {
+    if (!modelserver::CheckTensorBytes(npy->dtype, npy->shape, npy->data.size()).ok()) abort();
+  }
   // As a pickle: a state dict's, and a torch.save(model) module tree.
   (void)modelserver::pickle::Unpickler(Small({})).Parse(bytes);
   auto tree = modelserver::pickle::Unpickler(Small(modelserver::PickledModuleUnpicklerOptions()))

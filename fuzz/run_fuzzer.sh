@@ -2,7 +2,7 @@
 # Builds the fuzz targets with clang (libFuzzer + AddressSanitizer +
 # UndefinedBehaviorSanitizer) and runs them on a seed corpus made from the test
 # fixtures (whole .pth/.pt files and their data.pkl records):
-#   fuzz/checkpoint_fuzzer.cc  server/checkpoint/ (torch-free), SECONDS
+#   fuzz/checkpoint_fuzzer.cc  server/checkpoint/ (torch-free) and the .npy reader, SECONDS
 #   fuzz/torch_fuzzer.cc       tensor materializer + layer-stack builder (LibTorch),
 #                              TORCH_SECONDS (default SECONDS / 3)
 #   fuzz/image_fuzzer.cc       image decoders (libjpeg-turbo, libspng, libwebp, libexif),
@@ -26,7 +26,7 @@ mkdir -p "$out/corpus" "$out/crashes"
 command -v clang++ >/dev/null || { echo "clang++ is not installed (apt-get install clang libclang-rt-14-dev)"; exit 1; }
 [ -d build/proto ] || { echo "run make build first"; exit 1; }
 srcs="fuzz/checkpoint_fuzzer.cc $(ls server/checkpoint/*.cc) server/util/logging.cc
-      common/host_tensor.cc common/sha256.cc common/wire_size.cc"
+      common/host_tensor.cc common/npy.cc common/sha256.cc common/wire_size.cc"
 absl_libs=$(pkg-config --libs absl_status absl_statusor absl_strings absl_str_format absl_time absl_synchronization)
 flags="-std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined"
 clang++ $flags -I. $srcs -o "$out/checkpoint_fuzzer" $absl_libs -lz -lcrypto
@@ -64,6 +64,17 @@ except zipfile.BadZipFile:
 PY
 done
 cp build/fixtures/reader/*.pkl build/fixtures/reader/*.zip "$out/corpus/" 2>/dev/null || true
+# Calibration samples as numpy writes them (format 1.0 and 2.0, float32 and another dtype).
+/usr/bin/python3 - "$out/corpus" <<'PY'
+import io, sys, numpy as np
+from numpy.lib import format as npf
+out = sys.argv[1]
+np.save(f'{out}/seed_calibration.npy', np.random.rand(2, 3, 4, 4).astype(np.float32))
+np.save(f'{out}/seed_int64.npy', np.arange(6, dtype=np.int64).reshape(2, 3))
+b = io.BytesIO()
+npf.write_array(b, np.ones((1, 2), np.float32), version=(2, 0))
+open(f'{out}/seed_v2.npy', 'wb').write(b.getvalue())
+PY
 # torch.export programs (both layouts, the hostile ones but the 18 MB graph) and
 # their JSON records.
 for f in $(find build/fixtures/export -name '*.pt2' -size -2M); do

@@ -107,11 +107,16 @@ ABSL_FLAG(std::vector<std::string>, model_devices, {},
           "NAME=DEVICE[,DEVICE...]: the devices a model is loaded on (a copy of its weights on "
           "each, its batch workers spread over them), over --device; e.g. vgg16=cuda:0,cuda:1");
 ABSL_FLAG(std::string, precision, "fp32",
-          "what models compute in: fp32, bf16 (CPU with AVX512-BF16/AMX, or GPU) or fp16 (GPU "
-          "only); inputs and outputs keep their wire dtype. Per version: manifest \"precision\"; "
-          "per model: --model_precision");
+          "what models compute in: fp32, bf16 (CPU with AVX512-BF16/AMX, or GPU), fp16 (GPU "
+          "only) or int8 (CPU; native VGGs and pickled layer stacks, quantized at load from the "
+          "version's calibration.npy); inputs and outputs keep their wire dtype. Per version: "
+          "manifest \"precision\"; per model: --model_precision");
 ABSL_FLAG(std::vector<std::string>, model_precision, {},
-          "NAME=fp32|bf16|fp16[,...]: a model's precision, over its manifest and --precision");
+          "NAME=fp32|bf16|fp16|int8[,...]: a model's precision, over its manifest and --precision");
+ABSL_FLAG(double, min_int8_agreement, 0.99,
+          "precision int8: a version whose int8 model picks the float model's top-1 class on "
+          "fewer than this share of its calibration samples is refused (FAILED_PRECONDITION "
+          "with the numbers); 0 to 1");
 ABSL_FLAG(std::string, memory_format, "auto",
           "auto|contiguous|channels_last: layout of 4-D activations; auto is channels-last for "
           "native VGGs and pickled layer stacks, contiguous for TorchScript");
@@ -347,11 +352,16 @@ absl::StatusOr<ModelRegistry::Options> RegistryOptions(const CheckpointStore* st
   ASSIGN_OR_RETURN(o.precision, ParsePrecision(absl::GetFlag(FLAGS_precision)));
   RETURN_IF_ERROR(CheckPrecisionOnDevice(o.precision, device));
   ASSIGN_OR_RETURN(o.memory_layout, ParseMemoryLayout(absl::GetFlag(FLAGS_memory_format)));
+  o.min_int8_agreement = absl::GetFlag(FLAGS_min_int8_agreement);
+  if (!(o.min_int8_agreement >= 0 && o.min_int8_agreement <= 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--min_int8_agreement ", o.min_int8_agreement, " is not in [0, 1]"));
+  }
   for (const std::string& item : absl::GetFlag(FLAGS_model_precision)) {
     const std::vector<std::string> kv = absl::StrSplit(item, absl::MaxSplits('=', 1));
     if (kv.size() != 2) {
       return absl::InvalidArgumentError(
-          absl::StrCat("--model_precision '", item, "' is not NAME=fp32|bf16|fp16"));
+          absl::StrCat("--model_precision '", item, "' is not NAME=fp32|bf16|fp16|int8"));
     }
     ASSIGN_OR_RETURN(const Precision p, ParsePrecision(kv[1]));
     RETURN_IF_ERROR(CheckPrecisionOnDevice(p, device));

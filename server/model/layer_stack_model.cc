@@ -19,7 +19,14 @@ namespace mc = module_class;
 struct Layer {
   std::function<at::Tensor(const at::Tensor&)> run;
   std::vector<at::Tensor> tensors;  // counted in parameter_bytes
+  FloatLayer spec;                  // the same step for --precision int8
 };
+
+FloatLayer Spec(FloatLayer::Kind kind) {
+  FloatLayer f;
+  f.kind = kind;
+  return f;
+}
 
 // Turns a module tree into layers, materialising tensors as float32.
 class LayerBuilder {
@@ -78,7 +85,9 @@ class LayerBuilder {
     }
     RETURN_IF_ERROR(Add(*parts["features"], out));
     RETURN_IF_ERROR(Add(*parts["avgpool"], out));
-    out->push_back({[](const at::Tensor& x) { return at::flatten(x, 1); }, {}});
+    out->push_back({[](const at::Tensor& x) { return at::flatten(x, 1); },
+                    {},
+                    Spec(FloatLayer::Kind::kFlatten)});
     return Add(*parts["classifier"], out);
   }
 
@@ -93,17 +102,25 @@ class LayerBuilder {
     if (mode != nullptr && !(mode->kind == pickle::Kind::kString && mode->s == "zeros")) {
       return UnsupportedModule(n.path, "Conv2d padding_mode other than 'zeros'");
     }
+    FloatLayer f = Spec(FloatLayer::Kind::kConv);
+    f.weight = w, f.bias = b, f.groups = groups;
+    f.stride = {stride[0], stride[1]};
+    f.padding = {padding[0], padding[1]};
+    f.dilation = {dilation[0], dilation[1]};
     out->push_back({[=](const at::Tensor& x) {
                       return at::conv2d(x, w, b, stride, padding, dilation, groups);
                     },
-                    {w, b}});
+                    {w, b},
+                    std::move(f)});
     return absl::OkStatus();
   }
 
   absl::Status AddLinear(const ModuleNode& n, std::vector<Layer>* out) const {
     ASSIGN_OR_RETURN(at::Tensor w, Need(n, "weight"));
     ASSIGN_OR_RETURN(at::Tensor b, Maybe(n, "bias"));
-    out->push_back({[=](const at::Tensor& x) { return at::linear(x, w, b); }, {w, b}});
+    FloatLayer f = Spec(FloatLayer::Kind::kLinear);
+    f.weight = w, f.bias = b;
+    out->push_back({[=](const at::Tensor& x) { return at::linear(x, w, b); }, {w, b}, f});
     return absl::OkStatus();
   }
 
@@ -113,16 +130,20 @@ class LayerBuilder {
     ASSIGN_OR_RETURN(at::Tensor w, Maybe(n, "weight"));
     ASSIGN_OR_RETURN(at::Tensor b, Maybe(n, "bias"));
     ASSIGN_OR_RETURN(double eps, n.Float("eps"));
+    FloatLayer f = Spec(FloatLayer::Kind::kBatchNorm);
+    f.weight = w, f.bias = b, f.running_mean = mean, f.running_var = var, f.eps = eps;
     out->push_back({[=](const at::Tensor& x) {
                       return at::batch_norm(x, w, b, mean, var, /*training=*/false, 0.1, eps,
                                             /*cudnn_enabled=*/true);
                     },
-                    {mean, var, w, b}});
+                    {mean, var, w, b},
+                    f});
     return absl::OkStatus();
   }
 
   absl::Status AddReLU(const ModuleNode&, std::vector<Layer>* out) const {
-    out->push_back({[](const at::Tensor& x) { return at::relu(x); }, {}});
+    out->push_back(
+        {[](const at::Tensor& x) { return at::relu(x); }, {}, Spec(FloatLayer::Kind::kReLU)});
     return absl::OkStatus();
   }
 
@@ -138,7 +159,11 @@ class LayerBuilder {
     const bool ceil = n.Bool("ceil_mode", false);
     if (n.Bool("return_indices", false))
       return UnsupportedModule(n.path, "MaxPool2d return_indices");
-    out->push_back({[=](const at::Tensor& x) { return at::max_pool2d(x, k, s, p, d, ceil); }, {}});
+    FloatLayer f = Spec(FloatLayer::Kind::kMaxPool);
+    f.kernel = {k[0], k[1]}, f.stride = {s[0], s[1]}, f.padding = {p[0], p[1]};
+    f.dilation = {d[0], d[1]}, f.ceil_mode = ceil;
+    out->push_back(
+        {[=](const at::Tensor& x) { return at::max_pool2d(x, k, s, p, d, ceil); }, {}, f});
     return absl::OkStatus();
   }
 
@@ -151,21 +176,28 @@ class LayerBuilder {
     if (div != nullptr && div->kind != pickle::Kind::kNone) {
       return UnsupportedModule(n.path, "AvgPool2d divisor_override");
     }
+    FloatLayer f = Spec(FloatLayer::Kind::kAvgPool);
+    f.kernel = {k[0], k[1]}, f.stride = {s[0], s[1]}, f.padding = {p[0], p[1]};
+    f.ceil_mode = ceil, f.count_include_pad = include;
     out->push_back(
-        {[=](const at::Tensor& x) { return at::avg_pool2d(x, k, s, p, ceil, include); }, {}});
+        {[=](const at::Tensor& x) { return at::avg_pool2d(x, k, s, p, ceil, include); }, {}, f});
     return absl::OkStatus();
   }
 
   absl::Status AddAdaptiveAvgPool(const ModuleNode& n, std::vector<Layer>* out) const {
     ASSIGN_OR_RETURN(auto size, n.Pair("output_size"));
-    out->push_back({[=](const at::Tensor& x) { return at::adaptive_avg_pool2d(x, size); }, {}});
+    FloatLayer f = Spec(FloatLayer::Kind::kAdaptiveAvgPool);
+    f.output_size = {size[0], size[1]};
+    out->push_back({[=](const at::Tensor& x) { return at::adaptive_avg_pool2d(x, size); }, {}, f});
     return absl::OkStatus();
   }
 
   absl::Status AddFlatten(const ModuleNode& n, std::vector<Layer>* out) const {
     ASSIGN_OR_RETURN(int64_t start, n.Int("start_dim"));
     ASSIGN_OR_RETURN(int64_t end, n.Int("end_dim"));
-    out->push_back({[=](const at::Tensor& x) { return at::flatten(x, start, end); }, {}});
+    FloatLayer f = Spec(FloatLayer::Kind::kFlatten);
+    f.start_dim = start, f.end_dim = end;
+    out->push_back({[=](const at::Tensor& x) { return at::flatten(x, start, end); }, {}, f});
     return absl::OkStatus();
   }
 
@@ -231,9 +263,13 @@ int64_t FirstConvInChannels(const ModuleNode& root) {
 
 absl::StatusOr<std::shared_ptr<const Model>> BuildLayerStackModel(const ModuleNode& root,
                                                                   const TensorMaterializer& tensors,
-                                                                  const Numerics& numerics) {
+                                                                  const Numerics& numerics,
+                                                                  std::vector<FloatLayer>* spec) {
   std::vector<Layer> layers;
   RETURN_IF_ERROR(LayerBuilder(tensors, numerics).Add(root, &layers));
+  if (spec != nullptr) {
+    for (const Layer& l : layers) spec->push_back(l.spec);
+  }
   ModelInfo info;
   info.architecture = root.cls;
   info.format = ModelFormat::kPickledModule;

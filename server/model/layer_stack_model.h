@@ -2,9 +2,11 @@
 #define MODELSERVER_SERVER_MODEL_LAYER_STACK_MODEL_H_
 
 #include <memory>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "server/checkpoint/module_tree.h"
+#include "server/model/int8_network.h"
 #include "server/model/model.h"
 #include "server/model/tensor_materializer.h"
 #include "server/model/torch_model.h"
@@ -18,10 +20,11 @@ namespace modelserver {
 // tree's tensors (its storages must be loaded). FAILED_PRECONDITION
 // (UnsupportedModule) naming any other class or unsupported attribute.
 // Tensors are converted once, at build, to `numerics`. The model is immutable
-// and thread-safe.
-absl::StatusOr<std::shared_ptr<const Model>> BuildLayerStackModel(const ModuleNode& root,
-                                                                  const TensorMaterializer& tensors,
-                                                                  const Numerics& numerics);
+// and thread-safe. `spec` (when given) receives the layers as FloatLayers, for
+// --precision int8.
+absl::StatusOr<std::shared_ptr<const Model>> BuildLayerStackModel(
+    const ModuleNode& root, const TensorMaterializer& tensors, const Numerics& numerics,
+    std::vector<FloatLayer>* spec = nullptr);
 
 }  // namespace modelserver
 

@@ -26,6 +26,12 @@ struct ModelInfo {
   std::string memory_format = "contiguous";  // or "channels_last"
   // A state dict served in an architecture template (TorchScript) beside it.
   bool from_template = false;
+  // Precision int8: the calibration samples, and on them the share of samples
+  // whose top-1 class is the float model's and the lowest cosine similarity of
+  // one sample's int8 and float outputs (0 samples: not int8).
+  int64_t int8_samples = 0;
+  double int8_top1_agreement = 0;
+  double int8_worst_cosine = 0;
 };
 
 // One loaded, eval-mode model version on its device. Its header is torch-free so

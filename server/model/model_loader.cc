@@ -12,6 +12,7 @@
 #include "server/model/aoti_model.h"
 #include "server/model/device.h"
 #include "server/model/exported_program_model.h"
+#include "server/model/int8_network.h"
 #include "server/model/pickled_module.h"
 #include "server/model/tensor_convert.h"
 #include "server/model/tensor_materializer.h"
@@ -34,6 +35,22 @@ constexpr char kNeedsArchitecture[] =
 
 }  // namespace
 
+absl::Status CheckInt8Applies(const ModelLoadOptions& options) {
+  if (options.precision != Precision::kInt8) return absl::OkStatus();
+  RETURN_IF_ERROR(CheckPrecisionOnDevice(options.precision, options.device));
+  const bool native_vgg =
+      options.format == ModelFormat::kStateDict && !options.architecture.empty();
+  if (native_vgg || options.format == ModelFormat::kPickledModule) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      "precision int8 quantizes native VGGs (a state dict with a VGG architecture) and pickled "
+      "layer stacks at load, and this version is ",
+      options.format == ModelFormat::kStateDict ? "a state dict in an architecture template"
+                                                : ModelFormatName(options.format),
+      ": a TorchScript model serves in int8 as its maker quantized it (eager or FX quantization, "
+      "traced or scripted), an exported program as PT2E quantized it; serve this one in fp32 "
+      "or bf16"));
+}
+
 absl::StatusOr<std::shared_ptr<const Model>> LoadModelFromFile(const ModelLoadOptions& options) {
   if (!options.quantized_engine.empty() &&
       !absl::EqualsIgnoreCase(options.quantized_engine, QuantizedEngine())) {
@@ -45,13 +62,27 @@ absl::StatusOr<std::shared_ptr<const Model>> LoadModelFromFile(const ModelLoadOp
         ": serve it in a sandboxed worker (without --trust_torchscript), or ",
         "start the server with --quantized_engine ", options.quantized_engine));
   }
+  // Int8 is made at load from the float32 network, for the networks whose layers
+  // are ours to quantize.
+  const bool int8 = options.precision == Precision::kInt8;
+  RETURN_IF_ERROR(CheckInt8Applies(options));
+  Int8Options int8_options;
+  int8_options.calibration_path = options.calibration_path;
+  int8_options.calibration_samples = options.calibration_samples;
+  int8_options.min_agreement = options.min_int8_agreement;
+  int8_options.what = options.name.empty() ? "the model"
+                      : options.version > 0
+                          ? absl::StrCat("model '", options.name, "' version ", options.version)
+                          : absl::StrCat("model '", options.name, "' (upload check)");
   // Native VGGs and layer stacks are written for any layout; TorchScript code may
   // assume a contiguous one, so it is channels-last only when asked.
-  ASSIGN_OR_RETURN(const Numerics numerics,
-                   ResolveNumerics(options.precision, options.memory_layout, options.device,
-                                   options.format != ModelFormat::kTorchScript &&
-                                       options.format != ModelFormat::kExportedProgram &&
-                                       options.format != ModelFormat::kAotiPackage));
+  ASSIGN_OR_RETURN(
+      const Numerics numerics,
+      ResolveNumerics(int8 ? Precision::kFp32 : options.precision,
+                      int8 ? MemoryLayout::kContiguous : options.memory_layout, options.device,
+                      options.format != ModelFormat::kTorchScript &&
+                          options.format != ModelFormat::kExportedProgram &&
+                          options.format != ModelFormat::kAotiPackage));
   switch (options.format) {
     case ModelFormat::kStateDict: {
       if (options.architecture.empty() && absl::EndsWith(options.architecture_path, ".pt2")) {
@@ -79,9 +110,12 @@ absl::StatusOr<std::shared_ptr<const Model>> LoadModelFromFile(const ModelLoadOp
         ASSIGN_OR_RETURN(StateDict state, ReadStateDict(options.path, read));
         ASSIGN_OR_RETURN(std::shared_ptr<VggImpl> vgg,
                          VggImpl::Create(config, std::move(state), numerics));
+        std::vector<FloatLayer> layers;
+        if (int8) layers = vgg->Layers();
         ASSIGN_OR_RETURN(
             std::shared_ptr<VggModel> model,
             VggModel::Create(std::move(vgg), options.format, options.device, numerics));
+        if (int8) return QuantizeInt8(std::move(layers), std::move(model), int8_options);
         return std::shared_ptr<const Model>(std::move(model));
       } catch (const std::exception& e) {
         return TorchError(e, absl::StrCat("loading ", options.path));
@@ -111,7 +145,12 @@ absl::StatusOr<std::shared_ptr<const Model>> LoadModelFromFile(const ModelLoadOp
     }
     case ModelFormat::kPickledModule:
       try {
-        return LoadPickledModule(options.path, options.device, options.verify_crc, numerics);
+        std::vector<FloatLayer> layers;
+        ASSIGN_OR_RETURN(std::shared_ptr<const Model> model,
+                         LoadPickledModule(options.path, options.device, options.verify_crc,
+                                           numerics, int8 ? &layers : nullptr));
+        if (int8) return QuantizeInt8(std::move(layers), std::move(model), int8_options);
+        return model;
       } catch (const std::exception& e) {
         return TorchError(e, absl::StrCat("loading ", options.path));
       }

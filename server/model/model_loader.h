@@ -48,7 +48,22 @@ struct ModelLoadOptions {
   // What one forward pass of an exported program may hold in CPU memory at once
   // (ExportedProgramModel::SetForwardMemoryBudget; 0: unbounded).
   uint64_t forward_memory_bytes = 0;
+  // Precision int8 (native VGGs and pickled layer stacks): the version's
+  // calibration samples (calibration.npy; empty: none, and int8 is refused) and
+  // the top-1 agreement with the float model below which it is refused
+  // (--min_int8_agreement).
+  std::string calibration_path;
+  // Or the samples themselves (the version's calibration/ images, preprocessed).
+  std::shared_ptr<const HostTensor> calibration_samples;
+  double min_int8_agreement = 0.99;
 };
+
+// OK unless `options` ask for precision int8 where it does not apply:
+// FAILED_PRECONDITION for any format but a native VGG's state dict or a pickled
+// layer stack (TorchScript and exported programs are quantized by their makers),
+// or for a device other than the CPU. LoadModelFromFile checks it; so does the
+// sandboxed loader before it starts a worker.
+absl::Status CheckInt8Applies(const ModelLoadOptions& options);
 
 // Reads a checkpoint and builds an eval-mode model on the device. Blocks for the
 // whole load. Errors: those of ReadStateDict, INVALID_ARGUMENT for an unknown

@@ -26,14 +26,13 @@ absl::Status CollectTensors(const ModuleNode& n, const TensorMaterializer& tenso
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::shared_ptr<const Model>> NativeVgg(const VggConfig& config,
-                                                       const ModuleNode& root,
-                                                       const TensorMaterializer& tensors,
-                                                       const std::string& device,
-                                                       const Numerics& numerics) {
+absl::StatusOr<std::shared_ptr<const Model>> NativeVgg(
+    const VggConfig& config, const ModuleNode& root, const TensorMaterializer& tensors,
+    const std::string& device, const Numerics& numerics, std::vector<FloatLayer>* spec) {
   StateDict sd;
   for (const ModuleNode& c : root.children) RETURN_IF_ERROR(CollectTensors(c, tensors, &sd));
   ASSIGN_OR_RETURN(std::shared_ptr<VggImpl> vgg, VggImpl::Create(config, std::move(sd), numerics));
+  if (spec != nullptr) *spec = vgg->Layers();
   ASSIGN_OR_RETURN(std::shared_ptr<VggModel> model,
                    VggModel::Create(std::move(vgg), ModelFormat::kPickledModule, device, numerics));
   return std::shared_ptr<const Model>(std::move(model));
@@ -44,19 +43,20 @@ absl::StatusOr<std::shared_ptr<const Model>> NativeVgg(const VggConfig& config,
 absl::StatusOr<std::shared_ptr<const Model>> LoadPickledModule(const std::string& path,
                                                                const std::string& device,
                                                                bool verify_crc,
-                                                               const Numerics& numerics) {
+                                                               const Numerics& numerics,
+                                                               std::vector<FloatLayer>* spec) {
   ASSIGN_OR_RETURN(std::unique_ptr<ZipReader> zip, ZipReader::Open(path));
   ASSIGN_OR_RETURN(PickledModuleTree tree, ParsePickledModule(*zip, path));
   TensorMaterializer tensors(*zip, tree.prefix, verify_crc);
   RETURN_IF_ERROR(tensors.LoadStorages(*tree.pickled));
   if (std::optional<VggConfig> config = VggConfigFromModuleTree(tree.root)) {
-    return NativeVgg(*config, tree.root, tensors, device, numerics);
+    return NativeVgg(*config, tree.root, tensors, device, numerics, spec);
   }
   if (device != "cpu") {
     return absl::UnimplementedError(
         "pickled modules other than torchvision's VGG layout are served on the CPU only");
   }
-  return BuildLayerStackModel(tree.root, tensors, numerics);
+  return BuildLayerStackModel(tree.root, tensors, numerics, spec);
 }
 
 }  // namespace modelserver

@@ -3,8 +3,10 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
+#include "server/model/int8_network.h"
 #include "server/model/model.h"
 #include "server/model/torch_model.h"
 
@@ -21,11 +23,11 @@ namespace modelserver {
 // Errors: FAILED_PRECONDITION naming a refused class (export TorchScript or save
 // a state dict instead) or an unsupported layer setting; DATA_LOSS for a corrupt
 // file; those of the reader otherwise. Weights are converted to `numerics` as
-// they are built. Thread-safe.
-absl::StatusOr<std::shared_ptr<const Model>> LoadPickledModule(const std::string& path,
-                                                               const std::string& device,
-                                                               bool verify_crc,
-                                                               const Numerics& numerics = {});
+// they are built. `spec` (when given) receives the network as FloatLayers, for
+// --precision int8. Thread-safe.
+absl::StatusOr<std::shared_ptr<const Model>> LoadPickledModule(
+    const std::string& path, const std::string& device, bool verify_crc,
+    const Numerics& numerics = {}, std::vector<FloatLayer>* spec = nullptr);
 
 }  // namespace modelserver
 

@@ -11,8 +11,9 @@ absl::StatusOr<Precision> ParsePrecision(absl::string_view text) {
   if (t == "fp32" || t == "float32" || t == "float") return Precision::kFp32;
   if (t == "bf16" || t == "bfloat16") return Precision::kBf16;
   if (t == "fp16" || t == "float16" || t == "half") return Precision::kFp16;
+  if (t == "int8") return Precision::kInt8;
   return absl::InvalidArgumentError(
-      absl::StrCat("precision '", text, "' is not one of fp32, bf16, fp16"));
+      absl::StrCat("precision '", text, "' is not one of fp32, bf16, fp16, int8"));
 }
 
 const char* PrecisionName(Precision p) {
@@ -23,6 +24,8 @@ const char* PrecisionName(Precision p) {
       return "bf16";
     case Precision::kFp16:
       return "fp16";
+    case Precision::kInt8:
+      return "int8";
   }
   return "?";
 }
@@ -53,6 +56,12 @@ absl::Status CheckPrecisionOnDevice(Precision p, absl::string_view device) {
     return absl::FailedPreconditionError(
         absl::StrCat("precision fp16 needs a CUDA device, and this model runs on ", device,
                      ": CPUs have no fast float16 arithmetic; use bf16 (or fp32) on a CPU"));
+  }
+  if (p == Precision::kInt8 && !absl::StartsWith(device, "cpu")) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("precision int8 runs on a CPU (LibTorch's quantized operators), and this "
+                     "model runs on ",
+                     device, ": use fp16 or bf16 on a GPU"));
   }
   return absl::OkStatus();
 }

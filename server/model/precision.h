@@ -8,9 +8,11 @@
 
 namespace modelserver {
 
-// The floating-point type a model's weights and activations are kept in.
+// The floating-point type a model's weights and activations are kept in, or
+// int8: weights and activations quantized at load from calibration samples
+// (server/model/int8_network.h; native VGGs and pickled layer stacks on a CPU).
 // Inputs and outputs on the wire keep their own dtype: the model converts.
-enum class Precision { kFp32, kBf16, kFp16 };
+enum class Precision { kFp32, kBf16, kFp16, kInt8 };
 
 // How 4-D activations and convolution weights are laid out in memory.
 enum class MemoryLayout {
@@ -19,10 +21,10 @@ enum class MemoryLayout {
   kChannelsLast,  // NHWC strides
 };
 
-// "fp32" | "bf16" | "fp16" (also float32, bfloat16, float16, half), any case.
+// "fp32" | "bf16" | "fp16" | "int8" (also float32, bfloat16, float16, half), any case.
 // INVALID_ARGUMENT naming the accepted values otherwise.
 absl::StatusOr<Precision> ParsePrecision(absl::string_view text);
-const char* PrecisionName(Precision p);  // "fp32", "bf16", "fp16"
+const char* PrecisionName(Precision p);  // "fp32", "bf16", "fp16", "int8"
 
 // "auto" | "contiguous" (also nchw) | "channels_last" (also nhwc), any case.
 absl::StatusOr<MemoryLayout> ParseMemoryLayout(absl::string_view text);

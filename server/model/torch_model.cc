@@ -37,6 +37,7 @@ at::ScalarType Numerics::dtype() const {
     case Precision::kFp16:
       return at::kHalf;
     case Precision::kFp32:
+    case Precision::kInt8:  // the float network int8 is made from, and its inputs
       break;
   }
   return at::kFloat;

@@ -57,6 +57,7 @@ ModelLoaderFunction MakeSandboxedLoader(SandboxLoaderOptions options) {
                              !lo.architecture_path.empty() &&
                              !absl::EndsWith(lo.architecture_path, ".pt2");
     const bool compiled = lo.format == ModelFormat::kAotiPackage;
+    RETURN_IF_ERROR(CheckInt8Applies(lo));  // never for what runs in a worker
     if (compiled
             ? options.trust_compiled_models
             : (lo.trust_torchscript || (lo.format != ModelFormat::kTorchScript && !is_template))) {

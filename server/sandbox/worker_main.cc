@@ -94,6 +94,11 @@ absl::StatusOr<Loaded> LoadRequest(const WorkerRequest& request, int fd, bool co
                                    int channels) {
   const std::string device(request.device, strnlen(request.device, sizeof(request.device)));
   const bool trusted = request.check == 0;
+  if (request.precision > static_cast<uint32_t>(Precision::kFp16)) {
+    // int8 is made in the server from float networks; a worker serves floats.
+    return absl::InvalidArgumentError(
+        absl::StrCat("a worker serves fp32, bf16 or fp16, not precision ", request.precision));
+  }
   ASSIGN_OR_RETURN(const Numerics numerics,
                    ResolveNumerics(static_cast<Precision>(request.precision),
                                    static_cast<MemoryLayout>(request.memory_layout), device,

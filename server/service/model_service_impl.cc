@@ -55,6 +55,9 @@ void ToProto(const ModelStatusInfo& info, v1::ModelStatus* proto) {
   proto->set_precision(info.precision);
   proto->set_memory_format(info.memory_format);
   proto->set_parameter_bytes(info.parameter_bytes);
+  proto->set_int8_calibration_samples(info.int8_samples);
+  proto->set_int8_top1_agreement(info.int8_top1_agreement);
+  proto->set_int8_worst_cosine(info.int8_worst_cosine);
 }
 
 namespace {
@@ -615,6 +618,9 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadCheckpointRequest
     if (pending_ == nullptr) return absl::InvalidArgumentError("upload must start with a header");
     if (request_.has_architecture_chunk()) {
       return pending_->AppendArchitecture(request_.architecture_chunk());
+    }
+    if (request_.has_calibration_chunk()) {
+      return pending_->AppendCalibration(request_.calibration_chunk());
     }
     return pending_->Append(request_.chunk());
   }

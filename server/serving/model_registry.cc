@@ -8,6 +8,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "server/image/image_decode.h"
 #include "server/image/preprocess.h"
 #include "server/model/device.h"
 #include "server/model/model_loader.h"
@@ -85,6 +86,74 @@ std::string ModelRegistry::BeginLoad(const std::string& name, const std::string&
   return e.arch_hint;
 }
 
+namespace {
+
+// At most this many calibration images are read (a few dozen are enough).
+constexpr size_t kMaxCalibrationImages = 1024;
+
+// The version's calibration/ images (sorted by name), each decoded and run through
+// the version's preprocess, as one float32 batch; nullptr without the folder. Every
+// file must resolve inside the store; what is not an image fails the load naming it.
+absl::StatusOr<std::shared_ptr<const HostTensor>> CalibrationImages(const StoreVersion& v,
+                                                                    const std::string& root) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::path(v.dir) / "calibration";
+  std::error_code ec;
+  if (!fs::is_directory(fs::symlink_status(dir, ec))) return nullptr;
+  const std::string where =
+      absl::StrCat("calibration/ of model '", v.model_name, "' version ", v.version);
+  std::vector<fs::path> files;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    if (files.size() == kMaxCalibrationImages) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(where, " holds more than ", kMaxCalibrationImages, " files"));
+    }
+    files.push_back(e.path());
+  }
+  if (ec)
+    return absl::FailedPreconditionError(absl::StrCat("cannot list ", where, ": ", ec.message()));
+  if (files.empty()) return absl::FailedPreconditionError(absl::StrCat(where, " is empty"));
+  std::sort(files.begin(), files.end());
+  ImagePreprocess preprocess;
+  if (!v.manifest.preprocess.empty()) {
+    ASSIGN_OR_RETURN(preprocess, ParsePreprocess(v.manifest.preprocess));
+  }
+  auto t = std::make_shared<HostTensor>();
+  t->dtype = DType::kFloat32;
+  t->shape = preprocess.OutputShape();
+  t->shape.insert(t->shape.begin(), static_cast<int64_t>(files.size()));
+  const size_t per = static_cast<size_t>(t->shape[1] * t->shape[2] * t->shape[3]);
+  t->data.resize(files.size() * per * sizeof(float));
+  const fs::path real_root = fs::canonical(root, ec);
+  for (size_t i = 0; i < files.size(); ++i) {
+    const fs::path real = fs::canonical(files[i], ec);
+    if (ec || !absl::StartsWith(real.string(), real_root.string() + "/") ||
+        !fs::is_regular_file(real, ec)) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          where, ": ", files[i].filename().string(),
+          " is not a regular file inside the store (symlinks out of the store are refused)"));
+    }
+    if (fs::file_size(real, ec) > (uint64_t{64} << 20)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(where, ": ", files[i].filename().string(), " is over 64 MiB"));
+    }
+    std::ifstream in(real, std::ios::binary);
+    const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    absl::StatusOr<RgbImage> image = DecodeImage(bytes, DecodeLimits{});
+    absl::Status s = image.status();
+    if (s.ok()) {
+      s = TransformImage(*image, preprocess, reinterpret_cast<float*>(t->data.data()) + i * per);
+    }
+    if (!s.ok()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(where, ": ", files[i].filename().string(), ": ", s.message()));
+    }
+  }
+  return std::shared_ptr<const HostTensor>(std::move(t));
+}
+
+}  // namespace
+
 absl::StatusOr<ModelRegistry::LoadedVersion> ModelRegistry::LoadVersion(const std::string& name,
                                                                         int64_t version,
                                                                         const std::string& arch,
@@ -117,6 +186,11 @@ absl::StatusOr<ModelRegistry::LoadedVersion> ModelRegistry::LoadVersion(const st
   ASSIGN_OR_RETURN(lo.precision, PrecisionFor(name, v.manifest));
   lo.memory_layout = options_.memory_layout;
   lo.quantized_engine = v.manifest.quantized_engine;
+  lo.calibration_path = v.calibration_path;
+  if (lo.precision == Precision::kInt8 && lo.calibration_path.empty()) {
+    ASSIGN_OR_RETURN(lo.calibration_samples, CalibrationImages(v, options_.store->root()));
+  }
+  lo.min_int8_agreement = options_.min_int8_agreement;
   lo.concurrency = std::max(1, options_.batching.num_workers);
   lo.forward_memory_bytes =
       static_cast<uint64_t>(std::max<int64_t>(0, options_.batching.max_batch_forward_bytes));
@@ -325,6 +399,9 @@ bool ModelRegistry::FinishLoad(const std::string& name, const absl::StatusOr<Loa
     e.status.architecture = info.architecture;
     e.status.device = info.device;
     e.status.precision = info.precision;
+    e.status.int8_samples = info.int8_samples;
+    e.status.int8_top1_agreement = info.int8_top1_agreement;
+    e.status.int8_worst_cosine = info.int8_worst_cosine;
     e.status.memory_format = info.memory_format;
     e.status.parameter_bytes = info.parameter_bytes;
     e.status.last_error = result->note;
@@ -474,6 +551,8 @@ absl::Status ModelRegistry::Unload(const std::string& name) {
     e.status.serving_version = 0;
     e.status.device.clear();
     e.status.parameter_bytes = 0;
+    e.status.int8_samples = 0;
+    e.status.int8_top1_agreement = e.status.int8_worst_cosine = 0;
   }
   old.reset();  // freed when its last batch finishes
   if (listener_) listener_(name, false);
@@ -508,12 +587,15 @@ absl::StatusOr<StoreVersion> ModelRegistry::Save(const std::string& name, ModelF
   nv.source = absl::StrCat("SaveModel of ", name, " version ", handle.version);
   if (handle.preprocess != nullptr) nv.preprocess = PreprocessJson(*handle.preprocess);
   // An int8 version's engine goes with it: its outputs depend on it.
+  std::string calibration;  // the samples go with the weights too
   if (absl::StatusOr<StoreVersion> from = options_.store->Resolve(name, handle.version);
       from.ok()) {
     nv.quantized_engine = from->manifest.quantized_engine;
+    calibration = from->calibration_path;
   }
   ASSIGN_OR_RETURN(std::unique_ptr<PendingVersion> pending, options_.store->BeginVersion(nv));
   RETURN_IF_ERROR(handle.model->Save(format, pending->file_path()));
+  if (!calibration.empty()) RETURN_IF_ERROR(pending->AddCalibrationFrom(calibration));
   if (handle.labels != nullptr) {  // the labels go with the weights
     ASSIGN_OR_RETURN(StoreVersion source, options_.store->Resolve(name, handle.version));
     if (!source.labels_path.empty()) RETURN_IF_ERROR(pending->AddLabelsFrom(source.labels_path));

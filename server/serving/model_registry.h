@@ -39,9 +39,14 @@ struct ModelStatusInfo {
   std::string device;
   std::string last_error;
   int64_t pinned_version = 0;   // the store's pin; 0 = follows the newest
-  std::string precision;        // of the serving version: "fp32", "bf16", "fp16"
+  std::string precision;        // of the serving version: "fp32", "bf16", "fp16", "int8"
   std::string memory_format;    // of the serving version: "contiguous", "channels_last"
   int64_t parameter_bytes = 0;  // of the serving version, on its device
+  // Of a serving version in int8: its calibration samples, top-1 agreement and
+  // worst cosine against its float model on them (ModelInfo's; 0 samples: not int8).
+  int64_t int8_samples = 0;
+  double int8_top1_agreement = 0;
+  double int8_worst_cosine = 0;
 };
 
 // The models in memory: loads versions from the store, hands out the serving
@@ -84,6 +89,9 @@ class ModelRegistry {
     // `model_precision` (by model name; from --model_precision) says otherwise.
     Precision precision = Precision::kFp32;
     std::map<std::string, Precision> model_precision;
+    // Precision int8: a version whose top-1 agreement with its float model on
+    // its calibration samples is below this is refused (--min_int8_agreement).
+    double min_int8_agreement = 0.99;
     MemoryLayout memory_layout = MemoryLayout::kAuto;
     // How often the cached store listing (what Status and List report) is
     // re-read; not positive: only at construction and after this server's writes.

@@ -23,6 +23,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
+#include "common/npy.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
 #include "server/checkpoint/checkpoint_check.h"
@@ -251,6 +252,7 @@ absl::StatusOr<StoreVersion> CheckpointStore::Resolve(absl::string_view name,
   ASSIGN_OR_RETURN(v.manifest, ReadManifest(v.dir));
   ASSIGN_OR_RETURN(v.path, ContainedFile(v, v.manifest.file, true));
   ASSIGN_OR_RETURN(v.labels_path, ContainedFile(v, kLabelsFile, false));
+  ASSIGN_OR_RETURN(v.calibration_path, ContainedFile(v, kCalibrationFile, false));
   // A compiled package's program (its input shapes), named by the manifest or just present.
   if (v.manifest.format == ModelFormat::kAotiPackage) {
     ASSIGN_OR_RETURN(v.architecture_path, ContainedFile(v,
@@ -427,6 +429,7 @@ absl::StatusOr<std::unique_ptr<PendingVersion>> CheckpointStore::BeginVersion(
 PendingVersion::~PendingVersion() {
   if (fd_ >= 0) close(fd_);
   if (arch_fd_ >= 0) close(arch_fd_);
+  if (calib_fd_ >= 0) close(calib_fd_);
   if (lock_fd_ >= 0) close(lock_fd_);  // releases the flock
   if (!committed_ && !staging_dir_.empty()) {
     std::error_code ec;
@@ -455,10 +458,63 @@ absl::Status WriteAll(int fd, absl::string_view chunk, const std::string& path) 
   return absl::OkStatus();
 }
 
+// Another version's file at `target` in a staging directory: hard-linked (same
+// file system, same bytes), else copied. `what` names it in the error.
+absl::Status LinkOrCopy(const std::string& path, const std::string& target, const char* what) {
+  if (link(path.c_str(), target.c_str()) == 0) return absl::OkStatus();
+  std::error_code ec;
+  fs::copy_file(path, target, ec);
+  if (ec) return absl::InternalError(absl::StrCat("cannot copy ", what, ": ", ec.message()));
+  return absl::OkStatus();
+}
+
+// Uploaded calibration samples: a float32 .npy with at least one sample (read
+// whole: the upload limit bounds it). What the model takes is checked at load.
+absl::Status CheckCalibrationFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream bytes;
+  bytes << in.rdbuf();
+  absl::StatusOr<HostTensor> t = ParseNpy(bytes.str());
+  if (!t.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the calibration samples are not a .npy file: ", t.status().message()));
+  }
+  if (t->dtype != DType::kFloat32 || t->shape.empty() || t->shape[0] < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the calibration samples are ", DTypeName(t->dtype), " ", ShapeString(t->shape),
+        "; upload float32 [samples, ...] with at least one sample"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
+absl::Status PendingVersion::AppendCalibration(absl::string_view chunk) {
+  if (max_bytes_ > 0 && bytes_ + arch_bytes_ + calib_bytes_ + chunk.size() > max_bytes_) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("checkpoint and calibration samples are larger than the upload limit of ",
+                     max_bytes_, " bytes"));
+  }
+  const std::string path = (fs::path(staging_dir_) / CheckpointStore::kCalibrationFile).string();
+  if (calib_fd_ < 0) {
+    calib_fd_ = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (calib_fd_ < 0) {
+      return absl::InternalError(
+          absl::StrCat("cannot create calibration.npy: ", std::strerror(errno)));
+    }
+  }
+  RETURN_IF_ERROR(WriteAll(calib_fd_, chunk, path));
+  calib_bytes_ += chunk.size();
+  return absl::OkStatus();
+}
+
+absl::Status PendingVersion::AddCalibrationFrom(const std::string& path) {
+  return LinkOrCopy(path, (fs::path(staging_dir_) / CheckpointStore::kCalibrationFile).string(),
+                    "calibration.npy");
+}
+
 absl::Status PendingVersion::AppendArchitecture(absl::string_view chunk) {
-  if (max_bytes_ > 0 && bytes_ + arch_bytes_ + chunk.size() > max_bytes_) {
+  if (max_bytes_ > 0 && bytes_ + arch_bytes_ + calib_bytes_ + chunk.size() > max_bytes_) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "checkpoint and architecture are larger than the upload limit of ", max_bytes_, " bytes"));
   }
@@ -479,13 +535,7 @@ absl::Status PendingVersion::AppendArchitecture(absl::string_view chunk) {
 
 absl::Status PendingVersion::AddArchitectureFrom(const std::string& path) {
   arch_name_ = CheckpointStore::ArchitectureFileFor(path);
-  const fs::path target = fs::path(staging_dir_) / arch_name_;
-  if (link(path.c_str(), target.c_str()) == 0) return absl::OkStatus();
-  std::error_code ec;
-  fs::copy_file(path, target, ec);
-  if (ec)
-    return absl::InternalError(absl::StrCat("cannot copy the architecture file: ", ec.message()));
-  return absl::OkStatus();
+  return LinkOrCopy(path, (fs::path(staging_dir_) / arch_name_).string(), "the architecture file");
 }
 
 absl::Status PendingVersion::SetLabels(absl::string_view text) {
@@ -498,12 +548,8 @@ absl::Status PendingVersion::SetLabels(absl::string_view text) {
 }
 
 absl::Status PendingVersion::AddLabelsFrom(const std::string& path) {
-  const fs::path target = fs::path(staging_dir_) / CheckpointStore::kLabelsFile;
-  if (link(path.c_str(), target.c_str()) == 0) return absl::OkStatus();
-  std::error_code ec;
-  fs::copy_file(path, target, ec);
-  if (ec) return absl::InternalError(absl::StrCat("cannot copy labels.txt: ", ec.message()));
-  return absl::OkStatus();
+  return LinkOrCopy(path, (fs::path(staging_dir_) / CheckpointStore::kLabelsFile).string(),
+                    "labels.txt");
 }
 
 absl::Status PendingVersion::CommitArchitecture() {
@@ -636,6 +682,15 @@ absl::StatusOr<StoreVersion> PendingVersion::Commit() {
   }
   RETURN_IF_ERROR(CheckCheckpointFile(file_path_, manifest_.format));
   RETURN_IF_ERROR(CommitArchitecture());
+  if (calib_fd_ >= 0) {
+    if (fsync(calib_fd_) != 0) {
+      return absl::InternalError(absl::StrCat("fsync of calibration.npy: ", std::strerror(errno)));
+    }
+    close(calib_fd_);
+    calib_fd_ = -1;
+    RETURN_IF_ERROR(CheckCalibrationFile(
+        (fs::path(staging_dir_) / CheckpointStore::kCalibrationFile).string()));
+  }
   if (validate_) {
     RETURN_IF_ERROR(validate_(file_path_, manifest_.architecture_file.empty()
                                               ? std::string()

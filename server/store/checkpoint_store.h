@@ -53,6 +53,9 @@ struct StoreVersion {
   std::string architecture_path;
   // labels.txt beside the checkpoint (line i = class i); empty when none.
   std::string labels_path;
+  // calibration.npy beside the checkpoint (the samples --precision int8 is
+  // calibrated on); empty when none.
+  std::string calibration_path;
   Manifest manifest;
 };
 
@@ -82,6 +85,11 @@ class PendingVersion {
   // Puts the template at `path` (another version's architecture.pt) beside the
   // checkpoint: a hard link where the filesystem allows, else a copy.
   absl::Status AddArchitectureFrom(const std::string& path);
+  // Streams bytes of calibration samples (a float32 .npy) into calibration.npy
+  // beside the checkpoint; counted in the same size limit as Append.
+  absl::Status AppendCalibration(absl::string_view chunk);
+  // Puts another version's calibration.npy beside the checkpoint (linked or copied).
+  absl::Status AddCalibrationFrom(const std::string& path);
   // Writes `text` as labels.txt beside the checkpoint (class labels, one per line).
   absl::Status SetLabels(absl::string_view text);
   // Puts another version's labels.txt beside the checkpoint (linked or copied).
@@ -112,6 +120,8 @@ class PendingVersion {
   std::unique_ptr<Sha256> arch_sha_;
   uint64_t arch_bytes_ = 0;
   std::string expected_arch_sha256_;
+  int calib_fd_ = -1;  // calibration.npy, open while it streams
+  uint64_t calib_bytes_ = 0;
   // Publishes architecture.pt (verified, fsynced, deduplicated by sha256 against
   // the model's other versions) into the manifest; no-op without one.
   absl::Status CommitArchitecture();
@@ -149,6 +159,7 @@ class CheckpointStore {
   // The template's file name for a file at `path`: architecture.pt2 for a .pt2.
   static const char* ArchitectureFileFor(const std::string& path);
   static constexpr char kLabelsFile[] = "labels.txt";
+  static constexpr char kCalibrationFile[] = "calibration.npy";
 
   const std::string& root() const { return root_; }
 

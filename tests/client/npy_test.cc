@@ -1,4 +1,4 @@
-#include "client/npy.h"
+#include "common/npy.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>

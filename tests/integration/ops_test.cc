@@ -17,7 +17,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "client/model_client.h"
-#include "client/npy.h"
+#include "common/npy.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "server/store/checkpoint_store.h"
 #include "tests/testing/server_process.h"

@@ -14,7 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/barrier.h"
 #include "client/model_client.h"
-#include "client/npy.h"
+#include "common/npy.h"
 #include "server/store/checkpoint_store.h"
 #include "tests/testing/server_process.h"
 #include "tests/testing/test_store.h"

@@ -9,7 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "client/model_client.h"
-#include "client/npy.h"
+#include "common/npy.h"
 #include "tests/testing/server_process.h"
 #include "tests/testing/test_store.h"
 

@@ -9,7 +9,7 @@
 #include <fstream>
 #include <iostream>
 
-#include "client/npy.h"
+#include "common/npy.h"
 #include "server/model/cpu_block_cache.h"
 #include "server/model/model_loader.h"
 #include "tests/testing/server_process.h"

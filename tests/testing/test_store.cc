@@ -8,7 +8,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "client/npy.h"
+#include "common/npy.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
 #include "tests/testing/server_process.h"

@@ -198,7 +198,8 @@ class ModelServerClient:
                architecture: str = "", architecture_file: Union[str, os.PathLike, None] = None,
                labels: Union[str, os.PathLike, Iterable[str], None] = None,
                preprocess: Optional[dict] = None, precision: str = "",
-               quantized_engine: str = "") -> int:
+               quantized_engine: str = "",
+               calibration: Union[str, os.PathLike, None] = None) -> int:
         """Uploads a checkpoint as the model's next version; returns its number.
 
         format: "state_dict", "pickled_module", "torchscript", "exported_program" or
@@ -207,6 +208,9 @@ class ModelServerClient:
         labels.txt path or the labels (line i = class i). preprocess: e.g.
         {"resize": 256, "crop": 224}. quantized_engine: the engine an int8 model was
         made for (torch.backends.quantized.engine then: "qnnpack", "onednn", ...).
+        calibration: a float32 .npy of samples as the model takes them
+        (numpy.save('samples.npy', batch)), stored as the version's calibration.npy:
+        what precision="int8" is calibrated and checked on.
         """
         path = os.fspath(path)
         if format is None:
@@ -237,6 +241,9 @@ class ModelServerClient:
             if architecture_file is not None:
                 for chunk in _chunks(architecture_file):
                     yield pb.UploadCheckpointRequest(architecture_chunk=chunk)
+            if calibration is not None:
+                for chunk in _chunks(calibration):
+                    yield pb.UploadCheckpointRequest(calibration_chunk=chunk)
             for chunk in _chunks(path):
                 yield pb.UploadCheckpointRequest(chunk=chunk)
 

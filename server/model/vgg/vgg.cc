@@ -166,6 +166,54 @@ at::Tensor VggImpl::forward(const at::Tensor& input) const {
   return x;
 }
 
+std::vector<FloatLayer> VggImpl::Layers() const {
+  std::vector<FloatLayer> out;
+  auto add = [&out](const Layer& l) {
+    FloatLayer f;
+    switch (l.kind) {
+      case Layer::Kind::kConv:
+        f.kind = FloatLayer::Kind::kConv;
+        f.stride = {1, 1};
+        f.padding = {1, 1};
+        f.dilation = {1, 1};
+        break;
+      case Layer::Kind::kBatchNorm:
+        f.kind = FloatLayer::Kind::kBatchNorm;
+        f.running_mean = l.running_mean;
+        f.running_var = l.running_var;
+        break;
+      case Layer::Kind::kReLU:
+        f.kind = FloatLayer::Kind::kReLU;
+        break;
+      case Layer::Kind::kMaxPool:
+        f.kind = FloatLayer::Kind::kMaxPool;
+        f.kernel = {2, 2};
+        f.stride = {2, 2};
+        f.padding = {0, 0};
+        f.dilation = {1, 1};
+        break;
+      case Layer::Kind::kLinear:
+        f.kind = FloatLayer::Kind::kLinear;
+        break;
+      case Layer::Kind::kDropout:
+        return;  // eval mode: the identity
+    }
+    f.weight = l.weight;
+    f.bias = l.bias;
+    out.push_back(std::move(f));
+  };
+  for (const Layer& l : features_) add(l);
+  FloatLayer pool;
+  pool.kind = FloatLayer::Kind::kAdaptiveAvgPool;
+  pool.output_size = {config_.pool, config_.pool};
+  out.push_back(pool);
+  FloatLayer flatten;
+  flatten.kind = FloatLayer::Kind::kFlatten;
+  out.push_back(flatten);
+  for (const Layer& l : classifier_) add(l);
+  return out;
+}
+
 StateDict VggImpl::state_dict() const {
   StateDict out;
   std::map<std::string, at::Tensor> all;

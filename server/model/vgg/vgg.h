@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "server/model/int8_network.h"
 #include "server/model/tensor_materializer.h"
 #include "server/model/torch_model.h"
 #include "server/model/vgg/vgg_config.h"
@@ -36,6 +37,9 @@ class VggImpl : public torch::nn::Module {
 
   // x: [N, C, H, W] float32 on the module's device.
   at::Tensor forward(const at::Tensor& x) const;
+
+  // The network as FloatLayers (for --precision int8), sharing its tensors.
+  std::vector<FloatLayer> Layers() const;
 
   // The state dict in torchvision order (parameters and buffers), float32 and
   // contiguous whatever the serving precision and layout.

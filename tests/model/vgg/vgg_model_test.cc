@@ -3,7 +3,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include "client/npy.h"
+#include "common/npy.h"
 #include "server/model/model_loader.h"
 #include "tests/testing/server_process.h"
 

@@ -5,7 +5,7 @@
 
 #include <set>
 
-#include "client/npy.h"
+#include "common/npy.h"
 #include "server/model/tensor_convert.h"
 #include "tests/testing/server_process.h"
 

@@ -1,5 +1,5 @@
-#ifndef MODELSERVER_CLIENT_NPY_H_
-#define MODELSERVER_CLIENT_NPY_H_
+#ifndef MODELSERVER_COMMON_NPY_H_
+#define MODELSERVER_COMMON_NPY_H_
 
 #include <string>
 
@@ -18,4 +18,4 @@ absl::Status WriteNpy(const std::string& path, const HostTensor& t);
 
 }  // namespace modelserver
 
-#endif  // MODELSERVER_CLIENT_NPY_H_
+#endif  // MODELSERVER_COMMON_NPY_H_
