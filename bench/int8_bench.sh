@@ -82,7 +82,10 @@ for arch in vgg16 resnet18; do
   serve "$model" "$arch-fp32" --precision fp32
   serve "$model" "$arch-bf16" --precision bf16
   serve "$arch-int8" "$arch-int8"
-  [ $arch = vgg16 ] && serve "$model" "$arch-int8-load" --precision int8
+  # Random weights give near-tie logits (the FX model agrees on about 3 in 4 inputs), so the
+  # default --min_int8_agreement 0.99 would refuse this version: 0 here, and the numbers
+  # its status gives are reported.
+  [ $arch = vgg16 ] && serve "$model" "$arch-int8-load" --precision int8 --min_int8_agreement 0
 done
 
 out="bench/results/int8-$(date -u +%Y-%m-%d).md"
