@@ -526,7 +526,7 @@ absl::StatusOr<std::unique_ptr<grpc::Server>> StartGrpc(const std::vector<grpc::
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 2);
   // Bounds what gRPC's transport buffers for requests being received.
   grpc::ResourceQuota quota("model-server");
-  quota.Resize(static_cast<size_t>(MemoryLimit() / 8));
+  quota.Resize(static_cast<size_t>(MemoryLimit() / 16));
   builder.SetResourceQuota(quota);
   for (grpc::Service* service : services) builder.RegisterService(service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
