@@ -14,7 +14,8 @@
 #                              by fuzz/wire_seeds.py with what the tests send
 #
 #   bash fuzz/run_fuzzer.sh [SECONDS [TORCH_SECONDS [IMAGE_SECONDS [WIRE_SECONDS]]]]
-#   (default 300; needs `make test` fixtures)
+#   (default 300; needs `make test` fixtures). FUZZ_PHASE=build only builds the targets
+#   (CI does that beside the Debian 13 run), FUZZ_PHASE=run only runs them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_TO_RUN=${1:-300}
@@ -25,6 +26,9 @@ out=build/fuzz
 mkdir -p "$out/corpus" "$out/crashes"
 command -v clang++ >/dev/null || { echo "clang++ is not installed (apt-get install clang libclang-rt-14-dev)"; exit 1; }
 [ -d build/proto ] || { echo "run make build first"; exit 1; }
+phase=${FUZZ_PHASE:-all}  # build: only build the targets; run: only run those built before
+case "$phase" in build|run|all) ;; *) echo "FUZZ_PHASE is build, run or unset, not '$phase'"; exit 1 ;; esac
+if [ "$phase" != run ]; then
 srcs="fuzz/checkpoint_fuzzer.cc $(ls server/checkpoint/*.cc) server/util/logging.cc
       common/host_tensor.cc common/npy.cc common/sha256.cc common/wire_size.cc"
 absl_libs=$(pkg-config --libs absl_status absl_statusor absl_strings absl_str_format absl_time absl_synchronization)
@@ -47,6 +51,11 @@ wire_srcs="fuzz/wire_fuzzer.cc server/service/rest_infer.cc server/service/oip_c
            server/sandbox/worker_protocol.cc build/proto/inference/v2/grpc_predict_v2.pb.cc build/proto/modelserving/v1/model_service.pb.cc"
 clang++ $flags -I. -Ibuild/proto $wire_srcs -o "$out/wire_fuzzer" $absl_libs \
   $(pkg-config --libs protobuf) -lcrypto
+fi
+[ "$phase" = build ] && { echo "fuzz targets built in $out"; exit 0; }
+for t in checkpoint torch image wire; do
+  [ -x "$out/${t}_fuzzer" ] || { echo "no $out/${t}_fuzzer: build it (FUZZ_PHASE=build)"; exit 1; }
+done
 # Seed corpus: real torch.save / torch.jit.save files (the crafted attack fixtures
 # included) and their pickles.
 for f in $(find build/fixtures -name '*.pth' -size -2M -o -name '*.pt' -size -2M); do
