@@ -123,6 +123,13 @@ absl::StatusOr<std::shared_ptr<const HostTensor>> CalibrationImages(const StoreV
   t->shape = preprocess.OutputShape();
   t->shape.insert(t->shape.begin(), static_cast<int64_t>(files.size()));
   const size_t per = static_cast<size_t>(t->shape[1] * t->shape[2] * t->shape[3]);
+  // The same bound as a calibration.npy's bytes, checked without overflow.
+  constexpr size_t kMaxBytes = size_t{512} << 20;
+  if (per == 0 || files.size() > kMaxBytes / sizeof(float) / per) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        where, ": ", files.size(), " images of ", ShapeString(preprocess.OutputShape()),
+        " would take more than ", kMaxBytes >> 20, " MiB; use fewer (a few dozen are enough)"));
+  }
   t->data.resize(files.size() * per * sizeof(float));
   const fs::path real_root = fs::canonical(root, ec);
   for (size_t i = 0; i < files.size(); ++i) {
