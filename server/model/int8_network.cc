@@ -24,9 +24,6 @@
 namespace modelserver {
 namespace {
 
-// A calibration file larger than this is refused before it is read (the samples
-// are held in memory, with the float and int8 outputs, while the version loads).
-constexpr int64_t kMaxCalibrationBytes = int64_t{512} << 20;
 // The samples run through the float network at once while observing ranges, and
 // through both models when their outputs are compared.
 constexpr int64_t kCalibrationBatch = 8;

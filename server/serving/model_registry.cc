@@ -7,6 +7,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/npy.h"
 #include "common/status_macros.h"
 #include "server/image/image_decode.h"
 #include "server/image/preprocess.h"
@@ -124,7 +125,7 @@ absl::StatusOr<std::shared_ptr<const HostTensor>> CalibrationImages(const StoreV
   t->shape.insert(t->shape.begin(), static_cast<int64_t>(files.size()));
   const size_t per = static_cast<size_t>(t->shape[1] * t->shape[2] * t->shape[3]);
   // The same bound as a calibration.npy's bytes, checked without overflow.
-  constexpr size_t kMaxBytes = size_t{512} << 20;
+  constexpr size_t kMaxBytes = static_cast<size_t>(kMaxCalibrationBytes);
   if (per == 0 || files.size() > kMaxBytes / sizeof(float) / per) {
     return absl::FailedPreconditionError(absl::StrCat(
         where, ": ", files.size(), " images of ", ShapeString(preprocess.OutputShape()),

@@ -469,8 +469,13 @@ absl::Status LinkOrCopy(const std::string& path, const std::string& target, cons
 }
 
 // Uploaded calibration samples: a float32 .npy with at least one sample (read
-// whole: the upload limit bounds it). What the model takes is checked at load.
-absl::Status CheckCalibrationFile(const std::string& path) {
+// whole: at most kMaxCalibrationBytes). What the model takes is checked at load.
+absl::Status CheckCalibrationFile(const std::string& path, uint64_t size) {
+  if (size > static_cast<uint64_t>(kMaxCalibrationBytes)) {
+    return absl::InvalidArgumentError(absl::StrCat("the calibration samples have ", size,
+                                                   " bytes; at most ", kMaxCalibrationBytes,
+                                                   " are read (a few dozen samples are enough)"));
+  }
   std::ifstream in(path, std::ios::binary);
   std::stringstream bytes;
   bytes << in.rdbuf();
@@ -489,12 +494,16 @@ absl::Status CheckCalibrationFile(const std::string& path) {
 
 }  // namespace
 
-absl::Status PendingVersion::AppendCalibration(absl::string_view chunk) {
-  if (max_bytes_ > 0 && bytes_ + arch_bytes_ + calib_bytes_ + chunk.size() > max_bytes_) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("checkpoint and calibration samples are larger than the upload limit of ",
-                     max_bytes_, " bytes"));
+absl::Status PendingVersion::CheckBesideLimit(size_t more, const char* what) const {
+  if (max_bytes_ > 0 && bytes_ + arch_bytes_ + calib_bytes_ + more > max_bytes_) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "checkpoint and ", what, " are larger than the upload limit of ", max_bytes_, " bytes"));
   }
+  return absl::OkStatus();
+}
+
+absl::Status PendingVersion::AppendCalibration(absl::string_view chunk) {
+  RETURN_IF_ERROR(CheckBesideLimit(chunk.size(), "calibration samples"));
   const std::string path = (fs::path(staging_dir_) / CheckpointStore::kCalibrationFile).string();
   if (calib_fd_ < 0) {
     calib_fd_ = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
@@ -514,10 +523,7 @@ absl::Status PendingVersion::AddCalibrationFrom(const std::string& path) {
 }
 
 absl::Status PendingVersion::AppendArchitecture(absl::string_view chunk) {
-  if (max_bytes_ > 0 && bytes_ + arch_bytes_ + calib_bytes_ + chunk.size() > max_bytes_) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "checkpoint and architecture are larger than the upload limit of ", max_bytes_, " bytes"));
-  }
+  RETURN_IF_ERROR(CheckBesideLimit(chunk.size(), "architecture"));
   const std::string path = (fs::path(staging_dir_) / CheckpointStore::kArchitectureFile).string();
   if (arch_fd_ < 0) {
     arch_fd_ = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
@@ -689,7 +695,7 @@ absl::StatusOr<StoreVersion> PendingVersion::Commit() {
     close(calib_fd_);
     calib_fd_ = -1;
     RETURN_IF_ERROR(CheckCalibrationFile(
-        (fs::path(staging_dir_) / CheckpointStore::kCalibrationFile).string()));
+        (fs::path(staging_dir_) / CheckpointStore::kCalibrationFile).string(), calib_bytes_));
   }
   if (validate_) {
     RETURN_IF_ERROR(validate_(file_path_, manifest_.architecture_file.empty()

@@ -120,6 +120,9 @@ class PendingVersion {
   std::unique_ptr<Sha256> arch_sha_;
   uint64_t arch_bytes_ = 0;
   std::string expected_arch_sha256_;
+  // RESOURCE_EXHAUSTED when `more` bytes of `what` (a file beside the checkpoint)
+  // would take the upload past max_bytes_.
+  absl::Status CheckBesideLimit(size_t more, const char* what) const;
   int calib_fd_ = -1;  // calibration.npy, open while it streams
   uint64_t calib_bytes_ = 0;
   // Publishes architecture.pt (verified, fsynced, deduplicated by sha256 against
