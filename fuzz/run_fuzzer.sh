@@ -32,7 +32,7 @@ if [ "$phase" != run ]; then
 srcs="fuzz/checkpoint_fuzzer.cc $(ls server/checkpoint/*.cc) server/util/logging.cc
       common/host_tensor.cc common/npy.cc common/sha256.cc common/wire_size.cc"
 absl_libs=$(pkg-config --libs absl_status absl_statusor absl_strings absl_str_format absl_time absl_synchronization)
-flags="-std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined"
+flags="-std=c++17 -g1 -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined"
 clang++ $flags -I. $srcs -o "$out/checkpoint_fuzzer" $absl_libs -lz -lcrypto
 torch_srcs="fuzz/torch_fuzzer.cc server/model/tensor_materializer.cc server/model/layer_stack_model.cc
             server/model/torch_model.cc server/model/tensor_convert.cc server/model/precision.cc

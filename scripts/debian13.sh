@@ -87,7 +87,8 @@ if [ "$mode" = asan ]; then
 else
   build=build-debian13
   run="mkdir -p $build
-  cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo > $build/cmake.log 2>&1 \
+  cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DCMAKE_CXX_FLAGS_RELWITHDEBINFO='-O2 -g1 -DNDEBUG' > $build/cmake.log 2>&1 \
     || { tail -n 40 $build/cmake.log; exit 1; }
   built=0; cmake --build $build -j$JOBS -- -k 0 || built=1
   cd $build && ctest -j$JOBS --output-on-failure --timeout 1200 $(printf '%q ' "$@")

@@ -7,13 +7,17 @@
 # makes them build-debian13-asan, ...), with its own fixtures; warnings are not errors
 # there (GCC 12 flags std::regex under the sanitizers).
 #   bash scripts/sanitize.sh [asan|tsan|all]      (default all)
+# TSAN_PHASE=build only builds the TSan tests (CI runs it niced beside `make test`'s
+# tests, whose CPU is partly idle), TSAN_PHASE=run only runs what was built; unset: both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 JOBS=${JOBS:-$(nproc)}
+tsan_phase=${TSAN_PHASE:-all}
+case "$tsan_phase" in build|run|all) ;; *) echo "TSAN_PHASE is build, run or unset, not '$tsan_phase'"; exit 1 ;; esac
 what=${1:-all}
 asan_dir=${SANITIZE_BUILD:-build}-asan
 tsan_dir=${SANITIZE_BUILD:-build}-tsan
-base="-O1 -g -fno-omit-frame-pointer"
+base="-O1 -g1 -fno-omit-frame-pointer"  # line tables: reports keep files and lines
 
 # On a failure: each failed test's last output lines (ctest --output-on-failure wrote
 # them after its result line), prefixed so that .ci/run's filter keeps them.
@@ -82,6 +86,7 @@ if [ "$what" = tsan ] || [ "$what" = all ]; then
   # read), the util helpers.
   tests="batching_test serving_test store_test metrics_test service_test util_test"
   cmake --build "$tsan_dir" -j"$JOBS" --target $tests
+  if [ "$tsan_phase" = build ]; then echo "tsan: $tests built"; exit 0; fi
   (cd "$tsan_dir" && TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/../scripts/tsan.supp" \
     ctest -j"$JOBS" --output-on-failure --timeout 1500 -R "^($(echo $tests | tr ' ' '|'))\$") 2>&1 |
     tee "$tsan_dir"/ctest.log | grep -E "^ *[0-9]+/[0-9]+ Test|tests passed|tests failed|WARNING: ThreadSanitizer" || true

@@ -24,6 +24,7 @@
 #include "server/checkpoint/zip_reader.h"
 #include "server/model/cpu_block_cache.h"
 #include "server/model/device.h"
+#include "server/model/int8_network.h"
 #include "server/model/quantized_decomposed_ops.h"
 #include "server/model/state_dict_writer.h"
 #include "server/model/tensor_convert.h"
@@ -927,6 +928,281 @@ absl::Status ExportedProgramModel::Save(ModelFormat format, const std::string& p
         "an exported program saves as STATE_DICT (its weights), not ", ModelFormatName(format)));
   }
   return WriteStateDict(program_->state_dict, path);
+}
+
+absl::StatusOr<std::vector<FloatLayer>> ExportedProgramModel::Int8Layers() const {
+  const Program& p = *program_;
+  std::map<Slot, at::Tensor> weights;  // and what nodes on weights alone computed
+  for (const auto& [slot, t] : p.weights) weights[slot] = t;
+  std::set<Slot> data = {p.input_slot};  // every tensor computed from the input
+  Slot current = p.input_slot;           // the chain's last value
+  std::vector<FloatLayer> layers;
+  bool quantizable = false;
+  const CompiledNode* node = nullptr;
+  auto refuse = [&node](const std::string& why) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "precision int8: ", node == nullptr ? std::string("the program") : node->where, ": ", why,
+        "; int8 quantizes exported programs that are one chain of 2-d convolutions, batch norms, "
+        "ReLUs, pooling, flatten and linear layers: serve this one in fp32 or bf16, or quantize "
+        "it with PT2E and serve that"));
+  };
+  // Argument i of the node as a weight (undefined for None), an int list, an int,
+  // a bool or a float.
+  auto tensor = [&](size_t i) -> absl::StatusOr<at::Tensor> {
+    const BoundArg& b = node->args[i];
+    if (b.kind == BoundArg::kConstant && b.constant.isNone()) return at::Tensor();
+    if (b.kind == BoundArg::kConstant && b.constant.isTensor()) return b.constant.toTensor();
+    if (b.kind == BoundArg::kTensor && weights.count(b.slots[0]) > 0) {
+      return weights.at(b.slots[0]);
+    }
+    return refuse(absl::StrCat("argument ", i, " is neither a weight nor None"));
+  };
+  auto ints = [&](size_t i) -> absl::StatusOr<std::vector<int64_t>> {
+    const BoundArg& b = node->args[i];
+    if (b.kind == BoundArg::kConstant && b.constant.isIntList()) return b.constant.toIntVector();
+    if (b.kind == BoundArg::kConstant && b.constant.isInt()) {
+      return std::vector<int64_t>{b.constant.toInt()};
+    }
+    if (b.kind == BoundArg::kSymInts &&
+        std::all_of(b.slots.begin(), b.slots.end(), [](Slot s) { return s < 0; })) {
+      return b.ints;
+    }
+    return refuse(absl::StrCat("argument ", i, " is not a list of constant ints"));
+  };
+  auto constant = [&](size_t i) -> absl::StatusOr<c10::IValue> {
+    const BoundArg& b = node->args[i];
+    if (b.kind != BoundArg::kConstant) {
+      return refuse(absl::StrCat("argument ", i, " is not a constant"));
+    }
+    return b.constant;
+  };
+  auto is_true = [&](size_t i) -> absl::StatusOr<bool> {
+    ASSIGN_OR_RETURN(c10::IValue v, constant(i));
+    if (!v.isBool()) return refuse(absl::StrCat("argument ", i, " is not a bool"));
+    return v.toBool();
+  };
+  auto number = [&](size_t i) -> absl::StatusOr<double> {
+    ASSIGN_OR_RETURN(c10::IValue v, constant(i));
+    if (!v.isDouble() && !v.isInt())
+      return refuse(absl::StrCat("argument ", i, " is not a number"));
+    return v.isDouble() ? v.toDouble() : static_cast<double>(v.toInt());
+  };
+  using K = FloatLayer::Kind;
+  try {
+    for (const CompiledNode& n : p.nodes) {
+      node = &n;
+      if (n.kind != CompiledNode::kOperator) continue;  // sizes and assertions
+      const std::string op = n.op->schema().name();
+      const std::string& overload = n.op->schema().overload_name();
+      // The arguments that read values computed from the input.
+      std::vector<size_t> reads;
+      for (size_t i = 0; i < n.args.size(); ++i) {
+        const BoundArg& b = n.args[i];
+        if (b.kind != BoundArg::kTensor && b.kind != BoundArg::kTensors &&
+            b.kind != BoundArg::kOptionalTensors) {
+          continue;
+        }
+        if (std::any_of(b.slots.begin(), b.slots.end(),
+                        [&data](Slot s) { return s >= 0 && data.count(s) > 0; })) {
+          reads.push_back(i);
+        }
+      }
+      if (reads.empty()) {
+        // On weights alone (a linear weight's transpose): evaluated once, here.
+        torch::jit::Stack stack;
+        for (size_t i = 0; i < n.args.size(); ++i) {
+          const BoundArg& b = n.args[i];
+          if (b.kind == BoundArg::kTensor) {
+            ASSIGN_OR_RETURN(at::Tensor t, tensor(i));
+            stack.emplace_back(t);
+          } else if (b.kind == BoundArg::kConstant) {
+            stack.push_back(b.constant);
+          } else if (b.kind == BoundArg::kSymInts || b.kind == BoundArg::kSymInt) {
+            ASSIGN_OR_RETURN(std::vector<int64_t> v, ints(i));
+            if (b.kind == BoundArg::kSymInt) {
+              stack.emplace_back(v[0]);
+            } else {
+              stack.emplace_back(v);
+            }
+          } else {
+            return refuse("a node on weights with a list of tensors");
+          }
+        }
+        n.op->callBoxed(&stack);
+        for (size_t i = 0; i < n.outputs.size() && i < stack.size(); ++i) {
+          if (n.outputs[i].kind == NodeOutput::kValue && stack[i].isTensor()) {
+            weights[n.outputs[i].slots[0]] = stack[i].toTensor();
+          }
+        }
+        continue;
+      }
+      // The one data argument: the chain's last value.
+      const size_t in = op == "aten::addmm" ? 1 : 0;
+      if (reads.size() != 1 || reads[0] != in || n.args[in].kind != BoundArg::kTensor) {
+        return refuse(
+            "it combines values computed from the input (a residual connection or a "
+            "branch)");
+      }
+      if (n.args[in].slots[0] != current) {
+        return refuse(
+            "it reads an earlier value than the last layer's (a residual connection "
+            "or a branch)");
+      }
+      FloatLayer l;
+      bool identity = false;
+      if ((op == "aten::conv2d" || op == "aten::convolution") && overload.empty()) {
+        // core ATen's convolution: transposed and output_padding before groups.
+        const bool core = op == "aten::convolution";
+        if (core) {
+          ASSIGN_OR_RETURN(const bool transposed, is_true(6));
+          if (transposed) return refuse("a transposed convolution");
+        }
+        l.kind = K::kConv;
+        ASSIGN_OR_RETURN(l.weight, tensor(1));
+        ASSIGN_OR_RETURN(l.bias, tensor(2));
+        ASSIGN_OR_RETURN(l.stride, ints(3));
+        ASSIGN_OR_RETURN(l.padding, ints(4));
+        ASSIGN_OR_RETURN(l.dilation, ints(5));
+        ASSIGN_OR_RETURN(const double groups, number(core ? 8 : 6));
+        l.groups = static_cast<int64_t>(groups);
+      } else if ((op == "aten::batch_norm" || op == "aten::native_batch_norm" ||
+                  op == "aten::_native_batch_norm_legit_no_training") &&
+                 overload.empty()) {
+        const bool legit = op == "aten::_native_batch_norm_legit_no_training";
+        if (!legit) {
+          ASSIGN_OR_RETURN(const bool training, is_true(5));
+          if (training) return refuse("a batch norm in training mode");
+        }
+        l.kind = K::kBatchNorm;
+        ASSIGN_OR_RETURN(l.weight, tensor(1));
+        ASSIGN_OR_RETURN(l.bias, tensor(2));
+        ASSIGN_OR_RETURN(l.running_mean, tensor(3));
+        ASSIGN_OR_RETURN(l.running_var, tensor(4));
+        ASSIGN_OR_RETURN(l.eps, number(legit ? 6 : 7));
+        if (!l.running_mean.defined() || !l.running_var.defined()) {
+          return refuse("a batch norm without running statistics");
+        }
+      } else if ((op == "aten::relu" || op == "aten::relu_") && overload.empty()) {
+        l.kind = K::kReLU;
+      } else if ((op == "aten::max_pool2d" || op == "aten::max_pool2d_with_indices") &&
+                 overload.empty()) {
+        l.kind = K::kMaxPool;
+        ASSIGN_OR_RETURN(l.kernel, ints(1));
+        ASSIGN_OR_RETURN(l.stride, ints(2));
+        ASSIGN_OR_RETURN(l.padding, ints(3));
+        ASSIGN_OR_RETURN(l.dilation, ints(4));
+        ASSIGN_OR_RETURN(l.ceil_mode, is_true(5));
+        if (l.stride.empty()) l.stride = l.kernel;
+      } else if (op == "aten::avg_pool2d" && overload.empty()) {
+        l.kind = K::kAvgPool;
+        ASSIGN_OR_RETURN(l.kernel, ints(1));
+        ASSIGN_OR_RETURN(l.stride, ints(2));
+        ASSIGN_OR_RETURN(l.padding, ints(3));
+        ASSIGN_OR_RETURN(l.ceil_mode, is_true(4));
+        ASSIGN_OR_RETURN(l.count_include_pad, is_true(5));
+        ASSIGN_OR_RETURN(const c10::IValue divisor, constant(6));
+        if (!divisor.isNone()) return refuse("an average pooling with divisor_override");
+        if (l.stride.empty()) l.stride = l.kernel;
+      } else if ((op == "aten::adaptive_avg_pool2d" || op == "aten::_adaptive_avg_pool2d") &&
+                 overload.empty()) {
+        l.kind = K::kAdaptiveAvgPool;
+        ASSIGN_OR_RETURN(l.output_size, ints(1));
+      } else if (op == "aten::mean" && overload == "dim") {
+        // x.mean((2, 3)) of an image batch: a global average pooling.
+        ASSIGN_OR_RETURN(std::vector<int64_t> dims, ints(1));
+        std::sort(dims.begin(), dims.end());
+        if (dims != std::vector<int64_t>{2, 3} && dims != std::vector<int64_t>{-2, -1}) {
+          return refuse("a mean over other dimensions than an image's height and width");
+        }
+        ASSIGN_OR_RETURN(const bool keepdim, is_true(2));
+        ASSIGN_OR_RETURN(const c10::IValue dtype, constant(3));
+        if (!dtype.isNone()) return refuse("a mean with a dtype");
+        l.kind = K::kAdaptiveAvgPool;
+        l.output_size = {1, 1};
+        if (!keepdim) {
+          layers.push_back(l);
+          l = FloatLayer();
+          l.kind = K::kFlatten;
+        }
+      } else if (op == "aten::flatten" && overload == "using_ints") {
+        l.kind = K::kFlatten;
+        ASSIGN_OR_RETURN(const double start, number(1));
+        ASSIGN_OR_RETURN(const double end, number(2));
+        l.start_dim = static_cast<int64_t>(start);
+        l.end_dim = static_cast<int64_t>(end);
+      } else if ((op == "aten::view" || op == "aten::reshape" || op == "aten::_unsafe_view") &&
+                 overload.empty()) {
+        // x.view(x.size(0), -1): a flatten, whatever the batch's spelling.
+        const BoundArg& size = n.args[1];
+        const bool two = size.kind == BoundArg::kSymInts ? size.slots.size() == 2
+                         : size.constant.isIntList()     ? size.constant.toIntVector().size() == 2
+                                                         : false;
+        if (!two) return refuse("a view or reshape other than to [batch, features]");
+        const int64_t features = size.kind == BoundArg::kSymInts
+                                     ? (size.slots[1] < 0 ? size.ints[1] : 0)
+                                     : size.constant.toIntVector()[1];
+        if (features == 0) return refuse("a view or reshape to a symbolic number of features");
+        l.kind = K::kFlatten;
+      } else if (op == "aten::linear" && overload.empty()) {
+        l.kind = K::kLinear;
+        ASSIGN_OR_RETURN(l.weight, tensor(1));
+        ASSIGN_OR_RETURN(l.bias, tensor(2));
+      } else if ((op == "aten::addmm" || op == "aten::mm") && overload.empty()) {
+        // linear as core ATen spells it: addmm(bias, x, weight.t()).
+        const bool add = op == "aten::addmm";
+        l.kind = K::kLinear;
+        ASSIGN_OR_RETURN(at::Tensor transposed, tensor(add ? 2 : 1));
+        if (!transposed.defined() || transposed.dim() != 2) return refuse("no 2-d weight");
+        l.weight = transposed.t();
+        if (add) {
+          ASSIGN_OR_RETURN(l.bias, tensor(0));
+          ASSIGN_OR_RETURN(const double beta, number(3));
+          ASSIGN_OR_RETURN(const double alpha, number(4));
+          if (beta != 1 || alpha != 1) return refuse("an addmm with beta or alpha other than 1");
+        }
+      } else if (op == "aten::dropout" && overload.empty()) {
+        ASSIGN_OR_RETURN(const bool train, is_true(2));
+        if (train) return refuse("a dropout in training mode");
+        identity = true;
+      } else if ((op == "aten::clone" || op == "aten::alias" || op == "aten::detach" ||
+                  op == "aten::_assert_tensor_metadata") &&
+                 overload.empty()) {
+        identity = true;
+      } else {
+        return refuse(absl::StrCat("the operator ", op, overload.empty() ? "" : ".", overload,
+                                   " is not one int8 covers"));
+      }
+      if (l.kind == K::kConv && (!l.weight.defined() || l.weight.dim() != 4)) {
+        return refuse("a convolution without a 4-d weight (int8 covers 2-d convolutions)");
+      }
+      if (l.kind == K::kLinear && (!l.weight.defined() || l.weight.dim() != 2)) {
+        return refuse("a linear layer without a 2-d weight");
+      }
+      if (!identity) {
+        quantizable = quantizable || l.kind == K::kConv || l.kind == K::kLinear;
+        layers.push_back(std::move(l));
+      }
+      // Its first output carries the chain on (an assertion has none); the others
+      // (a batch norm's statistics, pooling indices) must stay unused.
+      for (const NodeOutput& o : n.outputs) {
+        for (Slot s : o.slots) {
+          if (s >= 0) data.insert(s);
+        }
+      }
+      if (!n.outputs.empty() && n.outputs[0].kind == NodeOutput::kValue) {
+        current = n.outputs[0].slots[0];
+      }
+    }
+  } catch (const std::exception& e) {
+    return TorchError(e, "reading the program's layers for int8",
+                      absl::StatusCode::kFailedPrecondition);
+  }
+  node = nullptr;
+  if (p.outputs.size() != 1 || p.outputs[0].second != current) {
+    return refuse("its output is not its last layer's (one output, at the end of the chain)");
+  }
+  if (!quantizable) return refuse("it has no convolution or linear layer");
+  return layers;
 }
 
 }  // namespace modelserver

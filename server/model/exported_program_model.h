@@ -11,6 +11,8 @@
 
 namespace modelserver {
 
+struct FloatLayer;
+
 // A `torch.export` program (torch.export.save's `.pt2`, either archive layout)
 // served as a Model, without Python and without compiled code: the graph that
 // server/checkpoint/exported_program.h reads is run by an interpreter. Each
@@ -69,6 +71,19 @@ class ExportedProgramModel : public TorchModel {
   // 0: none): a program's intermediate sizes are its own, not known before it runs.
   // Past it the pass fails RESOURCE_EXHAUSTED. Call before the model serves.
   void SetForwardMemoryBudget(uint64_t bytes);
+
+  // The program as a chain of float layers for `--precision int8` (QuantizeInt8):
+  // each operator node takes the previous one's output and weights, and is a 2-d
+  // convolution (aten.conv2d, aten.convolution), an eval-mode batch norm
+  // (aten.batch_norm, aten._native_batch_norm_legit_no_training), ReLU, max / average
+  // / adaptive average pooling, a flatten (aten.flatten, or a view / reshape to
+  // [batch, -1]), a mean over the last two dimensions, a linear layer (aten.linear,
+  // aten.addmm / aten.mm of a transposed weight) or an identity (eval-mode dropout,
+  // clone, alias, detach); nodes that only compute on weights (a transpose) are
+  // evaluated here. Size arithmetic and assertions are skipped. Anything else (a
+  // residual connection, another operator, several outputs) is FAILED_PRECONDITION
+  // naming the node.
+  absl::StatusOr<std::vector<FloatLayer>> Int8Layers() const;
 
   // Whether the first dimension is dynamic (batched), and its range; a fixed batch
   // otherwise (min == max == that batch).

@@ -313,8 +313,12 @@ HostTensor Slice(const HostTensor& all, int64_t begin, int64_t end) {
 }
 
 // Top-1 agreement and the worst cosine of int8 against float on every sample.
+// `layers_first` is what the float layers (the plan int8 was made from) computed on
+// the first batch: the float model must compute the same, or the layers are not
+// its network (FAILED_PRECONDITION).
 absl::StatusOr<Int8Accuracy> Compare(const Model& float_model, const Model& int8_model,
-                                     const HostTensor& samples) {
+                                     const HostTensor& samples, const at::Tensor& layers_first,
+                                     const std::string& what) {
   Int8Accuracy a;
   a.samples = samples.shape[0];
   a.worst_cosine = 1;
@@ -327,6 +331,21 @@ absl::StatusOr<Int8Accuracy> Compare(const Model& float_model, const Model& int8
     ASSIGN_OR_RETURN(at::Tensor qt, ViewHostTensor(q));
     ft = ft.reshape({ft.size(0), -1}).to(at::kDouble);
     qt = qt.reshape({qt.size(0), -1}).to(at::kDouble);
+    if (b == 0) {
+      const at::Tensor lt = layers_first.reshape({layers_first.size(0), -1}).to(at::kDouble);
+      const double largest = ft.numel() == 0 ? 0 : ft.abs().max().item<double>();
+      const double diff = lt.sizes() != ft.sizes() ? std::numeric_limits<double>::infinity()
+                                                   : (lt - ft).abs().max().item<double>();
+      if (!(diff <= 1e-3 * largest)) {
+        return absl::FailedPreconditionError(absl::StrFormat(
+            "precision int8: the layers read from %s do not compute what its float model "
+            "computes (outputs %s against %s, largest difference %g of outputs up to %g), so "
+            "they are not its network; serve it in fp32 or bf16",
+            what, ShapeString(std::vector<int64_t>(lt.sizes().begin(), lt.sizes().end())),
+            ShapeString(std::vector<int64_t>(ft.sizes().begin(), ft.sizes().end())), diff,
+            largest));
+      }
+    }
     agree += at::eq(ft.argmax(1), qt.argmax(1)).sum().item<int64_t>();
     const at::Tensor dot = (ft * qt).sum(1);
     const at::Tensor norms = ft.norm(2, 1) * qt.norm(2, 1);
@@ -356,6 +375,7 @@ absl::StatusOr<std::shared_ptr<const Model>> QuantizeInt8(std::vector<FloatLayer
   ASSIGN_OR_RETURN(FloatPlan plan, FloatPlan::Make(std::move(layers)));
   std::shared_ptr<const Int8Network> net;
   QParams input;
+  at::Tensor layers_first;  // the float layers' outputs on the first batch
   try {
     c10::InferenceMode guard;
     // Observe: min / max of the input and of each convolution's and linear
@@ -365,11 +385,13 @@ absl::StatusOr<std::shared_ptr<const Model>> QuantizeInt8(std::vector<FloatLayer
         {std::numeric_limits<double>::infinity(), -std::numeric_limits<double>::infinity()});
     ASSIGN_OR_RETURN(const at::Tensor all, ViewHostTensor(samples));
     for (int64_t b = 0; b < all.size(0); b += kCalibrationBatch) {
-      plan.Forward(all.slice(0, b, std::min(all.size(0), b + kCalibrationBatch)),
-                   [&ranges](size_t k, const at::Tensor& y) {
-                     ranges[k].first = std::min(ranges[k].first, y.min().item<double>());
-                     ranges[k].second = std::max(ranges[k].second, y.max().item<double>());
-                   });
+      at::Tensor y =
+          plan.Forward(all.slice(0, b, std::min(all.size(0), b + kCalibrationBatch)),
+                       [&ranges](size_t k, const at::Tensor& y) {
+                         ranges[k].first = std::min(ranges[k].first, y.min().item<double>());
+                         ranges[k].second = std::max(ranges[k].second, y.max().item<double>());
+                       });
+      if (b == 0) layers_first = std::move(y);
     }
     if (!std::isfinite(ranges[0].first) || !std::isfinite(ranges[0].second)) {
       return absl::FailedPreconditionError(
@@ -420,7 +442,8 @@ absl::StatusOr<std::shared_ptr<const Model>> QuantizeInt8(std::vector<FloatLayer
   ModelInfo info = float_model->info();
   info.parameter_bytes += net->weight_bytes();
   ASSIGN_OR_RETURN(const Int8Accuracy accuracy,
-                   Compare(*float_model, Int8Model(float_model, net, info), samples));
+                   Compare(*float_model, Int8Model(float_model, net, info), samples, layers_first,
+                           options.what));
   const std::string numbers =
       absl::StrFormat("top-1 agreement %.4f (%d of %d calibration samples), worst cosine %.6f",
                       accuracy.top1_agreement,

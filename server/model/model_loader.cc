@@ -33,6 +33,13 @@ constexpr char kNeedsArchitecture[] =
     "copied into the version directory as architecture.pt); (3) the whole model as TorchScript "
     "instead (torch.jit.script(model).save('model.pt'), format TORCHSCRIPT)";
 
+// An exported program in int8: its chain of layers quantized (QuantizeInt8).
+absl::StatusOr<std::shared_ptr<const Model>> QuantizeProgram(
+    std::shared_ptr<ExportedProgramModel> model, const Int8Options& options) {
+  ASSIGN_OR_RETURN(std::vector<FloatLayer> layers, model->Int8Layers());
+  return QuantizeInt8(std::move(layers), std::move(model), options);
+}
+
 }  // namespace
 
 absl::Status CheckInt8Applies(const ModelLoadOptions& options) {
@@ -40,15 +47,21 @@ absl::Status CheckInt8Applies(const ModelLoadOptions& options) {
   RETURN_IF_ERROR(CheckPrecisionOnDevice(options.precision, options.device));
   const bool native_vgg =
       options.format == ModelFormat::kStateDict && !options.architecture.empty();
-  if (native_vgg || options.format == ModelFormat::kPickledModule) return absl::OkStatus();
+  const bool program_template = options.format == ModelFormat::kStateDict &&
+                                options.architecture.empty() &&
+                                absl::EndsWith(options.architecture_path, ".pt2");
+  if (native_vgg || program_template || options.format == ModelFormat::kPickledModule ||
+      options.format == ModelFormat::kExportedProgram) {
+    return absl::OkStatus();
+  }
   return absl::FailedPreconditionError(absl::StrCat(
-      "precision int8 quantizes native VGGs (a state dict with a VGG architecture) and pickled "
-      "layer stacks at load, and this version is ",
-      options.format == ModelFormat::kStateDict ? "a state dict in an architecture template"
+      "precision int8 quantizes native VGGs (a state dict with a VGG architecture), pickled "
+      "layer stacks and exported programs (a chain of convolutions, batch norms, ReLUs, pooling "
+      "and linear layers) at load, and this version is ",
+      options.format == ModelFormat::kStateDict ? "a state dict in a TorchScript template"
                                                 : ModelFormatName(options.format),
       ": a TorchScript model serves in int8 as its maker quantized it (eager or FX quantization, "
-      "traced or scripted), an exported program as PT2E quantized it; serve this one in fp32 "
-      "or bf16"));
+      "traced or scripted); serve this one in fp32 or bf16"));
 }
 
 absl::StatusOr<std::shared_ptr<const Model>> LoadModelFromFile(const ModelLoadOptions& options) {
@@ -91,7 +104,8 @@ absl::StatusOr<std::shared_ptr<const Model>> LoadModelFromFile(const ModelLoadOp
             ExportedProgramModel::LoadTemplate(options.architecture_path, options.path,
                                                options.device, numerics, options.verify_crc));
         model->SetForwardMemoryBudget(options.forward_memory_bytes);
-        return std::shared_ptr<const Model>(std::move(model));
+        return int8 ? QuantizeProgram(std::move(model), int8_options)
+                    : std::shared_ptr<const Model>(std::move(model));
       }
       if (options.architecture.empty() && !options.architecture_path.empty()) {
         ASSIGN_OR_RETURN(std::shared_ptr<TorchScriptModel> model,
@@ -132,7 +146,8 @@ absl::StatusOr<std::shared_ptr<const Model>> LoadModelFromFile(const ModelLoadOp
           std::shared_ptr<ExportedProgramModel> model,
           ExportedProgramModel::Load(options.path, options.device, numerics, options.verify_crc));
       model->SetForwardMemoryBudget(options.forward_memory_bytes);
-      return std::shared_ptr<const Model>(std::move(model));
+      return int8 ? QuantizeProgram(std::move(model), int8_options)
+                  : std::shared_ptr<const Model>(std::move(model));
     }
     case ModelFormat::kAotiPackage: {
       // Native code, in this process: the caller trusts it (--trust_compiled_models);

@@ -59,9 +59,10 @@ struct ModelLoadOptions {
 };
 
 // OK unless `options` ask for precision int8 where it does not apply:
-// FAILED_PRECONDITION for any format but a native VGG's state dict or a pickled
-// layer stack (TorchScript and exported programs are quantized by their makers),
-// or for a device other than the CPU. LoadModelFromFile checks it; so does the
+// FAILED_PRECONDITION for TorchScript (its maker quantizes it) and TorchScript
+// templates -- native VGGs' state dicts, pickled layer stacks and exported programs
+// (and state dicts in program templates) are quantized at load -- or for a device
+// other than the CPU. LoadModelFromFile checks it; so does the
 // sandboxed loader before it starts a worker.
 absl::Status CheckInt8Applies(const ModelLoadOptions& options);
 

@@ -39,17 +39,18 @@ const std::set<std::string>& AllowedAten() {
       "baddbmm", "einsum", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
       "conv_transpose3d", "_convolution", "convolution", "embedding",
       // normalisation, activations, dropout (eval: identity)
-      "batch_norm", "instance_norm", "layer_norm", "group_norm", "relu", "relu6", "leaky_relu",
-      "elu", "selu", "celu", "gelu", "silu", "mish", "hardtanh", "hardswish", "hardsigmoid",
-      "sigmoid", "tanh", "softplus", "softsign", "softmax", "log_softmax", "_softmax", "prelu",
-      "threshold", "glu", "dropout", "feature_dropout", "alpha_dropout", "feature_alpha_dropout",
+      "batch_norm", "_native_batch_norm_legit_no_training",  // (core ATen's: writes nothing)
+      "instance_norm", "layer_norm", "group_norm", "relu", "relu6", "leaky_relu", "elu", "selu",
+      "celu", "gelu", "silu", "mish", "hardtanh", "hardswish", "hardsigmoid", "sigmoid", "tanh",
+      "softplus", "softsign", "softmax", "log_softmax", "_softmax", "prelu", "threshold", "glu",
+      "dropout", "feature_dropout", "alpha_dropout", "feature_alpha_dropout",
       // pooling, resizing, padding
       "max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d",
-      "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "adaptive_max_pool1d",
-      "adaptive_max_pool2d", "max_pool2d_with_indices", "upsample_nearest1d", "upsample_nearest2d",
-      "upsample_bilinear2d", "upsample_bicubic2d", "upsample_linear1d", "pad", "constant_pad_nd",
-      "reflection_pad1d", "reflection_pad2d", "replication_pad1d", "replication_pad2d",
-      "pixel_shuffle", "pixel_unshuffle",
+      "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "_adaptive_avg_pool2d",
+      "adaptive_max_pool1d", "adaptive_max_pool2d", "max_pool2d_with_indices", "upsample_nearest1d",
+      "upsample_nearest2d", "upsample_bilinear2d", "upsample_bicubic2d", "upsample_linear1d", "pad",
+      "constant_pad_nd", "reflection_pad1d", "reflection_pad2d", "replication_pad1d",
+      "replication_pad2d", "pixel_shuffle", "pixel_unshuffle",
       // shape and indexing
       "flatten", "unflatten", "view", "reshape", "view_as", "reshape_as", "squeeze", "unsqueeze",
       "permute", "transpose", "t", "contiguous", "expand", "expand_as", "repeat", "cat", "concat",

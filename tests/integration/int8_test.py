@@ -16,6 +16,10 @@ calibration=), or with the samples copied into the version directory by hand. Ea
   agreement and worst cosine against the float model that this test recomputes from the
   served int8 outputs and Python's float outputs on the samples.
 
+On torch 2.x (the Debian 13 run), an exported program of such a chain (torch.export.export,
+and the same in core ATen after run_decompositions) is held to the same comparison; one with
+a residual connection is refused naming the node.
+
 A native VGG calibrated on images in its calibration/ folder (run through the version's
 preprocess) serves close to its float model with the image count in its status.
 
@@ -38,6 +42,7 @@ import numpy as np
 import torch
 from PIL import Image
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.ao.quantization import (MinMaxObserver, PerChannelMinMaxObserver, QConfig,
                                    QConfigMapping)
 from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
@@ -73,6 +78,36 @@ def layer_stack():
         nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(8, 12, 3, stride=1, padding=1, groups=2), nn.ReLU(), nn.AvgPool2d(2),
         nn.Flatten(), nn.Linear(12 * 8 * 8, 24), nn.ReLU(), nn.Linear(24, 10)).eval()
+
+
+class Chain(nn.Module):
+    """A chain of layers in functional spelling, for torch.export."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.c2 = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+        self.fc1 = nn.Linear(16 * 2 * 2, 32)
+        self.drop = nn.Dropout(0.5)
+        self.fc2 = nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.bn(self.c1(x))), 2)
+        x = F.adaptive_avg_pool2d(F.relu(self.c2(x)), 2)
+        return self.fc2(self.drop(F.relu(self.fc1(torch.flatten(x, 1)))))
+
+
+class Residual(nn.Module):
+    """Not a chain: x + conv(x)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(3, 3, 3, padding=1)
+        self.fc = nn.Linear(3, 10)
+
+    def forward(self, x):
+        return self.fc((x + F.relu(self.c(x))).mean((2, 3)))
 
 
 def fx_int8(model, samples):
@@ -168,6 +203,30 @@ try:
         f.write('{"file": "model.pth", "format": "PICKLED_MODULE", "precision": "int8"}')
     cases.append(('stack-int8', 'a pickled layer stack (samples copied by hand)', stack))
 
+    if hasattr(torch, 'export'):
+        chain = Chain().eval()
+        with torch.no_grad():
+            chain.bn.running_mean.uniform_(-0.2, 0.2)
+            chain.bn.running_var.uniform_(0.5, 1.5)
+        batch = torch.export.Dim('batch', min=1, max=64)
+        ep = torch.export.export(chain, (calib[:2],), dynamic_shapes=({0: batch},))
+        for name, program in (('export-int8', ep), ('export-core-int8', ep.run_decompositions())):
+            d = os.path.join(store, name, '1')
+            os.makedirs(d)
+            torch.export.save(program, os.path.join(d, 'model.pt2'))
+            shutil.copy(calib_path, os.path.join(d, 'calibration.npy'))
+            with open(os.path.join(d, 'manifest.json'), 'w') as f:
+                f.write('{"file": "model.pt2", "format": "EXPORTED_PROGRAM", "precision": "int8"}')
+            targets = sorted({str(n.target) for n in program.graph.nodes
+                              if n.op == 'call_function'})
+            print(f'     {name}: {", ".join(targets)}', flush=True)
+        cases.append(('export-int8', 'an exported program (torch.export.export)', chain))
+        cases.append(('export-core-int8', 'an exported program in core ATen '
+                      '(run_decompositions: convolution, addmm)', chain))
+    else:
+        print(f'skip exported programs in int8: this torch ({torch.__version__}) has no '
+              'torch.export (the Debian 13 run exports them)', flush=True)
+
     for name, what, model in cases:
         code, msg = code_of(lambda: c.load(name))
         expect(f'{what} loads in int8', code == 'OK', msg)
@@ -261,6 +320,19 @@ try:
                                          precision='int8', calibration=calib_path))
     expect_refused('a TorchScript version in int8 is FAILED_PRECONDITION naming what int8 '
                    'quantizes', 'ts-int8', 'FAILED_PRECONDITION', 'quantizes native VGGs')
+
+    # An exported program that is not a chain of layers.
+    if hasattr(torch, 'export'):
+        d = os.path.join(store, 'export-residual', '1')
+        os.makedirs(d)
+        torch.export.save(torch.export.export(Residual().eval(), (calib[:2],)),
+                          os.path.join(d, 'model.pt2'))
+        shutil.copy(calib_path, os.path.join(d, 'calibration.npy'))
+        with open(os.path.join(d, 'manifest.json'), 'w') as f:
+            f.write('{"file": "model.pt2", "format": "EXPORTED_PROGRAM", "precision": "int8"}')
+        expect_refused('an exported program with a residual connection in int8 is '
+                       'FAILED_PRECONDITION naming the node', 'export-residual',
+                       'FAILED_PRECONDITION', 'residual connection', 'aten.add')
 
     # Samples the model does not take.
     wrong = npy('wrong.npy', np.zeros((4, 5, 32, 32), np.float32))

@@ -1,7 +1,7 @@
 // --precision int8 at load (server/model/int8_network.h) on the fixtures' tiny
 // VGG with batch norm: what is refused before anything serves, and the numbers a
 // served int8 model reports. (int8_test checks the served outputs against
-// PyTorch's own quantization.)
+// PyTorch's own quantization.) And the fixtures' hand-written exported programs.
 #include "server/model/int8_network.h"
 
 #include <gmock/gmock.h>
@@ -12,6 +12,7 @@
 #include <random>
 
 #include "common/npy.h"
+#include "server/model/exported_program_model.h"
 #include "server/model/model_loader.h"
 #include "tests/testing/server_process.h"
 
@@ -21,11 +22,11 @@ namespace {
 using testing::FixturesDir;
 using ::testing::HasSubstr;
 
-// Samples [n, 3, 32, 32] from a normal distribution, written as a .npy.
-std::string WriteSamples(const std::string& name, int64_t n, float poison = 0) {
+// Samples [n, 3, side, side] from a normal distribution, written as a .npy.
+std::string WriteSamples(const std::string& name, int64_t n, float poison = 0, int64_t side = 32) {
   HostTensor t;
   t.dtype = DType::kFloat32;
-  t.shape = {n, 3, 32, 32};
+  t.shape = {n, 3, side, side};
   std::vector<float> v(static_cast<size_t>(t.NumElements()));
   std::mt19937 gen(1);
   std::normal_distribution<float> normal;
@@ -123,6 +124,83 @@ TEST(Int8NetworkTest, TorchScriptIsItsMakersToQuantize) {
   ASSERT_FALSE(model.ok());
   EXPECT_EQ(model.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(std::string(model.status().message()), HasSubstr("quantizes native VGGs"));
+}
+
+// The fixtures' hand-written torch.export programs (torch 2.6's layout, written on
+// both platforms) of a small CNN: conv2d, batch_norm, relu, mean over height and
+// width, linear.
+double Cosine(const HostTensor& a, const HostTensor& b) {
+  const auto* x = reinterpret_cast<const float*>(a.data.data());
+  const auto* y = reinterpret_cast<const float*>(b.data.data());
+  double dot = 0, nx = 0, ny = 0;
+  for (size_t i = 0; i < std::min(a.data.size(), b.data.size()) / 4; ++i) {
+    dot += double{x[i]} * y[i];
+    nx += double{x[i]} * x[i];
+    ny += double{y[i]} * y[i];
+  }
+  return dot / std::sqrt(nx * ny);
+}
+
+// Fixture `dir`'s `file` in int8 (a state dict with `architecture` as its template,
+// when given) serves close to the same in fp32.
+void ServesCloseToItsFloatModel(const std::string& dir, const std::string& file,
+                                const std::string& architecture = "") {
+  ModelLoadOptions o;
+  o.path = FixturesDir() + "/export/" + dir + "/" + file;
+  o.format = architecture.empty() ? ModelFormat::kExportedProgram : ModelFormat::kStateDict;
+  if (!architecture.empty()) {
+    o.architecture_path = FixturesDir() + "/export/" + dir + "/" + architecture;
+  }
+  o.precision = Precision::kInt8;
+  o.name = dir;
+  o.version = 1;
+  o.calibration_path = WriteSamples(o.name + ".npy", 16, 0, 8);
+  ModelLoadOptions fp32 = o;
+  fp32.precision = Precision::kFp32;
+  auto f = LoadModelFromFile(fp32);
+  ASSERT_TRUE(f.ok()) << f.status();
+  o.min_int8_agreement = 0;  // two random classes: a near tie flips top-1
+  auto q = LoadModelFromFile(o);
+  ASSERT_TRUE(q.ok()) << q.status();
+  EXPECT_EQ((*q)->info().precision, "int8");
+  EXPECT_EQ((*q)->info().int8_samples, 16);
+  EXPECT_GT((*q)->info().int8_worst_cosine, 0.9);
+  auto x = ReadNpy(FixturesDir() + "/export/" + dir + "/input.npy");
+  ASSERT_TRUE(x.ok()) << x.status();
+  auto want = (*f)->Forward(*x);
+  auto got = (*q)->Forward(*x);
+  ASSERT_TRUE(want.ok() && got.ok()) << want.status() << " " << got.status();
+  EXPECT_EQ(got->shape, want->shape);
+  EXPECT_GT(Cosine(*got, *want), 0.99);
+}
+
+TEST(Int8NetworkTest, AnExportedChainIsQuantized) {
+  ServesCloseToItsFloatModel("handmade_26", "model.pt2");
+}
+
+TEST(Int8NetworkTest, AStateDictInAProgramTemplateIsQuantized) {
+  ServesCloseToItsFloatModel("handmade_template", "model_weights.pth", "architecture.pt2");
+}
+
+// Layers that are not the float model's network (here: one weight doubled, as a
+// misread graph would give) are refused before they serve.
+TEST(Int8NetworkTest, LayersThatAreNotTheFloatModelsAreRefused) {
+  auto program = ExportedProgramModel::Load(FixturesDir() + "/export/handmade_26/model.pt2", "cpu");
+  ASSERT_TRUE(program.ok()) << program.status();
+  auto layers = (*program)->Int8Layers();
+  ASSERT_TRUE(layers.ok()) << layers.status();
+  ASSERT_FALSE(layers->empty());
+  ASSERT_EQ(layers->front().kind, FloatLayer::Kind::kConv);
+  Int8Options o;
+  o.calibration_path = WriteSamples("misread.npy", 8, 0, 8);
+  o.min_agreement = 0;
+  auto right = QuantizeInt8(*layers, *program, o);
+  EXPECT_TRUE(right.ok()) << right.status();
+  layers->front().weight = layers->front().weight * 2;
+  auto wrong = QuantizeInt8(*layers, *program, o);
+  ASSERT_FALSE(wrong.ok());
+  EXPECT_EQ(wrong.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(wrong.status().message()), HasSubstr("do not compute what"));
 }
 
 }  // namespace
