@@ -1008,7 +1008,13 @@ absl::StatusOr<std::vector<FloatLayer>> ExportedProgramModel::Int8Layers() const
         }
       }
       if (reads.empty()) {
-        // On weights alone (a linear weight's transpose): evaluated once, here.
+        // On weights alone: a linear weight's transpose (core ATen's addmm), evaluated
+        // once, here. Only views: nothing a program asks for is allocated at load.
+        if (op != "aten::t" && op != "aten::permute" && op != "aten::transpose") {
+          return refuse(absl::StrCat("the operator ", op,
+                                     " computes on weights alone; int8 "
+                                     "takes only a transpose of a weight there"));
+        }
         torch::jit::Stack stack;
         for (size_t i = 0; i < n.args.size(); ++i) {
           const BoundArg& b = n.args[i];
